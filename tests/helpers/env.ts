@@ -1,0 +1,96 @@
+/**
+ * Per-test isolation against the real services: each test environment gets its own Postgres schema
+ * (selected through the connection string's search_path, so child processes inherit it) and its own
+ * Redis key prefix. `cleanup()` drops both.
+ */
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import type pg from 'pg';
+import { createKeys, type Keys } from '../../core/keys';
+import { migrate } from '../../db/migrate';
+import { createPool } from '../../db/pool';
+
+/** Test database (created by scripts/dev.sh services). Override with TEST_DATABASE_URL. */
+export const TEST_DATABASE_URL =
+  process.env.TEST_DATABASE_URL ?? 'postgres://selfheal:selfheal@127.0.0.1:5432/selfheal_test';
+export const TEST_REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379/0';
+
+export interface TestEnv {
+  /** Unique id of this environment, safe in names: `t<hex>`. */
+  id: string;
+  schema: string;
+  /** DATABASE_URL selecting this environment's schema. */
+  databaseUrl: string;
+  redisUrl: string;
+  /** REDIS_KEY_PREFIX of this environment. */
+  prefix: string;
+  keys: Keys;
+  pool: pg.Pool;
+  redis: Redis;
+  /** Environment variables a selfheal or pipeline process needs to use this environment. */
+  env: Record<string, string>;
+  cleanup(): Promise<void>;
+}
+
+export function uniqueId(prefix = 't'): string {
+  return `${prefix}${randomBytes(5).toString('hex')}`;
+}
+
+function withSearchPath(url: string, schema: string): string {
+  const u = new URL(url);
+  u.searchParams.set('options', `-c search_path=${schema}`);
+  return u.toString();
+}
+
+export async function createTestEnv(): Promise<TestEnv> {
+  const id = uniqueId();
+  const schema = `test_${id}`;
+  const admin = createPool(TEST_DATABASE_URL, { max: 1 });
+  await admin.query(`CREATE SCHEMA ${schema}`);
+  await admin.end();
+  const databaseUrl = withSearchPath(TEST_DATABASE_URL, schema);
+  const pool = createPool(databaseUrl, { max: 10 });
+  await migrate(pool);
+  const prefix = `${id}:`;
+  const redis = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: 2 });
+  const env = { DATABASE_URL: databaseUrl, REDIS_URL: TEST_REDIS_URL, REDIS_KEY_PREFIX: prefix };
+  return {
+    id,
+    schema,
+    databaseUrl,
+    redisUrl: TEST_REDIS_URL,
+    prefix,
+    keys: createKeys(prefix),
+    pool,
+    redis,
+    env,
+    async cleanup() {
+      let cursor = '0';
+      do {
+        const [next, found] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+        cursor = next;
+        if (found.length > 0) await redis.unlink(...found);
+      } while (cursor !== '0');
+      redis.disconnect();
+      await pool.end();
+      const dropper = createPool(TEST_DATABASE_URL, { max: 1 });
+      await dropper.query(`DROP SCHEMA ${schema} CASCADE`);
+      await dropper.end();
+    },
+  };
+}
+
+/** Polls `check` until it returns a truthy value or the timeout passes (then throws with the last value). */
+export async function waitFor<T>(
+  check: () => Promise<T> | T,
+  { timeoutMs = 30_000, intervalMs = 100, what = 'condition' } = {},
+): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: T | undefined;
+  for (;;) {
+    last = await check();
+    if (last) return last as NonNullable<T>;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last: ${JSON.stringify(last)}`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}

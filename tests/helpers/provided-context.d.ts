@@ -1,0 +1,10 @@
+// Values the integration globalSetup provides to tests through `inject()`.
+import 'vitest';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    temporalAddress: string;
+    temporalUiPort: number;
+    temporalDbFile: string;
+  }
+}
