@@ -12,7 +12,10 @@ export default tseslint.config(
   ...tseslint.configs.recommendedTypeChecked,
   {
     languageOptions: {
-      parserOptions: { projectService: { allowDefaultProject: ['*.mjs'] }, tsconfigRootDir: import.meta.dirname },
+      parserOptions: {
+        projectService: { allowDefaultProject: ['*.mjs'] },
+        tsconfigRootDir: import.meta.dirname,
+      },
     },
     plugins: { 'import-x': importX },
     rules: {
@@ -36,7 +39,13 @@ export default tseslint.config(
         { object: 'process', property: 'env', message: 'core/ takes configuration as arguments' },
         { object: 'Date', property: 'now', message: 'core/ takes `now` as an argument' },
       ],
-      'no-restricted-syntax': ['error', { selector: "NewExpression[callee.name='Date'][arguments.length=0]", message: 'core/ takes `now` as an argument' }],
+      'no-restricted-syntax': [
+        'error',
+        {
+          selector: "NewExpression[callee.name='Date'][arguments.length=0]",
+          message: 'core/ takes `now` as an argument',
+        },
+      ],
     },
   },
   {
@@ -47,9 +56,19 @@ export default tseslint.config(
         'error',
         {
           patterns: [
-            { group: ['@temporalio/*', '!@temporalio/workflow', '!@temporalio/common'], message: 'workflows import only @temporalio/workflow' },
-            { group: [...ioModules.filter((m) => !m.startsWith('@temporalio')), ...nodeBuiltins], message: 'no I/O in workflows' },
-            { group: ['../activities/*', '../workers/*', '../starter/*', '../db/*', '../pipeline/*'], allowTypeImports: true, message: 'type-only imports of activities' },
+            {
+              group: ['@temporalio/*', '!@temporalio/workflow', '!@temporalio/common'],
+              message: 'workflows import only @temporalio/workflow',
+            },
+            {
+              group: [...ioModules.filter((m) => !m.startsWith('@temporalio')), ...nodeBuiltins],
+              message: 'no I/O in workflows',
+            },
+            {
+              group: ['../activities/*', '../workers/*', '../starter/*', '../db/*', '../pipeline/*'],
+              allowTypeImports: true,
+              message: 'type-only imports of activities',
+            },
           ],
         },
       ],

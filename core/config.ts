@@ -3,6 +3,8 @@ import { z } from 'zod';
 /**
  * selfheal's configuration: every environment variable of DESIGN.md §7, validated once at each entry point.
  * Defaults are the conservative ones, so a fresh install observes and escalates but never acts on its own.
+ * Each field's documentation (units, default) is its `.describe()` text, from which `.env.example` and the
+ * README's configuration table are generated (`npm run docs:config`) and checked by a test.
  */
 
 /** A whole number of seconds (durations are whole seconds in the contract). */
@@ -12,7 +14,12 @@ const seconds = (def: number, min = 1) =>
     .trim()
     .regex(/^\d+$/, { error: `expected a whole number of seconds >= ${min}` })
     .transform(Number)
-    .pipe(z.number().int().min(min, { error: `expected a whole number of seconds >= ${min}` }))
+    .pipe(
+      z
+        .number()
+        .int()
+        .min(min, { error: `expected a whole number of seconds >= ${min}` }),
+    )
     .default(def);
 
 const integer = (def: number, min: number, max = Number.MAX_SAFE_INTEGER, what = 'whole number') =>
@@ -55,8 +62,8 @@ const boolean = (def: boolean) =>
     .transform((v) => ['true', '1', 'yes', 'on'].includes(v))
     .default(def);
 
-const url = (protocols: string[], def?: string) => {
-  const schema = z
+const urlString = (protocols: string[]) =>
+  z
     .string()
     .trim()
     .refine(
@@ -69,8 +76,8 @@ const url = (protocols: string[], def?: string) => {
       },
       { error: `expected a URL (${protocols.map((p) => p.replace(':', '://')).join(' or ')}...)` },
     );
-  return def === undefined ? schema.optional() : schema.default(def);
-};
+const url = (protocols: string[], def: string) => urlString(protocols).default(def);
+const optionalUrl = (protocols: string[]) => urlString(protocols).optional();
 
 /** Comma-separated list; blanks dropped. */
 const list = (def: string, item?: { re: RegExp; expected: string }) =>
@@ -128,92 +135,100 @@ const hostPort = z
   .regex(/^[A-Za-z0-9.-]+:\d{1,5}$/, { error: 'expected host:port, e.g. localhost:7233' });
 
 export const configSchema = z.object({
-  /** Temporal frontend, host:port. Default `localhost:7233`. */
-  TEMPORAL_ADDRESS: hostPort.default('localhost:7233'),
-  /** Temporal namespace. Default `default`. */
+  TEMPORAL_ADDRESS: hostPort.default('localhost:7233').describe('Temporal frontend, host:port.'),
   TEMPORAL_NAMESPACE: z
     .string()
     .trim()
     .regex(/^[A-Za-z0-9._-]+$/, { error: 'expected a namespace name' })
-    .default('default'),
-  /** Postgres connection string of the monitored pipeline and of `healing_log`. */
-  DATABASE_URL: url(['postgres:', 'postgresql:'], 'postgres://selfheal:selfheal@127.0.0.1:5432/selfheal'),
-  /** Redis connection string of the pipeline queues and selfheal's streams. */
-  REDIS_URL: url(['redis:', 'rediss:'], 'redis://127.0.0.1:6379'),
-  /** Prefix of every Redis key (queues, locks, streams). Default none. */
+    .default('default')
+    .describe('Temporal namespace.'),
+  DATABASE_URL: url(['postgres:', 'postgresql:'], 'postgres://selfheal:selfheal@127.0.0.1:5432/selfheal').describe(
+    'Postgres connection string of the monitored pipeline and of `healing_log`.',
+  ),
+  REDIS_URL: url(['redis:', 'rediss:'], 'redis://127.0.0.1:6379').describe(
+    "Redis connection string of the pipeline queues and selfheal's streams.",
+  ),
   REDIS_KEY_PREFIX: z
     .string()
     .regex(/^[A-Za-z0-9:._-]*$/, { error: 'expected letters, digits and : . _ -' })
-    .default(''),
-  /** Ollama server used for diagnosis. */
-  OLLAMA_HOST: url(['http:', 'https:'], 'http://127.0.0.1:11434'),
-  /** Ollama model name. */
-  OLLAMA_MODEL: z.string().trim().min(1, { error: 'expected a model name' }).default('llama3.2:3b'),
-  /** Milliseconds an LLM call may take before the runbook is used instead. Default 30000. */
-  LLM_TIMEOUT_MS: integer(30_000, 100, 600_000, 'number of milliseconds'),
-  /** Seconds between monitoring cycles (the Schedule's interval). Default 60. */
-  MONITOR_INTERVAL: seconds(60),
-  /** Seconds a non-empty queue may go without progress before `stalled_queue`. Default 600. */
-  QUEUE_STALL_THRESHOLD: seconds(600),
-  /** Fraction failed / (completed + failed) above which `error_rate_spike` fires. Default 0.2. */
-  ERROR_RATE_THRESHOLD: decimal(0.2, 0, 1),
-  /** Samples needed in the window before an error rate counts. Default 20. */
-  ERROR_RATE_MIN_SAMPLES: integer(20, 1),
-  /** Seconds of the error-rate window. Default 300. */
-  ERROR_RATE_WINDOW: seconds(300),
-  /** Recent mean processing time over the stage baseline that makes a `processing_time_anomaly`. Default 3. */
-  SLOWDOWN_FACTOR: decimal(3, 1, 1000),
-  /** Seconds a document may stay `processing` before it is stuck. Default 900. */
-  STUCK_DOCUMENT_THRESHOLD: seconds(900),
-  /** Comma-separated `container=url` pairs checked for health. Default none. */
-  HEALTH_TARGETS: healthTargets,
-  /** Consecutive failed health checks before `unhealthy_container`. Default 3. */
-  HEALTH_FAILURES_BEFORE_UNHEALTHY: integer(3, 1, 100),
-  /** Global budget of remediation actions per rolling hour. Default 5. */
-  MAX_ACTIONS_PER_HOUR: integer(5, 0, 10_000),
-  /** When false (default) every action waits for a human's approval. */
-  AUTO_FIX_ENABLED: boolean(false),
-  /** Plans below this confidence (0..1) wait for approval. Default 0.8. */
-  MIN_CONFIDENCE: decimal(0.8, 0, 1),
-  /** Seconds to wait for approval; no answer means reject. Default 3600. */
-  APPROVAL_TIMEOUT: seconds(3600),
-  /** Seconds between two restarts of the same target. Default 600. */
-  RESTART_COOLDOWN: seconds(600, 0),
-  /** Times a document may be requeued before it is dead-lettered. Default 3. */
-  MAX_REQUEUES: integer(3, 0, 100),
-  /** Glob patterns of container names selfheal may restart. Default `pipeline-*`. */
-  CONTAINER_ALLOWLIST: list('pipeline-*', { re: /^[A-Za-z0-9_.*?[\]-]+$/, expected: 'container-name globs' }),
-  /** Glob patterns of container names selfheal never touches; wins over the allow list. */
+    .default('')
+    .describe('Prefix of every Redis key (queues, locks, streams).'),
+  OLLAMA_HOST: url(['http:', 'https:'], 'http://127.0.0.1:11434').describe('Ollama server used for diagnosis.'),
+  OLLAMA_MODEL: z
+    .string()
+    .trim()
+    .min(1, { error: 'expected a model name' })
+    .default('llama3.2:3b')
+    .describe('Ollama model name.'),
+  LLM_TIMEOUT_MS: integer(30_000, 100, 600_000, 'number of milliseconds').describe(
+    'Milliseconds an LLM call may take before the runbook is used instead.',
+  ),
+  MONITOR_INTERVAL: seconds(60).describe("Seconds between monitoring cycles (the Schedule's interval)."),
+  QUEUE_STALL_THRESHOLD: seconds(600).describe(
+    'Seconds a non-empty queue may go without progress before `stalled_queue`.',
+  ),
+  ERROR_RATE_THRESHOLD: decimal(0.2, 0, 1).describe(
+    'Fraction failed / (completed + failed) above which `error_rate_spike` fires.',
+  ),
+  ERROR_RATE_MIN_SAMPLES: integer(20, 1).describe('Samples needed in the window before an error rate counts.'),
+  ERROR_RATE_WINDOW: seconds(300).describe('Seconds of the error-rate window.'),
+  SLOWDOWN_FACTOR: decimal(3, 1, 1000).describe(
+    'Recent mean processing time over the stage baseline that makes a `processing_time_anomaly`.',
+  ),
+  STUCK_DOCUMENT_THRESHOLD: seconds(900).describe('Seconds a document may stay `processing` before it is stuck.'),
+  HEALTH_TARGETS: healthTargets.describe('Comma-separated `container=url` pairs checked for health.'),
+  HEALTH_FAILURES_BEFORE_UNHEALTHY: integer(3, 1, 100).describe(
+    'Consecutive failed health checks before `unhealthy_container`.',
+  ),
+  MAX_ACTIONS_PER_HOUR: integer(5, 0, 10_000).describe('Global budget of remediation actions per rolling hour.'),
+  AUTO_FIX_ENABLED: boolean(false).describe("When false (default) every action waits for a human's approval."),
+  MIN_CONFIDENCE: decimal(0.8, 0, 1).describe('Plans below this confidence (0..1) wait for approval.'),
+  APPROVAL_TIMEOUT: seconds(3600).describe('Seconds to wait for approval; no answer means reject.'),
+  RESTART_COOLDOWN: seconds(600, 0).describe('Seconds between two restarts of the same target.'),
+  MAX_REQUEUES: integer(3, 0, 100).describe('Times a document may be requeued before it is dead-lettered.'),
+  CONTAINER_ALLOWLIST: list('pipeline-*', { re: /^[A-Za-z0-9_.*?[\]-]+$/, expected: 'container-name globs' }).describe(
+    'Glob patterns of container names selfheal may restart.',
+  ),
   CONTAINER_DENYLIST: list('*postgres*,*redis*,*temporal*,*ollama*,selfheal-*', {
     re: /^[A-Za-z0-9_.*?[\]-]+$/,
     expected: 'container-name globs',
-  }),
-  /** Webhook called on escalation (Slack-compatible or generic JSON). Default none. */
-  ESCALATION_WEBHOOK_URL: url(['http:', 'https:']),
-  /** Port of the HTTP metrics server. Default 8001. */
-  METRICS_PORT: integer(8001, 1, 65_535, 'port number'),
-  /** Address the HTTP metrics server binds to. Default 127.0.0.1. */
+  }).describe('Glob patterns of container names selfheal never touches; wins over the allow list.'),
+  ESCALATION_WEBHOOK_URL: optionalUrl(['http:', 'https:']).describe(
+    'Webhook called on escalation (Slack-compatible or generic JSON).',
+  ),
+  METRICS_PORT: integer(8001, 1, 65_535, 'port number').describe('Port of the HTTP metrics server.'),
   METRICS_HOST: z
     .string()
     .trim()
     .regex(/^[A-Za-z0-9.:-]+$/, { error: 'expected a host name or IP address' })
-    .default('127.0.0.1'),
-  /** Seconds of snapshots kept in `monitoring:metrics`. Default 86400. */
-  METRICS_RETENTION: seconds(86_400),
-  /** Seconds to wait after an action before verifying recovery. Default 60. */
-  VERIFY_DELAY: seconds(60, 0),
-  /** Path of the `temporal` CLI binary; otherwise it is looked up on PATH. */
-  TEMPORAL_CLI_PATH: z.string().trim().min(1).optional(),
-  /** Comma-separated names allowed to approve; empty means anyone. */
-  APPROVERS: list('', { re: /^[A-Za-z0-9@._-]+$/, expected: 'approver names' }),
-  /** Shared secret approvals must carry when set (at least 16 characters). */
-  APPROVAL_SECRET: z.string().min(16, { error: 'expected at least 16 characters' }).optional(),
-  /** Seconds a document may stay `queued` in no list before `lost_documents`. Default 600. */
-  LOST_DOCUMENT_THRESHOLD: seconds(600),
-  /** Different workers that must die on one document before `poison_document`. Default 3. */
-  POISON_CRASHES: integer(3, 1, 100),
-  /** pino log level. Default info. */
-  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    .default('127.0.0.1')
+    .describe('Address the HTTP metrics server binds to.'),
+  METRICS_RETENTION: seconds(86_400).describe('Seconds of snapshots kept in `monitoring:metrics`.'),
+  VERIFY_DELAY: seconds(60, 0).describe('Seconds to wait after an action before verifying recovery.'),
+  TEMPORAL_CLI_PATH: z
+    .string()
+    .trim()
+    .min(1)
+    .optional()
+    .describe('Path of the `temporal` CLI binary; otherwise it is looked up on PATH.'),
+  APPROVERS: list('', { re: /^[A-Za-z0-9@._-]+$/, expected: 'approver names' }).describe(
+    'Comma-separated names allowed to approve; empty means anyone.',
+  ),
+  APPROVAL_SECRET: z
+    .string()
+    .min(16, { error: 'expected at least 16 characters' })
+    .optional()
+    .describe('Shared secret approvals must carry when set (at least 16 characters).'),
+  LOST_DOCUMENT_THRESHOLD: seconds(600).describe(
+    'Seconds a document may stay `queued` in no list before `lost_documents`.',
+  ),
+  POISON_CRASHES: integer(3, 1, 100).describe(
+    'Different workers that must die on one document before `poison_document`.',
+  ),
+  LOG_LEVEL: z
+    .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+    .default('info')
+    .describe('pino log level.'),
 });
 
 export type Config = z.output<typeof configSchema>;

@@ -59,8 +59,12 @@ CREATE TABLE IF NOT EXISTS healing_log (
   outcome          text        NULL,
   error            text        NULL,
   idempotency_key  text        NULL,
+  -- Temporal activity id of the write: a retried audit activity writes its row once.
+  activity_id      text        NULL,
   created_at       timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE healing_log ADD COLUMN IF NOT EXISTS activity_id text NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS healing_log_run_activity ON healing_log (run_id, activity_id);
 -- An executed action is recorded once, whatever the retries.
 CREATE UNIQUE INDEX IF NOT EXISTS healing_log_executed_idempotency
   ON healing_log (idempotency_key) WHERE step = 'executed' AND idempotency_key IS NOT NULL;

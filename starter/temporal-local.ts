@@ -122,7 +122,7 @@ export async function startDevServer(opts: DevServerOptions, timeoutMs = 60_000)
     if (await temporalAnswers(address, 1_000)) return child;
     await new Promise((r) => setTimeout(r, 200));
   }
-  stopProcessGroup(child);
+  await stopProcessGroup(child);
   throw new Error(`temporal server did not answer at ${address} within ${timeoutMs} ms; see ${opts.logFile}`);
 }
 
@@ -161,7 +161,7 @@ export async function registerSearchAttributes(connection: Connection, namespace
   const custom = existing.customAttributes ?? {};
   const missing: Record<string, temporal.api.enums.v1.IndexedValueType> = {};
   for (const key of Object.values(SearchAttr)) {
-    const want = INDEXED_TYPE[key.type as keyof typeof INDEXED_TYPE];
+    const want = INDEXED_TYPE[key.type];
     const have = custom[key.name];
     if (have === undefined || have === null) missing[key.name] = want;
     else if (have !== want) {

@@ -1,0 +1,211 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import Docker from 'dockerode';
+import { Redis } from 'ioredis';
+import type { Config } from '../core/config';
+import { createPool } from '../db/pool';
+import { findTemporalCli, INSTALL_HINT, temporalAnswers } from './temporal-local';
+
+export const CheckStatus = { ok: 'ok', degraded: 'degraded', missing: 'missing' } as const;
+export type CheckStatus = (typeof CheckStatus)[keyof typeof CheckStatus];
+
+export interface DoctorRow {
+  dependency: string;
+  status: CheckStatus;
+  detail: string;
+  /** What to do about it; empty when ok. */
+  hint: string;
+  /** Without it selfheal cannot run at all. */
+  required: boolean;
+}
+
+const TIMEOUT_MS = 3_000;
+
+function withTimeout<T>(p: Promise<T>, ms = TIMEOUT_MS): Promise<T> {
+  return Promise.race([
+    p,
+    new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms).unref()),
+  ]);
+}
+
+function message(err: unknown): string {
+  return err instanceof Error ? err.message.split('\n')[0]! : String(err);
+}
+
+async function checkTemporal(config: Config): Promise<DoctorRow> {
+  const ok = await temporalAnswers(config.TEMPORAL_ADDRESS, TIMEOUT_MS);
+  return ok
+    ? {
+        dependency: 'Temporal',
+        status: 'ok',
+        detail: `answers at ${config.TEMPORAL_ADDRESS}`,
+        hint: '',
+        required: true,
+      }
+    : {
+        dependency: 'Temporal',
+        status: 'missing',
+        detail: `nothing answers at ${config.TEMPORAL_ADDRESS}`,
+        hint: '`selfheal up` starts a local dev server, or set TEMPORAL_ADDRESS',
+        required: true,
+      };
+}
+
+async function checkPostgres(config: Config): Promise<DoctorRow> {
+  const pool = createPool(config.DATABASE_URL, { max: 1, application: 'selfheal-doctor' });
+  try {
+    const { rows } = await withTimeout(
+      pool.query<{ version: string; documents: string | null; healing_log: string | null }>(
+        `SELECT current_setting('server_version') AS version,
+                to_regclass('documents')::text AS documents, to_regclass('healing_log')::text AS healing_log`,
+      ),
+    );
+    const row = rows[0]!;
+    if (!row.documents || !row.healing_log) {
+      return {
+        dependency: 'Postgres',
+        status: 'degraded',
+        detail: `PostgreSQL ${row.version}, schema not applied`,
+        hint: 'run `selfheal migrate`',
+        required: true,
+      };
+    }
+    return {
+      dependency: 'Postgres',
+      status: 'ok',
+      detail: `PostgreSQL ${row.version}, schema applied`,
+      hint: '',
+      required: true,
+    };
+  } catch (err) {
+    return {
+      dependency: 'Postgres',
+      status: 'missing',
+      detail: message(err),
+      hint: 'start it with `scripts/dev.sh services`, or check DATABASE_URL',
+      required: true,
+    };
+  } finally {
+    await pool.end().catch(() => undefined);
+  }
+}
+
+async function checkRedis(config: Config): Promise<DoctorRow> {
+  const redis = new Redis(config.REDIS_URL, {
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    connectTimeout: TIMEOUT_MS,
+    retryStrategy: () => null,
+  });
+  redis.on('error', () => undefined);
+  try {
+    await withTimeout(redis.connect());
+    const info = await withTimeout(redis.info('server'));
+    const version = /redis_version:(\S+)/.exec(info)?.[1] ?? '?';
+    return { dependency: 'Redis', status: 'ok', detail: `Redis ${version}`, hint: '', required: true };
+  } catch (err) {
+    return {
+      dependency: 'Redis',
+      status: 'missing',
+      detail: message(err),
+      hint: 'start it with `scripts/dev.sh services`, or check REDIS_URL',
+      required: true,
+    };
+  } finally {
+    redis.disconnect();
+  }
+}
+
+async function checkDocker(): Promise<DoctorRow> {
+  try {
+    const docker = new Docker();
+    const version = await withTimeout(docker.version());
+    return {
+      dependency: 'Docker',
+      status: 'ok',
+      detail: `Docker Engine ${version.Version}`,
+      hint: '',
+      required: false,
+    };
+  } catch (err) {
+    return {
+      dependency: 'Docker',
+      status: 'degraded',
+      detail: message(err),
+      hint: 'container restarts are unavailable; start dockerd (`scripts/dev.sh services`)',
+      required: false,
+    };
+  }
+}
+
+async function checkOllama(config: Config): Promise<DoctorRow> {
+  try {
+    const res = await withTimeout(
+      fetch(new URL('/api/tags', config.OLLAMA_HOST), { signal: AbortSignal.timeout(TIMEOUT_MS) }),
+    );
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    const body = (await res.json()) as { models?: { name?: string; model?: string }[] };
+    const names = (body.models ?? []).map((m) => m.name ?? m.model ?? '');
+    const wanted = config.OLLAMA_MODEL;
+    const present = names.some((n) => n === wanted || n === `${wanted}:latest` || n.split(':')[0] === wanted);
+    return present
+      ? { dependency: 'Ollama', status: 'ok', detail: `${wanted} available`, hint: '', required: false }
+      : {
+          dependency: 'Ollama',
+          status: 'degraded',
+          detail: `answers, but model ${wanted} is not pulled`,
+          hint: `ollama pull ${wanted}; meanwhile diagnosis uses the rule-based runbook`,
+          required: false,
+        };
+  } catch (err) {
+    return {
+      dependency: 'Ollama',
+      status: 'degraded',
+      detail: `no answer at ${config.OLLAMA_HOST}: ${message(err)}`,
+      hint: 'diagnosis falls back to the rule-based runbook; start Ollama or set OLLAMA_HOST',
+      required: false,
+    };
+  }
+}
+
+async function checkTemporalCli(config: Config): Promise<DoctorRow> {
+  const cli = findTemporalCli(config.TEMPORAL_CLI_PATH);
+  if (!cli) {
+    return {
+      dependency: 'temporal CLI',
+      status: 'missing',
+      detail: config.TEMPORAL_CLI_PATH ? `not executable: ${config.TEMPORAL_CLI_PATH}` : 'not on PATH',
+      hint: INSTALL_HINT,
+      required: false,
+    };
+  }
+  try {
+    const { stdout } = await promisify(execFile)(cli, ['--version'], { timeout: TIMEOUT_MS });
+    return { dependency: 'temporal CLI', status: 'ok', detail: `${stdout.trim()} (${cli})`, hint: '', required: false };
+  } catch (err) {
+    return {
+      dependency: 'temporal CLI',
+      status: 'degraded',
+      detail: message(err),
+      hint: INSTALL_HINT,
+      required: false,
+    };
+  }
+}
+
+/** One row per dependency, checked in parallel, each bounded by a short timeout. */
+export async function runDoctor(config: Config): Promise<DoctorRow[]> {
+  return Promise.all([
+    checkTemporal(config),
+    checkPostgres(config),
+    checkRedis(config),
+    checkDocker(),
+    checkOllama(config),
+    checkTemporalCli(config),
+  ]);
+}
+
+/** Non-zero when a required dependency is missing. */
+export function doctorExitCode(rows: DoctorRow[]): number {
+  return rows.some((r) => r.required && r.status === 'missing') ? 1 : 0;
+}

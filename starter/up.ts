@@ -1,0 +1,230 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, openSync, writeFileSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { Connection } from '@temporalio/client';
+import type { Config } from '../core/config';
+import { migrate } from '../db/migrate';
+import { createPool } from '../db/pool';
+import {
+  findTemporalCli,
+  INSTALL_HINT,
+  PROJECT_ROOT,
+  registerSearchAttributes,
+  startDevServer,
+  stopProcessGroup,
+  temporalAnswers,
+} from './temporal-local';
+
+/** Where `selfheal up` keeps its state: the Temporal database, logs, the run file. */
+export function dataDir(env: NodeJS.ProcessEnv = process.env): string {
+  return path.resolve(env.SELFHEAL_DATA_DIR ?? path.join(PROJECT_ROOT, '.data'));
+}
+
+export class UpError extends Error {
+  readonly type = 'up_failed';
+}
+
+export interface Component {
+  name: string;
+  /** Stops it; resolves when it is gone. */
+  stop(): Promise<void>;
+  pid?: number;
+}
+
+export interface UpOptions {
+  config: Config;
+  env: NodeJS.ProcessEnv;
+  /** Start the reference pipeline too (default true). */
+  pipeline: boolean;
+  /** Web UI port of a dev server that `up` starts. */
+  uiPort: number;
+  /** Progress lines for the terminal. */
+  say: (line: string) => void;
+  /** Starts the reference pipeline; returns its components and the HEALTH_TARGETS value describing it. */
+  startPipeline?: (ctx: { config: Config; env: NodeJS.ProcessEnv; logDir: string }) => Promise<{
+    components: Component[];
+    healthTargets: string;
+  }>;
+}
+
+export interface UpHandle {
+  components: Component[];
+  /** Seconds from start to everything up. */
+  startupSeconds: number;
+  temporalStarted: boolean;
+  webUi?: string;
+  stop(): Promise<void>;
+}
+
+/** Node with tsx's CommonJS hook: one process per component, no tsx wrapper process. */
+function nodeArgs(script: string): string[] {
+  return ['--require', require.resolve('tsx/cjs'), path.join(PROJECT_ROOT, script)];
+}
+
+/**
+ * Spawns a selfheal process with an IPC channel: when `up` goes away, even by SIGKILL, the channel closes
+ * and the child shuts down, so nothing outlives it.
+ */
+export function spawnComponent(
+  name: string,
+  script: string,
+  env: NodeJS.ProcessEnv,
+  logDir: string,
+): Component & { child: ChildProcess } {
+  mkdirSync(logDir, { recursive: true });
+  const out = openSync(path.join(logDir, `${name}.log`), 'a');
+  const child = spawn(process.execPath, nodeArgs(script), { env, stdio: ['ignore', out, out, 'ipc'] });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  return {
+    name,
+    child,
+    pid: child.pid,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
+/** Waits until the child prints nothing fatal for a moment, or fails fast if it exits. */
+async function waitAlive(c: Component & { child: ChildProcess }, ms = 1_500): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    c.child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new UpError(`${c.name} exited with code ${code} at start; see its log`));
+    });
+  });
+}
+
+async function waitHttp(url: string, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(1_000) });
+      if (res.status < 500) return true;
+    } catch {
+      /* not yet */
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return false;
+}
+
+/**
+ * Starts the whole local system: Temporal (an existing server, or a dev server with a persistent database),
+ * the schema, the three selfheal workers, the HTTP server, and the reference pipeline. Everything started is
+ * stopped by `stop()`, in reverse order.
+ */
+export async function up(opts: UpOptions): Promise<UpHandle> {
+  const t0 = Date.now();
+  const { config, say } = opts;
+  const root = dataDir(opts.env);
+  const logDir = path.join(root, 'logs');
+  mkdirSync(logDir, { recursive: true });
+  const components: Component[] = [];
+  const stopAll = async () => {
+    for (const c of [...components].reverse()) {
+      await c.stop().catch(() => undefined);
+    }
+    rmSync(path.join(root, 'up.json'), { force: true });
+  };
+
+  try {
+    // 1. Temporal
+    let temporalStarted = false;
+    let webUi: string | undefined;
+    if (await temporalAnswers(config.TEMPORAL_ADDRESS)) {
+      say(`Temporal: using the server at ${config.TEMPORAL_ADDRESS}`);
+    } else {
+      const cli = findTemporalCli(config.TEMPORAL_CLI_PATH);
+      if (!cli)
+        throw new UpError(`no Temporal server at ${config.TEMPORAL_ADDRESS} and no temporal CLI: ${INSTALL_HINT}`);
+      const [host, portText] = config.TEMPORAL_ADDRESS.split(':');
+      if (!['localhost', '127.0.0.1'].includes(host ?? '')) {
+        throw new UpError(
+          `no Temporal server answers at ${config.TEMPORAL_ADDRESS}, and up only starts one on localhost`,
+        );
+      }
+      const dbFile = path.join(root, 'temporal.db');
+      say(
+        `Temporal: starting a dev server on ${config.TEMPORAL_ADDRESS} (state in ${path.relative(process.cwd(), dbFile) || dbFile})`,
+      );
+      const server = await startDevServer({
+        cli,
+        port: Number(portText),
+        uiPort: opts.uiPort,
+        dbFile,
+        logFile: path.join(logDir, 'temporal.log'),
+        namespace: config.TEMPORAL_NAMESPACE,
+      });
+      components.push({ name: 'temporal', pid: server.pid, stop: () => stopProcessGroup(server) });
+      temporalStarted = true;
+      webUi = `http://127.0.0.1:${opts.uiPort}`;
+    }
+    const connection = await Connection.connect({ address: config.TEMPORAL_ADDRESS });
+    try {
+      const added = await registerSearchAttributes(connection, config.TEMPORAL_NAMESPACE);
+      say(`Temporal: search attributes ${added.length ? `registered (${added.join(', ')})` : 'already registered'}`);
+    } finally {
+      await connection.close();
+    }
+
+    // 2. Schema
+    const pool = createPool(config.DATABASE_URL, { max: 1, application: 'selfheal-up' });
+    try {
+      await migrate(pool);
+    } catch (err) {
+      throw new UpError(
+        `Postgres at DATABASE_URL: ${err instanceof Error ? err.message : String(err)} (start it with scripts/dev.sh services)`,
+      );
+    } finally {
+      await pool.end();
+    }
+    say('Postgres: schema applied');
+
+    // 3. Reference pipeline (first, so the monitor sees its health targets)
+    const env: NodeJS.ProcessEnv = { ...opts.env };
+    if (opts.pipeline && opts.startPipeline) {
+      const pipeline = await opts.startPipeline({ config, env, logDir });
+      components.push(...pipeline.components);
+      if (!env.HEALTH_TARGETS) env.HEALTH_TARGETS = pipeline.healthTargets;
+      say(`Pipeline: ${pipeline.components.length} workers (${pipeline.healthTargets})`);
+    }
+
+    // 4. selfheal workers and the HTTP server
+    const started = [
+      spawnComponent('selfheal-monitor', 'workers/monitor.ts', env, logDir),
+      spawnComponent('selfheal-healing', 'workers/healing.ts', env, logDir),
+      spawnComponent('selfheal-actions', 'workers/actions.ts', env, logDir),
+      spawnComponent('selfheal-http', 'workers/metrics-server.ts', env, logDir),
+    ];
+    components.push(...started);
+    await Promise.all(started.map((c) => waitAlive(c)));
+    const healthUrl = `http://${config.METRICS_HOST}:${config.METRICS_PORT}/health`;
+    if (!(await waitHttp(healthUrl, 30_000))) throw new UpError(`the HTTP server did not answer at ${healthUrl}`);
+    say(`Workers: monitor, healing, actions polling; HTTP ${healthUrl.replace('/health', '')}`);
+
+    const startupSeconds = (Date.now() - t0) / 1000;
+    writeFileSync(
+      path.join(root, 'up.json'),
+      JSON.stringify(
+        {
+          pid: process.pid,
+          startedAt: t0,
+          startupSeconds,
+          components: components.map((c) => ({ name: c.name, pid: c.pid })),
+        },
+        null,
+        2,
+      ),
+    );
+    return { components, startupSeconds, temporalStarted, webUi, stop: stopAll };
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+}

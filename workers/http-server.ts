@@ -1,0 +1,79 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Redis } from 'ioredis';
+import type pg from 'pg';
+import { temporalAnswers } from '../starter/temporal-local';
+
+export interface HttpServerDeps {
+  pool: pg.Pool;
+  redis: Redis;
+  temporalAddress: string;
+}
+
+export interface DependencyHealth {
+  name: 'postgres' | 'redis' | 'temporal';
+  ok: boolean;
+  error?: string;
+}
+
+async function probe(name: DependencyHealth['name'], check: () => Promise<unknown>): Promise<DependencyHealth> {
+  try {
+    await Promise.race([
+      check(),
+      new Promise((_, reject) => setTimeout(() => reject(new Error('timeout after 2000 ms')), 2_000).unref()),
+    ]);
+    return { name, ok: true };
+  } catch (err) {
+    return { name, ok: false, error: err instanceof Error ? err.message : String(err) };
+  }
+}
+
+/** Health of selfheal's own dependencies: 200 when all answer, 503 naming each one that does not. */
+export async function checkHealth(deps: HttpServerDeps): Promise<{ status: number; body: unknown }> {
+  const results = await Promise.all([
+    probe('postgres', () => deps.pool.query('SELECT 1')),
+    probe('redis', () => deps.redis.ping()),
+    probe('temporal', async () => {
+      if (!(await temporalAnswers(deps.temporalAddress, 2_000)))
+        throw new Error(`no answer at ${deps.temporalAddress}`);
+    }),
+  ]);
+  const failing = results.filter((r) => !r.ok);
+  return {
+    status: failing.length === 0 ? 200 : 503,
+    body: {
+      status: failing.length === 0 ? 'ok' : 'unhealthy',
+      failing: failing.map((r) => r.name),
+      dependencies: results,
+    },
+  };
+}
+
+function send(res: http.ServerResponse, status: number, body: unknown, type = 'application/json'): void {
+  const text = typeof body === 'string' ? body : JSON.stringify(body);
+  res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });
+  res.end(text);
+}
+
+/** The HTTP server of DESIGN.md §8. Thin handlers; the work is in the functions above. */
+export function createHttpServer(deps: HttpServerDeps): http.Server {
+  return http.createServer((req, res) => {
+    const path = new URL(req.url ?? '/', 'http://localhost').pathname;
+    if (req.method !== 'GET') return send(res, 405, { error: 'method not allowed' });
+    if (path === '/health') {
+      checkHealth(deps).then(
+        ({ status, body }) => send(res, status, body),
+        (err: unknown) => send(res, 500, { error: String(err) }),
+      );
+      return;
+    }
+    send(res, 404, { error: 'not found', paths: ['/health'] });
+  });
+}
+
+export function listen(server: http.Server, port: number, host: string): Promise<AddressInfo> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve(server.address() as AddressInfo));
+  });
+}

@@ -1,0 +1,2 @@
+// Every workflow the selfheal workers host; bundled once per worker process.
+export { healingWorkflow } from './healing';
