@@ -3,6 +3,7 @@
  * cannot drift from what is validated. `npm run docs:config` rewrites both; a unit test checks they are current.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
+import prettier from 'prettier';
 import path from 'node:path';
 import { configSchema, type HealthTarget } from '../core/config';
 
@@ -53,18 +54,23 @@ export function renderConfigTable(): string {
   return ['| variable | default | meaning |', '|---|---|---|', ...rows].join('\n');
 }
 
-export function renderReadme(current: string): string {
+/** The README with its configuration block regenerated, formatted as Prettier would leave it. */
+export async function renderReadme(current: string): Promise<string> {
   const a = current.indexOf(README_BEGIN);
   const b = current.indexOf(README_END);
   if (a < 0 || b < a) throw new Error(`README.md has no ${README_BEGIN} ... ${README_END} block`);
-  return `${current.slice(0, a + README_BEGIN.length)}\n${renderConfigTable()}\n${current.slice(b)}`;
+  const text = `${current.slice(0, a + README_BEGIN.length)}\n\n${renderConfigTable()}\n\n${current.slice(b)}`;
+  const options = await prettier.resolveConfig(README_PATH);
+  return prettier.format(text, { ...options, filepath: README_PATH });
 }
 
 export const ENV_EXAMPLE_PATH = path.join(ROOT, '.env.example');
 export const README_PATH = path.join(ROOT, 'README.md');
 
-if (require.main === module) {
+async function main(): Promise<void> {
   writeFileSync(ENV_EXAMPLE_PATH, renderEnvExample());
-  writeFileSync(README_PATH, renderReadme(readFileSync(README_PATH, 'utf8')));
+  writeFileSync(README_PATH, await renderReadme(readFileSync(README_PATH, 'utf8')));
   process.stdout.write('wrote .env.example and the README configuration table\n');
 }
+
+if (require.main === module) void main();

@@ -5,6 +5,7 @@
  */
 import { defineSearchAttributeKey } from '@temporalio/common';
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
+import { sanitizeTargetPart } from '../core/ids';
 
 export const TaskQueue = {
   monitor: 'selfheal-monitor',
@@ -21,14 +22,9 @@ export const WorkflowType = {
 /** Id of the Schedule that runs one monitoring cycle every MONITOR_INTERVAL seconds. */
 export const MONITOR_SCHEDULE_ID = 'selfheal-monitor';
 
-/** Lower-cases and replaces everything outside `[a-z0-9:._-]` so any target makes a valid, stable id. */
-export function sanitizeTarget(target: string): string {
-  return target.toLowerCase().replace(/[^a-z0-9:._-]/g, '-');
-}
-
 /** `heal-<type>-<target>`: one open healing workflow per anomaly type and target. */
 export function healingWorkflowId(type: string, target: string): string {
-  return `heal-${type}-${sanitizeTarget(target)}`;
+  return `heal-${type}-${sanitizeTargetPart(target)}`;
 }
 
 export interface ApproveInput {

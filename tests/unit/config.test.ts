@@ -182,9 +182,9 @@ describe('generated configuration docs', () => {
       expect(schema.description, name).toBeTruthy();
     }
   });
-  it('.env.example and the README table are current (run npm run docs:config)', () => {
+  it('.env.example and the README table are current (run npm run docs:config)', async () => {
     expect(readFileSync(ENV_EXAMPLE_PATH, 'utf8')).toBe(renderEnvExample());
     const readme = readFileSync(README_PATH, 'utf8');
-    expect(readme).toBe(renderReadme(readme));
+    expect(readme).toBe(await renderReadme(readme));
   });
 });

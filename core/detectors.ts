@@ -1,0 +1,354 @@
+/**
+ * Pure detectors: `(snapshot, history, thresholds, now) => Anomaly[]`. No I/O, no clock: `now` is passed in.
+ * `history` is the previous cycles' records, oldest first. Noise control (consecutive cycles to fire and to
+ * clear) is applied afterwards by `applyHysteresis`, so each detector answers only "is it wrong right now".
+ */
+import { sanitizeTargetPart } from './ids';
+import type { CycleRecord, Snapshot } from './snapshot';
+import type { Anomaly, AnomalyType, Severity } from './types';
+
+export interface Thresholds {
+  /** s a non-empty queue may go without progress. */
+  queueStallSeconds: number;
+  /** failed / (completed + failed) above which an error-rate spike fires, 0..1. */
+  errorRateThreshold: number;
+  /** Minimum outcomes in the window for a rate to count. */
+  errorRateMinSamples: number;
+  /** s of the error-rate and recent-processing-time window. */
+  errorRateWindowSeconds: number;
+  /** Recent mean over baseline that is a slowdown. */
+  slowdownFactor: number;
+  /** Minimum completions in the window, and baseline cycles, for a slowdown to count. */
+  slowdownMinSamples: number;
+  /** s a document may stay processing. */
+  stuckDocumentSeconds: number;
+  /** Consecutive failed health checks before a container is unhealthy. */
+  healthFailuresBeforeUnhealthy: number;
+  /** Consecutive cycles a candidate must be seen before it fires. */
+  fireAfterCycles: number;
+  /** Consecutive cycles a fired anomaly must be absent before it clears. */
+  clearAfterCycles: number;
+}
+
+export type Detector = (snapshot: Snapshot, history: CycleRecord[], t: Thresholds, now: number) => Anomaly[];
+
+/** Capped id lists in evidence keep anomalies (and workflow inputs) small. */
+export const EVIDENCE_ID_CAP = 50;
+
+function anomaly(
+  type: AnomalyType,
+  target: string,
+  severity: Severity,
+  summary: string,
+  evidence: Record<string, unknown>,
+  now: number,
+): Anomaly {
+  return { type, target, severity, fingerprint: `${type}:${sanitizeTargetPart(target)}`, summary, evidence, detectedAt: now };
+}
+
+export const detectStalledQueue: Detector = (snapshot, history, t, now) => {
+  const out: Anomaly[] = [];
+  const windowStart = now - t.queueStallSeconds * 1000;
+  for (const stage of snapshot.stages) {
+    if (stage.queueDepth === 0) continue;
+    // No progress: nothing taken or finished in the stage for the whole threshold...
+    if (stage.lastProgressAt !== null && stage.lastProgressAt >= windowStart) continue;
+    // ...and the history covers the threshold with the queue non-empty and not falling.
+    const inWindow = history.filter((r) => r.snapshot.at >= windowStart);
+    const covered = history.some((r) => r.snapshot.at <= windowStart);
+    if (!covered) continue;
+    const depths = inWindow.map((r) => r.snapshot.stages.find((s) => s.stage === stage.stage)?.queueDepth ?? 0);
+    if (depths.some((d) => d === 0)) continue;
+    const first = depths[0] ?? stage.queueDepth;
+    if (stage.queueDepth < first) continue;
+    out.push(
+      anomaly(
+        'stalled_queue',
+        stage.stage,
+        stage.queueDepth >= 100 ? 'critical' : 'warning',
+        `queue:${stage.stage} stalled: ${stage.queueDepth} waiting, no progress for ${t.queueStallSeconds} s`,
+        {
+          queueDepth: stage.queueDepth,
+          processingDepth: stage.processingDepth,
+          lastProgressAt: stage.lastProgressAt,
+          stalledForSeconds: stage.lastProgressAt === null ? null : Math.round((now - stage.lastProgressAt) / 1000),
+        },
+        now,
+      ),
+    );
+  }
+  return out;
+};
+
+export const detectErrorRateSpike: Detector = (snapshot, _history, t) => {
+  const out: Anomaly[] = [];
+  for (const stage of snapshot.stages) {
+    const samples = stage.windowCompleted + stage.windowFailed;
+    if (samples < t.errorRateMinSamples) continue;
+    const rate = stage.windowFailed / samples;
+    if (rate <= t.errorRateThreshold) continue;
+    out.push(
+      anomaly(
+        'error_rate_spike',
+        stage.stage,
+        rate >= 0.5 ? 'critical' : 'warning',
+        `${stage.stage}: ${(rate * 100).toFixed(0)}% of ${samples} documents failed in the last ${t.errorRateWindowSeconds} s`,
+        { errorRate: rate, failed: stage.windowFailed, completed: stage.windowCompleted, threshold: t.errorRateThreshold },
+        snapshot.at,
+      ),
+    );
+  }
+  return out;
+};
+
+function median(values: number[]): number | null {
+  if (values.length === 0) return null;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/**
+ * Baseline of a stage's processing time: the median of the recent means recorded by earlier cycles that lie
+ * wholly before the current window (so a slowdown does not raise its own baseline), or null when fewer than
+ * `slowdownMinSamples` such cycles exist.
+ */
+export function stageBaselineMs(stage: string, history: CycleRecord[], t: Thresholds, now: number): number | null {
+  const cutoff = now - t.errorRateWindowSeconds * 1000;
+  const means = history
+    .filter((r) => r.snapshot.at <= cutoff)
+    .map((r) => r.snapshot.stages.find((s) => s.stage === stage))
+    .filter((s) => s !== undefined && s.recentMeanMs !== null && s.recentSamples >= t.slowdownMinSamples)
+    .map((s) => s!.recentMeanMs!);
+  return means.length >= t.slowdownMinSamples ? median(means) : null;
+}
+
+export const detectProcessingTimeAnomaly: Detector = (snapshot, history, t, now) => {
+  const out: Anomaly[] = [];
+  for (const stage of snapshot.stages) {
+    if (stage.recentMeanMs === null || stage.recentSamples < t.slowdownMinSamples) continue;
+    const baseline = stageBaselineMs(stage.stage, history, t, now);
+    if (baseline === null || baseline <= 0) continue;
+    const factor = stage.recentMeanMs / baseline;
+    if (factor <= t.slowdownFactor) continue;
+    out.push(
+      anomaly(
+        'processing_time_anomaly',
+        stage.stage,
+        factor >= t.slowdownFactor * 3 ? 'critical' : 'warning',
+        `${stage.stage}: processing takes ${factor.toFixed(1)}x its baseline (${Math.round(stage.recentMeanMs)} ms vs ${Math.round(baseline)} ms)`,
+        { recentMeanMs: stage.recentMeanMs, baselineMs: baseline, factor, samples: stage.recentSamples },
+        now,
+      ),
+    );
+  }
+  return out;
+};
+
+export const detectUnhealthyContainer: Detector = (snapshot, history, t, now) => {
+  const out: Anomaly[] = [];
+  const seen = new Set<string>();
+  for (const result of snapshot.health) {
+    if (result.ok) continue;
+    // Consecutive failures: this cycle and the most recent ones before it.
+    let failures = 1;
+    for (let i = history.length - 1; i >= 0 && failures < t.healthFailuresBeforeUnhealthy; i--) {
+      const past = history[i]!.snapshot;
+      if (!past.sources.health.ok) break;
+      const r = past.health.find((h) => h.container === result.container);
+      if (!r || r.ok) break;
+      failures++;
+    }
+    if (failures < t.healthFailuresBeforeUnhealthy) continue;
+    seen.add(result.container);
+    out.push(
+      anomaly(
+        'unhealthy_container',
+        result.container,
+        'critical',
+        `${result.container}: health check failed ${failures} times in a row (${result.status ? `HTTP ${result.status}` : (result.error ?? 'no answer')})`,
+        { url: result.url, status: result.status ?? null, error: result.error ?? null, consecutiveFailures: failures },
+        now,
+      ),
+    );
+  }
+  for (const c of snapshot.containers) {
+    if (c.running || seen.has(c.name)) continue;
+    out.push(
+      anomaly(
+        'unhealthy_container',
+        c.name,
+        'critical',
+        `${c.name}: container is ${c.state}`,
+        { state: c.state, restartCount: c.restartCount },
+        now,
+      ),
+    );
+  }
+  return out;
+};
+
+export const detectStuckDocuments: Detector = (snapshot, _history, t, now) => {
+  const live = new Set(snapshot.liveWorkers);
+  const cutoff = now - t.stuckDocumentSeconds * 1000;
+  const byStage = new Map<string, { ids: number[]; count: number; oldest: number; deadOwners: Set<string> }>();
+  for (const doc of snapshot.processing) {
+    const since = doc.startedAt ?? doc.updatedAt;
+    const ownerDead = doc.workerId === null || !live.has(doc.workerId);
+    if (since >= cutoff && !ownerDead) continue;
+    const entry = byStage.get(doc.stage) ?? { ids: [], count: 0, oldest: since, deadOwners: new Set<string>() };
+    entry.count++;
+    if (entry.ids.length < EVIDENCE_ID_CAP) entry.ids.push(doc.id);
+    entry.oldest = Math.min(entry.oldest, since);
+    if (ownerDead && doc.workerId) entry.deadOwners.add(doc.workerId);
+    byStage.set(doc.stage, entry);
+  }
+  return [...byStage.entries()].map(([stage, e]) =>
+    anomaly(
+      'stuck_documents',
+      stage,
+      e.count >= 10 ? 'critical' : 'warning',
+      `stuck_documents on ${stage}: ${e.count} document${e.count === 1 ? '' : 's'}`,
+      {
+        count: e.count,
+        documentIds: e.ids,
+        oldestSince: e.oldest,
+        stuckForSeconds: Math.round((now - e.oldest) / 1000),
+        deadOwners: [...e.deadOwners].sort(),
+        capped: snapshot.processing.length < snapshot.processingTotal,
+      },
+      now,
+    ),
+  );
+};
+
+export const detectStaleLocks: Detector = (snapshot, _history, _t, now) => {
+  const byOwner = new Map<string, string[]>();
+  for (const lock of snapshot.staleLocks) {
+    byOwner.set(lock.owner, [...(byOwner.get(lock.owner) ?? []), lock.documentId]);
+  }
+  return [...byOwner.entries()].map(([owner, ids]) =>
+    anomaly(
+      'stale_locks',
+      owner,
+      'warning',
+      `${ids.length}${snapshot.staleLockTotal > snapshot.staleLocks.length ? '+' : ''} document locks held by ${owner}, which has no heartbeat`,
+      { owner, documentIds: ids.slice(0, EVIDENCE_ID_CAP), count: ids.length, totalStale: snapshot.staleLockTotal },
+      now,
+    ),
+  );
+};
+
+export const detectLlmUnavailable: Detector = (snapshot, _history, _t, now) => {
+  const o = snapshot.ollama;
+  if (o.reachable && o.modelPresent) return [];
+  return [
+    anomaly(
+      'llm_unavailable',
+      'ollama',
+      'warning',
+      o.reachable ? 'Ollama answers but the model is not available' : `Ollama does not answer${o.error ? `: ${o.error}` : ''}`,
+      { reachable: o.reachable, modelPresent: o.modelPresent, error: o.error ?? null },
+      now,
+    ),
+  ];
+};
+
+/** Pipeline detectors: they run only when Redis and Postgres could both be read. */
+export const PIPELINE_DETECTORS: Detector[] = [
+  detectStalledQueue,
+  detectErrorRateSpike,
+  detectProcessingTimeAnomaly,
+  detectUnhealthyContainer,
+  detectStuckDocuments,
+  detectStaleLocks,
+];
+
+/**
+ * Every detector over one snapshot. When Redis or Postgres cannot be read, the snapshot says nothing true about
+ * the pipeline: only `monitoring_degraded` (and the LLM's state) is reported, never a pipeline anomaly.
+ */
+export function detectAll(snapshot: Snapshot, history: CycleRecord[], t: Thresholds, now: number): Anomaly[] {
+  const out = detectLlmUnavailable(snapshot, history, t, now);
+  const down = (['redis', 'postgres'] as const).filter((s) => !snapshot.sources[s].ok);
+  if (down.length > 0) {
+    for (const source of down) {
+      out.push(
+        anomaly(
+          'monitoring_degraded',
+          source,
+          'critical',
+          `monitoring degraded: ${source} cannot be read (${snapshot.sources[source].error ?? 'unknown error'})`,
+          { source, error: snapshot.sources[source].error ?? null },
+          now,
+        ),
+      );
+    }
+    return out;
+  }
+  // Pipeline history from degraded cycles would read as "empty queues" and "no health": leave it out.
+  const usable = history.filter((r) => r.snapshot.sources.redis.ok && r.snapshot.sources.postgres.ok);
+  for (const detector of PIPELINE_DETECTORS) out.push(...detector(snapshot, usable, t, now));
+  return out;
+}
+
+export interface HysteresisResult {
+  /** Open anomalies after noise control. */
+  active: Anomaly[];
+  /** The subset of `active` that fired in this cycle (was not active in the previous one). */
+  fired: Anomaly[];
+  /** Fingerprints that were active and cleared in this cycle. */
+  cleared: string[];
+}
+
+/**
+ * Noise control. A candidate fires when it was seen in this cycle and the `fireAfterCycles - 1` cycles before it;
+ * an active anomaly clears only after `clearAfterCycles` consecutive cycles without it. While it lingers it keeps
+ * its last evidence.
+ */
+export function applyHysteresis(candidates: Anomaly[], history: CycleRecord[], t: Thresholds): HysteresisResult {
+  const previous = history[history.length - 1];
+  const previousActive = new Map((previous?.active ?? []).map((a) => [a.fingerprint, a]));
+  const current = new Map(candidates.map((a) => [a.fingerprint, a]));
+  const active: Anomaly[] = [];
+  const fired: Anomaly[] = [];
+  const cleared: string[] = [];
+
+  for (const [fp, a] of current) {
+    if (previousActive.has(fp)) {
+      active.push(a);
+      continue;
+    }
+    let streak = 1;
+    for (let i = history.length - 1; i >= 0 && streak < t.fireAfterCycles; i--) {
+      if (!history[i]!.candidates.some((c) => c.fingerprint === fp)) break;
+      streak++;
+    }
+    if (streak >= t.fireAfterCycles) {
+      active.push(a);
+      fired.push(a);
+    }
+  }
+  for (const [fp, a] of previousActive) {
+    if (current.has(fp)) continue;
+    let absent = 1;
+    for (let i = history.length - 1; i >= 0 && absent < t.clearAfterCycles; i--) {
+      if (history[i]!.candidates.some((c) => c.fingerprint === fp)) break;
+      absent++;
+    }
+    if (absent >= t.clearAfterCycles) cleared.push(fp);
+    else active.push(a);
+  }
+  return { active, fired, cleared };
+}
+
+/** One cycle's decision: detect, then apply noise control against the previous cycles. */
+export function evaluateCycle(
+  snapshot: Snapshot,
+  history: CycleRecord[],
+  t: Thresholds,
+  now: number,
+): HysteresisResult & { candidates: Anomaly[] } {
+  const candidates = detectAll(snapshot, history, t, now);
+  return { candidates, ...applyHysteresis(candidates, history, t) };
+}

@@ -1,0 +1,103 @@
+/**
+ * One monitoring cycle's view of the pipeline, as collected by `collectMetrics` and read by the detectors.
+ * Plain JSON: times are epoch ms. Lists of ids are capped by the collector; counts are exact.
+ */
+import type { DocumentStatus } from './keys';
+import type { Anomaly } from './types';
+
+export const Source = {
+  redis: 'redis',
+  postgres: 'postgres',
+  health: 'health',
+  docker: 'docker',
+  ollama: 'ollama',
+} as const;
+export type Source = (typeof Source)[keyof typeof Source];
+
+export interface SourceStatus {
+  ok: boolean;
+  /** First line of the error when not ok. */
+  error?: string;
+}
+
+export interface StageMetrics {
+  stage: string;
+  /** Length of `queue:<stage>`. */
+  queueDepth: number;
+  /** Sum of the lengths of every `processing:<stage>:<worker>` list. */
+  processingDepth: number;
+  /** Documents currently in this stage, by status. */
+  counts: Record<DocumentStatus, number>;
+  /** Outcomes in the error-rate window. */
+  windowCompleted: number;
+  windowFailed: number;
+  /** Mean processing time of completions in the window, ms; null without samples. */
+  recentMeanMs: number | null;
+  recentSamples: number;
+  /** Last time a document of this stage was taken or finished (epoch ms); null if never. */
+  lastProgressAt: number | null;
+}
+
+export interface ProcessingDocument {
+  id: number;
+  stage: string;
+  workerId: string | null;
+  /** epoch ms */
+  startedAt: number | null;
+  /** epoch ms */
+  updatedAt: number;
+}
+
+export interface LockInfo {
+  documentId: string;
+  owner: string;
+  token: string;
+}
+
+export interface HealthResult {
+  container: string;
+  url: string;
+  ok: boolean;
+  status?: number;
+  error?: string;
+  latencyMs: number;
+}
+
+export interface ContainerState {
+  name: string;
+  /** Docker's state: running, exited, restarting, paused, dead, created. */
+  state: string;
+  running: boolean;
+  restartCount: number;
+  /** epoch ms of the last start, when known. */
+  startedAt?: number;
+}
+
+export interface Snapshot {
+  /** epoch ms when collection started. */
+  at: number;
+  durationMs: number;
+  sources: Record<Source, SourceStatus>;
+  stages: StageMetrics[];
+  /** Processing documents, oldest first, capped; `processingTotal` is the exact count. */
+  processing: ProcessingDocument[];
+  processingTotal: number;
+  /** Locks whose owner has no heartbeat, capped; `locksTotal` counts every lock seen. */
+  staleLocks: LockInfo[];
+  staleLockTotal: number;
+  locksTotal: number;
+  /** Worker ids with a live heartbeat. */
+  liveWorkers: string[];
+  health: HealthResult[];
+  containers: ContainerState[];
+  ollama: { reachable: boolean; modelPresent: boolean; error?: string };
+}
+
+/** One entry of the `monitoring:metrics` stream: the snapshot and what the detectors made of it. */
+export interface CycleRecord {
+  snapshot: Snapshot;
+  /** Anomalies seen in this cycle before noise control. */
+  candidates: Anomaly[];
+  /** Anomalies open after noise control (fired and not yet cleared). */
+  active: Anomaly[];
+}

@@ -1,0 +1,431 @@
+import { readFileSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import {
+  applyHysteresis,
+  detectAll,
+  detectErrorRateSpike,
+  detectLlmUnavailable,
+  detectProcessingTimeAnomaly,
+  detectStaleLocks,
+  detectStalledQueue,
+  detectStuckDocuments,
+  detectUnhealthyContainer,
+  evaluateCycle,
+  type Detector,
+  type Thresholds,
+} from '../../core/detectors';
+import type { CycleRecord, Snapshot } from '../../core/snapshot';
+import type { AnomalyType } from '../../core/types';
+import { history, snapshot, stage, T0, thresholds } from '../helpers/snapshots';
+
+const NOW = T0;
+const S = 1000;
+
+interface Case {
+  name: string;
+  snapshot: Snapshot;
+  history?: CycleRecord[];
+  t?: Partial<Thresholds>;
+  /** Targets expected to fire; [] = quiet. */
+  fires: string[];
+}
+
+function run(detector: Detector, cases: Case[]) {
+  it.each(cases)('$name', (c) => {
+    const out = detector(c.snapshot, c.history ?? [], { ...thresholds, ...c.t }, NOW);
+    expect(out.map((a) => a.target).sort()).toEqual([...c.fires].sort());
+    for (const a of out) {
+      expect(a.detectedAt).toBe(NOW);
+      expect(a.fingerprint).toBe(`${a.type}:${a.target.toLowerCase()}`);
+      expect(JSON.parse(JSON.stringify(a))).toEqual(a); // JSON only
+    }
+  });
+}
+
+/** A queue of `depth` waiting items in extract, no progress since `lastProgressAt`. */
+const stalled = (depth: number, lastProgressAt: number | null) => (at: number) =>
+  snapshot(at, { stages: [stage('extract', { queueDepth: depth, lastProgressAt }), stage('evaluate')] });
+
+describe('stalled_queue (threshold 60 s)', () => {
+  run(detectStalledQueue, [
+    {
+      name: 'fires: items waiting, no progress for 61 s, depth flat over the whole threshold',
+      snapshot: stalled(10, NOW - 61 * S)(NOW),
+      history: history(NOW, 14, 5 * S, stalled(10, NOW - 61 * S)),
+      fires: ['extract'],
+    },
+    {
+      name: 'fires: a queue that never made progress (lastProgressAt null)',
+      snapshot: stalled(3, null)(NOW),
+      history: history(NOW, 14, 5 * S, stalled(3, null)),
+      fires: ['extract'],
+    },
+    {
+      name: 'quiet at the boundary: last progress exactly 60 s ago',
+      snapshot: stalled(10, NOW - 60 * S)(NOW),
+      history: history(NOW, 14, 5 * S, stalled(10, NOW - 60 * S)),
+      fires: [],
+    },
+    {
+      name: 'quiet: empty queue, however long without progress',
+      snapshot: stalled(0, NOW - 3600 * S)(NOW),
+      history: history(NOW, 14, 5 * S, stalled(0, NOW - 3600 * S)),
+      fires: [],
+    },
+    {
+      name: 'quiet: depth is falling (something drains it)',
+      snapshot: stalled(10, NOW - 61 * S)(NOW),
+      history: history(NOW, 14, 5 * S, (at) => stalled(10 + Math.round((NOW - at) / S), NOW - 61 * S)(at)),
+      fires: [],
+    },
+    {
+      name: 'needs history covering the threshold: 50 s of history is not enough',
+      snapshot: stalled(10, NOW - 61 * S)(NOW),
+      history: history(NOW, 10, 5 * S, stalled(10, NOW - 61 * S)),
+      fires: [],
+    },
+    {
+      name: 'quiet: the queue was empty at some point in the window',
+      snapshot: stalled(10, NOW - 61 * S)(NOW),
+      history: history(NOW, 14, 5 * S, (at) => stalled(at === NOW - 20 * S ? 0 : 10, NOW - 61 * S)(at)),
+      fires: [],
+    },
+  ]);
+});
+
+const rates = (completed: number, failed: number) =>
+  snapshot(NOW, { stages: [stage('extract', { windowCompleted: completed, windowFailed: failed }), stage('evaluate')] });
+
+describe('error_rate_spike (threshold 0.2, min 20 samples)', () => {
+  run(detectErrorRateSpike, [
+    { name: 'fires: 11 of 50 failed (22%)', snapshot: rates(39, 11), fires: ['extract'] },
+    { name: 'fires: everything failed', snapshot: rates(0, 20), fires: ['extract'] },
+    { name: 'quiet at the boundary: exactly 20%', snapshot: rates(40, 10), fires: [] },
+    { name: 'needs its minimum samples: 19 of 19 failed is not enough', snapshot: rates(0, 19), fires: [] },
+    { name: 'quiet: no traffic at all (no division by zero)', snapshot: rates(0, 0), fires: [] },
+    { name: 'a stricter threshold fires earlier', snapshot: rates(45, 5), t: { errorRateThreshold: 0.05 }, fires: ['extract'] },
+  ]);
+});
+
+/** Cycles every 5 s whose recent mean is `baseline` ms, then `recent` ms inside the 30 s window. */
+const timings = (baseline: number, recent: number, samples = 50, baselineSamples = 50) => (at: number) =>
+  snapshot(at, {
+    stages: [
+      stage('extract', {
+        recentMeanMs: at > NOW - 30 * S ? recent : baseline,
+        recentSamples: at > NOW - 30 * S ? samples : baselineSamples,
+      }),
+      stage('evaluate'),
+    ],
+  });
+
+describe('processing_time_anomaly (factor 3, min 5 samples)', () => {
+  run(detectProcessingTimeAnomaly, [
+    {
+      name: 'fires: 4x the baseline',
+      snapshot: timings(100, 400)(NOW),
+      history: history(NOW, 20, 5 * S, timings(100, 400)),
+      fires: ['extract'],
+    },
+    {
+      name: 'quiet at the boundary: exactly 3x',
+      snapshot: timings(100, 300)(NOW),
+      history: history(NOW, 20, 5 * S, timings(100, 300)),
+      fires: [],
+    },
+    {
+      name: 'needs its minimum samples in the window',
+      snapshot: timings(100, 1000, 4)(NOW),
+      history: history(NOW, 20, 5 * S, timings(100, 1000)),
+      fires: [],
+    },
+    {
+      name: 'needs a baseline: 4 cycles before the window are not enough',
+      snapshot: timings(100, 1000)(NOW),
+      history: history(NOW, 9, 5 * S, timings(100, 1000)),
+      fires: [],
+    },
+    {
+      name: 'baseline cycles with too few samples do not count',
+      snapshot: timings(100, 1000)(NOW),
+      history: history(NOW, 20, 5 * S, timings(100, 1000, 50, 2)),
+      fires: [],
+    },
+    {
+      name: 'quiet: faster than usual is not an anomaly',
+      snapshot: timings(100, 10)(NOW),
+      history: history(NOW, 20, 5 * S, timings(100, 10)),
+      fires: [],
+    },
+  ]);
+});
+
+const health = (ok: boolean, extra: Partial<Snapshot> = {}) => (at: number) =>
+  snapshot(at, {
+    health: [
+      ok
+        ? { container: 'pipeline-extract-1', url: 'http://127.0.0.1:9101/health', ok, status: 200, latencyMs: 1 }
+        : { container: 'pipeline-extract-1', url: 'http://127.0.0.1:9101/health', ok, status: 503, latencyMs: 1 },
+    ],
+    ...extra,
+  });
+const rec = (s: Snapshot): CycleRecord => ({ snapshot: s, candidates: [], active: [] });
+
+describe('unhealthy_container (3 failures in a row)', () => {
+  run(detectUnhealthyContainer, [
+    {
+      name: 'fires: third failure in a row',
+      snapshot: health(false)(NOW),
+      history: [rec(health(true)(NOW - 15 * S)), rec(health(false)(NOW - 10 * S)), rec(health(false)(NOW - 5 * S))],
+      fires: ['pipeline-extract-1'],
+    },
+    {
+      name: 'quiet at the boundary: two failures',
+      snapshot: health(false)(NOW),
+      history: [rec(health(true)(NOW - 10 * S)), rec(health(false)(NOW - 5 * S))],
+      fires: [],
+    },
+    {
+      name: 'quiet: a success in between resets the count',
+      snapshot: health(false)(NOW),
+      history: [rec(health(false)(NOW - 15 * S)), rec(health(true)(NOW - 10 * S)), rec(health(false)(NOW - 5 * S))],
+      fires: [],
+    },
+    {
+      name: 'a cycle whose health checks could not run breaks the streak',
+      snapshot: health(false)(NOW),
+      history: [
+        rec(health(false)(NOW - 10 * S)),
+        rec(health(false, { sources: { ...snapshot(0).sources, health: { ok: false, error: 'x' } } })(NOW - 5 * S)),
+      ],
+      fires: [],
+    },
+    {
+      name: 'fires at once: the container is not running',
+      snapshot: snapshot(NOW, { containers: [{ name: 'pipeline-extract-2', state: 'exited', running: false, restartCount: 1 }] }),
+      fires: ['pipeline-extract-2'],
+    },
+    {
+      name: 'one anomaly per container, even when both its health and its state are bad',
+      snapshot: health(false, {
+        containers: [{ name: 'pipeline-extract-1', state: 'exited', running: false, restartCount: 0 }],
+      })(NOW),
+      history: [rec(health(false)(NOW - 10 * S)), rec(health(false)(NOW - 5 * S))],
+      fires: ['pipeline-extract-1'],
+    },
+  ]);
+});
+
+const processing = (docs: { id: number; stage?: string; worker: string | null; ageS: number }[]) =>
+  snapshot(NOW, {
+    processing: docs.map((d) => ({
+      id: d.id,
+      stage: d.stage ?? 'extract',
+      workerId: d.worker,
+      startedAt: NOW - d.ageS * S,
+      updatedAt: NOW - d.ageS * S,
+    })),
+    processingTotal: docs.length,
+  });
+
+describe('stuck_documents (threshold 120 s, or owner without heartbeat)', () => {
+  run(detectStuckDocuments, [
+    { name: 'fires: processing for 121 s with a live owner', snapshot: processing([{ id: 1, worker: 'extract-1', ageS: 121 }]), fires: ['extract'] },
+    { name: 'quiet at the boundary: exactly 120 s', snapshot: processing([{ id: 1, worker: 'extract-1', ageS: 120 }]), fires: [] },
+    { name: 'fires: owner has no heartbeat, however recent', snapshot: processing([{ id: 1, worker: 'dead-7', ageS: 1 }]), fires: ['extract'] },
+    { name: 'fires: no owner at all', snapshot: processing([{ id: 1, worker: null, ageS: 1 }]), fires: ['extract'] },
+    {
+      name: 'one anomaly per stage',
+      snapshot: processing([
+        { id: 1, worker: 'dead-7', ageS: 1 },
+        { id: 2, worker: 'dead-7', ageS: 1 },
+        { id: 3, stage: 'evaluate', worker: 'extract-1', ageS: 500 },
+        { id: 4, worker: 'extract-1', ageS: 5 },
+      ]),
+      fires: ['extract', 'evaluate'],
+    },
+    { name: 'quiet: healthy processing', snapshot: processing([{ id: 1, worker: 'extract-2', ageS: 3 }]), fires: [] },
+  ]);
+
+  it('caps the ids it carries and says so', () => {
+    const docs = Array.from({ length: 80 }, (_, i) => ({ id: i + 1, worker: 'dead-1', ageS: 500 }));
+    const s = { ...processing(docs), processingTotal: 5000 };
+    const [a] = detectStuckDocuments(s, [], thresholds, NOW);
+    expect(a!.evidence).toMatchObject({ count: 80, capped: true, deadOwners: ['dead-1'] });
+    expect((a!.evidence.documentIds as number[]).length).toBe(50);
+    expect(a!.summary).toBe('stuck_documents on extract: 80 documents');
+  });
+});
+
+describe('stale_locks', () => {
+  const locks = (owners: string[]) =>
+    snapshot(NOW, {
+      staleLocks: owners.map((o, i) => ({ documentId: String(i + 1), owner: o, token: `tok${i}` })),
+      staleLockTotal: owners.length,
+      locksTotal: owners.length + 5,
+    });
+  run(detectStaleLocks, [
+    { name: 'fires: one anomaly per dead owner', snapshot: locks(['dead-1', 'dead-1', 'dead-2']), fires: ['dead-1', 'dead-2'] },
+    { name: 'quiet: no stale lock', snapshot: locks([]), fires: [] },
+  ]);
+});
+
+describe('llm_unavailable', () => {
+  run(detectLlmUnavailable, [
+    { name: 'fires: no answer', snapshot: snapshot(NOW, { ollama: { reachable: false, modelPresent: false, error: 'ECONNREFUSED' } }), fires: ['ollama'] },
+    { name: 'fires: model missing', snapshot: snapshot(NOW, { ollama: { reachable: true, modelPresent: false } }), fires: ['ollama'] },
+    { name: 'quiet: reachable with the model', snapshot: snapshot(NOW), fires: [] },
+  ]);
+});
+
+describe('monitoring_degraded', () => {
+  it('replaces every pipeline anomaly when Redis or Postgres cannot be read', () => {
+    const broken = snapshot(NOW, {
+      sources: { ...snapshot(0).sources, redis: { ok: false, error: 'connect ECONNREFUSED 127.0.0.1:6379' } },
+      // What a failed Redis read looks like: empty queues, no live workers, so everything "looks" stuck.
+      liveWorkers: [],
+      processing: [{ id: 1, stage: 'extract', workerId: 'extract-1', startedAt: NOW - 999 * S, updatedAt: NOW - 999 * S }],
+      processingTotal: 1,
+      containers: [{ name: 'pipeline-extract-1', state: 'exited', running: false, restartCount: 0 }],
+    });
+    const out = detectAll(broken, [], thresholds, NOW);
+    expect(out.map((a) => `${a.type}:${a.target}`)).toEqual(['monitoring_degraded:redis']);
+  });
+
+  it('names both when both are down, and still reports the LLM', () => {
+    const broken = snapshot(NOW, {
+      sources: {
+        ...snapshot(0).sources,
+        redis: { ok: false, error: 'down' },
+        postgres: { ok: false, error: 'down' },
+      },
+      ollama: { reachable: false, modelPresent: false },
+    });
+    expect(detectAll(broken, [], thresholds, NOW).map((a) => `${a.type}:${a.target}`).sort()).toEqual([
+      'llm_unavailable:ollama',
+      'monitoring_degraded:postgres',
+      'monitoring_degraded:redis',
+    ]);
+  });
+
+  it('ignores degraded cycles in the history of the pipeline detectors', () => {
+    // Three failing health checks, but the middle cycle could not read Redis: not three in a row of usable data.
+    const degraded = health(false, { sources: { ...snapshot(0).sources, redis: { ok: false, error: 'x' } } });
+    const out = detectAll(health(false)(NOW), [rec(health(false)(NOW - 10 * S)), rec(degraded(NOW - 5 * S))], thresholds, NOW);
+    expect(out.filter((a) => a.type === 'unhealthy_container')).toEqual([]);
+  });
+});
+
+/**
+ * Noise control, for every detector: a bad snapshot and a good one per type. A candidate must be seen in
+ * `fireAfterCycles` consecutive cycles to fire, and an active anomaly must be absent `clearAfterCycles`
+ * consecutive cycles to clear.
+ */
+const scenarios: Record<Exclude<AnomalyType, 'lost_documents' | 'orphaned_entries' | 'poison_document'>, { bad: (at: number) => Snapshot; good: (at: number) => Snapshot }> = {
+  // Good: the queue makes progress (without draining), so it is not stalled.
+  stalled_queue: { bad: stalled(10, NOW - 3600 * S), good: (at) => stalled(10, at)(at) },
+  error_rate_spike: {
+    bad: (at) => snapshot(at, { stages: [stage('extract', { windowCompleted: 10, windowFailed: 40 }), stage('evaluate')] }),
+    good: (at) => snapshot(at),
+  },
+  processing_time_anomaly: {
+    // The baseline comes from the warm-up cycles (100 ms); bad cycles take 1000 ms.
+    bad: (at) => snapshot(at, { stages: [stage('extract', { recentMeanMs: 1000 }), stage('evaluate')] }),
+    good: (at) => snapshot(at),
+  },
+  unhealthy_container: {
+    bad: (at) => snapshot(at, { containers: [{ name: 'pipeline-extract-1', state: 'exited', running: false, restartCount: 0 }] }),
+    good: (at) => snapshot(at),
+  },
+  stuck_documents: {
+    bad: (at) =>
+      snapshot(at, {
+        processing: [{ id: 9, stage: 'extract', workerId: 'dead-1', startedAt: at - 1000 * S, updatedAt: at - 1000 * S }],
+        processingTotal: 1,
+      }),
+    good: (at) => snapshot(at),
+  },
+  stale_locks: {
+    bad: (at) => snapshot(at, { staleLocks: [{ documentId: '9', owner: 'dead-1', token: 'x' }], staleLockTotal: 1 }),
+    good: (at) => snapshot(at),
+  },
+  llm_unavailable: {
+    bad: (at) => snapshot(at, { ollama: { reachable: false, modelPresent: false } }),
+    good: (at) => snapshot(at),
+  },
+  monitoring_degraded: {
+    bad: (at) => snapshot(at, { sources: { ...snapshot(0).sources, postgres: { ok: false, error: 'down' } } }),
+    good: (at) => snapshot(at),
+  },
+};
+
+/** Runs cycles 5 s apart, the last one at NOW, after `warmup` good-but-representative cycles; returns per-cycle results. */
+function simulate(pattern: boolean[], sc: { bad: (at: number) => Snapshot; good: (at: number) => Snapshot }, type: string) {
+  const step = 5 * S;
+  const start = NOW - pattern.length * step;
+  // Warm-up: cycles that establish baselines and history coverage, with the anomaly already present in the data
+  // where a detector needs history (stalled queue, slowdown) but not counted as candidates.
+  const records: CycleRecord[] = history(start, 20, step, (at) =>
+    type === 'processing_time_anomaly' ? sc.good(at) : sc.bad(at),
+  );
+  const results: { active: boolean; fired: boolean; cleared: boolean }[] = [];
+  pattern.forEach((isBad, i) => {
+    const at = start + (i + 1) * step;
+    const snap = isBad ? sc.bad(at) : sc.good(at);
+    const r = evaluateCycle(snap, records, thresholds, at);
+    const mine = (a: { type: string }) => a.type === type;
+    results.push({ active: r.active.some(mine), fired: r.fired.some(mine), cleared: r.cleared.some((fp) => fp.startsWith(`${type}:`)) });
+    records.push({ snapshot: snap, candidates: r.candidates, active: r.active });
+  });
+  return results;
+}
+
+describe.each(Object.entries(scenarios))('noise control: %s', (type, sc) => {
+  it('is a candidate in one cycle but fires only on the second consecutive one', () => {
+    const r = simulate([true, true, true], sc, type);
+    expect(r.map((c) => c.active)).toEqual([false, true, true]);
+    expect(r.map((c) => c.fired)).toEqual([false, true, false]);
+  });
+
+  it('clears only after three consecutive cycles without it (hysteresis)', () => {
+    const r = simulate([true, true, false, false, false, true], sc, type);
+    expect(r.map((c) => c.active)).toEqual([false, true, true, true, false, false]);
+    expect(r.map((c) => c.cleared)).toEqual([false, false, false, false, true, false]);
+  });
+
+  it('never fires while it flaps every other cycle', () => {
+    const r = simulate([true, false, true, false, true, false], sc, type);
+    expect(r.some((c) => c.active)).toBe(false);
+  });
+
+  it('does not clear when it comes back before the clear count', () => {
+    const r = simulate([true, true, false, false, true, false, false], sc, type);
+    expect(r.map((c) => c.active)).toEqual([false, true, true, true, true, true, true]);
+    expect(r.filter((c) => c.fired)).toHaveLength(1);
+  });
+});
+
+describe('applyHysteresis with fireAfterCycles = 1', () => {
+  it('fires at once', () => {
+    const a = detectLlmUnavailable(snapshot(NOW, { ollama: { reachable: false, modelPresent: false } }), [], thresholds, NOW);
+    expect(applyHysteresis(a, [], { ...thresholds, fireAfterCycles: 1 }).fired).toHaveLength(1);
+  });
+});
+
+describe('recorded fixtures (tests/fixtures/detectors)', () => {
+  const dir = path.join(__dirname, '../fixtures/detectors');
+  const files = readdirSync(dir).filter((f) => f.endsWith('.json'));
+  it('has fixtures', () => expect(files.length).toBeGreaterThan(0));
+  it.each(files)('%s', (file) => {
+    const f = JSON.parse(readFileSync(path.join(dir, file), 'utf8')) as {
+      now: number;
+      thresholds?: Partial<Thresholds>;
+      snapshot: Snapshot;
+      history: CycleRecord[];
+      expect: string[];
+    };
+    const out = detectAll(f.snapshot, f.history, { ...thresholds, ...f.thresholds }, f.now);
+    expect(out.map((a) => `${a.type}:${a.target}`).sort()).toEqual([...f.expect].sort());
+  });
+});
