@@ -78,6 +78,18 @@ export function isProcessAlive(pid: number): boolean {
   }
 }
 
+/** True when the process exists and is not a zombie (dead, waiting to be reaped by its parent). */
+export function isProcessRunning(pid: number): boolean {
+  if (!isProcessAlive(pid)) return false;
+  try {
+    // /proc/<pid>/stat: "pid (comm) S ..."; comm may contain spaces and parentheses, the state follows the last ')'.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return isProcessAlive(pid);
+  }
+}
+
 /** The command line of a live process (Linux /proc), or undefined when it is gone, a zombie or unreadable. */
 export function processCommandLine(pid: number): string[] | undefined {
   try {

@@ -527,7 +527,7 @@ export async function startPipelineWorker(input: PipelineWorkerOptions): Promise
 
 const cliNumber = (flag: string, opts: { int?: boolean; min: number; max: number }) =>
   z
-    .string()
+    .string({ error: `${flag}: required` })
     .trim()
     .regex(opts.int ? /^\d+$/ : /^\d+(\.\d+)?$/, {
       error: `${flag}: expected ${opts.int ? 'a whole number' : 'a number'} between ${opts.min} and ${opts.max}`,
@@ -654,6 +654,12 @@ export async function main(argv = process.argv.slice(2), env: Record<string, str
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  // Started with an IPC channel (by the runner): when the parent goes away, even by SIGKILL, the channel closes
+  // and the worker stops, so nothing outlives `selfheal up` or a test run.
+  if (process.channel) {
+    process.channel.unref();
+    process.once('disconnect', () => onSignal('SIGTERM'));
+  }
 }
 
 if (require.main === module) void main();
