@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { Thresholds } from './detectors';
 
 /**
  * selfheal's configuration: every environment variable of DESIGN.md §7, validated once at each entry point.
@@ -225,6 +226,16 @@ export const configSchema = z.object({
   POISON_CRASHES: integer(3, 1, 100).describe(
     'Different workers that must die on one document before `poison_document`.',
   ),
+  PIPELINE_STAGES: list('extract,evaluate', { re: /^[a-z0-9_-]+$/, expected: 'stage names' }).describe(
+    'Stages of the monitored pipeline, in order (queues are `queue:<stage>`).',
+  ),
+  ANOMALY_FIRE_CYCLES: integer(2, 1, 100).describe('Consecutive cycles an anomaly must be seen before it fires.'),
+  ANOMALY_CLEAR_CYCLES: integer(3, 1, 100).describe(
+    'Consecutive cycles a fired anomaly must be absent before it clears (hysteresis).',
+  ),
+  SLOWDOWN_MIN_SAMPLES: integer(10, 1).describe(
+    'Completions in the window, and earlier cycles for the baseline, needed before a slowdown counts.',
+  ),
   LOG_LEVEL: z
     .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
     .default('info')
@@ -232,6 +243,22 @@ export const configSchema = z.object({
 });
 
 export type Config = z.output<typeof configSchema>;
+
+/** The detector thresholds a config implies; they reach workflows as input, never as globals. */
+export function thresholdsFrom(config: Config): Thresholds {
+  return {
+    queueStallSeconds: config.QUEUE_STALL_THRESHOLD,
+    errorRateThreshold: config.ERROR_RATE_THRESHOLD,
+    errorRateMinSamples: config.ERROR_RATE_MIN_SAMPLES,
+    errorRateWindowSeconds: config.ERROR_RATE_WINDOW,
+    slowdownFactor: config.SLOWDOWN_FACTOR,
+    slowdownMinSamples: config.SLOWDOWN_MIN_SAMPLES,
+    stuckDocumentSeconds: config.STUCK_DOCUMENT_THRESHOLD,
+    healthFailuresBeforeUnhealthy: config.HEALTH_FAILURES_BEFORE_UNHEALTHY,
+    fireAfterCycles: config.ANOMALY_FIRE_CYCLES,
+    clearAfterCycles: config.ANOMALY_CLEAR_CYCLES,
+  };
+}
 export type ConfigKey = keyof z.input<typeof configSchema>;
 
 export interface ConfigProblem {

@@ -86,3 +86,6 @@ DROP TRIGGER IF EXISTS healing_log_no_truncate ON healing_log;
 CREATE TRIGGER healing_log_no_truncate
   BEFORE TRUNCATE ON healing_log
   FOR EACH STATEMENT EXECUTE FUNCTION healing_log_refuse_change();
+
+-- The error-rate window reads recent events across stages.
+CREATE INDEX IF NOT EXISTS document_events_at ON document_events (at);

@@ -1,7 +1,7 @@
-import { proxyActivities, setHandler } from '@temporalio/workflow';
+import { proxyActivities, setCurrentDetails, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
 import type { Anomaly, HealPhase } from '../core/types';
 import type { createAuditActivities } from '../activities/audit';
-import { anomalySeenSignal, statusQuery } from './definitions';
+import { anomalySeenSignal, SearchAttr, statusQuery } from './definitions';
 
 export interface HealingInput {
   anomaly: Anomaly;
@@ -21,17 +21,18 @@ export interface HealingStatus {
 
 const audit = proxyActivities<ReturnType<typeof createAuditActivities>>({
   startToCloseTimeout: '30 seconds',
-  retry: { maximumAttempts: 20, initialInterval: '1 second', maximumInterval: '30 seconds' },
+  // The audit must be written, even after a long database outage: retry for a long while, never forever.
+  retry: { maximumAttempts: 200, initialInterval: '1 second', maximumInterval: '30 seconds' },
 });
 
 /**
- * Healing of one anomaly. This version only records the anomaly and escalates it to a human: analysis,
- * safety policy, approval and actions come with the healing issue. It never acts.
+ * Healing of one anomaly. THIS VERSION ONLY RECORDS THE ANOMALY AND ESCALATES IT TO A HUMAN: analysis, the
+ * safety policy, approval and actions come with the healing issue. It never acts on the pipeline.
  */
 export async function healingWorkflow(input: HealingInput): Promise<HealingStatus> {
   const { anomaly } = input;
   const status: HealingStatus = {
-    phase: 'escalated',
+    phase: 'analyzing',
     anomaly,
     plan: null,
     decision: null,
@@ -44,15 +45,37 @@ export async function healingWorkflow(input: HealingInput): Promise<HealingStatu
   setHandler(anomalySeenSignal, () => {
     status.seen += 1;
   });
+
+  const enter = (phase: HealPhase, note: string) => {
+    status.phase = phase;
+    status.history.push({ at: Date.now(), phase, note });
+    upsertSearchAttributes([{ key: SearchAttr.HealPhase, value: phase }]);
+    setCurrentDetails(
+      [
+        `**${anomaly.type}** on \`${anomaly.target}\` (${anomaly.severity})`,
+        '',
+        ...status.history.map((h) => `- ${new Date(h.at).toISOString()} **${h.phase}**: ${h.note}`),
+      ].join('\n'),
+    );
+  };
+
+  enter('analyzing', anomaly.summary);
+  await audit.appendHealingLog({
+    step: 'detected',
+    anomalyType: anomaly.type,
+    target: anomaly.target,
+    params: { summary: anomaly.summary, severity: anomaly.severity, evidence: anomaly.evidence },
+    decidedBy: 'policy',
+  });
+  upsertSearchAttributes([{ key: SearchAttr.HealAction, value: 'escalate_to_human' }]);
   await audit.appendHealingLog({
     step: 'escalated',
     anomalyType: anomaly.type,
     target: anomaly.target,
     action: 'escalate_to_human',
-    params: { summary: anomaly.summary, evidence: anomaly.evidence },
     decidedBy: 'policy',
     outcome: 'escalated: automatic healing is not available in this version',
   });
-  status.history.push({ at: Date.now(), phase: 'escalated', note: 'recorded and escalated to a human' });
+  enter('escalated', 'recorded and escalated to a human (automatic healing not available in this version)');
   return status;
 }

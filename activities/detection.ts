@@ -1,0 +1,84 @@
+/**
+ * detectAnomalies: runs the pure detectors over the snapshot and the history kept in the Redis stream
+ * `monitoring:metrics`, appends this cycle's record to it (trimmed by age), and appends every anomaly that fired
+ * to `monitoring:alerts` for other consumers.
+ */
+import type { Redis } from 'ioredis';
+import { evaluateCycle, type HysteresisResult, type Thresholds } from '../core/detectors';
+import type { Keys } from '../core/keys';
+import type { CycleRecord, Snapshot } from '../core/snapshot';
+import type { Anomaly } from '../core/types';
+
+export interface DetectionDeps {
+  redis: Redis;
+  keys: Keys;
+  /** s of history kept in the stream. */
+  retentionSeconds: number;
+  /** Records read back per cycle (covers the longest threshold at the configured interval). */
+  historyLimit: number;
+}
+
+export interface DetectInput {
+  snapshot: Snapshot;
+  thresholds: Thresholds;
+  /** Wall time of the whole cycle so far, ms (recorded with the snapshot). */
+  cycleStartedAt: number;
+}
+
+export type DetectResult = HysteresisResult & { candidates: Anomaly[]; historyFrom: 'redis' | 'memory' };
+
+const ALERTS_MAXLEN = 10_000;
+
+export function parseRecord(fields: string[]): CycleRecord | undefined {
+  const i = fields.indexOf('record');
+  if (i < 0 || fields[i + 1] === undefined) return undefined;
+  try {
+    return JSON.parse(fields[i + 1]!) as CycleRecord;
+  } catch {
+    return undefined;
+  }
+}
+
+export function createDetectionActivities(deps: DetectionDeps) {
+  const { redis, keys } = deps;
+  // When Redis cannot be read, the last records this process wrote stand in for the stream, so noise control
+  // still counts consecutive degraded cycles.
+  let memory: CycleRecord[] = [];
+
+  async function readHistory(): Promise<CycleRecord[]> {
+    const entries = await redis.xrevrange(keys.metricsStream(), '+', '-', 'COUNT', deps.historyLimit);
+    return entries
+      .map(([, fields]) => parseRecord(fields))
+      .filter((r): r is CycleRecord => r !== undefined)
+      .reverse();
+  }
+
+  return {
+    async detectAnomalies(input: DetectInput): Promise<DetectResult> {
+      const { snapshot, thresholds } = input;
+      let history: CycleRecord[];
+      let historyFrom: DetectResult['historyFrom'] = 'redis';
+      try {
+        history = await readHistory();
+      } catch {
+        history = memory;
+        historyFrom = 'memory';
+      }
+      const result = evaluateCycle(snapshot, history, thresholds, snapshot.at);
+      const record: CycleRecord = { snapshot, candidates: result.candidates, active: result.active };
+      memory = [...history, record].slice(-deps.historyLimit);
+      try {
+        const minId = Math.max(0, snapshot.at - deps.retentionSeconds * 1000);
+        const pipe = redis.pipeline();
+        pipe.xadd(keys.metricsStream(), 'MINID', '~', String(minId), '*', 'record', JSON.stringify(record));
+        for (const a of result.fired) {
+          pipe.xadd(keys.alertsStream(), 'MAXLEN', '~', String(ALERTS_MAXLEN), '*', 'anomaly', JSON.stringify(a));
+        }
+        await pipe.exec();
+      } catch {
+        // Redis down: the record lives in memory until it is back; the cycle goes on.
+      }
+      return { ...result, historyFrom };
+    },
+  };
+}

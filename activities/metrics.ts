@@ -1,0 +1,284 @@
+/**
+ * collectMetrics: one snapshot of the pipeline. Each source is read independently and bounded in time; a source
+ * that fails is marked in `sources` and the cycle goes on with what the others gave.
+ *
+ * Cost stays flat as the pipeline grows: Redis lengths come in one pipelined round trip, locks and heartbeats are
+ * read with SCAN (never KEYS), and Postgres answers a fixed number of queries served by partial or range indexes
+ * whose cost follows the live backlog (queued, processing, the error-rate window), not the table size.
+ */
+import type { Redis } from 'ioredis';
+import type pg from 'pg';
+import type { HealthTarget } from '../core/config';
+import { parseLockValue, type Keys } from '../core/keys';
+import type { LockInfo, Snapshot, SourceStatus, StageMetrics } from '../core/snapshot';
+
+/** Caps of what a snapshot carries (counts stay exact). */
+export const PROCESSING_CAP = 500;
+export const STALE_LOCK_CAP = 200;
+const SCAN_COUNT = 1000;
+const SOURCE_TIMEOUT_MS = 5_000;
+const HEALTH_TIMEOUT_MS = 2_000;
+
+export interface MetricsDeps {
+  redis: Redis;
+  pool: pg.Pool;
+  keys: Keys;
+  stages: string[];
+  healthTargets: HealthTarget[];
+  ollamaHost: string;
+  ollamaModel: string;
+  /** s of the error-rate and recent-processing-time window. */
+  windowSeconds: number;
+  /** The clock, injectable for tests. */
+  now?: () => number;
+}
+
+function errorLine(err: unknown): string {
+  return (err instanceof Error ? err.message : String(err)).split('\n')[0]!.slice(0, 300);
+}
+
+function bounded<T>(p: Promise<T>, ms = SOURCE_TIMEOUT_MS): Promise<T> {
+  return Promise.race([
+    p,
+    new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms).unref()),
+  ]);
+}
+
+async function scanAll(redis: Redis, pattern: string): Promise<string[]> {
+  const found = new Set<string>();
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', SCAN_COUNT);
+    cursor = next;
+    for (const k of keys) found.add(k);
+  } while (cursor !== '0');
+  return [...found];
+}
+
+interface RedisPart {
+  queueDepth: Map<string, number>;
+  processingDepth: Map<string, number>;
+  liveWorkers: string[];
+  staleLocks: LockInfo[];
+  staleLockTotal: number;
+  locksTotal: number;
+}
+
+async function readRedis(deps: MetricsDeps): Promise<RedisPart> {
+  const { redis, keys, stages } = deps;
+  const [processingLists, heartbeatKeys, lockKeys] = await Promise.all([
+    scanAll(redis, keys.processingPattern()),
+    scanAll(redis, keys.heartbeatPattern()),
+    scanAll(redis, keys.lockPattern()),
+  ]);
+  // Every list length in one round trip.
+  const pipe = redis.pipeline();
+  for (const stage of stages) pipe.llen(keys.queue(stage));
+  for (const list of processingLists) pipe.llen(list);
+  const lengths = ((await pipe.exec()) ?? []).map(([err, n]) => {
+    if (err) throw err;
+    return Number(n);
+  });
+  const queueDepth = new Map(stages.map((s, i) => [s, lengths[i] ?? 0]));
+  const processingDepth = new Map(stages.map((s) => [s, 0]));
+  const procPrefix = keys.processing('', '').slice(0, -1); // `<prefix>processing:`
+  processingLists.forEach((list, i) => {
+    const stage = list.slice(procPrefix.length).split(':')[0] ?? '';
+    processingDepth.set(stage, (processingDepth.get(stage) ?? 0) + (lengths[stages.length + i] ?? 0));
+  });
+
+  const hbPrefix = keys.heartbeat('').slice(0, -':heartbeat'.length); // `<prefix>worker:`
+  const liveWorkers = heartbeatKeys.map((k) => k.slice(hbPrefix.length, -':heartbeat'.length)).sort();
+  const live = new Set(liveWorkers);
+
+  const staleLocks: LockInfo[] = [];
+  let staleLockTotal = 0;
+  const lockPrefix = keys.lock('');
+  for (let i = 0; i < lockKeys.length; i += SCAN_COUNT) {
+    const batch = lockKeys.slice(i, i + SCAN_COUNT);
+    const values = await redis.mget(...batch);
+    batch.forEach((key, j) => {
+      const value = values[j];
+      if (value === null || value === undefined) return; // expired between SCAN and MGET
+      const parsed = parseLockValue(value);
+      const owner = parsed?.worker ?? value;
+      if (live.has(owner)) return;
+      staleLockTotal++;
+      if (staleLocks.length < STALE_LOCK_CAP) {
+        staleLocks.push({ documentId: key.slice(lockPrefix.length), owner, token: parsed?.token ?? '' });
+      }
+    });
+  }
+  return { queueDepth, processingDepth, liveWorkers, staleLocks, staleLockTotal, locksTotal: lockKeys.length };
+}
+
+interface PostgresPart {
+  counts: Map<string, StageMetrics['counts']>;
+  window: Map<string, { completed: number; failed: number; meanMs: number | null }>;
+  lastProgress: Map<string, number | null>;
+  processing: Snapshot['processing'];
+  processingTotal: number;
+}
+
+async function readPostgres(deps: MetricsDeps): Promise<PostgresPart> {
+  const { pool, stages, windowSeconds } = deps;
+  const [live, estimates, window, progress, processing] = await Promise.all([
+    // Exact counts of the non-terminal and failure statuses (served by the (stage, status) index).
+    pool.query<{ stage: string; status: string; n: number }>(
+      `SELECT stage, status, count(*)::int AS n FROM documents
+        WHERE status IN ('queued', 'processing', 'failed', 'dead') GROUP BY stage, status`,
+    ),
+    // Completed rows grow without bound: the planner's estimate per stage, not a scan.
+    Promise.all(
+      stages.map(async (stage) => {
+        const { rows } = await pool.query<{ 'QUERY PLAN': { Plan: { 'Plan Rows': number } }[] }>(
+          `EXPLAIN (FORMAT JSON) SELECT 1 FROM documents WHERE stage = $1 AND status = 'completed'`,
+          [stage],
+        );
+        return [stage, Math.round(rows[0]?.['QUERY PLAN'][0]?.Plan['Plan Rows'] ?? 0)] as const;
+      }),
+    ),
+    pool.query<{ stage: string; completed: number; failed: number; mean_ms: number | null }>(
+      `SELECT stage,
+              count(*) FILTER (WHERE outcome = 'completed')::int AS completed,
+              count(*) FILTER (WHERE outcome = 'failed')::int AS failed,
+              avg(processing_ms) FILTER (WHERE outcome = 'completed')::float8 AS mean_ms
+         FROM document_events WHERE at > now() - make_interval(secs => $1) GROUP BY stage`,
+      [windowSeconds],
+    ),
+    pool.query<{ stage: string; last_event: Date | null; last_start: Date | null }>(
+      `SELECT s.stage,
+              (SELECT max(e.at) FROM document_events e WHERE e.stage = s.stage) AS last_event,
+              (SELECT max(d.started_at) FROM documents d WHERE d.status = 'processing' AND d.stage = s.stage) AS last_start
+         FROM unnest($1::text[]) AS s(stage)`,
+      [stages],
+    ),
+    pool.query<{ id: number; stage: string; worker_id: string | null; started_at: Date | null; updated_at: Date }>(
+      `SELECT id, stage, worker_id, started_at, updated_at FROM documents
+        WHERE status = 'processing' ORDER BY updated_at LIMIT $1`,
+      [PROCESSING_CAP],
+    ),
+  ]);
+  const counts = new Map<string, StageMetrics['counts']>();
+  const blank = () => ({ queued: 0, processing: 0, completed: 0, failed: 0, dead: 0 });
+  for (const [stage, n] of estimates) counts.set(stage, { ...blank(), completed: n });
+  let processingTotal = 0;
+  for (const r of live.rows) {
+    const c = counts.get(r.stage) ?? blank();
+    c[r.status as keyof StageMetrics['counts']] = r.n;
+    counts.set(r.stage, c);
+    if (r.status === 'processing') processingTotal += r.n;
+  }
+  return {
+    counts,
+    window: new Map(window.rows.map((r) => [r.stage, { completed: r.completed, failed: r.failed, meanMs: r.mean_ms }])),
+    lastProgress: new Map(
+      progress.rows.map((r) => {
+        const times = [r.last_event, r.last_start].filter((d): d is Date => d !== null).map((d) => d.getTime());
+        return [r.stage, times.length ? Math.max(...times) : null];
+      }),
+    ),
+    processing: processing.rows.map((r) => ({
+      id: r.id,
+      stage: r.stage,
+      workerId: r.worker_id,
+      startedAt: r.started_at?.getTime() ?? null,
+      updatedAt: r.updated_at.getTime(),
+    })),
+    processingTotal,
+  };
+}
+
+async function checkHealthTargets(targets: HealthTarget[], now: () => number): Promise<Snapshot['health']> {
+  return Promise.all(
+    targets.map(async ({ container, url }) => {
+      const t0 = now();
+      try {
+        const res = await fetch(url, { signal: AbortSignal.timeout(HEALTH_TIMEOUT_MS) });
+        await res.body?.cancel();
+        return { container, url, ok: res.status === 200, status: res.status, latencyMs: now() - t0 };
+      } catch (err) {
+        return { container, url, ok: false, error: errorLine(err), latencyMs: now() - t0 };
+      }
+    }),
+  );
+}
+
+async function checkOllama(host: string, model: string): Promise<Snapshot['ollama']> {
+  try {
+    const res = await fetch(new URL('/api/tags', host), { signal: AbortSignal.timeout(HEALTH_TIMEOUT_MS) });
+    if (!res.ok) return { reachable: false, modelPresent: false, error: `HTTP ${res.status}` };
+    const body = (await res.json()) as { models?: { name?: string; model?: string }[] };
+    const names = (body.models ?? []).map((m) => m.name ?? m.model ?? '');
+    const modelPresent = names.some((n) => n === model || n === `${model}:latest`);
+    return { reachable: true, modelPresent };
+  } catch (err) {
+    return { reachable: false, modelPresent: false, error: errorLine(err) };
+  }
+}
+
+/**
+ * The snapshot without Docker state (the monitoring workflow asks the actions worker, the only one with Docker
+ * access, for that and merges it in).
+ */
+export async function collectSnapshot(deps: MetricsDeps): Promise<Snapshot> {
+  const now = deps.now ?? Date.now;
+  const at = now();
+  const settle = async <T>(p: Promise<T>): Promise<[T | undefined, SourceStatus]> => {
+    try {
+      return [await bounded(p), { ok: true }];
+    } catch (err) {
+      return [undefined, { ok: false, error: errorLine(err) }];
+    }
+  };
+  const [[r, redisStatus], [p, pgStatus], health, ollama] = await Promise.all([
+    settle(readRedis(deps)),
+    settle(readPostgres(deps)),
+    checkHealthTargets(deps.healthTargets, now),
+    checkOllama(deps.ollamaHost, deps.ollamaModel),
+  ]);
+  const stages: StageMetrics[] = deps.stages.map((stage) => {
+    const w = p?.window.get(stage);
+    return {
+      stage,
+      queueDepth: r?.queueDepth.get(stage) ?? 0,
+      processingDepth: r?.processingDepth.get(stage) ?? 0,
+      counts: p?.counts.get(stage) ?? { queued: 0, processing: 0, completed: 0, failed: 0, dead: 0 },
+      windowCompleted: w?.completed ?? 0,
+      windowFailed: w?.failed ?? 0,
+      recentMeanMs: w?.meanMs ?? null,
+      recentSamples: w?.completed ?? 0,
+      lastProgressAt: p?.lastProgress.get(stage) ?? null,
+    };
+  });
+  return {
+    at,
+    durationMs: now() - at,
+    sources: {
+      redis: redisStatus,
+      postgres: pgStatus,
+      health: { ok: true },
+      docker: { ok: true },
+      ollama: ollama.reachable ? { ok: true } : { ok: false, error: ollama.error ?? 'unreachable' },
+    },
+    stages,
+    processing: p?.processing ?? [],
+    processingTotal: p?.processingTotal ?? 0,
+    staleLocks: r?.staleLocks ?? [],
+    staleLockTotal: r?.staleLockTotal ?? 0,
+    locksTotal: r?.locksTotal ?? 0,
+    liveWorkers: r?.liveWorkers ?? [],
+    health,
+    containers: [],
+    ollama,
+  };
+}
+
+export function createMetricsActivities(deps: MetricsDeps) {
+  return {
+    /** One snapshot of the pipeline (Docker state is merged in by the workflow). */
+    async collectMetrics(): Promise<Snapshot> {
+      return collectSnapshot(deps);
+    },
+  };
+}

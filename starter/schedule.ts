@@ -1,0 +1,63 @@
+import { ScheduleAlreadyRunning, ScheduleOverlapPolicy, type Client } from '@temporalio/client';
+import { thresholdsFrom, type Config } from '../core/config';
+import { MONITOR_SCHEDULE_ID, TaskQueue } from '../workflows/definitions';
+import type { MonitoringInput } from '../workflows/monitoring';
+import { monitoringCycleWorkflow } from '../workflows';
+
+/** Temporal refuses catch-up windows under 10 s; a shorter interval gets the minimum. */
+const MIN_CATCHUP_MS = 10_000;
+
+export function monitoringInput(config: Config): MonitoringInput {
+  return {
+    thresholds: thresholdsFrom(config),
+    containerNames: config.HEALTH_TARGETS.map((t) => t.container),
+    containerLabels: config.REDIS_KEY_PREFIX ? [`selfheal.prefix=${config.REDIS_KEY_PREFIX}`] : [],
+  };
+}
+
+function scheduleParts(config: Config) {
+  const everyMs = config.MONITOR_INTERVAL * 1000;
+  return {
+    spec: { intervals: [{ every: everyMs }] },
+    action: {
+      type: 'startWorkflow' as const,
+      workflowType: monitoringCycleWorkflow,
+      taskQueue: TaskQueue.monitor,
+      args: [monitoringInput(config)] as [MonitoringInput],
+      workflowId: `${MONITOR_SCHEDULE_ID}-cycle`,
+      // A cycle that cannot finish in one interval is abandoned; the next one starts fresh.
+      workflowExecutionTimeout: Math.max(everyMs * 5, 60_000),
+    },
+    policies: {
+      overlap: ScheduleOverlapPolicy.SKIP,
+      catchupWindow: Math.max(everyMs, MIN_CATCHUP_MS),
+    },
+  };
+}
+
+/**
+ * Creates the Schedule `selfheal-monitor`, or updates its spec, action and policies to the current configuration.
+ * An update keeps the Schedule's state, so an operator's pause (and its note) survives a restart.
+ * Returns what it did.
+ */
+export async function ensureMonitorSchedule(client: Client, config: Config): Promise<'created' | 'updated'> {
+  const parts = scheduleParts(config);
+  try {
+    await client.schedule.create({
+      scheduleId: MONITOR_SCHEDULE_ID,
+      ...parts,
+      state: { note: 'created by selfheal' },
+    });
+    return 'created';
+  } catch (err) {
+    if (!(err instanceof ScheduleAlreadyRunning)) throw err;
+  }
+  await client.schedule.getHandle(MONITOR_SCHEDULE_ID).update((previous) => ({
+    ...previous,
+    spec: parts.spec,
+    action: parts.action,
+    policies: { ...previous.policies, ...parts.policies },
+    state: previous.state,
+  }));
+  return 'updated';
+}

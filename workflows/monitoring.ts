@@ -1,0 +1,122 @@
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
+import {
+  ParentClosePolicy,
+  getExternalWorkflowHandle,
+  log,
+  proxyActivities,
+  startChild,
+} from '@temporalio/workflow';
+import type { Thresholds } from '../core/detectors';
+import type { Snapshot } from '../core/snapshot';
+import type { Anomaly } from '../core/types';
+import type { createDetectionActivities } from '../activities/detection';
+import type { createDockerActivities } from '../activities/docker';
+import type { createMetricsActivities } from '../activities/metrics';
+import { anomalySeenSignal, healingWorkflowId, SearchAttr, TaskQueue } from './definitions';
+import { healingWorkflow, type HealingInput } from './healing';
+
+export interface MonitoringInput {
+  thresholds: Thresholds;
+  /** Containers named by HEALTH_TARGETS: inspected even without the pipeline label. */
+  containerNames: string[];
+  /** Extra label filters of the pipeline's containers (e.g. one pipeline among several on a host). */
+  containerLabels: string[];
+}
+
+export interface CycleResult {
+  at: number;
+  durationMs: number;
+  degraded: string[];
+  active: string[];
+  started: string[];
+  signalled: string[];
+}
+
+const { collectMetrics } = proxyActivities<ReturnType<typeof createMetricsActivities>>({
+  startToCloseTimeout: '30 seconds',
+  retry: { maximumAttempts: 2 },
+});
+const { detectAnomalies } = proxyActivities<ReturnType<typeof createDetectionActivities>>({
+  startToCloseTimeout: '30 seconds',
+  retry: { maximumAttempts: 2 },
+});
+const { inspectContainers } = proxyActivities<ReturnType<typeof createDockerActivities>>({
+  taskQueue: TaskQueue.actions,
+  startToCloseTimeout: '15 seconds',
+  // A cycle must not wait for an actions worker that is down: Docker state is then simply missing.
+  scheduleToStartTimeout: '10 seconds',
+  retry: { maximumAttempts: 1 },
+});
+
+function healingInput(anomaly: Anomaly): HealingInput {
+  return { anomaly };
+}
+
+/**
+ * One monitoring cycle: collect, detect, then one healing workflow per anomaly that fired (or a signal to the
+ * one already open for it). Started by the Schedule `selfheal-monitor`; short, so its history stays small.
+ */
+export async function monitoringCycleWorkflow(input: MonitoringInput): Promise<CycleResult> {
+  const startedAt = Date.now();
+  const [snapshot, docker] = await Promise.all([
+    collectMetrics(),
+    inspectContainers({ names: input.containerNames, labels: input.containerLabels }).catch((err: unknown) => ({
+      ok: false,
+      error: err instanceof Error ? err.message : String(err),
+      containers: [],
+    })),
+  ]);
+  const merged: Snapshot = {
+    ...snapshot,
+    containers: docker.containers,
+    sources: { ...snapshot.sources, docker: docker.ok ? { ok: true } : { ok: false, error: docker.error } },
+  };
+  const result = await detectAnomalies({ snapshot: merged, thresholds: input.thresholds, cycleStartedAt: startedAt });
+
+  const fired = new Set(result.fired.map((a) => a.fingerprint));
+  const started: string[] = [];
+  const signalled: string[] = [];
+  for (const anomaly of result.active) {
+    const workflowId = healingWorkflowId(anomaly.type, anomaly.target);
+    const seen = { detectedAt: anomaly.detectedAt, fingerprint: anomaly.fingerprint };
+    if (fired.has(anomaly.fingerprint)) {
+      try {
+        await startChild(healingWorkflow, {
+          workflowId,
+          taskQueue: TaskQueue.healing,
+          args: [healingInput(anomaly)],
+          parentClosePolicy: ParentClosePolicy.ABANDON,
+          staticSummary: anomaly.summary,
+          typedSearchAttributes: [
+            { key: SearchAttr.AnomalyType, value: anomaly.type },
+            { key: SearchAttr.HealTarget, value: anomaly.target },
+            { key: SearchAttr.Severity, value: anomaly.severity },
+            { key: SearchAttr.HealPhase, value: 'analyzing' },
+          ],
+        });
+        started.push(workflowId);
+        continue;
+      } catch (err) {
+        if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+      }
+    }
+    // Already being healed: tell the open run it is still happening. A closed run is left closed: the
+    // anomaly must clear and fire again before a new healing starts (no restart loops on a lasting fault).
+    try {
+      await getExternalWorkflowHandle(workflowId).signal(anomalySeenSignal, seen);
+      signalled.push(workflowId);
+    } catch {
+      log.debug('no open healing workflow to signal', { workflowId });
+    }
+  }
+  return {
+    at: merged.at,
+    durationMs: Date.now() - startedAt,
+    degraded: Object.entries(merged.sources)
+      .filter(([, s]) => !s.ok)
+      .map(([name]) => name),
+    active: result.active.map((a) => a.fingerprint),
+    started,
+    signalled,
+  };
+}
