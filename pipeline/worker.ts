@@ -185,6 +185,7 @@ export async function startPipelineWorker(input: PipelineWorkerOptions): Promise
         redis: r.ok ? 'ok' : r.error,
         postgres: p.ok ? 'ok' : p.error,
         current: current?.id ?? null,
+        faults,
         ...stats,
         uptimeMs: Date.now() - startedAt,
       },

@@ -1,0 +1,136 @@
+/**
+ * Running the reference pipeline in integration tests: a runner bound to a test environment (its schema, its Redis
+ * prefix, container names unique to it), and the queries tests assert with.
+ */
+import path from 'node:path';
+import Docker from 'dockerode';
+import type { Stage } from '../../core/keys';
+import {
+  createPipelineRunner,
+  PIPELINE_LABEL,
+  PREFIX_LABEL,
+  PROJECT_ROOT,
+  stopAllPipelineWorkers,
+  type PipelineRunner,
+  type PipelineRunnerOptions,
+} from '../../pipeline/runner';
+import { waitFor, type TestEnv } from './env';
+
+export function testDocker(): Docker {
+  return new Docker({ socketPath: process.env.DOCKER_SOCKET ?? '/var/run/docker.sock' });
+}
+
+/** Where a test environment's pipeline workers log. */
+export function pipelineLogDir(t: TestEnv): string {
+  return path.join(PROJECT_ROOT, '.data', 'test-runs', 'pipeline', t.id);
+}
+
+/** A runner for the test environment. Container names are `pipeline-<envid>-<stage>-<n>` (still `pipeline-*`). */
+export function createTestRunner(
+  t: TestEnv,
+  opts: Partial<Omit<PipelineRunnerOptions, 'connection' | 'redis' | 'keys'>> = {},
+): PipelineRunner {
+  return createPipelineRunner({
+    connection: { databaseUrl: t.databaseUrl, redisUrl: t.redisUrl, prefix: t.prefix },
+    redis: t.redis,
+    keys: t.keys,
+    containerPrefix: `pipeline-${t.id}`,
+    logDir: pipelineLogDir(t),
+    ...opts,
+  });
+}
+
+/** Stops everything of the environment, including workers respawned by chaos and containers it labelled. */
+export async function stopTestPipeline(t: TestEnv, runner: PipelineRunner | undefined, docker?: Docker): Promise<void> {
+  await runner?.stop();
+  await stopAllPipelineWorkers({ redis: t.redis, keys: t.keys, docker });
+  if (docker) {
+    const left = await docker.listContainers({
+      all: true,
+      filters: { label: [`${PIPELINE_LABEL}=true`, `${PREFIX_LABEL}=${t.prefix}`] },
+    });
+    await Promise.all(left.map((c) => docker.getContainer(c.Id).remove({ force: true })));
+  }
+}
+
+/** Waits until every id is `completed` in the last stage (or has failed, when `allowFailed`). */
+export async function waitForDocuments(
+  t: TestEnv,
+  ids: number[],
+  { timeoutMs = 60_000, allowFailed = false } = {},
+): Promise<void> {
+  await waitFor(
+    async () => {
+      const { rows } = await t.pool.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM documents
+          WHERE id = ANY($1::bigint[]) AND (status = 'completed' ${allowFailed ? "OR status = 'failed'" : ''})`,
+        [ids],
+      );
+      return rows[0]!.n === ids.length || undefined;
+    },
+    { timeoutMs, intervalMs: 100, what: `${ids.length} documents to finish` },
+  );
+}
+
+/** Lengths of every queue and non-empty processing list, and the number of lease keys, of the environment. */
+export async function redisState(t: TestEnv): Promise<{
+  queues: Record<string, number>;
+  processing: Record<string, number>;
+  locks: number;
+}> {
+  const queues: Record<string, number> = {};
+  for (const stage of ['extract', 'evaluate'] as Stage[]) queues[stage] = await t.redis.llen(t.keys.queue(stage));
+  const processing: Record<string, number> = {};
+  for (const key of await scanAll(t, t.keys.processingPattern())) {
+    const n = await t.redis.llen(key);
+    if (n > 0) processing[key] = n;
+  }
+  return { queues, processing, locks: (await scanAll(t, t.keys.lockPattern())).length };
+}
+
+export async function scanAll(t: TestEnv, pattern: string): Promise<string[]> {
+  const out: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, found] = await t.redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+    cursor = next;
+    out.push(...found);
+  } while (cursor !== '0');
+  return out;
+}
+
+/** HTTP status of a GET, or 0 when nothing answered within the timeout. */
+export async function httpStatus(url: string, timeoutMs = 1_000): Promise<number> {
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+    await res.body?.cancel();
+    return res.status;
+  } catch {
+    return 0;
+  }
+}
+
+/** The JSON body of a worker's /health. */
+export async function healthBody(url: string): Promise<Record<string, unknown> | undefined> {
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(2_000) });
+    return (await res.json()) as Record<string, unknown>;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Completed/failed events per worker (optionally for some documents or a stage). */
+export async function eventsByWorker(
+  t: TestEnv,
+  where: { ids?: number[]; stage?: Stage; outcome?: 'completed' | 'failed' } = {},
+): Promise<Record<string, number>> {
+  const { rows } = await t.pool.query<{ worker_id: string; n: number }>(
+    `SELECT worker_id, count(*)::int AS n FROM document_events
+      WHERE ($1::bigint[] IS NULL OR document_id = ANY($1::bigint[]))
+        AND ($2::text IS NULL OR stage = $2) AND ($3::text IS NULL OR outcome = $3)
+      GROUP BY worker_id`,
+    [where.ids ?? null, where.stage ?? null, where.outcome ?? null],
+  );
+  return Object.fromEntries(rows.map((r) => [r.worker_id, r.n]));
+}
