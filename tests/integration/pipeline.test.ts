@@ -1,8 +1,9 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { isProcessRunning } from '../../pipeline/registry';
 import { generateDocuments } from '../../pipeline/generator';
 import { ensurePipelineImage } from '../../pipeline/image';
 import type { PipelineRunner } from '../../pipeline/runner';
-import { createTestEnv, type TestEnv } from '../helpers/env';
+import { createTestEnv, waitFor, type TestEnv } from '../helpers/env';
 import {
   createTestRunner,
   eventsByWorker,
@@ -85,6 +86,36 @@ describe('reference pipeline', () => {
     // The work was shared: every worker completed some documents.
     const byWorker = await eventsByWorker(t, { ids });
     for (const w of workers) expect(byWorker[w.worker] ?? 0, w.worker).toBeGreaterThan(0);
+  });
+
+  it('a worker killed mid-document takes the document back when it restarts under the same id', async () => {
+    const slowRunner = createTestRunner(t, { work: { minMs: 60_000, maxMs: 60_000 } });
+    runner = slowRunner;
+    const [w] = await slowRunner.startMany([{ stage: 'extract', count: 1 }]);
+    const [id] = await generateDocuments({ pool: t.pool, redis: t.redis, keys: t.keys, count: 1 });
+    await waitFor(
+      async () =>
+        (await t.pool.query(`SELECT 1 FROM documents WHERE id = $1 AND status = 'processing'`, [id])).rowCount === 1,
+      { what: 'the document to be processing' },
+    );
+    process.kill(w!.pid!, 'SIGKILL');
+    await waitFor(() => !isProcessRunning(w!.pid!), { what: 'the worker to die' });
+    // As a crash leaves it: processing by the dead worker, in its processing list, its lease still set.
+    expect(await t.redis.lrange(t.keys.processing('extract', 'extract-1'), 0, -1)).toEqual([String(id)]);
+    expect(await t.redis.get(t.keys.lock(id!))).toMatch(/^extract-1:/);
+    await slowRunner.stop();
+
+    runner = createTestRunner(t);
+    await runner.start({ stage: 'extract', worker: 'extract-1' });
+    await waitFor(
+      async () =>
+        (await t.pool.query(`SELECT 1 FROM documents WHERE id = $1 AND stage = 'evaluate'`, [id])).rowCount === 1,
+      { what: 'the restarted worker to finish the document' },
+    );
+    const { rows } = await t.pool.query(`SELECT stage, status, attempts, worker_id FROM documents WHERE id = $1`, [id]);
+    expect(rows).toEqual([{ stage: 'evaluate', status: 'queued', attempts: 2, worker_id: null }]);
+    expect(await eventsByWorker(t, { ids: [id!] })).toEqual({ 'extract-1': 1 });
+    expect(await redisState(t)).toEqual({ queues: { extract: 0, evaluate: 1 }, processing: {}, locks: 0 });
   });
 
   it('runs a worker of a stage in a Docker container built from the local image', async () => {
