@@ -22,7 +22,7 @@ import { configSchema } from '../core/config';
 import { createKeys, STAGES, type Stage } from '../core/keys';
 import { createPool } from '../db/pool';
 import { COMPARE_AND_DELETE, COMPARE_AND_PEXPIRE, defineScript, FINISH_DOCUMENT, GIVE_BACK } from './lua';
-import { workerIdSchema, type WorkerRegistration } from './registry';
+import { processCommandLine, workerIdSchema, type WorkerRegistration } from './registry';
 
 /** Exit code for invalid arguments or environment: nothing started. */
 export const USAGE_EXIT_CODE = 2;
@@ -247,11 +247,12 @@ export async function startPipelineWorker(input: PipelineWorkerOptions): Promise
     await pool.end();
     throw new Error(`cannot register worker ${worker} in Redis: ${errorText(err)}`);
   }
+  // In-flight beat, awaited at shutdown so a late HSET cannot re-register a stopped worker.
+  let beating: Promise<void> | undefined;
   const timers = [
-    setInterval(
-      () => void beat().catch((err: unknown) => log.warn({ err: errorText(err) }, 'heartbeat failed')),
-      opts.heartbeatMs,
-    ),
+    setInterval(() => {
+      beating = beat().catch((err: unknown) => log.warn({ err: errorText(err) }, 'heartbeat failed'));
+    }, opts.heartbeatMs),
     setInterval(() => void pollFaults().catch(() => undefined), opts.faultPollMs),
   ];
 
@@ -450,12 +451,20 @@ export async function startPipelineWorker(input: PipelineWorkerOptions): Promise
 
   // ---- the loop -------------------------------------------------------------------------------------------
   async function loop(): Promise<void> {
-    try {
-      await recoverOwnList();
-    } catch (err) {
-      log.warn({ err: errorText(err) }, 'recovery of own processing list failed; continuing');
-    }
+    // Entries an earlier incarnation left (a crash) are handled first; after an infrastructure error (Redis or
+    // Postgres unreachable mid-document) the same pass puts what we had taken back in order.
+    let recover = true;
     while (!stopping) {
+      if (recover) {
+        try {
+          await recoverOwnList();
+          recover = false;
+        } catch (err) {
+          log.warn({ err: errorText(err) }, 'recovery of own processing list failed; retrying');
+          await sleep(500);
+          continue;
+        }
+      }
       if (faults.hang) {
         if (state !== 'hung') log.warn('hang fault: not taking documents');
         state = 'hung';
@@ -470,6 +479,7 @@ export async function startPipelineWorker(input: PipelineWorkerOptions): Promise
       } catch (err) {
         if (stopping) break;
         log.warn({ err: errorText(err) }, 'BLMOVE failed; backing off');
+        recover = true; // the move may have happened with its reply lost
         await sleep(500);
         continue;
       }
@@ -484,6 +494,7 @@ export async function startPipelineWorker(input: PipelineWorkerOptions): Promise
         await handleDocument(id);
       } catch (err) {
         log.error({ id, err: errorText(err) }, 'document processing failed on infrastructure; backing off');
+        recover = true;
         await sleep(500);
       }
     }
@@ -499,14 +510,16 @@ export async function startPipelineWorker(input: PipelineWorkerOptions): Promise
     blocking.disconnect();
     await looping;
     for (const t of timers) clearInterval(t);
+    await beating;
     try {
       await sweepOwnList();
       await redis.multi().hdel(keys.pipelineWorkers(), worker).del(keys.heartbeat(worker)).exec();
     } catch (err) {
       log.warn({ err: errorText(err) }, 'clean-up at shutdown failed');
     }
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-    server.closeAllConnections();
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    server.closeAllConnections(); // keep-alive clients would otherwise hold close() open
+    await closed;
     redis.disconnect();
     await pool.end().catch(() => undefined);
     log.info(stats, 'worker stopped');
@@ -617,7 +630,8 @@ export function parseWorkerCli(argv: string[], env: Record<string, string | unde
     command: container
       ? undefined
       : {
-          argv: [process.execPath, ...process.execArgv, ...process.argv.slice(1)],
+          // Exactly as the kernel has it (chaos compares it before signalling), else as Node reports it.
+          argv: processCommandLine(process.pid) ?? [process.execPath, ...process.execArgv, ...process.argv.slice(1)],
           cwd: process.cwd(),
           env: { REDIS_KEY_PREFIX: e.data.REDIS_KEY_PREFIX, LOG_LEVEL: e.data.LOG_LEVEL },
         },
