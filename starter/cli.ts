@@ -3,6 +3,11 @@
  * prints one clear line on failure and exits non-zero; read commands take `--json`.
  */
 import { Command, Option } from 'commander';
+import { Redis } from 'ioredis';
+import { createKeys } from '../core/keys';
+import { generateDocuments } from '../pipeline/generator';
+import { runChaosCommand } from './chaos-command';
+import { startReferencePipeline } from './pipeline-up';
 import type { Config } from '../core/config';
 import { createPool } from '../db/pool';
 import { migrate } from '../db/migrate';
@@ -44,7 +49,6 @@ export function buildCli(): Command {
     )
     .action(
       withConfig(async (config, opts: { pipeline: boolean; uiPort: number }) => {
-        const { startReferencePipeline } = await import('./pipeline-up');
         const handle = await up({
           config,
           env: process.env,
@@ -99,6 +103,27 @@ export function buildCli(): Command {
     );
 
   program
+    .command('generate')
+    .description('add documents to the reference pipeline (queued for the first stage)')
+    .argument('<count>', 'how many documents, 1 to 1000000')
+    .action(
+      withConfig(async (config, count: string) => {
+        const n = Number(count);
+        if (!/^\d+$/.test(count) || n < 1 || n > 1_000_000)
+          throw new Error(`count: expected a whole number from 1 to 1000000, got "${count}"`);
+        const pool = createPool(config.DATABASE_URL, { max: 2, application: 'selfheal-generate' });
+        const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 2 });
+        try {
+          const ids = await generateDocuments({ pool, redis, keys: createKeys(config.REDIS_KEY_PREFIX), count: n });
+          process.stdout.write(`queued ${ids.length} documents (ids ${ids[0]}..${ids[ids.length - 1]})\n`);
+        } finally {
+          redis.disconnect();
+          await pool.end();
+        }
+      }),
+    );
+
+  program
     .command('chaos')
     .description(
       'inject a real fault into the reference pipeline: kill-worker <worker> | hang-worker <worker> | ' +
@@ -109,7 +134,6 @@ export function buildCli(): Command {
     .option('--json', 'print what was done as JSON')
     .action(
       withConfig(async (config, fault: string, args: string[], opts: { json?: boolean }) => {
-        const { runChaosCommand } = await import('./chaos-command');
         const result = await runChaosCommand(config, fault, args);
         process.stdout.write(
           opts.json ? JSON.stringify(result, null, 2) + '\n' : `${fault}: ${JSON.stringify(result)}\n`,

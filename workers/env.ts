@@ -10,3 +10,13 @@ export function loadConfigOrExit(env: NodeJS.ProcessEnv = process.env): Config {
   process.stderr.write(formatConfigProblems(result.problems) + '\n');
   process.exit(CONFIG_EXIT_CODE);
 }
+
+/**
+ * For processes started by `selfheal up` with an IPC channel: the channel must not keep the process alive once
+ * its work is done, and its closing (the parent went away, even by SIGKILL) must stop the process.
+ */
+export function stopWhenParentGoes(stop: () => void): void {
+  if (!process.send) return;
+  process.channel?.unref();
+  process.once('disconnect', stop);
+}

@@ -3,11 +3,13 @@ import type { AddressInfo } from 'node:net';
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import { temporalAnswers } from '../starter/temporal-local';
+import type { createMetricsState } from './metrics-state';
 
 export interface HttpServerDeps {
   pool: pg.Pool;
   redis: Redis;
   temporalAddress: string;
+  metrics: ReturnType<typeof createMetricsState>;
 }
 
 export interface DependencyHealth {
@@ -67,7 +69,21 @@ export function createHttpServer(deps: HttpServerDeps): http.Server {
       );
       return;
     }
-    send(res, 404, { error: 'not found', paths: ['/health'] });
+    if (path === '/metrics') {
+      deps.metrics.view().then(
+        (view) => send(res, 200, view),
+        (err: unknown) => send(res, 503, { error: err instanceof Error ? err.message : String(err) }),
+      );
+      return;
+    }
+    if (path === '/metrics/prometheus') {
+      deps.metrics.prometheus().then(
+        (text) => send(res, 200, text, deps.metrics.registry.contentType),
+        (err: unknown) => send(res, 500, { error: String(err) }),
+      );
+      return;
+    }
+    send(res, 404, { error: 'not found', paths: ['/health', '/metrics', '/metrics/prometheus'] });
   });
 }
 

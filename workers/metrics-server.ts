@@ -1,17 +1,19 @@
 /** Entry point of the HTTP metrics server (METRICS_HOST:METRICS_PORT). */
-import { Redis } from 'ioredis';
+import { createKeys } from '../core/keys';
 import { createPool } from '../db/pool';
-import { loadConfigOrExit } from './env';
+import { createFailFastRedis } from './clients';
+import { loadConfigOrExit, stopWhenParentGoes } from './env';
 import { createHttpServer, listen } from './http-server';
 import { createLogger } from './logger';
+import { createMetricsState } from './metrics-state';
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
   const log = createLogger('selfheal-http', config.LOG_LEVEL);
   const pool = createPool(config.DATABASE_URL, { application: 'selfheal-http' });
-  const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
-  redis.on('error', () => undefined);
-  const server = createHttpServer({ pool, redis, temporalAddress: config.TEMPORAL_ADDRESS });
+  const redis = createFailFastRedis(config.REDIS_URL);
+  const metrics = createMetricsState({ redis, pool, keys: createKeys(config.REDIS_KEY_PREFIX) });
+  const server = createHttpServer({ pool, redis, temporalAddress: config.TEMPORAL_ADDRESS, metrics });
   const addr = await listen(server, config.METRICS_PORT, config.METRICS_HOST);
   log.info({ host: addr.address, port: addr.port }, 'metrics server listening');
   const stop = () => {
@@ -22,7 +24,7 @@ async function main(): Promise<void> {
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
-  if (process.send) process.once('disconnect', stop);
+  stopWhenParentGoes(stop);
 }
 
 main().catch((err: unknown) => {

@@ -21,7 +21,8 @@ const redis = createFailFastRedis(config.REDIS_URL);
 const keys = createKeys(config.REDIS_KEY_PREFIX);
 
 /** Enough records to cover the longest look-back of the detectors, at the configured interval. */
-const lookBackSeconds = Math.max(config.QUEUE_STALL_THRESHOLD, config.ERROR_RATE_WINDOW * 3) + config.MONITOR_INTERVAL * 10;
+const lookBackSeconds =
+  Math.max(config.QUEUE_STALL_THRESHOLD, config.ERROR_RATE_WINDOW * 3) + config.MONITOR_INTERVAL * 10;
 const historyLimit = Math.min(2_000, Math.ceil(lookBackSeconds / config.MONITOR_INTERVAL) + 10);
 
 async function main(): Promise<void> {

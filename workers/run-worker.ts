@@ -1,6 +1,7 @@
 import { NativeConnection, Runtime, Worker, type WorkerOptions } from '@temporalio/worker';
 import type { Config } from '../core/config';
 import type { TaskQueue } from '../workflows/definitions';
+import { stopWhenParentGoes } from './env';
 import { createLogger } from './logger';
 
 export interface RunWorkerOptions {
@@ -41,7 +42,9 @@ export async function runWorker(opts: RunWorkerOptions): Promise<void> {
     activities: opts.activities,
     maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivityTaskExecutions,
   });
-  if (process.send) process.once('disconnect', () => worker.shutdown());
+  stopWhenParentGoes(() => {
+    if (worker.getState() === 'RUNNING') worker.shutdown();
+  });
   log.info({ taskQueue: opts.taskQueue }, 'worker started');
   try {
     await worker.run();
