@@ -2,6 +2,7 @@
  * Running the reference pipeline in integration tests: a runner bound to a test environment (its schema, its Redis
  * prefix, container names unique to it), and the queries tests assert with.
  */
+import net from 'node:net';
 import path from 'node:path';
 import Docker from 'dockerode';
 import type { Stage } from '../../core/keys';
@@ -133,4 +134,53 @@ export async function eventsByWorker(
     [where.ids ?? null, where.stage ?? null, where.outcome ?? null],
   );
   return Object.fromEntries(rows.map((r) => [r.worker_id, r.n]));
+}
+
+/**
+ * A TCP proxy on 127.0.0.1 to a local service, which a test can cut (every connection dropped, the port closed)
+ * and restore on the same port: a real outage of Redis or Postgres as one client sees it, without touching the
+ * shared service.
+ */
+export async function tcpProxy(
+  targetPort: number,
+): Promise<{ port: number; cut(): Promise<void>; restore(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const make = () =>
+    net.createServer((client) => {
+      const upstream = net.connect(targetPort, '127.0.0.1');
+      for (const s of [client, upstream]) {
+        sockets.add(s);
+        s.on('close', () => sockets.delete(s));
+        s.on('error', () => undefined);
+      }
+      client.pipe(upstream).pipe(client);
+      client.on('close', () => upstream.destroy());
+      upstream.on('close', () => client.destroy());
+    });
+  const listen = (server: net.Server, port: number) =>
+    new Promise<number>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, '127.0.0.1', () => resolve((server.address() as net.AddressInfo).port));
+    });
+  let server = make();
+  const port = await listen(server, 0);
+  return {
+    port,
+    async cut() {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const s of sockets) s.destroy();
+      await closed;
+    },
+    async restore() {
+      server = make();
+      await listen(server, port);
+    },
+  };
+}
+
+/** The URL with its port replaced. */
+export function withPort(url: string, port: number): string {
+  const u = new URL(url);
+  u.port = String(port);
+  return u.toString();
 }

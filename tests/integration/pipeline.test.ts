@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isProcessRunning } from '../../pipeline/registry';
+import { startPipelineWorker } from '../../pipeline/worker';
 import { generateDocuments } from '../../pipeline/generator';
 import { ensurePipelineImage } from '../../pipeline/image';
 import type { PipelineRunner } from '../../pipeline/runner';
@@ -8,9 +9,12 @@ import {
   createTestRunner,
   eventsByWorker,
   redisState,
+  healthBody,
   stopTestPipeline,
+  tcpProxy,
   testDocker,
   waitForDocuments,
+  withPort,
 } from '../helpers/pipeline';
 
 /** Every document completed exactly once per stage, nothing left in Redis. */
@@ -116,6 +120,61 @@ describe('reference pipeline', () => {
     expect(rows).toEqual([{ stage: 'evaluate', status: 'queued', attempts: 2, worker_id: null }]);
     expect(await eventsByWorker(t, { ids: [id!] })).toEqual({ 'extract-1': 1 });
     expect(await redisState(t)).toEqual({ queues: { extract: 0, evaluate: 1 }, processing: {}, locks: 0 });
+  });
+
+  it('answers 503 on /health while Redis or Postgres is unreachable, and recovers without losing documents', async () => {
+    const pg = await tcpProxy(Number(new URL(t.databaseUrl).port || 5432));
+    const rd = await tcpProxy(Number(new URL(t.redisUrl).port || 6379));
+    const w = await startPipelineWorker({
+      stage: 'extract',
+      worker: 'extract-px',
+      port: 0,
+      databaseUrl: withPort(t.databaseUrl, pg.port),
+      redisUrl: withPort(t.redisUrl, rd.port),
+      prefix: t.prefix,
+      logLevel: 'silent',
+    });
+    try {
+      const problems = async () => ((await healthBody(w.healthUrl))?.problems as string[] | undefined) ?? ['no answer'];
+      expect(await problems()).toEqual([]);
+
+      await pg.cut();
+      await waitFor(async () => (await problems()).some((p) => p.startsWith('postgres:')), { what: 'postgres 503' });
+      const ids = await generateDocuments({ pool: t.pool, redis: t.redis, keys: t.keys, count: 20 });
+      // It takes documents, fails to start them, and gives them back untouched.
+      await waitFor(() => w.stats().givenBack > 0, { what: 'a document given back' });
+      expect(await t.pool.query(`SELECT 1 FROM documents WHERE status = 'processing'`)).toMatchObject({ rowCount: 0 });
+      await pg.restore();
+      await waitFor(async () => (await problems()).length === 0, { what: 'healthy again' });
+
+      await rd.cut();
+      await waitFor(async () => (await problems()).some((p) => p.startsWith('redis:')), { what: 'redis 503' });
+      const more = await generateDocuments({ pool: t.pool, redis: t.redis, keys: t.keys, count: 20 });
+      await rd.restore();
+      await waitFor(async () => (await problems()).length === 0, { timeoutMs: 15_000, what: 'healthy again' });
+
+      const all = [...ids, ...more];
+      await waitFor(
+        async () => {
+          const { rows } = await t.pool.query<{ n: number }>(
+            `SELECT count(*)::int AS n FROM documents WHERE id = ANY($1::bigint[]) AND stage = 'evaluate'`,
+            [all],
+          );
+          return rows[0]!.n === all.length;
+        },
+        { what: 'all documents through extract' },
+      );
+      expect(await eventsByWorker(t, { ids: all })).toEqual({ 'extract-px': 40 });
+      await waitFor(
+        async () => (await redisState(t)).locks === 0 && Object.keys((await redisState(t)).processing).length === 0,
+        { what: 'nothing left in flight' },
+      );
+    } finally {
+      await w.stop();
+      await pg.cut();
+      await rd.cut();
+    }
+    expect(await t.redis.hget(t.keys.pipelineWorkers(), 'extract-px')).toBeNull();
   });
 
   it('runs a worker of a stage in a Docker container built from the local image', async () => {
