@@ -10,7 +10,19 @@ export async function runChaosCommand(config: Config, fault: string, args: strin
   const pool = createPool(config.DATABASE_URL, { max: 2, application: 'selfheal-chaos' });
   const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 2 });
   try {
-    const chaos = createChaos({ pool, redis, keys: createKeys(config.REDIS_KEY_PREFIX), docker: new Docker() });
+    const chaos = createChaos({
+      pool,
+      redis,
+      keys: createKeys(config.REDIS_KEY_PREFIX),
+      docker: new Docker(),
+      // Workers restarted by `clear` get the connection strings of this configuration.
+      spawnEnv: {
+        ...process.env,
+        DATABASE_URL: config.DATABASE_URL,
+        REDIS_URL: config.REDIS_URL,
+        REDIS_KEY_PREFIX: config.REDIS_KEY_PREFIX,
+      },
+    });
     return await runChaos(chaos, fault, args);
   } finally {
     redis.disconnect();

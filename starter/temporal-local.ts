@@ -98,7 +98,8 @@ export interface DevServerOptions {
   dbFile?: string;
   /** Where the server's output goes. */
   logFile: string;
-  namespace?: string;
+  /** Namespaces to create besides `default`. */
+  namespaces?: string[];
 }
 
 /** Starts `temporal server start-dev` in its own process group and waits until it answers. */
@@ -110,7 +111,7 @@ export async function startDevServer(opts: DevServerOptions, timeoutMs = 60_000)
   if (opts.uiPort) args.push('--ui-port', String(opts.uiPort), '--ui-ip', '127.0.0.1');
   else args.push('--headless');
   if (opts.dbFile) args.push('--db-filename', opts.dbFile);
-  if (opts.namespace && opts.namespace !== 'default') args.push('--namespace', opts.namespace);
+  for (const ns of opts.namespaces ?? []) if (ns !== 'default') args.push('--namespace', ns);
   const out = openSync(opts.logFile, 'a');
   const child = spawn(opts.cli, args, { stdio: ['ignore', out, out], detached: true });
   const address = `127.0.0.1:${opts.port}`;

@@ -159,7 +159,7 @@ export async function up(opts: UpOptions): Promise<UpHandle> {
         uiPort: opts.uiPort,
         dbFile,
         logFile: path.join(logDir, 'temporal.log'),
-        namespace: config.TEMPORAL_NAMESPACE,
+        namespaces: [config.TEMPORAL_NAMESPACE],
       });
       components.push({ name: 'temporal', pid: server.pid, stop: () => stopProcessGroup(server) });
       temporalStarted = true;

@@ -1,11 +1,5 @@
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
-import {
-  ParentClosePolicy,
-  getExternalWorkflowHandle,
-  log,
-  proxyActivities,
-  startChild,
-} from '@temporalio/workflow';
+import { ParentClosePolicy, getExternalWorkflowHandle, log, proxyActivities, startChild } from '@temporalio/workflow';
 import type { Thresholds } from '../core/detectors';
 import type { Snapshot } from '../core/snapshot';
 import type { Anomaly } from '../core/types';

@@ -1,7 +1,8 @@
 /**
- * vitest globalSetup of the integration project: one Temporal dev server per run, from the pinned binary,
- * on free ports (so a developer's `selfheal up` on 7233 is never touched), with the search attributes
- * registered. Tests read its address with `inject('temporalAddress')`.
+ * vitest globalSetup of the integration project: one Temporal dev server per run, from the pinned binary, on
+ * free ports (a developer's `selfheal up` on 7233 is never touched), with a pool of namespaces so that tests
+ * whose workflow ids are fixed by the contract (`heal-<type>-<target>`, the Schedule id) never meet. Search
+ * attributes are registered in every namespace. Tests read it all with `inject()`.
  */
 import type { ChildProcess } from 'node:child_process';
 import path from 'node:path';
@@ -17,6 +18,9 @@ import {
   stopProcessGroup,
 } from '../../starter/temporal-local';
 
+/** Namespaces available to the tests of one run (each test file takes its own). */
+const NAMESPACES = Array.from({ length: 24 }, (_, i) => `test-${String(i + 1).padStart(2, '0')}`);
+
 let server: ChildProcess | undefined;
 
 export async function setup(project: TestProject): Promise<void> {
@@ -24,19 +28,29 @@ export async function setup(project: TestProject): Promise<void> {
   if (!cli) throw new Error(`temporal CLI not found: ${INSTALL_HINT}`);
   const port = await freePort();
   const uiPort = await freePort();
-  const runDir = path.join(PROJECT_ROOT, '.data', 'test-runs', String(process.pid));
+  const runId = `${process.pid}-${Date.now()}`;
+  const runDir = path.join(PROJECT_ROOT, '.data', 'test-runs', runId);
   const dbFile = path.join(runDir, 'temporal.db');
-  server = await startDevServer({ cli, port, uiPort, dbFile, logFile: path.join(runDir, 'temporal.log') });
+  server = await startDevServer({
+    cli,
+    port,
+    uiPort,
+    dbFile,
+    logFile: path.join(runDir, 'temporal.log'),
+    namespaces: NAMESPACES,
+  });
   const address = `127.0.0.1:${port}`;
   const connection = await Connection.connect({ address });
   try {
-    await registerSearchAttributes(connection, 'default');
+    for (const ns of ['default', ...NAMESPACES]) await registerSearchAttributes(connection, ns);
   } finally {
     await connection.close();
   }
   project.provide('temporalAddress', address);
   project.provide('temporalUiPort', uiPort);
   project.provide('temporalDbFile', dbFile);
+  project.provide('temporalNamespaces', NAMESPACES);
+  project.provide('testRunId', runId);
 }
 
 export async function teardown(): Promise<void> {

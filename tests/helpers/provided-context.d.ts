@@ -6,5 +6,7 @@ declare module 'vitest' {
     temporalAddress: string;
     temporalUiPort: number;
     temporalDbFile: string;
+    temporalNamespaces: string[];
+    testRunId: string;
   }
 }

@@ -95,7 +95,9 @@ describe('stalled_queue (threshold 60 s)', () => {
 });
 
 const rates = (completed: number, failed: number) =>
-  snapshot(NOW, { stages: [stage('extract', { windowCompleted: completed, windowFailed: failed }), stage('evaluate')] });
+  snapshot(NOW, {
+    stages: [stage('extract', { windowCompleted: completed, windowFailed: failed }), stage('evaluate')],
+  });
 
 describe('error_rate_spike (threshold 0.2, min 20 samples)', () => {
   run(detectErrorRateSpike, [
@@ -104,21 +106,28 @@ describe('error_rate_spike (threshold 0.2, min 20 samples)', () => {
     { name: 'quiet at the boundary: exactly 20%', snapshot: rates(40, 10), fires: [] },
     { name: 'needs its minimum samples: 19 of 19 failed is not enough', snapshot: rates(0, 19), fires: [] },
     { name: 'quiet: no traffic at all (no division by zero)', snapshot: rates(0, 0), fires: [] },
-    { name: 'a stricter threshold fires earlier', snapshot: rates(45, 5), t: { errorRateThreshold: 0.05 }, fires: ['extract'] },
+    {
+      name: 'a stricter threshold fires earlier',
+      snapshot: rates(45, 5),
+      t: { errorRateThreshold: 0.05 },
+      fires: ['extract'],
+    },
   ]);
 });
 
 /** Cycles every 5 s whose recent mean is `baseline` ms, then `recent` ms inside the 30 s window. */
-const timings = (baseline: number, recent: number, samples = 50, baselineSamples = 50) => (at: number) =>
-  snapshot(at, {
-    stages: [
-      stage('extract', {
-        recentMeanMs: at > NOW - 30 * S ? recent : baseline,
-        recentSamples: at > NOW - 30 * S ? samples : baselineSamples,
-      }),
-      stage('evaluate'),
-    ],
-  });
+const timings =
+  (baseline: number, recent: number, samples = 50, baselineSamples = 50) =>
+  (at: number) =>
+    snapshot(at, {
+      stages: [
+        stage('extract', {
+          recentMeanMs: at > NOW - 30 * S ? recent : baseline,
+          recentSamples: at > NOW - 30 * S ? samples : baselineSamples,
+        }),
+        stage('evaluate'),
+      ],
+    });
 
 describe('processing_time_anomaly (factor 3, min 5 samples)', () => {
   run(detectProcessingTimeAnomaly, [
@@ -161,15 +170,17 @@ describe('processing_time_anomaly (factor 3, min 5 samples)', () => {
   ]);
 });
 
-const health = (ok: boolean, extra: Partial<Snapshot> = {}) => (at: number) =>
-  snapshot(at, {
-    health: [
-      ok
-        ? { container: 'pipeline-extract-1', url: 'http://127.0.0.1:9101/health', ok, status: 200, latencyMs: 1 }
-        : { container: 'pipeline-extract-1', url: 'http://127.0.0.1:9101/health', ok, status: 503, latencyMs: 1 },
-    ],
-    ...extra,
-  });
+const health =
+  (ok: boolean, extra: Partial<Snapshot> = {}) =>
+  (at: number) =>
+    snapshot(at, {
+      health: [
+        ok
+          ? { container: 'pipeline-extract-1', url: 'http://127.0.0.1:9101/health', ok, status: 200, latencyMs: 1 }
+          : { container: 'pipeline-extract-1', url: 'http://127.0.0.1:9101/health', ok, status: 503, latencyMs: 1 },
+      ],
+      ...extra,
+    });
 const rec = (s: Snapshot): CycleRecord => ({ snapshot: s, candidates: [], active: [] });
 
 describe('unhealthy_container (3 failures in a row)', () => {
@@ -203,7 +214,9 @@ describe('unhealthy_container (3 failures in a row)', () => {
     },
     {
       name: 'fires at once: the container is not running',
-      snapshot: snapshot(NOW, { containers: [{ name: 'pipeline-extract-2', state: 'exited', running: false, restartCount: 1 }] }),
+      snapshot: snapshot(NOW, {
+        containers: [{ name: 'pipeline-extract-2', state: 'exited', running: false, restartCount: 1 }],
+      }),
       fires: ['pipeline-extract-2'],
     },
     {
@@ -231,9 +244,21 @@ const processing = (docs: { id: number; stage?: string; worker: string | null; a
 
 describe('stuck_documents (threshold 120 s, or owner without heartbeat)', () => {
   run(detectStuckDocuments, [
-    { name: 'fires: processing for 121 s with a live owner', snapshot: processing([{ id: 1, worker: 'extract-1', ageS: 121 }]), fires: ['extract'] },
-    { name: 'quiet at the boundary: exactly 120 s', snapshot: processing([{ id: 1, worker: 'extract-1', ageS: 120 }]), fires: [] },
-    { name: 'fires: owner has no heartbeat, however recent', snapshot: processing([{ id: 1, worker: 'dead-7', ageS: 1 }]), fires: ['extract'] },
+    {
+      name: 'fires: processing for 121 s with a live owner',
+      snapshot: processing([{ id: 1, worker: 'extract-1', ageS: 121 }]),
+      fires: ['extract'],
+    },
+    {
+      name: 'quiet at the boundary: exactly 120 s',
+      snapshot: processing([{ id: 1, worker: 'extract-1', ageS: 120 }]),
+      fires: [],
+    },
+    {
+      name: 'fires: owner has no heartbeat, however recent',
+      snapshot: processing([{ id: 1, worker: 'dead-7', ageS: 1 }]),
+      fires: ['extract'],
+    },
     { name: 'fires: no owner at all', snapshot: processing([{ id: 1, worker: null, ageS: 1 }]), fires: ['extract'] },
     {
       name: 'one anomaly per stage',
@@ -266,15 +291,27 @@ describe('stale_locks', () => {
       locksTotal: owners.length + 5,
     });
   run(detectStaleLocks, [
-    { name: 'fires: one anomaly per dead owner', snapshot: locks(['dead-1', 'dead-1', 'dead-2']), fires: ['dead-1', 'dead-2'] },
+    {
+      name: 'fires: one anomaly per dead owner',
+      snapshot: locks(['dead-1', 'dead-1', 'dead-2']),
+      fires: ['dead-1', 'dead-2'],
+    },
     { name: 'quiet: no stale lock', snapshot: locks([]), fires: [] },
   ]);
 });
 
 describe('llm_unavailable', () => {
   run(detectLlmUnavailable, [
-    { name: 'fires: no answer', snapshot: snapshot(NOW, { ollama: { reachable: false, modelPresent: false, error: 'ECONNREFUSED' } }), fires: ['ollama'] },
-    { name: 'fires: model missing', snapshot: snapshot(NOW, { ollama: { reachable: true, modelPresent: false } }), fires: ['ollama'] },
+    {
+      name: 'fires: no answer',
+      snapshot: snapshot(NOW, { ollama: { reachable: false, modelPresent: false, error: 'ECONNREFUSED' } }),
+      fires: ['ollama'],
+    },
+    {
+      name: 'fires: model missing',
+      snapshot: snapshot(NOW, { ollama: { reachable: true, modelPresent: false } }),
+      fires: ['ollama'],
+    },
     { name: 'quiet: reachable with the model', snapshot: snapshot(NOW), fires: [] },
   ]);
 });
@@ -285,7 +322,9 @@ describe('monitoring_degraded', () => {
       sources: { ...snapshot(0).sources, redis: { ok: false, error: 'connect ECONNREFUSED 127.0.0.1:6379' } },
       // What a failed Redis read looks like: empty queues, no live workers, so everything "looks" stuck.
       liveWorkers: [],
-      processing: [{ id: 1, stage: 'extract', workerId: 'extract-1', startedAt: NOW - 999 * S, updatedAt: NOW - 999 * S }],
+      processing: [
+        { id: 1, stage: 'extract', workerId: 'extract-1', startedAt: NOW - 999 * S, updatedAt: NOW - 999 * S },
+      ],
       processingTotal: 1,
       containers: [{ name: 'pipeline-extract-1', state: 'exited', running: false, restartCount: 0 }],
     });
@@ -302,17 +341,22 @@ describe('monitoring_degraded', () => {
       },
       ollama: { reachable: false, modelPresent: false },
     });
-    expect(detectAll(broken, [], thresholds, NOW).map((a) => `${a.type}:${a.target}`).sort()).toEqual([
-      'llm_unavailable:ollama',
-      'monitoring_degraded:postgres',
-      'monitoring_degraded:redis',
-    ]);
+    expect(
+      detectAll(broken, [], thresholds, NOW)
+        .map((a) => `${a.type}:${a.target}`)
+        .sort(),
+    ).toEqual(['llm_unavailable:ollama', 'monitoring_degraded:postgres', 'monitoring_degraded:redis']);
   });
 
   it('ignores degraded cycles in the history of the pipeline detectors', () => {
     // Three failing health checks, but the middle cycle could not read Redis: not three in a row of usable data.
     const degraded = health(false, { sources: { ...snapshot(0).sources, redis: { ok: false, error: 'x' } } });
-    const out = detectAll(health(false)(NOW), [rec(health(false)(NOW - 10 * S)), rec(degraded(NOW - 5 * S))], thresholds, NOW);
+    const out = detectAll(
+      health(false)(NOW),
+      [rec(health(false)(NOW - 10 * S)), rec(degraded(NOW - 5 * S))],
+      thresholds,
+      NOW,
+    );
     expect(out.filter((a) => a.type === 'unhealthy_container')).toEqual([]);
   });
 });
@@ -322,11 +366,15 @@ describe('monitoring_degraded', () => {
  * `fireAfterCycles` consecutive cycles to fire, and an active anomaly must be absent `clearAfterCycles`
  * consecutive cycles to clear.
  */
-const scenarios: Record<Exclude<AnomalyType, 'lost_documents' | 'orphaned_entries' | 'poison_document'>, { bad: (at: number) => Snapshot; good: (at: number) => Snapshot }> = {
+const scenarios: Record<
+  Exclude<AnomalyType, 'lost_documents' | 'orphaned_entries' | 'poison_document'>,
+  { bad: (at: number) => Snapshot; good: (at: number) => Snapshot }
+> = {
   // Good: the queue makes progress (without draining), so it is not stalled.
   stalled_queue: { bad: stalled(10, NOW - 3600 * S), good: (at) => stalled(10, at)(at) },
   error_rate_spike: {
-    bad: (at) => snapshot(at, { stages: [stage('extract', { windowCompleted: 10, windowFailed: 40 }), stage('evaluate')] }),
+    bad: (at) =>
+      snapshot(at, { stages: [stage('extract', { windowCompleted: 10, windowFailed: 40 }), stage('evaluate')] }),
     good: (at) => snapshot(at),
   },
   processing_time_anomaly: {
@@ -335,13 +383,16 @@ const scenarios: Record<Exclude<AnomalyType, 'lost_documents' | 'orphaned_entrie
     good: (at) => snapshot(at),
   },
   unhealthy_container: {
-    bad: (at) => snapshot(at, { containers: [{ name: 'pipeline-extract-1', state: 'exited', running: false, restartCount: 0 }] }),
+    bad: (at) =>
+      snapshot(at, { containers: [{ name: 'pipeline-extract-1', state: 'exited', running: false, restartCount: 0 }] }),
     good: (at) => snapshot(at),
   },
   stuck_documents: {
     bad: (at) =>
       snapshot(at, {
-        processing: [{ id: 9, stage: 'extract', workerId: 'dead-1', startedAt: at - 1000 * S, updatedAt: at - 1000 * S }],
+        processing: [
+          { id: 9, stage: 'extract', workerId: 'dead-1', startedAt: at - 1000 * S, updatedAt: at - 1000 * S },
+        ],
         processingTotal: 1,
       }),
     good: (at) => snapshot(at),
@@ -361,7 +412,11 @@ const scenarios: Record<Exclude<AnomalyType, 'lost_documents' | 'orphaned_entrie
 };
 
 /** Runs cycles 5 s apart, the last one at NOW, after `warmup` good-but-representative cycles; returns per-cycle results. */
-function simulate(pattern: boolean[], sc: { bad: (at: number) => Snapshot; good: (at: number) => Snapshot }, type: string) {
+function simulate(
+  pattern: boolean[],
+  sc: { bad: (at: number) => Snapshot; good: (at: number) => Snapshot },
+  type: string,
+) {
   const step = 5 * S;
   const start = NOW - pattern.length * step;
   // Warm-up: cycles that establish baselines and history coverage, with the anomaly already present in the data
@@ -375,7 +430,11 @@ function simulate(pattern: boolean[], sc: { bad: (at: number) => Snapshot; good:
     const snap = isBad ? sc.bad(at) : sc.good(at);
     const r = evaluateCycle(snap, records, thresholds, at);
     const mine = (a: { type: string }) => a.type === type;
-    results.push({ active: r.active.some(mine), fired: r.fired.some(mine), cleared: r.cleared.some((fp) => fp.startsWith(`${type}:`)) });
+    results.push({
+      active: r.active.some(mine),
+      fired: r.fired.some(mine),
+      cleared: r.cleared.some((fp) => fp.startsWith(`${type}:`)),
+    });
     records.push({ snapshot: snap, candidates: r.candidates, active: r.active });
   });
   return results;
@@ -408,7 +467,12 @@ describe.each(Object.entries(scenarios))('noise control: %s', (type, sc) => {
 
 describe('applyHysteresis with fireAfterCycles = 1', () => {
   it('fires at once', () => {
-    const a = detectLlmUnavailable(snapshot(NOW, { ollama: { reachable: false, modelPresent: false } }), [], thresholds, NOW);
+    const a = detectLlmUnavailable(
+      snapshot(NOW, { ollama: { reachable: false, modelPresent: false } }),
+      [],
+      thresholds,
+      NOW,
+    );
     expect(applyHysteresis(a, [], { ...thresholds, fireAfterCycles: 1 }).fired).toHaveLength(1);
   });
 });
