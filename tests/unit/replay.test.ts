@@ -1,0 +1,38 @@
+/**
+ * Determinism: every workflow history recorded under tests/fixtures/histories (real runs against a Temporal server,
+ * see RECORD_HISTORIES in tests/integration/monitoring.test.ts) replays with the current workflow code. A change
+ * that would break running workflows fails here.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { historyFromJSON } from '@temporalio/common/lib/proto-utils';
+import { bundleWorkflowCode, DefaultLogger, Worker, type WorkflowBundle } from '@temporalio/worker';
+import { beforeAll, describe, expect, it } from 'vitest';
+
+const dir = path.join(__dirname, '../fixtures/histories');
+const files = readdirSync(dir).filter((f) => f.endsWith('.json'));
+
+describe('recorded workflow histories replay with the current code', () => {
+  let bundle: WorkflowBundle;
+  beforeAll(async () => {
+    bundle = await bundleWorkflowCode({
+      workflowsPath: require.resolve('../../workflows'),
+      logger: new DefaultLogger('WARN'),
+    });
+  }, 60_000);
+
+  it('has histories of both workflow types', () => {
+    expect(files.some((f) => f.startsWith('monitoring-'))).toBe(true);
+    expect(files.some((f) => f.startsWith('healing-'))).toBe(true);
+  });
+
+  it.each(files)(
+    '%s',
+    async (file) => {
+      const history = historyFromJSON(JSON.parse(readFileSync(path.join(dir, file), 'utf8')));
+      expect(history.events?.length).toBeGreaterThan(3);
+      await Worker.runReplayHistory({ workflowBundle: bundle }, history, file);
+    },
+    60_000,
+  );
+});
