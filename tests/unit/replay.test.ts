@@ -16,7 +16,7 @@ describe('recorded workflow histories replay with the current code', () => {
   let bundle: WorkflowBundle;
   beforeAll(async () => {
     bundle = await bundleWorkflowCode({
-      workflowsPath: require.resolve('../../workflows'),
+      workflowsPath: path.join(__dirname, '../../workflows/index.ts'),
       logger: new DefaultLogger('WARN'),
     });
   }, 60_000);
