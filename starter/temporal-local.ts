@@ -174,3 +174,38 @@ export async function registerSearchAttributes(connection: Connection, namespace
   }
   return Object.keys(missing);
 }
+
+/**
+ * Waits until every task queue has a poller of the given type, i.e. the workers are really serving it (their
+ * workflow bundle built, connected, polling). Throws naming the queues still without one.
+ */
+export async function waitForPollers(
+  connection: Connection,
+  namespace: string,
+  queues: { name: string; type: 'workflow' | 'activity' }[],
+  timeoutMs = 60_000,
+): Promise<void> {
+  const { TASK_QUEUE_TYPE_WORKFLOW, TASK_QUEUE_TYPE_ACTIVITY } = temporal.api.enums.v1.TaskQueueType;
+  const deadline = Date.now() + timeoutMs;
+  let waiting = queues;
+  while (waiting.length > 0) {
+    const results = await Promise.all(
+      waiting.map(async (q) => {
+        const res = await connection.workflowService.describeTaskQueue({
+          namespace,
+          taskQueue: { name: q.name },
+          taskQueueType: q.type === 'workflow' ? TASK_QUEUE_TYPE_WORKFLOW : TASK_QUEUE_TYPE_ACTIVITY,
+        });
+        return (res.pollers?.length ?? 0) > 0;
+      }),
+    );
+    waiting = waiting.filter((_, i) => !results[i]);
+    if (waiting.length === 0) return;
+    if (Date.now() > deadline) {
+      throw new Error(
+        `no worker polls ${waiting.map((q) => `${q.name} (${q.type})`).join(', ')} after ${timeoutMs} ms`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}

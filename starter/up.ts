@@ -13,7 +13,9 @@ import {
   startDevServer,
   stopProcessGroup,
   temporalAnswers,
+  waitForPollers,
 } from './temporal-local';
+import { TaskQueue } from '../workflows/definitions';
 
 /** Where `selfheal up` keeps its state: the Temporal database, logs, the run file. */
 export function dataDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -204,6 +206,32 @@ export async function up(opts: UpOptions): Promise<UpHandle> {
     ];
     components.push(...started);
     await Promise.all(started.map((c) => waitAlive(c)));
+    // Up means serving: every task queue has a poller (workflow bundles built, workers connected).
+    const pollConnection = await Connection.connect({ address: config.TEMPORAL_ADDRESS });
+    try {
+      const exited = started.map(
+        (c) =>
+          new Promise<never>((_, reject) =>
+            c.child.once('exit', (code) =>
+              reject(new UpError(`${c.name} exited with code ${code}; see its log in ${logDir}`)),
+            ),
+          ),
+      );
+      // Handled here too: once the race is over, a later exit (at stop) must not be an unhandled rejection.
+      for (const e of exited) e.catch(() => undefined);
+      await Promise.race([
+        waitForPollers(pollConnection, config.TEMPORAL_NAMESPACE, [
+          { name: TaskQueue.monitor, type: 'workflow' },
+          { name: TaskQueue.monitor, type: 'activity' },
+          { name: TaskQueue.healing, type: 'workflow' },
+          { name: TaskQueue.healing, type: 'activity' },
+          { name: TaskQueue.actions, type: 'activity' },
+        ]),
+        ...exited,
+      ]);
+    } finally {
+      await pollConnection.close();
+    }
     const healthUrl = `http://${config.METRICS_HOST}:${config.METRICS_PORT}/health`;
     if (!(await waitHttp(healthUrl, 30_000))) throw new UpError(`the HTTP server did not answer at ${healthUrl}`);
     say(`Workers: monitor, healing, actions polling; HTTP ${healthUrl.replace('/health', '')}`);
