@@ -4,7 +4,7 @@
  * to `monitoring:alerts` for other consumers.
  */
 import type { Redis } from 'ioredis';
-import { evaluateCycle, type HysteresisResult, type Thresholds } from '../core/detectors';
+import { detectAll, evaluateCycle, type HysteresisResult, type Thresholds } from '../core/detectors';
 import type { Keys } from '../core/keys';
 import type { CycleRecord, Snapshot } from '../core/snapshot';
 import type { Anomaly } from '../core/types';
@@ -54,6 +54,30 @@ export function createDetectionActivities(deps: DetectionDeps) {
   }
 
   return {
+    /**
+     * Verification: runs the same detectors over a fresh snapshot and the stored history (no noise control, nothing
+     * written) and tells whether the anomaly is still there.
+     */
+    async recheckAnomaly(input: { anomaly: Anomaly; snapshot: Snapshot; thresholds: Thresholds }): Promise<{
+      present: boolean;
+      current?: Anomaly;
+      degraded: string[];
+    }> {
+      let history: CycleRecord[];
+      try {
+        history = await readHistory();
+      } catch {
+        history = memory;
+      }
+      const found = detectAll(input.snapshot, history, input.thresholds, input.snapshot.at).find(
+        (a) => a.fingerprint === input.anomaly.fingerprint,
+      );
+      const degraded = Object.entries(input.snapshot.sources)
+        .filter(([, st]) => !st.ok)
+        .map(([name]) => name);
+      return { present: found !== undefined, current: found, degraded };
+    },
+
     async detectAnomalies(input: DetectInput): Promise<DetectResult> {
       const { snapshot, thresholds } = input;
       let history: CycleRecord[];

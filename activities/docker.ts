@@ -7,6 +7,8 @@ import type { ContainerState } from '../core/snapshot';
 
 /** Label that marks the containers of the monitored pipeline. */
 export const PIPELINE_LABEL = 'selfheal.pipeline';
+/** Label naming the stage a pipeline container serves. */
+export const STAGE_LABEL = 'selfheal.stage';
 
 export interface InspectResult {
   ok: boolean;
@@ -44,6 +46,7 @@ export function createDockerActivities({ docker }: { docker: Docker }) {
               running: inspected.State.Running,
               restartCount: inspected.RestartCount,
               startedAt: Number.isFinite(started) && started > 0 ? started : undefined,
+              stage: info.Labels[STAGE_LABEL],
             };
           }),
         );

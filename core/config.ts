@@ -236,6 +236,15 @@ export const configSchema = z.object({
   SLOWDOWN_MIN_SAMPLES: integer(10, 1).describe(
     'Completions in the window, and earlier cycles for the baseline, needed before a slowdown counts.',
   ),
+  REQUEUE_CAP: integer(1000, 1, 1_000_000).describe(
+    'Documents one requeue action may move (larger plans are refused).',
+  ),
+  RATE_LIMIT_MAX_WAIT: seconds(3600, 0).describe(
+    'Seconds a healing may wait on a durable timer for an action permit before it escalates instead.',
+  ),
+  RESTART_STOP_TIMEOUT: seconds(10, 0).describe(
+    'Seconds Docker gives a container to stop before it is killed, on restart.',
+  ),
   LOG_LEVEL: z
     .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
     .default('info')

@@ -4,7 +4,7 @@
  * clear) is applied afterwards by `applyHysteresis`, so each detector answers only "is it wrong right now".
  */
 import { sanitizeTargetPart } from './ids';
-import type { CycleRecord, Snapshot } from './snapshot';
+import type { CycleRecord, LockInfo, Snapshot } from './snapshot';
 import type { Anomaly, AnomalyType, Severity } from './types';
 
 export interface Thresholds {
@@ -236,17 +236,26 @@ export const detectStuckDocuments: Detector = (snapshot, _history, t, now) => {
 };
 
 export const detectStaleLocks: Detector = (snapshot, _history, _t, now) => {
-  const byOwner = new Map<string, string[]>();
+  const byOwner = new Map<string, LockInfo[]>();
   for (const lock of snapshot.staleLocks) {
-    byOwner.set(lock.owner, [...(byOwner.get(lock.owner) ?? []), lock.documentId]);
+    byOwner.set(lock.owner, [...(byOwner.get(lock.owner) ?? []), lock]);
   }
-  return [...byOwner.entries()].map(([owner, ids]) =>
+  return [...byOwner.entries()].map(([owner, locks]) =>
     anomaly(
       'stale_locks',
       owner,
       'warning',
-      `${ids.length}${snapshot.staleLockTotal > snapshot.staleLocks.length ? '+' : ''} document locks held by ${owner}, which has no heartbeat`,
-      { owner, documentIds: ids.slice(0, EVIDENCE_ID_CAP), count: ids.length, totalStale: snapshot.staleLockTotal },
+      `${locks.length}${snapshot.staleLockTotal > snapshot.staleLocks.length ? '+' : ''} document locks held by ${owner}, which has no heartbeat`,
+      {
+        owner,
+        documentIds: locks.slice(0, EVIDENCE_ID_CAP).map((l) => l.documentId),
+        // The exact tokens observed: clear_stale_locks compare-and-deletes these and nothing else.
+        locks: locks
+          .slice(0, EVIDENCE_ID_CAP)
+          .map((l) => ({ documentId: l.documentId, owner: l.owner, token: l.token })),
+        count: locks.length,
+        totalStale: snapshot.staleLockTotal,
+      },
       now,
     ),
   );

@@ -71,6 +71,8 @@ export interface ContainerState {
   restartCount: number;
   /** epoch ms of the last start, when known. */
   startedAt?: number;
+  /** Pipeline stage the container serves (label `selfheal.stage`), when labelled. */
+  stage?: string;
 }
 
 export interface Snapshot {

@@ -89,3 +89,20 @@ CREATE TRIGGER healing_log_no_truncate
 
 -- The error-rate window reads recent events across stages.
 CREATE INDEX IF NOT EXISTS document_events_at ON document_events (at);
+
+-- Safety state: one row per permit of the global action budget (MAX_ACTIONS_PER_HOUR), reserved atomically before
+-- an action runs. Times are the workflow's clock (epoch ms), so durable timers and the budget agree, also in the
+-- time-skipping test environment. Restart rows also give the cooldown, the circuit breaker and restarts in flight.
+CREATE TABLE IF NOT EXISTS action_permits (
+  id               bigserial PRIMARY KEY,
+  idempotency_key  text   NOT NULL UNIQUE,
+  workflow_id      text   NOT NULL,
+  action           text   NOT NULL,
+  target           text   NOT NULL,
+  stage            text   NULL,
+  reserved_at_ms   bigint NOT NULL,
+  finished_at_ms   bigint NULL,
+  outcome          text   NULL
+);
+CREATE INDEX IF NOT EXISTS action_permits_reserved ON action_permits (reserved_at_ms);
+CREATE INDEX IF NOT EXISTS action_permits_target ON action_permits (action, target, reserved_at_ms);

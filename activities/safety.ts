@@ -1,0 +1,175 @@
+/**
+ * Safety state in Postgres, around the pure policy of core/safety.ts: the global budget of action permits
+ * (reserved atomically, so concurrent healing workflows cannot overspend it), and the restart history that gives
+ * cooldowns, the circuit breaker and restarts in flight. Times are the caller's (workflow) clock, epoch ms.
+ */
+import type { Redis } from 'ioredis';
+import type pg from 'pg';
+import type { Keys } from '../core/keys';
+import type { Plan } from '../core/plan';
+import { evaluateSafety, type SafetyContext, type Verdict } from '../core/safety';
+import { parseRecord } from './detection';
+
+/** Serializes permit reservations (any constant unique to selfheal). */
+const PERMIT_LOCK = 0x5e1f4ea2;
+
+export interface SafetyPolicy {
+  autoFix: boolean;
+  minConfidence: number;
+  allowlist: string[];
+  denylist: string[];
+  cooldownSeconds: number;
+  breakerRestarts: number;
+  breakerWindowSeconds: number;
+  requeueCap: number;
+}
+
+export interface CheckSafetyInput {
+  plan: Plan;
+  policy: SafetyPolicy;
+  workflowId: string;
+  /** Workflow time, epoch ms. */
+  now: number;
+}
+
+export interface ReserveInput {
+  idempotencyKey: string;
+  workflowId: string;
+  plan: Plan;
+  /** Stage of the target, for restarts (at most one in flight per stage). */
+  stage?: string;
+  now: number;
+  maxPerWindow: number;
+  windowMs: number;
+}
+
+export type ReserveResult = { granted: true; permitId: number } | { granted: false; nextFreeAt: number; used: number };
+
+export function createSafetyActivities({ pool, redis, keys }: { pool: pg.Pool; redis: Redis; keys: Keys }) {
+  /** Health and stage of the target container and the healthy workers of its stage, from the latest cycle. */
+  async function containerView(
+    container: string,
+  ): Promise<{ stage?: string; healthy?: boolean; healthyInStage?: number }> {
+    const entries = await redis.xrevrange(keys.metricsStream(), '+', '-', 'COUNT', 1).catch(() => []);
+    const fields = entries[0]?.[1];
+    const record = fields ? parseRecord(fields) : undefined;
+    if (!record) return {};
+    const s = record.snapshot;
+    const healthOf = (name: string) => {
+      const c = s.containers.find((x) => x.name === name);
+      const h = s.health.find((x) => x.container === name);
+      return (c?.running ?? true) && (h?.ok ?? c?.running ?? false);
+    };
+    const target = s.containers.find((c) => c.name === container);
+    const stage = target?.stage;
+    const peers = stage ? s.containers.filter((c) => c.stage === stage).map((c) => c.name) : [];
+    return {
+      stage,
+      healthy: target ? healthOf(container) : undefined,
+      healthyInStage: stage ? peers.filter(healthOf).length : undefined,
+    };
+  }
+
+  return {
+    /** Reads the state the policy needs and evaluates it. */
+    async checkSafety(input: CheckSafetyInput): Promise<{ verdict: Verdict; context: SafetyContext; stage?: string }> {
+      const { plan, policy, now } = input;
+      let recentRestartsOfTarget: number[] = [];
+      let restartsInFlightInStage = 0;
+      let view: Awaited<ReturnType<typeof containerView>> = {};
+      if (plan.action === 'restart_worker' && plan.params.container) {
+        view = await containerView(plan.params.container);
+        const windowStart = now - Math.max(policy.breakerWindowSeconds, policy.cooldownSeconds) * 1000;
+        const { rows } = await pool.query<{ reserved_at_ms: string }>(
+          `SELECT reserved_at_ms FROM action_permits
+            WHERE action = 'restart_worker' AND target = $1 AND reserved_at_ms > $2
+              AND coalesce(outcome, '') NOT IN ('refused', 'nothing_to_do', 'failed')
+            ORDER BY reserved_at_ms`,
+          [plan.params.container, windowStart],
+        );
+        recentRestartsOfTarget = rows.map((r) => Number(r.reserved_at_ms));
+        if (view.stage) {
+          const inflight = await pool.query<{ n: number }>(
+            `SELECT count(*)::int AS n FROM action_permits
+              WHERE action = 'restart_worker' AND stage = $1 AND finished_at_ms IS NULL AND workflow_id <> $2`,
+            [view.stage, input.workflowId],
+          );
+          restartsInFlightInStage = inflight.rows[0]!.n;
+        }
+      }
+      const context: SafetyContext = {
+        now,
+        autoFix: policy.autoFix,
+        minConfidence: policy.minConfidence,
+        allowlist: policy.allowlist,
+        denylist: policy.denylist,
+        cooldownSeconds: policy.cooldownSeconds,
+        breakerRestarts: policy.breakerRestarts,
+        breakerWindowSeconds: policy.breakerWindowSeconds,
+        requeueCap: policy.requeueCap,
+        recentRestartsOfTarget,
+        restartsInFlightInStage,
+        targetHealthy: view.healthy,
+        healthyWorkersInStage: view.healthyInStage,
+      };
+      return { verdict: evaluateSafety(plan, context), context, stage: view.stage };
+    },
+
+    /**
+     * Reserves one permit of the rolling-window budget, atomically (an advisory transaction lock serializes every
+     * reservation). Idempotent by key: a retried reservation returns the permit it already got.
+     */
+    async reservePermit(input: ReserveInput): Promise<ReserveResult> {
+      const client = await pool.connect();
+      try {
+        await client.query('BEGIN');
+        await client.query('SELECT pg_advisory_xact_lock($1)', [PERMIT_LOCK]);
+        const existing = await client.query<{ id: number }>(
+          'SELECT id FROM action_permits WHERE idempotency_key = $1',
+          [input.idempotencyKey],
+        );
+        if (existing.rows[0]) {
+          await client.query('COMMIT');
+          return { granted: true, permitId: existing.rows[0].id };
+        }
+        const windowStart = input.now - input.windowMs;
+        const { rows } = await client.query<{ reserved_at_ms: string }>(
+          `SELECT reserved_at_ms FROM action_permits WHERE reserved_at_ms > $1 ORDER BY reserved_at_ms`,
+          [windowStart],
+        );
+        if (rows.length >= input.maxPerWindow) {
+          await client.query('COMMIT');
+          // The permit that frees first is the oldest one still in the window (the one that makes room for us).
+          const oldest = Number(rows[rows.length - input.maxPerWindow]!.reserved_at_ms);
+          return { granted: false, nextFreeAt: oldest + input.windowMs + 1, used: rows.length };
+        }
+        const inserted = await client.query<{ id: number }>(
+          `INSERT INTO action_permits (idempotency_key, workflow_id, action, target, stage, reserved_at_ms)
+           VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`,
+          [
+            input.idempotencyKey,
+            input.workflowId,
+            input.plan.action,
+            input.plan.params.container ?? input.plan.target,
+            input.stage ?? null,
+            input.now,
+          ],
+        );
+        await client.query('COMMIT');
+        return { granted: true, permitId: inserted.rows[0]!.id };
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw err;
+      } finally {
+        client.release();
+      }
+    },
+
+    async finishPermit(input: { idempotencyKey: string; now: number; outcome: string }): Promise<void> {
+      await pool.query(
+        `UPDATE action_permits SET finished_at_ms = $2, outcome = $3 WHERE idempotency_key = $1 AND finished_at_ms IS NULL`,
+        [input.idempotencyKey, input.now, input.outcome],
+      );
+    },
+  };
+}

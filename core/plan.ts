@@ -1,0 +1,62 @@
+/**
+ * A remediation plan: what the healing workflow proposes, what the safety policy judges, what a human approves
+ * (by `id`), and what the actions worker executes. Plain JSON. The target always comes from the anomaly (or its
+ * evidence), never from an LLM reply.
+ */
+import type { ActionType, AnomalyType } from './types';
+
+/** Action-specific parameters, all derived from the anomaly's evidence by selfheal, never from the LLM. */
+export interface PlanParams {
+  /** restart_worker: the container to restart. */
+  container?: string;
+  /** requeue_documents, quarantine_document: the documents concerned. */
+  documentIds?: number[];
+  /** requeue_documents: the stage whose queue receives them. */
+  stage?: string;
+  /** clear_stale_locks: the exact locks observed (key suffix = document id, value token and owner). */
+  locks?: { documentId: string; owner: string; token: string }[];
+  /** remove_orphaned_entries: the exact queue entries observed. */
+  entries?: { queue: string; id: string; count: number }[];
+  /** Why, in one line (quarantine reason, escalation text). */
+  reason?: string;
+}
+
+export const PlanSource = { llm: 'llm', runbook: 'runbook' } as const;
+export type PlanSource = (typeof PlanSource)[keyof typeof PlanSource];
+
+export interface Plan {
+  /** Stable id of this exact plan (hash of its content): approval is bound to it. */
+  id: string;
+  anomalyType: AnomalyType;
+  action: ActionType;
+  /** The anomaly's target. */
+  target: string;
+  params: PlanParams;
+  /** Short explanation shown to the approver. */
+  reasoning: string;
+  /** Combined confidence 0..1 (model's figure, agreement with the runbook, strength of the evidence). */
+  confidence: number;
+  source: PlanSource;
+  /** When `source` is runbook: why the LLM's plan was not used (down, timeout, invalid, disallowed...). */
+  fallbackReason?: string;
+  /** Position on the remediation ladder (0 = first remedy, then the next rung after a failed verification). */
+  rung: number;
+}
+
+/**
+ * Actions the LLM may choose among, per anomaly type (DESIGN.md §5). The first listed is the runbook's first rung;
+ * the order is the ladder (requeue, then restart, then escalate). `escalate_to_human` is always allowed.
+ */
+export const ALLOWED_ACTIONS: Record<AnomalyType, readonly ActionType[]> = {
+  stuck_documents: ['requeue_documents', 'restart_worker', 'escalate_to_human', 'no_action'],
+  stale_locks: ['clear_stale_locks', 'escalate_to_human', 'no_action'],
+  unhealthy_container: ['restart_worker', 'escalate_to_human', 'no_action'],
+  stalled_queue: ['restart_worker', 'escalate_to_human', 'no_action'],
+  processing_time_anomaly: ['restart_worker', 'escalate_to_human', 'no_action'],
+  error_rate_spike: ['escalate_to_human', 'restart_worker', 'no_action'],
+  lost_documents: ['requeue_documents', 'escalate_to_human', 'no_action'],
+  orphaned_entries: ['remove_orphaned_entries', 'escalate_to_human', 'no_action'],
+  poison_document: ['quarantine_document', 'escalate_to_human', 'no_action'],
+  llm_unavailable: ['escalate_to_human'],
+  monitoring_degraded: ['escalate_to_human'],
+};

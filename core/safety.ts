@@ -1,0 +1,128 @@
+/**
+ * The safety policy: `evaluateSafety(plan, context) => Verdict`. Pure: the state it needs (recent restarts, permits,
+ * healthy workers) is read by the `checkSafety` activity and passed in. Deny by default: anything the policy does not
+ * positively allow either waits for a human or is escalated.
+ */
+import type { Plan } from './plan';
+
+export interface SafetyContext {
+  /** epoch ms (workflow time). */
+  now: number;
+  /** AUTO_FIX_ENABLED: when false, every action waits for approval. */
+  autoFix: boolean;
+  /** MIN_CONFIDENCE, 0..1. */
+  minConfidence: number;
+  /** CONTAINER_ALLOWLIST / CONTAINER_DENYLIST globs; the deny list wins. */
+  allowlist: string[];
+  denylist: string[];
+  /** RESTART_COOLDOWN, s. */
+  cooldownSeconds: number;
+  /** Restarts of this target that make the circuit breaker open within `breakerWindowSeconds`. */
+  breakerRestarts: number;
+  breakerWindowSeconds: number;
+  /** Documents one requeue may move. */
+  requeueCap: number;
+  /** epoch ms of the restarts of this target executed in the breaker window, newest last. */
+  recentRestartsOfTarget: number[];
+  /** Restarts in flight (reserved, not finished) for the same stage, other than this workflow's. */
+  restartsInFlightInStage: number;
+  /** For restart_worker: is the container healthy now, and how many healthy workers its stage has. */
+  targetHealthy?: boolean;
+  healthyWorkersInStage?: number;
+}
+
+export const VerdictDecision = {
+  /** Act now (a permit is still needed). */
+  allow: 'allow',
+  /** Act only after a human approves this exact plan. */
+  needs_approval: 'needs_approval',
+  /** Do not act; escalate to a human with the reasons. */
+  escalate: 'escalate',
+} as const;
+export type VerdictDecision = (typeof VerdictDecision)[keyof typeof VerdictDecision];
+
+export interface Verdict {
+  decision: VerdictDecision;
+  /** Every rule that spoke, in words an approver reads. */
+  reasons: string[];
+  /** Whether acting needs a permit of the global budget (escalations and no_action do not). */
+  needsPermit: boolean;
+}
+
+/** Glob match of a container name: `*` any run, `?` one character, `[...]` a class. */
+export function globMatch(pattern: string, name: string): boolean {
+  let re = '^';
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i]!;
+    if (c === '*') re += '.*';
+    else if (c === '?') re += '.';
+    else if (c === '[') {
+      const end = pattern.indexOf(']', i + 1);
+      if (end < 0) re += '\\[';
+      else {
+        re += `[${pattern.slice(i + 1, end).replace(/\\/g, '\\\\')}]`;
+        i = end;
+      }
+    } else re += c.replace(/[.+^${}()|\\/]/g, '\\$&');
+  }
+  return new RegExp(`${re}$`).test(name);
+}
+
+/** Allowed when some allow pattern matches and no deny pattern does. */
+export function containerAllowed(name: string, allowlist: string[], denylist: string[]): { ok: boolean; why: string } {
+  const denied = denylist.find((p) => globMatch(p, name));
+  if (denied) return { ok: false, why: `container ${name} is on the deny list (${denied})` };
+  const allowed = allowlist.find((p) => globMatch(p, name));
+  if (!allowed) return { ok: false, why: `container ${name} matches no allow-list pattern` };
+  return { ok: true, why: `container ${name} allowed by ${allowed}` };
+}
+
+export function evaluateSafety(plan: Plan, ctx: SafetyContext): Verdict {
+  const reasons: string[] = [];
+  if (plan.action === 'no_action') return { decision: 'allow', reasons: ['no action proposed'], needsPermit: false };
+  if (plan.action === 'escalate_to_human') {
+    return { decision: 'allow', reasons: ['escalation is always allowed'], needsPermit: false };
+  }
+  const escalate = (why: string): Verdict => ({ decision: 'escalate', reasons: [...reasons, why], needsPermit: false });
+
+  if (plan.action === 'restart_worker') {
+    const container = plan.params.container;
+    if (!container) return escalate('restart_worker without a container');
+    const allowed = containerAllowed(container, ctx.allowlist, ctx.denylist);
+    if (!allowed.ok) return escalate(allowed.why);
+    reasons.push(allowed.why);
+    const windowStart = ctx.now - ctx.breakerWindowSeconds * 1000;
+    const inWindow = ctx.recentRestartsOfTarget.filter((t) => t > windowStart);
+    if (inWindow.length >= ctx.breakerRestarts) {
+      return escalate(
+        `circuit breaker open: ${inWindow.length} restarts of ${container} in the last ${ctx.breakerWindowSeconds / 60} min`,
+      );
+    }
+    const last = inWindow[inWindow.length - 1] ?? ctx.recentRestartsOfTarget[ctx.recentRestartsOfTarget.length - 1];
+    if (last !== undefined && ctx.now - last < ctx.cooldownSeconds * 1000) {
+      return escalate(
+        `cooldown: ${container} was restarted ${Math.round((ctx.now - last) / 1000)} s ago (cooldown ${ctx.cooldownSeconds} s)`,
+      );
+    }
+    if (ctx.restartsInFlightInStage > 0) return escalate('another restart is in flight in the same stage');
+    if (ctx.targetHealthy && (ctx.healthyWorkersInStage ?? 0) <= 1) {
+      return escalate(`${container} is the last healthy worker of its stage`);
+    }
+  }
+  if (plan.action === 'requeue_documents' || plan.action === 'quarantine_document') {
+    const n = plan.params.documentIds?.length ?? 0;
+    if (n === 0) return escalate(`${plan.action} without documents`);
+    if (n > ctx.requeueCap) return escalate(`${n} documents exceed the cap of ${ctx.requeueCap} per action`);
+  }
+  if (plan.action === 'clear_stale_locks' && (plan.params.locks?.length ?? 0) === 0) {
+    return escalate('clear_stale_locks without observed locks');
+  }
+
+  const approval: string[] = [];
+  if (!ctx.autoFix) approval.push('auto-fix is off: every action waits for approval');
+  if (!(plan.confidence >= ctx.minConfidence)) {
+    approval.push(`confidence ${plan.confidence.toFixed(2)} is under the floor ${ctx.minConfidence}`);
+  }
+  if (approval.length > 0) return { decision: 'needs_approval', reasons: [...reasons, ...approval], needsPermit: true };
+  return { decision: 'allow', reasons: [...reasons, 'within policy'], needsPermit: true };
+}
