@@ -1,0 +1,246 @@
+/**
+ * `analyzeAnomaly`: ask the LLM (Ollama, JSON-schema constrained output) which allowed action fits an anomaly, and
+ * fall back to the rule-based runbook whenever the answer cannot be used: Ollama down, slow, busy, an HTTP error,
+ * an unparsable reply, a disallowed or inapplicable action. The activity never throws for an LLM problem, so the
+ * healing workflow always gets a plan. The target and parameters always come from the anomaly (core/llm-plan.ts).
+ */
+import { Ollama } from 'ollama';
+import { buildPrompt, llmReplyJsonSchema, parsePlan } from '../core/llm-plan';
+import type { Plan } from '../core/plan';
+import { sanitizeUntrusted } from '../core/redact';
+import { runbookPlan, withPlanId } from '../core/runbook';
+import type { Anomaly, AnomalyType } from '../core/types';
+
+/** LLM calls one worker runs at once when not configured (a local Ollama serves requests mostly one by one). */
+export const DEFAULT_LLM_CONCURRENCY = 2;
+
+/** Anomaly types the LLM is never asked about: their only remedy is escalation. */
+const NOT_CONSULTED: ReadonlySet<AnomalyType> = new Set(['llm_unavailable', 'monitoring_degraded']);
+
+/** Why the runbook's plan was used: the first word of `Plan.fallbackReason`. */
+export const FallbackReason = {
+  /** The anomaly type never goes to the LLM. */
+  not_consulted: 'not_consulted',
+  /** No free LLM slot before the deadline. */
+  busy: 'busy',
+  /** Ollama could not be reached. */
+  down: 'down',
+  /** No answer within LLM_TIMEOUT_MS. */
+  timeout: 'timeout',
+  /** Ollama answered with an HTTP error. */
+  error: 'error',
+  /** The reply could not be read as a plan. */
+  invalid: 'invalid',
+  /** The reply chose an action not allowed for the anomaly type (or rung). */
+  disallowed: 'disallowed',
+  /** The reply chose an allowed action whose parameters the evidence cannot supply. */
+  inapplicable: 'inapplicable',
+} as const;
+export type FallbackReason = (typeof FallbackReason)[keyof typeof FallbackReason];
+
+export interface AnalysisActivitiesOptions {
+  /** Ollama client (the `ollama` package). Build it with `createOllamaClient` so a timed-out request is aborted. */
+  ollama: Ollama;
+  /** Model name (OLLAMA_MODEL). */
+  model: string;
+  /** ms an analysis may wait for the LLM, queueing for a slot included (LLM_TIMEOUT_MS). */
+  timeoutMs: number;
+  /** Known container names (e.g. HEALTH_TARGETS), added to each call's `context.containers`. */
+  containers?: readonly string[];
+  /** LLM calls in flight at once from this worker; default DEFAULT_LLM_CONCURRENCY (2). */
+  maxConcurrent?: number;
+}
+
+export interface AnalyzeInput {
+  anomaly: Anomaly;
+  /** Ladder rung: 0 first, +1 after each remedy that did not heal. */
+  rung: number;
+  context?: {
+    /** Known container names, as the workflow knows them. */
+    containers?: readonly string[];
+  };
+}
+
+export interface AnalysisResult {
+  plan: Plan;
+  llm: {
+    /** The LLM was asked. */
+    used: boolean;
+    /** Its reply became the plan (`plan.source === 'llm'`). */
+    ok: boolean;
+    /** Why not, when asked and not ok (also in `plan.fallbackReason`). */
+    error?: string;
+    /** ms spent on the LLM, waiting for a slot included; 0 when not asked. */
+    latencyMs: number;
+    /** Characters in the reply, when one came. */
+    rawLength?: number;
+    /** The reply named another target, a disallowed action or carried instruction-like text. */
+    injectionSuspected?: boolean;
+    /** What parsing repaired or ignored. */
+    notes?: string[];
+  };
+}
+
+/** A FIFO counting semaphore; `acquire` gives up at `deadline` (epoch ms) and then returns null. */
+export function createSemaphore(max: number) {
+  const limit = Number.isSafeInteger(max) && max > 0 ? max : 1;
+  let active = 0;
+  const waiting: { grant: (release: () => void) => void }[] = [];
+  const release = () => {
+    const next = waiting.shift();
+    if (next) next.grant(once());
+    else active--;
+  };
+  const once = () => {
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      release();
+    };
+  };
+  return {
+    get active() {
+      return active;
+    },
+    get waiting() {
+      return waiting.length;
+    },
+    acquire(deadline: number): Promise<(() => void) | null> {
+      if (active < limit) {
+        active++;
+        return Promise.resolve(once());
+      }
+      return new Promise((resolve) => {
+        const waiter = {
+          grant: (r: () => void) => {
+            clearTimeout(timer);
+            resolve(r);
+          },
+        };
+        const timer = setTimeout(
+          () => {
+            const i = waiting.indexOf(waiter);
+            if (i >= 0) waiting.splice(i, 1);
+            resolve(null);
+          },
+          Math.max(0, deadline - Date.now()),
+        );
+        waiting.push(waiter);
+      });
+    },
+  };
+}
+
+/**
+ * An Ollama client whose HTTP requests abort after `timeoutMs` (the client itself offers no abort for non-streamed
+ * calls), so a hung model does not keep a connection and an LLM slot after the analysis has moved on.
+ */
+export function createOllamaClient(opts: { host: string; timeoutMs: number; fetch?: typeof fetch }): Ollama {
+  const base = opts.fetch ?? fetch;
+  const timedFetch: typeof fetch = (input, init) => {
+    const timeout = AbortSignal.timeout(opts.timeoutMs);
+    const signal = init?.signal ? AbortSignal.any([init.signal, timeout]) : timeout;
+    return base(input, { ...init, signal });
+  };
+  return new Ollama({ host: opts.host, fetch: timedFetch });
+}
+
+class LlmTimeout extends Error {}
+
+function describeError(e: unknown): { kind: FallbackReason; message: string } {
+  if (e instanceof LlmTimeout) return { kind: 'timeout', message: e.message };
+  const err = e as { name?: unknown; message?: unknown; status_code?: unknown; cause?: { code?: unknown } };
+  const message = typeof err?.message === 'string' ? err.message : String(e);
+  if (typeof err?.status_code === 'number') return { kind: 'error', message: `HTTP ${err.status_code}: ${message}` };
+  if (err?.name === 'TimeoutError' || err?.name === 'AbortError') return { kind: 'timeout', message };
+  const code = typeof err?.cause?.code === 'string' ? ` (${err.cause.code})` : '';
+  return { kind: 'down', message: `${message}${code}` };
+}
+
+export function createAnalysisActivities(opts: AnalysisActivitiesOptions) {
+  const slots = createSemaphore(opts.maxConcurrent ?? DEFAULT_LLM_CONCURRENCY);
+
+  async function analyzeAnomaly(input: AnalyzeInput): Promise<AnalysisResult> {
+    const { anomaly } = input;
+    const rung = Number.isSafeInteger(input.rung) && input.rung > 0 ? input.rung : 0;
+    const containers = [...new Set([...(opts.containers ?? []), ...(input.context?.containers ?? [])])];
+    const context = { containers, rung };
+    const started = Date.now();
+    const deadline = started + opts.timeoutMs;
+
+    const fallback = (kind: FallbackReason, detail: string, llm: Partial<AnalysisResult['llm']> = {}) => {
+      const reason = sanitizeUntrusted(`${kind}: ${detail}`, 300);
+      const { id: _id, ...plan } = runbookPlan(anomaly, rung, context);
+      const used = llm.used ?? true;
+      return {
+        plan: withPlanId({ ...plan, fallbackReason: reason }),
+        llm: {
+          ...llm,
+          used,
+          ok: false,
+          latencyMs: used ? Date.now() - started : 0,
+          ...(used ? { error: reason } : {}),
+        },
+      } satisfies AnalysisResult;
+    };
+
+    if (NOT_CONSULTED.has(anomaly.type)) {
+      return fallback('not_consulted', `the LLM is not asked about ${anomaly.type}`, { used: false });
+    }
+
+    const release = await slots.acquire(deadline);
+    if (!release) return fallback('busy', `no free LLM slot within ${opts.timeoutMs} ms`);
+
+    let raw: string;
+    let timer: NodeJS.Timeout | undefined;
+    let call: Promise<unknown> | undefined;
+    try {
+      const prompt = buildPrompt(anomaly, context);
+      call = opts.ollama.chat({
+        model: opts.model,
+        messages: [
+          { role: 'system', content: prompt.system },
+          { role: 'user', content: prompt.user },
+        ],
+        format: llmReplyJsonSchema(anomaly.type, rung),
+        options: { temperature: 0 },
+        stream: false,
+      });
+      // The slot is held until the request really ends, so the cap counts requests Ollama is serving.
+      void call.then(release, release);
+      const timeout = new Promise<never>((_resolve, reject) => {
+        timer = setTimeout(
+          () => reject(new LlmTimeout(`no answer within ${opts.timeoutMs} ms`)),
+          Math.max(0, deadline - Date.now()),
+        );
+      });
+      const response = await Promise.race([call, timeout]);
+      const content: unknown = (response as { message?: { content?: unknown } } | undefined)?.message?.content;
+      if (typeof content !== 'string') return fallback('invalid', 'the response carries no message content');
+      raw = content;
+    } catch (e) {
+      const { kind, message } = describeError(e);
+      return fallback(kind, message);
+    } finally {
+      clearTimeout(timer);
+      if (!call) release();
+    }
+
+    const parsed = parsePlan(raw, anomaly, context);
+    const audit = { rawLength: raw.length, injectionSuspected: parsed.injectionSuspected, notes: parsed.notes };
+    if (!parsed.ok) {
+      const [kind, ...rest] = parsed.error.split(': ');
+      const known = Object.values(FallbackReason) as string[];
+      return known.includes(kind ?? '')
+        ? fallback(kind as FallbackReason, rest.join(': '), audit)
+        : fallback('invalid', parsed.error, audit);
+    }
+    return {
+      plan: parsed.value,
+      llm: { used: true, ok: true, latencyMs: Date.now() - started, ...audit },
+    };
+  }
+
+  return { analyzeAnomaly };
+}
