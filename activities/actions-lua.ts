@@ -1,0 +1,111 @@
+/**
+ * Redis scripts of the remediation actions. Each runs atomically in Redis: no pipeline worker can observe the state
+ * between its steps, which is what makes a compare-and-delete safe and a requeue invisible until it is complete.
+ * Every key a script touches is passed in KEYS.
+ */
+
+/**
+ * The Redis half of requeueing one chunk of documents of one (stage, owner) group, after the Postgres commit.
+ *
+ * KEYS[1] = `queue:<stage>`, KEYS[2] = `processing:<stage>:<owner>`, KEYS[3] = the chunk's done-marker,
+ * KEYS[4..] = `lock:document:<id>`, aligned with the ids. ARGV[1] = `<owner>:` (lease value prefix of the owner;
+ * empty when the rows had no owner: leases and the processing list are then left alone), ARGV[2] = how many of the
+ * ids (the first ones) go to the queue; the others (dead-lettered) are only cleaned up. ARGV[3] = marker TTL in
+ * seconds. ARGV[4..] = document ids.
+ *
+ * The marker is set in the same atomic step as the push, so the chunk is applied exactly once however often a
+ * retry replays it. Inside the script the owner's leases go first, then the processing-list entries, then the push:
+ * a worker can never pop a requeued id while the old lease exists (it would take the document for another worker's
+ * and drop it). Removing many ids from a long processing list with one LREM each would cost O(ids x length); past
+ * a bound the list is rewritten once instead, keeping the order of the survivors.
+ *
+ * Returns { leases deleted, processing-list entries removed, ids pushed }, or { -1, 0, 0 } when the chunk was
+ * applied before.
+ */
+export const REQUEUE_CHUNK = `
+if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', tonumber(ARGV[3])) then
+  return { -1, 0, 0 }
+end
+local owner = ARGV[1]
+local npush = tonumber(ARGV[2])
+local first = 4
+local n = #ARGV - first + 1
+local leases = 0
+local removed = 0
+if owner ~= '' then
+  local olen = string.len(owner)
+  for i = 1, n do
+    local v = redis.call('GET', KEYS[i + 3])
+    if v and string.sub(v, 1, olen) == owner then
+      redis.call('DEL', KEYS[i + 3])
+      leases = leases + 1
+    end
+  end
+  local len = redis.call('LLEN', KEYS[2])
+  if len > 0 then
+    if n * len <= 200000 then
+      for i = 1, n do
+        removed = removed + redis.call('LREM', KEYS[2], 0, ARGV[first + i - 1])
+      end
+    else
+      local drop = {}
+      for i = 1, n do drop[ARGV[first + i - 1]] = true end
+      local items = redis.call('LRANGE', KEYS[2], 0, -1)
+      local keep = {}
+      for _, v in ipairs(items) do
+        if drop[v] then removed = removed + 1 else keep[#keep + 1] = v end
+      end
+      if removed > 0 then
+        redis.call('DEL', KEYS[2])
+        for i = 1, #keep, 1000 do
+          redis.call('RPUSH', KEYS[2], unpack(keep, i, math.min(i + 999, #keep)))
+        end
+      end
+    end
+  end
+end
+for i = 1, npush, 1000 do
+  local last = math.min(i + 999, npush)
+  local batch = {}
+  for j = i, last do batch[#batch + 1] = ARGV[first + j - 1] end
+  redis.call('LPUSH', KEYS[1], unpack(batch))
+end
+return { leases, removed, npush }`;
+
+/**
+ * Clears stale leases, each only when its owner is proven dead at that instant.
+ *
+ * KEYS = pairs (`lock:document:<id>`, `worker:<owner>:heartbeat`); ARGV[i] = the exact observed value
+ * `<owner>:<token>` of the i-th lock. Per lock: -1 when the owner's heartbeat exists (alive: left alone), 1 when the
+ * lock still held exactly the observed value and was deleted, 0 when it is gone or holds another value (re-acquired:
+ * left alone). The heartbeat check and the compare-and-delete are one atomic step, so a worker that comes back in
+ * between cannot lose a lease it just took.
+ */
+export const CLEAR_STALE_LOCKS = `
+local out = {}
+for i = 1, #ARGV do
+  local lock = KEYS[2 * i - 1]
+  local heartbeat = KEYS[2 * i]
+  if redis.call('EXISTS', heartbeat) == 1 then
+    out[i] = -1
+  elseif redis.call('GET', lock) == ARGV[i] then
+    redis.call('DEL', lock)
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out`;
+
+/**
+ * Removes up to ARGV[2] occurrences of the id ARGV[1] from the list KEYS[1], from the head (the newest, so for a
+ * duplicate the entry that has waited longest stays). With ARGV[3] = '1' one occurrence is always kept (a duplicate
+ * of a document that is still queued). The count present is read in the same atomic step, so an entry a worker
+ * popped meanwhile is never made up for by removing another. Returns the number removed.
+ */
+export const REMOVE_ENTRIES = `
+local present = #redis.call('LPOS', KEYS[1], ARGV[1], 'COUNT', 0)
+local n = math.min(tonumber(ARGV[2]), present)
+if ARGV[3] == '1' then n = math.min(n, present - 1) end
+if n <= 0 then return 0 end
+return redis.call('LREM', KEYS[1], n, ARGV[1])`;

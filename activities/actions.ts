@@ -1,0 +1,747 @@
+/**
+ * The remediation actions (DESIGN.md §5). They run on the selfheal-actions task queue, whose worker is the only
+ * process with a Docker client.
+ *
+ * Every action:
+ * - takes `{ plan, idempotencyKey }` and returns a JSON `ActionResult`;
+ * - first looks for the `executed` row of its idempotency key in `healing_log` and, when there is one, returns the
+ *   recorded result without acting again;
+ * - re-reads the live state before acting, and does nothing when the problem is gone;
+ * - writes the `executed` row itself, where it acts: for the Postgres actions in the same transaction as the change
+ *   (a crash can neither act twice nor record without acting); for Docker and Redis actions right after the call
+ *   returns (the remaining window is described at each of them).
+ *
+ * Permanent failures are `ApplicationFailure.nonRetryable(message, type)` with a type of `ActionErrorType`;
+ * transient ones (a database or engine that does not answer) throw plain errors, so Temporal retries them.
+ */
+import { ApplicationFailure, Context } from '@temporalio/activity';
+import type Docker from 'dockerode';
+import type { Redis } from 'ioredis';
+import type pg from 'pg';
+import pino from 'pino';
+import type { HealthTarget } from '../core/config';
+import type { Keys } from '../core/keys';
+import type { Plan } from '../core/plan';
+import { containerAllowed } from '../core/safety';
+import type { ActionType } from '../core/types';
+import { CLEAR_STALE_LOCKS, REMOVE_ENTRIES, REQUEUE_CHUNK } from './actions-lua';
+
+export const ActionOutcome = {
+  /** The action was carried out. */
+  done: 'done',
+  /** Live state showed the problem gone (or never there): nothing was changed. */
+  nothing_to_do: 'nothing_to_do',
+  /** Some of it was carried out (documents beyond the cap, a webhook not delivered, health not back in time). */
+  partial: 'partial',
+  /** Not allowed here (container not on the allow list, or on the deny list): nothing was called. */
+  refused: 'refused',
+  /** Carried out, and the result is known to be bad. */
+  failed: 'failed',
+} as const;
+export type ActionOutcome = (typeof ActionOutcome)[keyof typeof ActionOutcome];
+
+/** What an action did. Plain JSON. */
+export interface ActionResult {
+  action: ActionType;
+  outcome: ActionOutcome;
+  details: Record<string, unknown>;
+  /** A human must look (documents dead-lettered, for instance), whatever the verification says. */
+  escalate?: boolean;
+}
+
+export interface ActionInput {
+  plan: Plan;
+  /** One per intended execution: retries of the same execution carry the same key. */
+  idempotencyKey: string;
+  /** Written as `decided_by` of the executed row; default the plan's source (`llm` or `runbook`). */
+  decidedBy?: string;
+}
+
+/** `type` of the non-retryable failures of the actions. */
+export const ActionErrorType = {
+  /** The plan does not fit the action (wrong action, missing or malformed parameters). */
+  invalid_input: 'invalid_input',
+  /** The container to restart does not exist. */
+  container_not_found: 'container_not_found',
+} as const;
+export type ActionErrorType = (typeof ActionErrorType)[keyof typeof ActionErrorType];
+
+export interface ActionConfig {
+  /** MAX_REQUEUES: a document requeued this many times is dead-lettered instead of requeued again. */
+  maxRequeues: number;
+  /** Documents one requeue or quarantine call handles at most; the rest of a larger plan is left (`partial`). */
+  requeueCap: number;
+  /** Seconds Docker gives a container to stop before killing it, on restart (RESTART_STOP_TIMEOUT). */
+  restartStopTimeoutSeconds: number;
+  /** HEALTH_TARGETS: the health URL of each container, by container name. */
+  healthTargets: HealthTarget[];
+  /** ESCALATION_WEBHOOK_URL: POSTed on escalation when set. A secret: never logged. */
+  escalationWebhookUrl?: string;
+  /** CONTAINER_ALLOWLIST globs: only matching containers may be restarted. */
+  containerAllowlist: string[];
+  /** CONTAINER_DENYLIST globs: never restarted; wins over the allow list. */
+  containerDenylist: string[];
+  /** Milliseconds a restarted container has to answer 200 on its health URL. Default 30000. */
+  restartHealthTimeoutMs?: number;
+  /** Milliseconds one webhook POST may take. Default 5000. */
+  webhookTimeoutMs?: number;
+  /** Attempts of the webhook POST (network errors, 429 and 5xx are retried). Default 3. */
+  webhookAttempts?: number;
+}
+
+export interface ActionDeps {
+  pool: pg.Pool;
+  redis: Redis;
+  keys: Keys;
+  docker: Docker;
+  config: ActionConfig;
+  /** Escalations are logged here. Default: pino on stderr. */
+  log?: pino.Logger;
+}
+
+/** Ids per Redis script call of a requeue: bounds how long one script holds Redis. */
+const REQUEUE_SCRIPT_CHUNK = 5_000;
+/** Locks per Redis script call of clearStaleLocks. */
+const LOCK_SCRIPT_CHUNK = 1_000;
+/** Seconds the done-markers of requeue chunks live: longer than any retry of the activity. */
+const REQUEUE_MARKER_TTL_SECONDS = 7 * 86_400;
+/** Serializes executions of one idempotency key (with the key's hash) across attempts and processes. */
+const ADVISORY_NAMESPACE = 0x5e1f;
+
+const STAGE_RE = /^[A-Za-z0-9_.-]+$/;
+const WORKER_RE = /^[A-Za-z0-9_.-]+$/;
+
+function invalid(message: string): never {
+  throw ApplicationFailure.nonRetryable(message, ActionErrorType.invalid_input);
+}
+
+function errorText(err: unknown): string {
+  return (err instanceof Error ? err.message : String(err)).split('\n')[0] ?? '';
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** HTTP status of a GET, or 0 when nothing answered within the timeout. */
+async function httpStatus(url: string, timeoutMs = 2_000): Promise<number> {
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+    await res.body?.cancel();
+    return res.status;
+  } catch {
+    return 0;
+  }
+}
+
+/** Workflow id, run id and activity id of the running activity: the executed row names the run that acted. */
+function activityRun(): { workflowId: string; runId: string; activityId: string } {
+  const info = Context.current().info;
+  const run = info.workflowExecution;
+  if (!run) invalid('actions run only as activities of a workflow');
+  return { workflowId: run.workflowId, runId: run.runId, activityId: info.activityId };
+}
+
+function checkInput(input: ActionInput, action: ActionType): Plan {
+  const plan = input?.plan;
+  if (!plan || typeof plan !== 'object') invalid(`${action}: no plan`);
+  if (plan.action !== action) invalid(`${action} called with a plan for ${String(plan.action)}`);
+  if (typeof input.idempotencyKey !== 'string' || input.idempotencyKey.length === 0) {
+    invalid(`${action}: an idempotency key is required`);
+  }
+  return plan;
+}
+
+function documentIdsOf(plan: Plan): number[] {
+  const ids = plan.params.documentIds;
+  if (!Array.isArray(ids) || ids.length === 0) invalid(`${plan.action}: params.documentIds must list documents`);
+  for (const id of ids) {
+    if (!Number.isSafeInteger(id) || id <= 0) invalid(`${plan.action}: bad document id ${JSON.stringify(id)}`);
+  }
+  return [...new Set(ids)];
+}
+
+type Queryable = Pick<pg.PoolClient, 'query'>;
+
+interface RecordedRow {
+  outcome: string | null;
+  params: { result?: Record<string, unknown>; escalate?: boolean; redo?: unknown };
+}
+
+/** An action's recorded result, and what it recorded beside it for finishing its work after the commit. */
+interface Recorded {
+  result: ActionResult;
+  redo?: unknown;
+}
+
+/** The Redis work of a committed requeue, per (stage, owner) group: recorded with the commit, replayed on retry. */
+interface RequeueGroup {
+  stage: string;
+  owner: string | null;
+  push: number[];
+  drop: number[];
+}
+
+export function createActionActivities({ pool, redis, keys, docker, config, log: logger }: ActionDeps) {
+  const log = logger ?? pino({ name: 'selfheal-actions' }, pino.destination(2));
+  const healthUrls = new Map(config.healthTargets.map((t) => [t.container, t.url]));
+  const restartHealthTimeoutMs = config.restartHealthTimeoutMs ?? 30_000;
+
+  // Scripts by SHA (EVALSHA with a transparent EVAL fallback, by ioredis); the number of keys is given per call.
+  const scripts = redis as unknown as Record<string, (...args: (string | number)[]) => Promise<unknown>>;
+  redis.defineCommand('selfhealRequeueChunk', { lua: REQUEUE_CHUNK });
+  redis.defineCommand('selfhealClearStaleLocks', { lua: CLEAR_STALE_LOCKS });
+  redis.defineCommand('selfhealRemoveEntries', { lua: REMOVE_ENTRIES });
+  const runScript = (name: string, keyList: string[], args: (string | number)[]) =>
+    scripts[name]!.call(redis, keyList.length, ...keyList, ...args);
+
+  // ---- the executed row --------------------------------------------------------------------------------------
+
+  async function recorded(db: Queryable, action: ActionType, key: string): Promise<Recorded | undefined> {
+    const { rows } = await db.query<RecordedRow>(
+      `SELECT outcome, params FROM healing_log WHERE step = 'executed' AND idempotency_key = $1`,
+      [key],
+    );
+    const row = rows[0];
+    if (!row) return undefined;
+    return {
+      result: {
+        action,
+        outcome: (row.outcome ?? 'done') as ActionOutcome,
+        details: { ...(row.params.result ?? {}), replayed: true },
+        ...(row.params.escalate ? { escalate: true } : {}),
+      },
+      redo: row.params.redo,
+    };
+  }
+
+  /**
+   * Writes the executed row (with `redo`, the work left to do after the commit, when there is some). Returns false
+   * when a row with the same idempotency key (or of the same activity of the same run) exists already.
+   */
+  async function record(db: Queryable, input: ActionInput, result: ActionResult, redo?: unknown): Promise<boolean> {
+    const { plan } = input;
+    const run = activityRun();
+    const confidence = Number.isFinite(plan.confidence) ? Math.min(1, Math.max(0, plan.confidence)) : null;
+    const { rowCount } = await db.query(
+      `INSERT INTO healing_log (workflow_id, run_id, step, anomaly_type, target, action, params, decided_by,
+                                confidence, outcome, error, idempotency_key, activity_id)
+       VALUES ($1, $2, 'executed', $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11)
+       ON CONFLICT DO NOTHING`,
+      [
+        run.workflowId,
+        run.runId,
+        plan.anomalyType,
+        plan.target,
+        result.action,
+        JSON.stringify({
+          planId: plan.id,
+          rung: plan.rung,
+          request: plan.params,
+          result: result.details,
+          ...(result.escalate ? { escalate: true } : {}),
+          ...(redo !== undefined ? { redo } : {}),
+        }),
+        input.decidedBy ?? plan.source,
+        confidence,
+        result.outcome,
+        input.idempotencyKey,
+        run.activityId,
+      ],
+    );
+    return rowCount === 1;
+  }
+
+  /**
+   * A Postgres action in one transaction with its executed row. The advisory lock on the key makes a concurrent
+   * attempt with the same key wait, then find the row; the row is inserted before COMMIT, so the change and its
+   * record are durable together or not at all. Returns the result (recorded or new) and its `redo`.
+   */
+  async function inTransaction(
+    input: ActionInput,
+    action: ActionType,
+    act: (db: pg.PoolClient) => Promise<Recorded>,
+  ): Promise<Recorded> {
+    const db = await pool.connect();
+    let broken = false;
+    try {
+      await db.query('BEGIN');
+      await db.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [ADVISORY_NAMESPACE, input.idempotencyKey]);
+      const prior = await recorded(db, action, input.idempotencyKey);
+      if (prior) {
+        await db.query('ROLLBACK');
+        return prior;
+      }
+      const done = await act(db);
+      if (!(await record(db, input, done.result, done.redo))) {
+        invalid(`${action}: activity ${activityRun().activityId} of this run already recorded another execution`);
+      }
+      await db.query('COMMIT');
+      return done;
+    } catch (err) {
+      await db.query('ROLLBACK').catch(() => {
+        broken = true;
+      });
+      throw err;
+    } finally {
+      db.release(broken);
+    }
+  }
+
+  /** For the Redis and Docker actions: the recorded result, read before acting. */
+  const priorResult = async (action: ActionType, key: string) => (await recorded(pool, action, key))?.result;
+
+  // ---- restart_worker ---------------------------------------------------------------------------------------
+
+  async function isHealthy(url: string | undefined, running: boolean): Promise<{ healthy: boolean; status?: number }> {
+    if (!running) return { healthy: false };
+    if (!url) return { healthy: true };
+    const status = await httpStatus(url);
+    return { healthy: status === 200, status };
+  }
+
+  /**
+   * Restarts a container through the Docker engine (inspect, then restart: no other Docker call), unless it is
+   * running and its health URL answers 200. Refused, without any Docker call, when the allow/deny lists forbid it.
+   *
+   * The executed row is written right after the restart call returns. Window: a crash between the two leaves no
+   * row, and the retry inspects again; it restarts a second time only if the container is not healthy by then.
+   */
+  async function restartWorker(input: ActionInput): Promise<ActionResult> {
+    const plan = checkInput(input, 'restart_worker');
+    const name = plan.params.container;
+    if (typeof name !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(name)) {
+      invalid(`restart_worker: params.container must be a container name, got ${JSON.stringify(name)}`);
+    }
+    // The policy checked this before; checked again here, where the restart happens (deny wins).
+    const permitted = containerAllowed(name, config.containerAllowlist, config.containerDenylist);
+    if (!permitted.ok) {
+      return { action: 'restart_worker', outcome: 'refused', details: { container: name, reason: permitted.why } };
+    }
+    const prior = await priorResult('restart_worker', input.idempotencyKey);
+    if (prior) return prior;
+
+    const container = docker.getContainer(name);
+    let inspected: Docker.ContainerInspectInfo;
+    try {
+      inspected = await container.inspect();
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404) {
+        throw ApplicationFailure.nonRetryable(`container ${name} does not exist`, ActionErrorType.container_not_found);
+      }
+      throw err;
+    }
+    const url = healthUrls.get(name);
+    const before = await isHealthy(url, inspected.State.Running);
+    if (before.healthy) {
+      const result: ActionResult = {
+        action: 'restart_worker',
+        outcome: 'nothing_to_do',
+        details: {
+          container: name,
+          state: inspected.State.Status,
+          ...(url ? { healthStatus: before.status } : { health: 'no health URL configured; running' }),
+        },
+      };
+      await record(pool, input, result);
+      return result;
+    }
+
+    const t0 = performance.now();
+    await container.restart({ t: config.restartStopTimeoutSeconds });
+    const restartMs = Math.round(performance.now() - t0);
+    const done: ActionResult = {
+      action: 'restart_worker',
+      outcome: 'done',
+      details: {
+        container: name,
+        allowed: permitted.why,
+        stateBefore: inspected.State.Status,
+        healthStatusBefore: before.status ?? null,
+        restartMs,
+      },
+    };
+    await record(pool, input, done);
+
+    // Back to health, bounded. Without a health URL, running is all that can be known.
+    const deadline = Date.now() + restartHealthTimeoutMs;
+    let last: { healthy: boolean; status?: number } = { healthy: false };
+    for (;;) {
+      Context.current().heartbeat({ container: name, waiting: 'health' });
+      last = url ? await isHealthy(url, true) : await isHealthy(undefined, (await container.inspect()).State.Running);
+      if (last.healthy || Date.now() > deadline) break;
+      await sleep(200);
+    }
+    const healthyAfterMs = Math.round(performance.now() - t0);
+    return {
+      action: 'restart_worker',
+      outcome: last.healthy ? 'done' : 'partial',
+      details: {
+        ...done.details,
+        healthy: last.healthy,
+        ...(last.healthy
+          ? { healthyAfterMs }
+          : { healthTimeoutMs: restartHealthTimeoutMs, lastHealthStatus: last.status ?? null }),
+      },
+    };
+  }
+
+  // ---- requeue_documents ------------------------------------------------------------------------------------
+
+  /**
+   * The Redis half of a committed requeue, exactly once per chunk whatever the retries: each chunk's script sets a
+   * marker (named by the idempotency key and the chunk's index) in the same atomic step as its push, and skips
+   * itself when the marker exists. Chunks are cut the same way on every replay.
+   */
+  async function applyRequeueInRedis(key: string, groups: RequeueGroup[]) {
+    let leasesDeleted = 0;
+    let processingEntriesRemoved = 0;
+    let chunksApplied = 0;
+    let chunksAlreadyApplied = 0;
+    const calls: Promise<void>[] = [];
+    let index = 0;
+    for (const g of groups) {
+      const all = [...g.push, ...g.drop].map(String);
+      for (let i = 0; i < all.length; i += REQUEUE_SCRIPT_CHUNK) {
+        const chunk = all.slice(i, i + REQUEUE_SCRIPT_CHUNK);
+        const npush = Math.max(0, Math.min(g.push.length - i, chunk.length));
+        const marker = `${keys.prefix}selfheal:requeue:${key}:${index++}`;
+        // Issued together: ioredis pipelines them on one connection.
+        calls.push(
+          runScript(
+            'selfhealRequeueChunk',
+            [
+              keys.queue(g.stage),
+              keys.processing(g.stage, g.owner ?? '-'),
+              marker,
+              ...chunk.map((id) => keys.lock(id)),
+            ],
+            [g.owner === null ? '' : `${g.owner}:`, npush, REQUEUE_MARKER_TTL_SECONDS, ...chunk],
+          ).then((r) => {
+            const [leases, removed] = r as [number, number, number];
+            if (leases < 0) {
+              chunksAlreadyApplied++;
+              return;
+            }
+            chunksApplied++;
+            leasesDeleted += leases;
+            processingEntriesRemoved += removed;
+          }),
+        );
+      }
+    }
+    const settled = await Promise.allSettled(calls);
+    const failed = settled.find((x): x is PromiseRejectedResult => x.status === 'rejected');
+    // Transient: the rows are committed, the retry replays the chunks not yet applied.
+    if (failed) throw failed.reason;
+    return { leasesDeleted, processingEntriesRemoved, chunksApplied, chunksAlreadyApplied };
+  }
+
+  /**
+   * Requeues documents that are still stuck, exactly once each, dead-lettering those requeued MAX_REQUEUES times.
+   *
+   * 1. One Postgres transaction: `SELECT ... FOR UPDATE SKIP LOCKED` of the rows still `processing` (in the plan's
+   *    stage), so a row that completed or moved meanwhile, or that a worker is committing right now, is left alone;
+   *    one UPDATE (`queued`, requeue_count + 1, worker_id NULL; or `dead` with the reason); the executed row, which
+   *    also records the Redis work per (stage, owner); COMMIT.
+   * 2. Redis, per chunk of a group, one atomic script: the owner's leases deleted, the ids removed from the owner's
+   *    processing list, the requeued ids pushed to `queue:<stage>`, and the chunk's done-marker set.
+   *
+   * Why Postgres first: a worker that pops an id checks that its row is `queued` in that stage, and its UPDATE does
+   * not wait for our uncommitted change (the committed row it sees is still `processing`, so it matches nothing and
+   * the entry is dropped). Pushing before COMMIT would therefore lose documents. After COMMIT the rows are `queued`
+   * but in no list until step 2 runs: a crash or a Redis error there fails the activity, and its retry finds the
+   * executed row, replays the recorded Redis work, and skips the chunks whose marker exists, so every id is pushed
+   * exactly once. If no retry ever succeeds, the rows are `queued` in no list, which `lost_documents` reports.
+   */
+  async function requeueDocuments(input: ActionInput): Promise<ActionResult> {
+    const plan = checkInput(input, 'requeue_documents');
+    const requested = documentIdsOf(plan);
+    const stage = plan.params.stage;
+    if (stage !== undefined && (typeof stage !== 'string' || !STAGE_RE.test(stage))) {
+      invalid(`requeue_documents: bad stage ${JSON.stringify(stage)}`);
+    }
+    const ids = requested.slice(0, config.requeueCap);
+    const deferred = requested.length - ids.length;
+    const reason = plan.params.reason?.slice(0, 500) ?? `stuck in processing (${plan.anomalyType} on ${plan.target})`;
+    const deadError = `dead-lettered by selfheal after ${config.maxRequeues} requeues: ${reason}`;
+
+    const { result, redo } = await inTransaction(input, 'requeue_documents', async (db) => {
+      const { rows } = await db.query<{ id: number; stage: string; owner: string | null; status: string }>(
+        `WITH stuck AS (
+           SELECT id, worker_id, requeue_count FROM documents
+            WHERE id = ANY($1::bigint[]) AND status = 'processing' AND ($2::text IS NULL OR stage = $2)
+            ORDER BY id
+            FOR UPDATE SKIP LOCKED)
+         UPDATE documents d
+            SET status        = CASE WHEN s.requeue_count + 1 > $3 THEN 'dead' ELSE 'queued' END,
+                requeue_count = CASE WHEN s.requeue_count + 1 > $3 THEN d.requeue_count ELSE d.requeue_count + 1 END,
+                worker_id     = CASE WHEN s.requeue_count + 1 > $3 THEN d.worker_id ELSE NULL END,
+                error         = CASE WHEN s.requeue_count + 1 > $3 THEN $4 ELSE d.error END,
+                updated_at    = now()
+           FROM stuck s
+          WHERE d.id = s.id
+         RETURNING d.id, d.stage, s.worker_id AS owner, d.status`,
+        [ids, stage ?? null, config.maxRequeues, deadError],
+      );
+      rows.sort((a, b) => a.id - b.id);
+      const groups = new Map<string, RequeueGroup>();
+      for (const r of rows) {
+        const owner = r.owner !== null && WORKER_RE.test(r.owner) ? r.owner : null;
+        const k = `${r.stage}\u0000${owner ?? ''}`;
+        let g = groups.get(k);
+        if (!g) groups.set(k, (g = { stage: r.stage, owner, push: [], drop: [] }));
+        (r.status === 'queued' ? g.push : g.drop).push(r.id);
+      }
+      const requeued = rows.filter((r) => r.status === 'queued').map((r) => r.id);
+      const quarantined = rows.filter((r) => r.status === 'dead').map((r) => r.id);
+      const acted = requeued.length + quarantined.length;
+      const details: Record<string, unknown> = {
+        stage: stage ?? null,
+        requested: requested.length,
+        requeued,
+        quarantined,
+        // Completed, moved on, requeued already, or being committed by a worker right now.
+        notStuck: ids.length - acted,
+        deferred,
+        owners: [...new Set(rows.map((r) => r.owner).filter((o): o is string => o !== null))].sort(),
+        maxRequeues: config.maxRequeues,
+      };
+      return {
+        result: {
+          action: 'requeue_documents',
+          outcome: acted === 0 && deferred === 0 ? 'nothing_to_do' : deferred > 0 ? 'partial' : 'done',
+          details,
+          ...(quarantined.length > 0 ? { escalate: true } : {}),
+        },
+        redo: [...groups.values()],
+      };
+    });
+    const groups = Array.isArray(redo) ? (redo as RequeueGroup[]) : [];
+    const applied = await applyRequeueInRedis(input.idempotencyKey, groups);
+    return { ...result, details: { ...result.details, redis: applied } };
+  }
+
+  // ---- clear_stale_locks ------------------------------------------------------------------------------------
+
+  /**
+   * Deletes each observed lease only if its owner has no heartbeat and it still holds exactly the observed value
+   * (one script per batch: check and delete are atomic). A lease re-acquired meanwhile, or whose owner came back,
+   * survives. Written after the script returns; a retry in the window re-runs compare-and-deletes that no longer
+   * match anything, so it changes nothing.
+   */
+  async function clearStaleLocks(input: ActionInput): Promise<ActionResult> {
+    const plan = checkInput(input, 'clear_stale_locks');
+    const locks = plan.params.locks;
+    if (!Array.isArray(locks) || locks.length === 0) invalid('clear_stale_locks: params.locks must list locks');
+    for (const l of locks) {
+      if (
+        typeof l?.documentId !== 'string' ||
+        !/^[A-Za-z0-9_.-]+$/.test(l.documentId) ||
+        typeof l.owner !== 'string' ||
+        !WORKER_RE.test(l.owner) ||
+        typeof l.token !== 'string' ||
+        l.token.length === 0
+      ) {
+        invalid(`clear_stale_locks: malformed lock ${JSON.stringify(l)}`);
+      }
+    }
+    const prior = await priorResult('clear_stale_locks', input.idempotencyKey);
+    if (prior) return prior;
+
+    const codes: number[] = [];
+    const calls: Promise<unknown>[] = [];
+    for (let i = 0; i < locks.length; i += LOCK_SCRIPT_CHUNK) {
+      const chunk = locks.slice(i, i + LOCK_SCRIPT_CHUNK);
+      calls.push(
+        runScript(
+          'selfhealClearStaleLocks',
+          chunk.flatMap((l) => [keys.lock(l.documentId), keys.heartbeat(l.owner)]),
+          chunk.map((l) => `${l.owner}:${l.token}`),
+        ).then((r) => (r as number[]).forEach((code, j) => (codes[i + j] = code))),
+      );
+    }
+    await Promise.all(calls);
+    const pick = (code: number) => locks.filter((_, i) => codes[i] === code).map((l) => l.documentId);
+    const cleared = pick(1);
+    const result: ActionResult = {
+      action: 'clear_stale_locks',
+      outcome: cleared.length > 0 ? 'done' : 'nothing_to_do',
+      details: { observed: locks.length, cleared, ownerAlive: pick(-1), changedOrGone: pick(0) },
+    };
+    await record(pool, input, result);
+    return result;
+  }
+
+  // ---- escalate_to_human ------------------------------------------------------------------------------------
+
+  async function postWebhook(body: unknown): Promise<Record<string, unknown>> {
+    const url = config.escalationWebhookUrl;
+    if (!url) return { webhook: 'not configured' };
+    const attempts = Math.max(1, config.webhookAttempts ?? 3);
+    let last = '';
+    for (let attempt = 1; attempt <= attempts; attempt++) {
+      try {
+        const res = await fetch(url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+          signal: AbortSignal.timeout(config.webhookTimeoutMs ?? 5_000),
+        });
+        await res.body?.cancel();
+        if (res.ok) return { webhook: 'delivered', status: res.status, attempts: attempt };
+        last = `HTTP ${res.status}`;
+        // A client error other than rate limiting will not get better by repeating it.
+        if (res.status < 500 && res.status !== 429) break;
+      } catch (err) {
+        last = errorText(err);
+      }
+      if (attempt < attempts) await sleep(250 * 2 ** (attempt - 1));
+    }
+    return { webhook: 'failed', error: last, attempts };
+  }
+
+  /**
+   * Tells a human: one log line, and the webhook when configured (with the commands that approve or reject).
+   * `done` without a webhook; `partial` when the webhook could not be delivered. Written after the POST; a retry in
+   * the window posts again (a duplicate message, never a lost one).
+   */
+  async function escalateToHuman(input: ActionInput): Promise<ActionResult> {
+    const plan = checkInput(input, 'escalate_to_human');
+    const prior = await priorResult('escalate_to_human', input.idempotencyKey);
+    if (prior) return prior;
+    const { workflowId } = activityRun();
+    const reason = plan.params.reason ?? plan.reasoning;
+    const commands = {
+      approve: `selfheal approve ${workflowId} --by NAME`,
+      reject: `selfheal reject ${workflowId} --by NAME --reason TEXT`,
+    };
+    const text =
+      `selfheal needs a human: ${plan.anomalyType} on ${plan.target}: ${reason}\n` +
+      `Workflow ${workflowId}. Approve: \`${commands.approve}\`  Reject: \`${commands.reject}\``;
+    log.warn(
+      { workflowId, anomalyType: plan.anomalyType, target: plan.target, planId: plan.id, reason, commands },
+      'escalation: human attention needed',
+    );
+    const delivery = await postWebhook({
+      text,
+      workflowId,
+      anomalyType: plan.anomalyType,
+      target: plan.target,
+      reason,
+      plan,
+      commands,
+    });
+    const result: ActionResult = {
+      action: 'escalate_to_human',
+      outcome: delivery.webhook === 'failed' ? 'partial' : 'done',
+      details: { logged: true, ...delivery, commands },
+    };
+    await record(pool, input, result);
+    return result;
+  }
+
+  // ---- quarantine_document ----------------------------------------------------------------------------------
+
+  /** Dead-letters the documents (status `dead`, error = the reason) unless completed or dead already. */
+  async function quarantineDocument(input: ActionInput): Promise<ActionResult> {
+    const plan = checkInput(input, 'quarantine_document');
+    const requested = documentIdsOf(plan);
+    const ids = requested.slice(0, config.requeueCap);
+    const deferred = requested.length - ids.length;
+    const reason = `quarantined by selfheal: ${plan.params.reason?.slice(0, 500) ?? `${plan.anomalyType} on ${plan.target}`}`;
+    const { result } = await inTransaction(input, 'quarantine_document', async (db) => {
+      const { rows } = await db.query<{ id: number }>(
+        `UPDATE documents SET status = 'dead', error = $2, updated_at = now()
+          WHERE id = ANY($1::bigint[]) AND status NOT IN ('completed', 'dead')
+         RETURNING id`,
+        [ids, reason],
+      );
+      const quarantined = rows.map((r) => r.id).sort((a, b) => a - b);
+      return {
+        result: {
+          action: 'quarantine_document',
+          outcome: quarantined.length === 0 && deferred === 0 ? 'nothing_to_do' : deferred > 0 ? 'partial' : 'done',
+          details: { requested: requested.length, quarantined, skipped: ids.length - quarantined.length, deferred },
+        },
+      };
+    });
+    return result;
+  }
+
+  // ---- remove_orphaned_entries ------------------------------------------------------------------------------
+
+  /** `queue` of an entry: a stage name, or `queue:<stage>` with or without the key prefix. */
+  function queueKeyOf(queue: unknown): string {
+    if (typeof queue !== 'string') invalid(`remove_orphaned_entries: bad queue ${JSON.stringify(queue)}`);
+    let stage = queue;
+    if (keys.prefix && stage.startsWith(keys.prefix)) stage = stage.slice(keys.prefix.length);
+    if (stage.startsWith('queue:')) stage = stage.slice('queue:'.length);
+    if (!STAGE_RE.test(stage)) invalid(`remove_orphaned_entries: bad queue ${JSON.stringify(queue)}`);
+    return keys.queue(stage);
+  }
+
+  /**
+   * Removes exactly the observed queue entries, after re-reading Postgres: entries of a completed, dead or missing
+   * document go (up to the observed count); of a document still queued in that stage only the extra copies go
+   * (one stays). Anything else is left. Written after the removals; a retry in the window removes nothing more than
+   * the observed counts that are still present.
+   */
+  async function removeOrphanedEntries(input: ActionInput): Promise<ActionResult> {
+    const plan = checkInput(input, 'remove_orphaned_entries');
+    const entries = plan.params.entries;
+    if (!Array.isArray(entries) || entries.length === 0) {
+      invalid('remove_orphaned_entries: params.entries must list entries');
+    }
+    const parsed = entries.map((e) => {
+      if (typeof e?.id !== 'string' || e.id.length === 0 || e.id.length > 64) {
+        invalid(`remove_orphaned_entries: malformed entry ${JSON.stringify(e)}`);
+      }
+      const count = Number.isSafeInteger(e.count) && e.count > 0 ? e.count : 1;
+      const key = queueKeyOf(e.queue);
+      return { key, stage: key.slice(keys.queue('').length), id: e.id, count };
+    });
+    const prior = await priorResult('remove_orphaned_entries', input.idempotencyKey);
+    if (prior) return prior;
+
+    const numeric = parsed.map((e) => e.id).filter((id) => /^\d{1,15}$/.test(id));
+    const { rows } = await pool.query<{ id: number; stage: string; status: string }>(
+      'SELECT id, stage, status FROM documents WHERE id = ANY($1::bigint[])',
+      [numeric.map(Number)],
+    );
+    const byId = new Map(rows.map((r) => [String(r.id), r]));
+    const removed: { queue: string; id: string; removed: number; why: string }[] = [];
+    const kept: { queue: string; id: string; why: string }[] = [];
+    for (const e of parsed) {
+      const doc = byId.get(e.id);
+      let why: string;
+      let keepOne = false;
+      if (!doc) why = 'missing';
+      else if (doc.status === 'completed' || doc.status === 'dead') why = doc.status;
+      else if (doc.status === 'queued' && doc.stage === e.stage && e.count > 1) {
+        why = 'duplicate';
+        keepOne = true;
+      } else {
+        kept.push({ queue: e.key, id: e.id, why: `${doc.status} in ${doc.stage}` });
+        continue;
+      }
+      const n = Number(await runScript('selfhealRemoveEntries', [e.key], [e.id, e.count, keepOne ? '1' : '0']));
+      if (n > 0) removed.push({ queue: e.key, id: e.id, removed: n, why });
+      else kept.push({ queue: e.key, id: e.id, why: `${why}, but no longer in the queue` });
+    }
+    const result: ActionResult = {
+      action: 'remove_orphaned_entries',
+      outcome: removed.length > 0 ? 'done' : 'nothing_to_do',
+      details: { observed: parsed.length, removed, kept },
+    };
+    await record(pool, input, result);
+    return result;
+  }
+
+  return {
+    restartWorker,
+    requeueDocuments,
+    clearStaleLocks,
+    escalateToHuman,
+    quarantineDocument,
+    removeOrphanedEntries,
+  };
+}
