@@ -162,6 +162,7 @@ function documentIdsOf(plan: Plan): number[] {
 type Queryable = Pick<pg.PoolClient, 'query'>;
 
 interface RecordedRow {
+  action: string | null;
   outcome: string | null;
   params: { result?: Record<string, unknown>; escalate?: boolean; redo?: unknown };
 }
@@ -197,11 +198,12 @@ export function createActionActivities({ pool, redis, keys, docker, config, log:
 
   async function recorded(db: Queryable, action: ActionType, key: string): Promise<Recorded | undefined> {
     const { rows } = await db.query<RecordedRow>(
-      `SELECT outcome, params FROM healing_log WHERE step = 'executed' AND idempotency_key = $1`,
+      `SELECT action, outcome, params FROM healing_log WHERE step = 'executed' AND idempotency_key = $1`,
       [key],
     );
     const row = rows[0];
     if (!row) return undefined;
+    if (row.action !== action) invalid(`idempotency key ${key} was used for ${String(row.action)}, not ${action}`);
     return {
       result: {
         action,

@@ -503,6 +503,12 @@ describe('requeueDocuments, clearStaleLocks, quarantine, orphans, escalation (re
     expect(await call('clearStaleLocks', input)).toMatchObject({ outcome: 'done', details: { replayed: true } });
     expect(await t.redis.exists(t.keys.lock(a))).toBe(1);
     await t.redis.del(t.keys.lock(a));
+    // A key is bound to its action.
+    const misuse = await call('removeOrphanedEntries', {
+      plan: plan('remove_orphaned_entries', { entries: [{ queue: 'extract', id: a, count: 1 }] }),
+      idempotencyKey: key,
+    }).catch((e: unknown) => e);
+    expect(misuse).toMatchObject({ type: 'invalid_input', nonRetryable: true });
     const none = await call('clearStaleLocks', { ...input, idempotencyKey: uniqueId() });
     expect(none).toMatchObject({ outcome: 'nothing_to_do', details: { cleared: [] } });
   });
