@@ -91,30 +91,30 @@ function sanitizeValue(value: unknown, b: Budget, depth = 0): unknown {
   return out;
 }
 
-/** Pretty JSON, but arrays of scalars on one line (id lists would otherwise take a line per id). */
-function compactArrays(json: string): string {
-  // Strings in JSON.stringify output hold no raw newline, so a newline-led match is always structure.
-  return json.replace(
-    /\[\n\s*([^[\]{}\n]*(?:\n\s*[^[\]{}\n]*)*?)\n\s*\]/g,
-    (_m, body: string) => `[${body.replace(/,\n\s*/g, ', ')}]`,
-  );
+/** Pretty JSON (2 spaces), but arrays of scalars on one line: id lists would otherwise take a line per id. */
+function prettyJson(value: unknown, indent = ''): string {
+  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
+  const inner = `${indent}  `;
+  if (Array.isArray(value)) {
+    if (value.length === 0) return '[]';
+    if (value.every((v) => v === null || typeof v !== 'object'))
+      return `[${value.map((v) => prettyJson(v)).join(', ')}]`;
+    return `[\n${value.map((v) => inner + prettyJson(v, inner)).join(',\n')}\n${indent}]`;
+  }
+  const entries = Object.entries(value as Record<string, unknown>);
+  if (entries.length === 0) return '{}';
+  return `{\n${entries.map(([k, v]) => `${inner}${JSON.stringify(k)}: ${prettyJson(v, inner)}`).join(',\n')}\n${indent}}`;
 }
 
 function anomalyBlock(anomaly: Anomaly): string {
   const render = (b: Budget) =>
-    compactArrays(
-      JSON.stringify(
-        {
-          type: anomaly.type,
-          target: sanitizeUntrusted(anomaly.target, 200),
-          severity: anomaly.severity,
-          summary: sanitizeUntrusted(anomaly.summary, b.item),
-          evidence: sanitizeValue(anomaly.evidence, b),
-        },
-        null,
-        2,
-      ),
-    );
+    prettyJson({
+      type: anomaly.type,
+      target: sanitizeUntrusted(anomaly.target, 200),
+      severity: anomaly.severity,
+      summary: sanitizeUntrusted(anomaly.summary, b.item),
+      evidence: sanitizeValue(anomaly.evidence, b),
+    });
   let text = render({ item: PROMPT_ITEM_MAX, array: EVIDENCE_ID_CAP, keys: 40, depth: 5 });
   if (text.length > PROMPT_DATA_MAX) text = render({ item: 120, array: 10, keys: 20, depth: 3 });
   // Still too long (hostile nesting): cut the text itself; it stays inside the fence.
@@ -287,23 +287,38 @@ export function repairJson(input: string): string {
     }
     return [s, n];
   };
+  /** Removes a comma (and the blanks after it) at the end of `out`; scans back over blanks only. */
   const dropTrailingComma = () => {
-    out = out.replace(/,\s*$/, '');
+    let k = out.length - 1;
+    while (k >= 0 && /\s/.test(out[k]!)) k--;
+    if (out[k] === ',') out = out.slice(0, k);
+  };
+  const lastSignificant = () => {
+    let k = out.length - 1;
+    while (k >= 0 && /\s/.test(out[k]!)) k--;
+    return k >= 0 ? out[k] : undefined;
+  };
+  /** The last token was a string right after `{` or `,` inside an object: a key still waiting for its value. */
+  let danglingKey = false;
+  const emitString = (value: string) => {
+    const before = lastSignificant();
+    out += JSON.stringify(value);
+    danglingKey = stack[stack.length - 1] === '}' && (before === '{' || before === ',');
   };
   let i = 0;
   while (i < n) {
     const c = input[i]!;
     if (c === '"') {
       const [s, next] = readString(i, true, new Set(['"']));
-      out += JSON.stringify(s);
+      emitString(s);
       i = next;
     } else if (DOUBLE_QUOTES.has(c)) {
       const [s, next] = readString(i, false, DOUBLE_QUOTES);
-      out += JSON.stringify(s);
+      emitString(s);
       i = next;
     } else if (SINGLE_QUOTES.has(c)) {
       const [s, next] = readString(i, false, SINGLE_QUOTES);
-      out += JSON.stringify(s);
+      emitString(s);
       i = next;
     } else if (c === '/' && input[i + 1] === '/') {
       const end = input.indexOf('\n', i);
@@ -314,25 +329,31 @@ export function repairJson(input: string): string {
     } else if (c === '{' || c === '[') {
       stack.push(c === '{' ? '}' : ']');
       out += c;
+      danglingKey = false;
       i++;
     } else if (c === '}' || c === ']') {
       dropTrailingComma();
       stack.pop();
       out += c;
+      danglingKey = false;
       i++;
     } else if (/[A-Za-z_$]/.test(c)) {
       const word = /^[A-Za-z_$][\w$.-]*/.exec(input.slice(i, i + 200))![0];
       const literal = { true: 'true', false: 'false', null: 'null', True: 'true', False: 'false', None: 'null' }[word];
-      out += literal ?? JSON.stringify(word);
+      if (literal) {
+        out += literal;
+        danglingKey = false;
+      } else emitString(word);
       i += word.length;
     } else {
       out += c;
+      if (!/\s/.test(c)) danglingKey = false;
       i++;
     }
   }
   // Cut short: a dangling key gets a null value, a dangling colon a null, trailing commas go, brackets close.
-  if (/[{,]\s*"(?:[^"\\]|\\.)*"\s*$/.test(out)) out += ':null';
-  if (/:\s*$/.test(out)) out += 'null';
+  if (danglingKey) out += ':null';
+  else if (lastSignificant() === ':') out += 'null';
   dropTrailingComma();
   while (stack.length > 0) out += stack.pop();
   return out;
@@ -441,7 +462,7 @@ export function parsePlan(raw: string, anomaly: Anomaly, context: LlmPlanContext
         .trim()
         .toLowerCase()
         .replace(/[\s-]+/g, '_');
-      if (normalized !== action) note(`action "${action}" read as ${normalized}`);
+      if (normalized !== action) note(`action ${JSON.stringify(action)} read as ${normalized}`);
       if (!(ACTIONS as string[]).includes(normalized)) {
         injectionSuspected = true;
         return fail(`disallowed: unknown action "${action}"`);
