@@ -192,7 +192,11 @@ export function evidenceStrength(anomaly: Anomaly): number {
  * Consequence: a plan that disagrees with the runbook tops out at 0.7, under the default MIN_CONFIDENCE (0.8), so
  * it always waits for a human; an agreeing plan needs model x 0.5 + evidence x 0.2 >= 0.5 to pass it.
  */
-export function combineConfidence(modelConfidence: number, agreesWithRunbook: boolean, evidenceStrength: number) {
+export function combineConfidence(
+  modelConfidence: number,
+  agreesWithRunbook: boolean,
+  evidenceStrength: number,
+): number {
   return round3(0.5 * clamp01(modelConfidence) + 0.3 * (agreesWithRunbook ? 1 : 0) + 0.2 * clamp01(evidenceStrength));
 }
 
