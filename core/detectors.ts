@@ -54,6 +54,20 @@ function anomaly(
   };
 }
 
+/**
+ * Containers serving a stage (label `selfheal.stage`), the ones failing their health check or not running first:
+ * what a restart of a stage-level anomaly may act on. Never chosen by the LLM.
+ */
+export function stageContainers(snapshot: Snapshot, stage: string): { name: string; healthy: boolean }[] {
+  return snapshot.containers
+    .filter((c) => c.stage === stage)
+    .map((c) => ({
+      name: c.name,
+      healthy: c.running && (snapshot.health.find((h) => h.container === c.name)?.ok ?? true),
+    }))
+    .sort((a, b) => Number(a.healthy) - Number(b.healthy) || a.name.localeCompare(b.name));
+}
+
 export const detectStalledQueue: Detector = (snapshot, history, t, now) => {
   const out: Anomaly[] = [];
   const windowStart = now - t.queueStallSeconds * 1000;
@@ -80,6 +94,7 @@ export const detectStalledQueue: Detector = (snapshot, history, t, now) => {
           processingDepth: stage.processingDepth,
           lastProgressAt: stage.lastProgressAt,
           stalledForSeconds: stage.lastProgressAt === null ? null : Math.round((now - stage.lastProgressAt) / 1000),
+          containers: stageContainers(snapshot, stage.stage).map((c) => c.name),
         },
         now,
       ),
@@ -150,7 +165,13 @@ export const detectProcessingTimeAnomaly: Detector = (snapshot, history, t, now)
         stage.stage,
         factor >= t.slowdownFactor * 3 ? 'critical' : 'warning',
         `${stage.stage}: processing takes ${factor.toFixed(1)}x its baseline (${Math.round(stage.recentMeanMs)} ms vs ${Math.round(baseline)} ms)`,
-        { recentMeanMs: stage.recentMeanMs, baselineMs: baseline, factor, samples: stage.recentSamples },
+        {
+          recentMeanMs: stage.recentMeanMs,
+          baselineMs: baseline,
+          factor,
+          samples: stage.recentSamples,
+          containers: stageContainers(snapshot, stage.stage).map((c) => c.name),
+        },
         now,
       ),
     );

@@ -291,7 +291,8 @@ export function createChaos(opts: ChaosOptions): Chaos {
     const owner = `chaos-dead-${hex()}`;
     const { rows } = await pool.query<{ id: number }>(
       `SELECT id FROM documents WHERE status IN ('completed', 'failed', 'dead') ORDER BY id DESC LIMIT $1`,
-      [n * 3],
+      // Room to skip documents already locked (by earlier stale-lock faults or live workers).
+      [n * 3 + 200],
     );
     const locks: { id: number; key: string; value: string }[] = [];
     for (const { id } of rows) {

@@ -13,6 +13,7 @@ import { createPool } from '../db/pool';
 import { migrate } from '../db/migrate';
 import { loadConfigOrExit } from '../workers/env';
 import { doctorExitCode, runDoctor } from './doctor';
+import { decideHealing, listHealings, parseDuration, readAudit, showHealing, withClient } from './healings';
 import { printTable } from './output';
 import { up } from './up';
 
@@ -99,6 +100,104 @@ export function buildCli(): Command {
             rows.map((r) => [r.dependency, r.status, r.detail, r.hint]),
           );
         process.exitCode = doctorExitCode(rows);
+      }),
+    );
+
+  program
+    .command('healings')
+    .description('list healing workflows (newest first)')
+    .option('--open', 'only the ones still running')
+    .option('--json', 'print JSON')
+    .action(
+      withConfig(async (config, opts: { open?: boolean; json?: boolean }) => {
+        const rows = await withClient(config, (client) => listHealings(client, { open: opts.open }));
+        if (opts.json) return void process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
+        printTable(
+          ['workflow', 'status', 'phase', 'action', 'severity', 'started'],
+          rows.map((r) => [r.workflowId, r.status.toLowerCase(), r.phase, r.action, r.severity, r.startedAt]),
+        );
+      }),
+    );
+
+  program
+    .command('show')
+    .description('one healing workflow: phase, anomaly, plan, decision, actions, verification, timeline')
+    .argument('<workflowId>')
+    .option('--json', 'print JSON')
+    .action(
+      withConfig(async (config, workflowId: string, opts: { json?: boolean }) => {
+        const { status, healing } = await withClient(config, (client) => showHealing(client, workflowId));
+        if (opts.json)
+          return void process.stdout.write(JSON.stringify({ workflowId, status, ...healing }, null, 2) + '\n');
+        const p = healing.plan;
+        const lines = [
+          `${workflowId}  ${status.toLowerCase()}  phase ${healing.phase}`,
+          `anomaly   ${healing.anomaly.type} on ${healing.anomaly.target} (${healing.anomaly.severity}): ${healing.anomaly.summary}`,
+          p
+            ? `plan      ${p.id}: ${p.action} (${p.source}, confidence ${p.confidence.toFixed(2)}) ${p.reasoning}`
+            : 'plan      none yet',
+          healing.decision
+            ? `decision  ${healing.decision.decision} by ${healing.decision.by} via ${healing.decision.via}${healing.decision.reason ? `: ${healing.decision.reason}` : ''}`
+            : '',
+          ...healing.actions.map((a) => `action    ${a.action}: ${a.outcome}`),
+          healing.verification
+            ? `verified  ${healing.verification.healed ? 'healed' : 'not healed'}: ${healing.verification.note}`
+            : '',
+          '',
+          ...healing.history.map((h) => `${new Date(h.at).toISOString()}  ${h.phase.padEnd(17)} ${h.note}`),
+        ];
+        process.stdout.write(lines.filter((l, i) => l !== '' || i > 5).join('\n') + '\n');
+      }),
+    );
+
+  for (const decision of ['approve', 'reject'] as const) {
+    const cmd = program
+      .command(decision)
+      .description(`${decision} the plan a healing workflow is waiting on`)
+      .argument('<workflowId>')
+      .requiredOption('--by <name>', 'who decides (checked against APPROVERS)')
+      .option('--plan <planId>', 'the plan you reviewed (default: the current one)')
+      .option('--json', 'print JSON');
+    if (decision === 'reject') cmd.requiredOption('--reason <text>', 'why');
+    else cmd.option('--reason <text>', 'why');
+    cmd.action(
+      withConfig(
+        async (config, workflowId: string, opts: { by: string; reason?: string; plan?: string; json?: boolean }) => {
+          if (!opts.by.trim()) throw new Error('--by must name who decides');
+          const r = await withClient(config, (client) =>
+            decideHealing(client, workflowId, { decision, by: opts.by, reason: opts.reason, planId: opts.plan }),
+          );
+          process.stdout.write(
+            opts.json
+              ? JSON.stringify({ workflowId, ...r }) + '\n'
+              : `${workflowId}: ${r.decision}d plan ${r.planId}\n`,
+          );
+        },
+      ),
+    );
+  }
+
+  program
+    .command('audit')
+    .description('the healing_log audit trail')
+    .option('--since <duration>', 'how far back: 30m, 24h, 7d', '24h')
+    .option('--workflow <workflowId>', 'only this workflow')
+    .option('--json', 'print JSON')
+    .action(
+      withConfig(async (config, opts: { since: string; workflow?: string; json?: boolean }) => {
+        const rows = await readAudit(config, { sinceMs: parseDuration(opts.since), workflowId: opts.workflow });
+        if (opts.json) return void process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
+        printTable(
+          ['time', 'workflow', 'step', 'action', 'by', 'outcome'],
+          rows.map((r) => [
+            r.created_at.toISOString(),
+            r.workflow_id,
+            r.step,
+            r.action ?? '',
+            r.decided_by ?? '',
+            r.outcome ?? r.error ?? '',
+          ]),
+        );
       }),
     );
 

@@ -1,14 +1,39 @@
 import { ScheduleAlreadyRunning, ScheduleOverlapPolicy, type Client } from '@temporalio/client';
 import { thresholdsFrom, type Config } from '../core/config';
 import { MONITOR_SCHEDULE_ID, TaskQueue } from '../workflows/definitions';
+import type { HealingPolicy } from '../workflows/healing';
 import type { MonitoringInput } from '../workflows/monitoring';
 import { monitoringCycleWorkflow } from '../workflows';
 
 /** Temporal refuses catch-up windows under 10 s; a shorter interval gets the minimum. */
 const MIN_CATCHUP_MS = 10_000;
 
+/** Circuit breaker: this many restarts of one target within the window escalate instead. */
+const BREAKER_RESTARTS = 3;
+const BREAKER_WINDOW_SECONDS = 3600;
+
+export function healingPolicy(config: Config): HealingPolicy {
+  return {
+    autoFix: config.AUTO_FIX_ENABLED,
+    minConfidence: config.MIN_CONFIDENCE,
+    allowlist: config.CONTAINER_ALLOWLIST,
+    denylist: config.CONTAINER_DENYLIST,
+    cooldownSeconds: config.RESTART_COOLDOWN,
+    breakerRestarts: BREAKER_RESTARTS,
+    breakerWindowSeconds: BREAKER_WINDOW_SECONDS,
+    requeueCap: config.REQUEUE_CAP,
+    approvalTimeoutSeconds: config.APPROVAL_TIMEOUT,
+    verifyDelaySeconds: config.VERIFY_DELAY,
+    maxActionsPerHour: config.MAX_ACTIONS_PER_HOUR,
+    maxRateLimitWaitSeconds: config.RATE_LIMIT_MAX_WAIT,
+    approvers: config.APPROVERS,
+    llmTimeoutMs: config.LLM_TIMEOUT_MS,
+  };
+}
+
 export function monitoringInput(config: Config): MonitoringInput {
   return {
+    policy: healingPolicy(config),
     thresholds: thresholdsFrom(config),
     containerNames: config.HEALTH_TARGETS.map((t) => t.container),
     containerLabels: config.REDIS_KEY_PREFIX ? [`selfheal.prefix=${config.REDIS_KEY_PREFIX}`] : [],

@@ -7,7 +7,7 @@ import type { createDetectionActivities } from '../activities/detection';
 import type { createDockerActivities } from '../activities/docker';
 import type { createMetricsActivities } from '../activities/metrics';
 import { anomalySeenSignal, healingWorkflowId, SearchAttr, TaskQueue } from './definitions';
-import { healingWorkflow, type HealingInput } from './healing';
+import { healingWorkflow, type HealingInput, type HealingPolicy } from './healing';
 
 export interface MonitoringInput {
   thresholds: Thresholds;
@@ -15,6 +15,8 @@ export interface MonitoringInput {
   containerNames: string[];
   /** Extra label filters of the pipeline's containers (e.g. one pipeline among several on a host). */
   containerLabels: string[];
+  /** Handed to every healing workflow this cycle starts. */
+  policy: HealingPolicy;
 }
 
 export interface CycleResult {
@@ -42,8 +44,15 @@ const { inspectContainers } = proxyActivities<ReturnType<typeof createDockerActi
   retry: { maximumAttempts: 1 },
 });
 
-function healingInput(anomaly: Anomaly): HealingInput {
-  return { anomaly };
+function healingInput(anomaly: Anomaly, input: MonitoringInput, snapshot: Snapshot): HealingInput {
+  const known = new Set([...input.containerNames, ...snapshot.containers.map((c) => c.name)]);
+  return {
+    anomaly,
+    policy: input.policy,
+    thresholds: input.thresholds,
+    containers: [...known].sort(),
+    containerLabels: input.containerLabels,
+  };
 }
 
 /**
@@ -78,7 +87,7 @@ export async function monitoringCycleWorkflow(input: MonitoringInput): Promise<C
         await startChild(healingWorkflow, {
           workflowId,
           taskQueue: TaskQueue.healing,
-          args: [healingInput(anomaly)],
+          args: [healingInput(anomaly, input, merged)],
           parentClosePolicy: ParentClosePolicy.ABANDON,
           staticSummary: anomaly.summary,
           typedSearchAttributes: [

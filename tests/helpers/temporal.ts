@@ -1,5 +1,8 @@
 /** Temporal for integration tests: the run's dev server, and a namespace of one's own. */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
+import { historyToJSON } from '@temporalio/common/lib/proto-utils';
 import { Redis } from 'ioredis';
 import { inject } from 'vitest';
 import { TEST_REDIS_URL } from './env';
@@ -27,4 +30,32 @@ export async function allocateNamespace(): Promise<string> {
 export async function connectClient(namespace: string): Promise<{ client: Client; close: () => Promise<void> }> {
   const connection = await Connection.connect({ address: inject('temporalAddress') });
   return { client: new Client({ connection, namespace }), close: () => connection.close() };
+}
+
+/**
+ * RECORD_HISTORIES=1: saves real histories of completed workflows for the replay test (tests/unit/replay.test.ts),
+ * one per kind: monitoring cycles (quiet, starting a healing, signalling an open one) and healings by final phase.
+ */
+export async function recordHistories(client: Client): Promise<void> {
+  if (!process.env.RECORD_HISTORIES) return;
+  const dir = path.join(__dirname, '../fixtures/histories');
+  mkdirSync(dir, { recursive: true });
+  const seen = new Set<string>();
+  let looked = 0;
+  for await (const wf of client.workflow.list({ query: "ExecutionStatus = 'Completed'" })) {
+    if (++looked > 400) break;
+    const handle = client.workflow.getHandle(wf.workflowId, wf.runId);
+    const r = (await handle.result()) as { phase?: string; started?: string[]; signalled?: string[] };
+    const kind =
+      wf.type === 'healingWorkflow'
+        ? `healing-${r.phase}`
+        : r.started?.length
+          ? 'monitoring-starts-healing'
+          : r.signalled?.length
+            ? 'monitoring-signals-open-healing'
+            : 'monitoring-quiet';
+    if (seen.has(kind)) continue;
+    seen.add(kind);
+    writeFileSync(path.join(dir, `${kind}.json`), historyToJSON(await handle.fetchHistory()));
+  }
 }

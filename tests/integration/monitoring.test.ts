@@ -5,8 +5,6 @@
  * id and search attributes; /metrics/prometheus parses with the Prometheus project's own parser.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { historyToJSON } from '@temporalio/common/lib/proto-utils';
 import path from 'node:path';
 import type { Client } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -21,37 +19,9 @@ import { createTestEnv, type TestEnv, waitFor } from '../helpers/env';
 import { startFakeOllama, type FakeOllama } from '../helpers/fake-ollama';
 import { createTestRunner, stopTestPipeline, testDocker } from '../helpers/pipeline';
 import { FAST_CONFIG, ROOT, startSelfheal, type RunningSelfheal } from '../helpers/selfheal';
-import { allocateNamespace, connectClient } from '../helpers/temporal';
+import { allocateNamespace, connectClient, recordHistories } from '../helpers/temporal';
 
 const INTERVAL_S = Number(FAST_CONFIG.MONITOR_INTERVAL);
-
-/**
- * RECORD_HISTORIES=1: saves real histories for the replay test (tests/unit/replay.test.ts): a quiet cycle, a cycle
- * that started a healing workflow, one that signalled an open one, and a healing workflow.
- */
-async function recordHistories(client: Client): Promise<void> {
-  const dir = path.join(ROOT, 'tests/fixtures/histories');
-  mkdirSync(dir, { recursive: true });
-  const wanted = new Map<string, string>();
-  for await (const wf of client.workflow.list({ query: "ExecutionStatus = 'Completed'" })) {
-    const handle = client.workflow.getHandle(wf.workflowId, wf.runId);
-    let kind: string;
-    if (wf.type === 'healingWorkflow') kind = 'healing-escalated';
-    else {
-      const r = (await handle.result()) as { started: string[]; signalled: string[] };
-      kind =
-        r.started.length > 0
-          ? 'monitoring-starts-healing'
-          : r.signalled.length > 0
-            ? 'monitoring-signals-open-healing'
-            : 'monitoring-quiet';
-    }
-    if (wanted.has(kind)) continue;
-    wanted.set(kind, wf.workflowId);
-    writeFileSync(path.join(dir, `${kind}.json`), historyToJSON(await handle.fetchHistory()));
-    if (wanted.size === 4) break;
-  }
-}
 
 describe('monitoring end to end', () => {
   const docker = testDocker();
