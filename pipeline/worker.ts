@@ -239,6 +239,8 @@ export async function startPipelineWorker(input: PipelineWorkerOptions): Promise
   }
   try {
     await beat();
+    // A hang belongs to the process that hung: a restarted worker starts healthy, as a real hung process would.
+    await redis.hdel(keys.pipelineFaults(), `hang:${worker}`);
     await pollFaults();
   } catch (err) {
     server.close();
