@@ -10,6 +10,9 @@ import type { Plan } from '../core/plan';
 import { evaluateSafety, type SafetyContext, type Verdict } from '../core/safety';
 import { parseRecord } from './detection';
 
+/** How long a reserved restart counts as in flight at most (the actions' retry policy ends well before). */
+const IN_FLIGHT_MAX_MS = 15 * 60_000;
+
 /** Serializes permit reservations (any constant unique to selfheal). */
 const PERMIT_LOCK = 0x5e1f4ea2;
 
@@ -30,6 +33,8 @@ export interface CheckSafetyInput {
   workflowId: string;
   /** Workflow time, epoch ms. */
   now: number;
+  /** The permit this check follows (a re-check before acting): it is not a past restart of the target. */
+  ownPermitKey?: string;
 }
 
 export interface ReserveInput {
@@ -83,16 +88,18 @@ export function createSafetyActivities({ pool, redis, keys }: { pool: pg.Pool; r
         const { rows } = await pool.query<{ reserved_at_ms: string }>(
           `SELECT reserved_at_ms FROM action_permits
             WHERE action = 'restart_worker' AND target = $1 AND reserved_at_ms > $2
-              AND coalesce(outcome, '') NOT IN ('refused', 'nothing_to_do', 'failed')
+              AND coalesce(outcome, '') <> 'refused' AND idempotency_key <> $3
             ORDER BY reserved_at_ms`,
-          [plan.params.container, windowStart],
+          [plan.params.container, windowStart, input.ownPermitKey ?? ''],
         );
         recentRestartsOfTarget = rows.map((r) => Number(r.reserved_at_ms));
         if (view.stage) {
           const inflight = await pool.query<{ n: number }>(
             `SELECT count(*)::int AS n FROM action_permits
-              WHERE action = 'restart_worker' AND stage = $1 AND finished_at_ms IS NULL AND workflow_id <> $2`,
-            [view.stage, input.workflowId],
+              WHERE action = 'restart_worker' AND stage = $1 AND finished_at_ms IS NULL AND workflow_id <> $2
+                AND reserved_at_ms > $3`,
+            // A permit never finished (its workflow was terminated) stops counting after the longest action time.
+            [view.stage, input.workflowId, now - IN_FLIGHT_MAX_MS],
           );
           restartsInFlightInStage = inflight.rows[0]!.n;
         }
@@ -112,7 +119,20 @@ export function createSafetyActivities({ pool, redis, keys }: { pool: pg.Pool; r
         targetHealthy: view.healthy,
         healthyWorkersInStage: view.healthyInStage,
       };
-      return { verdict: evaluateSafety(plan, context), context, stage: view.stage };
+      const verdict = evaluateSafety(plan, context);
+      // Fail closed: a restart whose stage and peers cannot be read (no cycle record, Redis down, no stage label)
+      // cannot be checked against the in-flight and last-healthy rules.
+      if (plan.action === 'restart_worker' && verdict.decision !== 'escalate' && !view.stage) {
+        return {
+          verdict: {
+            decision: 'escalate',
+            reasons: [...verdict.reasons, `the stage and health of ${plan.params.container ?? '?'} are unknown`],
+            needsPermit: false,
+          },
+          context,
+        };
+      }
+      return { verdict, context, stage: view.stage };
     },
 
     /**
@@ -137,6 +157,11 @@ export function createSafetyActivities({ pool, redis, keys }: { pool: pg.Pool; r
           `SELECT reserved_at_ms FROM action_permits WHERE reserved_at_ms > $1 ORDER BY reserved_at_ms`,
           [windowStart],
         );
+        if (input.maxPerWindow <= 0) {
+          await client.query('COMMIT');
+          // A budget of zero: no permit ever frees (the workflow escalates).
+          return { granted: false, nextFreeAt: input.now + 100 * input.windowMs, used: rows.length };
+        }
         if (rows.length >= input.maxPerWindow) {
           await client.query('COMMIT');
           // The permit that frees first is the oldest one still in the window (the one that makes room for us).

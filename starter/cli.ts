@@ -38,7 +38,6 @@ function withConfig<A extends unknown[]>(body: (config: Config, ...args: A) => P
 export function buildCli(): Command {
   const program = new Command('selfheal')
     .description('Self-healing monitoring for a document-processing pipeline, on Temporal')
-    .showHelpAfterError()
     .configureOutput({ outputError: (str, write) => write(str) });
 
   program

@@ -80,6 +80,12 @@ export async function showHealing(
   if (described.type !== WorkflowType.healing) {
     throw new CliError(`${workflowId} is a ${described.type}, not a healing workflow`, 'invalid_input');
   }
+  if (described.status.name !== 'RUNNING' && described.status.name !== 'COMPLETED') {
+    throw new CliError(
+      `${workflowId} is ${described.status.name.toLowerCase()}: see \`selfheal audit --workflow ${workflowId}\``,
+      'not_awaiting_approval',
+    );
+  }
   const healing =
     described.status.name === 'RUNNING' ? await handle.query(statusQuery) : ((await handle.result()) as HealingStatus);
   return { status: described.status.name, healing: healing as HealingStatus };

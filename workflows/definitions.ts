@@ -31,10 +31,13 @@ export interface ApproveInput {
   /** Who approves (checked against APPROVERS when set). */
   by: string;
   reason?: string;
+  /** The plan reviewed: when given, a decision for another plan is ignored. */
+  planId?: string;
 }
 export interface RejectInput {
   by: string;
   reason: string;
+  planId?: string;
 }
 export interface DecideInput {
   decision: 'approve' | 'reject';

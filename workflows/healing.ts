@@ -212,7 +212,10 @@ export async function healingWorkflow(input: HealingInput): Promise<HealingStatu
             ? `plan ${d.planId} is not the current plan ${status.plan.id}`
             : approverError(d.by);
     if (problem) {
-      status.ignored.push({ at: Date.now(), what: `${d.via} ${d.decision} by ${d.by || '(nobody)'}: ${problem}` });
+      // Bounded: a flood of late signals must not grow the query result without end.
+      if (status.ignored.length < 50) {
+        status.ignored.push({ at: Date.now(), what: `${d.via} ${d.decision} by ${d.by || '(nobody)'}: ${problem}` });
+      }
       return problem;
     }
     pending = { ...d, planId: status.plan!.id, at: Date.now() };
@@ -223,8 +226,14 @@ export async function healingWorkflow(input: HealingInput): Promise<HealingStatu
   setHandler(anomalySeenSignal, () => {
     status.seen += 1;
   });
-  setHandler(approveSignal, ({ by, reason }) => void decide({ decision: 'approve', by, reason, via: 'signal' }));
-  setHandler(rejectSignal, ({ by, reason }) => void decide({ decision: 'reject', by, reason, via: 'signal' }));
+  setHandler(
+    approveSignal,
+    ({ by, reason, planId }) => void decide({ decision: 'approve', by, reason, planId, via: 'signal' }),
+  );
+  setHandler(
+    rejectSignal,
+    ({ by, reason, planId }) => void decide({ decision: 'reject', by, reason, planId, via: 'signal' }),
+  );
   setHandler(
     decideUpdate,
     (d: DecideInput) => {
@@ -288,168 +297,220 @@ export async function healingWorkflow(input: HealingInput): Promise<HealingStatu
   });
 
   const { analyzeAnomaly } = analysisProxy(policy.llmTimeoutMs);
-  // The next rung continues after the remedy actually tried (the runbook may skip a rung it cannot apply).
-  for (let rung = 0; ; rung = (status.plan?.rung ?? rung) + 1) {
-    // 1. Analysis
-    enter('analyzing', rung === 0 ? anomaly.summary : `the fix did not work: next rung (${rung})`);
-    const analysis = await analyzeAnomaly({ anomaly, rung, context: { containers: input.containers } });
-    const plan = analysis.plan;
-    status.plan = plan;
-    pending = null;
-    await audit({
-      step: 'proposed',
-      action: plan.action,
-      params: { planId: plan.id, rung, ...plan.params, reasoning: plan.reasoning, llm: analysis.llm },
-      decidedBy: plan.source,
-      confidence: plan.confidence,
-      outcome: plan.fallbackReason ? `runbook: ${plan.fallbackReason}` : undefined,
-    });
 
-    if (plan.action === 'escalate_to_human') return escalate(plan.reasoning || 'the plan is to escalate');
-    if (plan.action === 'no_action') {
-      // Nothing proposed: see whether the anomaly went away on its own.
-    } else {
-      // 2. Policy
-      enter('checking', `${plan.action} proposed by ${plan.source}`);
-      const { verdict, stage } = await checkSafety({ plan, policy, workflowId: info.workflowId, now: Date.now() });
+  const heal = async (): Promise<HealingStatus> => {
+    // The next rung continues after the remedy actually tried (the runbook may skip a rung it cannot apply).
+    for (let rung = 0; ; rung = (status.plan?.rung ?? rung) + 1) {
+      // 1. Analysis
+      enter('analyzing', rung === 0 ? anomaly.summary : `the fix did not work: next rung (${rung})`);
+      const analysis = await analyzeAnomaly({ anomaly, rung, context: { containers: input.containers } });
+      const plan = analysis.plan;
+      status.plan = plan;
+      pending = null;
+      status.decision = null;
       await audit({
-        step: verdict.decision === 'escalate' ? 'refused' : 'checked',
+        step: 'proposed',
         action: plan.action,
-        params: { planId: plan.id, reasons: verdict.reasons },
-        decidedBy: 'policy',
+        params: { planId: plan.id, rung, ...plan.params, reasoning: plan.reasoning, llm: analysis.llm },
+        decidedBy: plan.source,
         confidence: plan.confidence,
-        outcome: verdict.decision,
+        outcome: plan.fallbackReason ? `runbook: ${plan.fallbackReason}` : undefined,
       });
-      if (verdict.decision === 'escalate') return escalate(`refused by policy: ${verdict.reasons.join('; ')}`);
 
-      // 3. Approval
-      if (verdict.decision === 'needs_approval') {
-        enter('awaiting_approval', verdict.reasons.join('; '));
-        const decided = await condition(() => pending !== null, policy.approvalTimeoutSeconds * 1000);
-        if (!decided) {
-          pending = {
-            decision: 'reject',
-            by: 'policy',
-            reason: 'approval timeout',
-            planId: plan.id,
-            at: Date.now(),
-            via: 'timeout',
-          };
-        }
-        const d = pending!;
-        status.decision = d;
+      if (plan.action === 'escalate_to_human') return escalate(plan.reasoning || 'the plan is to escalate');
+      if (plan.action === 'no_action') {
+        // Nothing proposed: see whether the anomaly went away on its own.
+      } else {
+        // 2. Policy
+        enter('checking', `${plan.action} proposed by ${plan.source}`);
+        const { verdict, stage } = await checkSafety({ plan, policy, workflowId: info.workflowId, now: Date.now() });
         await audit({
-          step: d.decision === 'approve' ? 'approved' : 'rejected',
+          step: verdict.decision === 'escalate' ? 'refused' : 'checked',
           action: plan.action,
-          params: { planId: plan.id, via: d.via },
-          decidedBy: d.by,
+          params: { planId: plan.id, reasons: verdict.reasons },
+          decidedBy: 'policy',
           confidence: plan.confidence,
-          outcome: d.reason,
+          outcome: verdict.decision,
         });
-        if (d.decision === 'reject') {
-          return finish(
-            'rejected',
-            d.via === 'timeout'
-              ? `no decision within ${policy.approvalTimeoutSeconds} s: rejected`
-              : `rejected by ${d.by}: ${d.reason ?? ''}`,
-            {
-              decidedBy: d.by,
-            },
-          );
-        }
-      }
+        if (verdict.decision === 'escalate') return escalate(`refused by policy: ${verdict.reasons.join('; ')}`);
 
-      // 4. Permit of the global budget: wait on a durable timer while it is spent, up to a bound.
-      const key = `${info.workflowId}:${info.runId}:${rung}:${plan.id}`;
-      const waitedSince = Date.now();
-      for (;;) {
-        const permit = await reservePermit({
-          idempotencyKey: key,
-          workflowId: info.workflowId,
-          plan,
-          stage,
-          now: Date.now(),
-          maxPerWindow: policy.maxActionsPerHour,
-          windowMs: WINDOW_MS,
-        });
-        if (permit.granted) break;
-        const waitMs = permit.nextFreeAt - Date.now();
-        if (Date.now() + waitMs - waitedSince > policy.maxRateLimitWaitSeconds * 1000) {
+        // 3. Approval
+        if (verdict.decision === 'needs_approval') {
+          enter('awaiting_approval', verdict.reasons.join('; '));
+          const decided = await condition(() => pending !== null, policy.approvalTimeoutSeconds * 1000);
+          if (!decided) {
+            pending = {
+              decision: 'reject',
+              by: 'policy',
+              reason: 'approval timeout',
+              planId: plan.id,
+              at: Date.now(),
+              via: 'timeout',
+            };
+          }
+          const d = pending!;
+          status.decision = d;
+          await audit({
+            step: d.decision === 'approve' ? 'approved' : 'rejected',
+            action: plan.action,
+            params: { planId: plan.id, via: d.via },
+            decidedBy: d.by,
+            confidence: plan.confidence,
+            outcome: d.reason,
+          });
+          if (d.decision === 'reject') {
+            return finish(
+              'rejected',
+              d.via === 'timeout'
+                ? `no decision within ${policy.approvalTimeoutSeconds} s: rejected`
+                : `rejected by ${d.by}: ${d.reason ?? ''}`,
+              {
+                decidedBy: d.by,
+              },
+            );
+          }
+        }
+
+        // 4. Permit of the global budget: wait on a durable timer while it is spent, up to a bound.
+        const key = `${info.workflowId}:${info.runId}:${rung}:${plan.id}`;
+        const waitedSince = Date.now();
+        for (;;) {
+          const permit = await reservePermit({
+            idempotencyKey: key,
+            workflowId: info.workflowId,
+            plan,
+            stage,
+            now: Date.now(),
+            maxPerWindow: policy.maxActionsPerHour,
+            windowMs: WINDOW_MS,
+          });
+          if (permit.granted) break;
+          const waitMs = permit.nextFreeAt - Date.now();
+          if (Date.now() + waitMs - waitedSince > policy.maxRateLimitWaitSeconds * 1000) {
+            await audit({
+              step: 'rate_limited',
+              action: plan.action,
+              params: { planId: plan.id, used: permit.used },
+              decidedBy: 'policy',
+              outcome: 'escalated',
+            });
+            return escalate(
+              `the action budget (${policy.maxActionsPerHour}/h) stays spent past ${policy.maxRateLimitWaitSeconds} s`,
+            );
+          }
+          enter(
+            'rate_limited',
+            `budget of ${policy.maxActionsPerHour}/h spent: next permit in ${Math.ceil(waitMs / 1000)} s`,
+          );
           await audit({
             step: 'rate_limited',
             action: plan.action,
-            params: { planId: plan.id, used: permit.used },
+            params: { planId: plan.id, used: permit.used, nextFreeAt: permit.nextFreeAt },
             decidedBy: 'policy',
-            outcome: 'escalated',
           });
-          return escalate(
-            `the action budget (${policy.maxActionsPerHour}/h) stays spent past ${policy.maxRateLimitWaitSeconds} s`,
-          );
+          await sleep(Math.max(waitMs, 1_000));
         }
-        enter(
-          'rate_limited',
-          `budget of ${policy.maxActionsPerHour}/h spent: next permit in ${Math.ceil(waitMs / 1000)} s`,
-        );
-        await audit({
-          step: 'rate_limited',
-          action: plan.action,
-          params: { planId: plan.id, used: permit.used, nextFreeAt: permit.nextFreeAt },
-          decidedBy: 'policy',
-        });
-        await sleep(Math.max(waitMs, 1_000));
-      }
 
-      // 5. Act
-      enter('executing', `${plan.action}${plan.params.container ? ` ${plan.params.container}` : ''}`);
-      let result: { outcome: string; details?: Record<string, unknown>; escalate?: boolean };
-      try {
-        result = await runAction(plan, key);
-      } catch (err) {
-        const message = err instanceof Error ? err.message : String(err);
-        await finishPermit({ idempotencyKey: key, now: Date.now(), outcome: 'failed' });
+        // The verdict may be stale after waiting for approval or a permit: check again before acting.
+        const recheck = await checkSafety({
+          plan,
+          policy,
+          workflowId: info.workflowId,
+          now: Date.now(),
+          ownPermitKey: key,
+        });
+        if (recheck.verdict.decision === 'escalate') {
+          await finishPermit({ idempotencyKey: key, now: Date.now(), outcome: 'refused' });
+          await audit({
+            step: 'refused',
+            action: plan.action,
+            params: { planId: plan.id, reasons: recheck.verdict.reasons, recheck: true },
+            decidedBy: 'policy',
+            outcome: 'escalate',
+          });
+          return escalate(`refused by policy before acting: ${recheck.verdict.reasons.join('; ')}`);
+        }
+
+        // 5. Act
+        enter('executing', `${plan.action}${plan.params.container ? ` ${plan.params.container}` : ''}`);
+        let result: { outcome: string; details?: Record<string, unknown>; escalate?: boolean };
+        try {
+          result = await runAction(plan, key);
+        } catch (err) {
+          const message = err instanceof Error ? err.message : String(err);
+          await finishPermit({ idempotencyKey: key, now: Date.now(), outcome: 'failed' });
+          status.actions.push({
+            action: plan.action,
+            planId: plan.id,
+            idempotencyKey: key,
+            outcome: 'failed',
+            at: Date.now(),
+          });
+          await audit({
+            step: 'failed',
+            action: plan.action,
+            params: { planId: plan.id },
+            error: message,
+            idempotencyKey: key,
+          });
+          return escalate(`${plan.action} failed: ${message}`);
+        }
+        await finishPermit({ idempotencyKey: key, now: Date.now(), outcome: result.outcome });
         status.actions.push({
           action: plan.action,
           planId: plan.id,
           idempotencyKey: key,
-          outcome: 'failed',
+          outcome: result.outcome,
+          details: result.details,
           at: Date.now(),
         });
-        await audit({
-          step: 'failed',
-          action: plan.action,
-          params: { planId: plan.id },
-          error: message,
-          idempotencyKey: key,
-        });
-        return escalate(`${plan.action} failed: ${message}`);
+        if (result.outcome === 'refused') return escalate(`${plan.action} refused by the actions worker`);
+        if (result.escalate) return escalate(`${plan.action}: ${JSON.stringify(result.details ?? {})}`);
       }
-      await finishPermit({ idempotencyKey: key, now: Date.now(), outcome: result.outcome });
-      status.actions.push({
-        action: plan.action,
-        planId: plan.id,
-        idempotencyKey: key,
-        outcome: result.outcome,
-        details: result.details,
-        at: Date.now(),
-      });
-      if (result.outcome === 'refused') return escalate(`${plan.action} refused by the actions worker`);
-      if (result.escalate) return escalate(`${plan.action}: ${JSON.stringify(result.details ?? {})}`);
-    }
 
-    // 6. Verify
-    enter('verifying', `waiting ${policy.verifyDelaySeconds} s, then re-running the ${anomaly.type} detector`);
-    await sleep(policy.verifyDelaySeconds * 1000);
-    const healed = await verify(input);
-    status.verification = { at: Date.now(), healed: healed.healed, note: healed.note };
-    await audit({
-      step: 'verified',
-      action: plan.action,
-      params: { planId: plan.id, rung },
-      outcome: healed.healed ? 'healed' : `not healed: ${healed.note}`,
-    });
-    if (healed.healed) return finish('healed', healed.note);
-    if (plan.action === 'no_action') return escalate(`no action proposed and the anomaly persists: ${healed.note}`);
-    log.info('not healed, next rung', { rung });
+      // 6. Verify
+      enter('verifying', `waiting ${policy.verifyDelaySeconds} s, then re-running the ${anomaly.type} detector`);
+      await sleep(policy.verifyDelaySeconds * 1000);
+      const healed = await verify(input);
+      status.verification = { at: Date.now(), healed: healed.healed, note: healed.note };
+      await audit({
+        step: 'verified',
+        action: plan.action,
+        params: { planId: plan.id, rung },
+        outcome: healed.healed ? 'healed' : `not healed: ${healed.note}`,
+      });
+      if (healed.healed) return finish('healed', healed.note);
+      if (plan.action === 'no_action') return escalate(`no action proposed and the anomaly persists: ${healed.note}`);
+      log.info('not healed, next rung', { rung });
+    }
+  };
+
+  try {
+    return await heal();
+  } catch (err) {
+    // An activity out of retries (LLM, safety state, verification...): never end silently; tell a human.
+    const message = err instanceof Error ? err.message : String(err);
+    enter('failed', `healing failed: ${message}`);
+    await audit({ step: 'failed', action: status.plan?.action, error: message, decidedBy: 'policy' });
+    try {
+      await actions.escalateToHuman({
+        plan: {
+          id: `${status.plan?.id ?? 'none'}-failure`,
+          anomalyType: anomaly.type,
+          action: 'escalate_to_human',
+          target: anomaly.target,
+          params: { reason: `healing failed: ${message}` },
+          reasoning: `healing failed: ${message}`,
+          confidence: 1,
+          source: 'runbook',
+          rung: status.plan?.rung ?? 0,
+        },
+        idempotencyKey: `${info.workflowId}:${info.runId}:failure`,
+      });
+    } catch {
+      log.error('escalation after a failure could not be sent', { workflowId: info.workflowId });
+    }
+    return status;
   }
 }
 
@@ -465,7 +526,9 @@ async function verify(input: HealingInput): Promise<{ healed: boolean; note: str
     sources: { ...snapshot.sources, docker: docker.ok ? { ok: true } : { ok: false, error: docker.error } },
   };
   const r = await recheckAnomaly({ anomaly: input.anomaly, snapshot: merged, thresholds: input.thresholds });
-  const blind = r.degraded.filter((s) => s === 'redis' || s === 'postgres');
+  // Container anomalies cannot be verified without Docker's view of the containers.
+  const needed = input.anomaly.type === 'unhealthy_container' ? ['redis', 'postgres', 'docker'] : ['redis', 'postgres'];
+  const blind = r.degraded.filter((s) => needed.includes(s));
   if (blind.length > 0) return { healed: false, note: `cannot verify: ${blind.join(', ')} unreadable` };
   if (r.present) return { healed: false, note: r.current?.summary ?? 'still detected' };
   return { healed: true, note: `${input.anomaly.type} no longer detected on ${input.anomaly.target}` };

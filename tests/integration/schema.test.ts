@@ -17,7 +17,7 @@ describe('db/init.sql', () => {
       `SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY tablename`,
       [t.schema],
     );
-    expect(rows.map((r) => r.tablename)).toEqual(['document_events', 'documents', 'healing_log']);
+    expect(rows.map((r) => r.tablename)).toEqual(['action_permits', 'document_events', 'documents', 'healing_log']);
   });
 
   it('has the documents columns of the contract and the partial index on processing rows', async () => {
