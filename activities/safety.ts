@@ -16,16 +16,18 @@ const IN_FLIGHT_MAX_MS = 15 * 60_000;
 /** Serializes permit reservations (any constant unique to selfheal). */
 const PERMIT_LOCK = 0x5e1f4ea2;
 
-export interface SafetyPolicy {
-  autoFix: boolean;
-  minConfidence: number;
-  allowlist: string[];
-  denylist: string[];
-  cooldownSeconds: number;
-  breakerRestarts: number;
-  breakerWindowSeconds: number;
-  requeueCap: number;
-}
+/** The configured part of the policy context (the rest is state read here). */
+export type SafetyPolicy = Pick<
+  SafetyContext,
+  | 'autoFix'
+  | 'minConfidence'
+  | 'allowlist'
+  | 'denylist'
+  | 'cooldownSeconds'
+  | 'breakerRestarts'
+  | 'breakerWindowSeconds'
+  | 'requeueCap'
+>;
 
 export interface CheckSafetyInput {
   plan: Plan;
@@ -114,6 +116,7 @@ export function createSafetyActivities({ pool, redis, keys }: { pool: pg.Pool; r
         breakerRestarts: policy.breakerRestarts,
         breakerWindowSeconds: policy.breakerWindowSeconds,
         requeueCap: policy.requeueCap,
+        // State read above.
         recentRestartsOfTarget,
         restartsInFlightInStage,
         targetHealthy: view.healthy,

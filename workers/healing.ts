@@ -2,12 +2,9 @@
  * Entry point of the healing worker (task queue selfheal-healing): healing workflows, LLM analysis with the runbook
  * fallback, the safety state and the audit.
  */
-import { createAnalysisActivities, createOllamaClient } from '../activities/analysis';
-import { createAuditActivities } from '../activities/audit';
-import { createSafetyActivities } from '../activities/safety';
-import { createKeys } from '../core/keys';
 import { createPool } from '../db/pool';
 import { TaskQueue } from '../workflows/definitions';
+import { healingActivities } from './activities';
 import { createFailFastRedis } from './clients';
 import { loadConfigOrExit } from './env';
 import { runWorker } from './run-worker';
@@ -21,16 +18,7 @@ runWorker({
   config,
   taskQueue: TaskQueue.healing,
   workflowsPath: require.resolve('../workflows'),
-  activities: {
-    ...createAuditActivities({ pool }),
-    ...createSafetyActivities({ pool, redis, keys: createKeys(config.REDIS_KEY_PREFIX) }),
-    ...createAnalysisActivities({
-      ollama: createOllamaClient({ host: config.OLLAMA_HOST, timeoutMs: config.LLM_TIMEOUT_MS }),
-      model: config.OLLAMA_MODEL,
-      timeoutMs: config.LLM_TIMEOUT_MS,
-      containers: config.HEALTH_TARGETS.map((t) => t.container),
-    }),
-  },
+  activities: healingActivities(config, { pool, redis }),
   onShutdown: async () => {
     redis.disconnect();
     await pool.end();

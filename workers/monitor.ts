@@ -3,12 +3,10 @@
  * detection. On start it creates or updates the Schedule `selfheal-monitor` to the current configuration.
  */
 import { Client, Connection } from '@temporalio/client';
-import { createDetectionActivities } from '../activities/detection';
-import { createMetricsActivities } from '../activities/metrics';
-import { createKeys } from '../core/keys';
 import { createPool } from '../db/pool';
 import { ensureMonitorSchedule } from '../starter/schedule';
 import { TaskQueue } from '../workflows/definitions';
+import { monitorActivities } from './activities';
 import { createFailFastRedis } from './clients';
 import { loadConfigOrExit } from './env';
 import { createLogger } from './logger';
@@ -18,12 +16,6 @@ const config = loadConfigOrExit();
 const log = createLogger('selfheal-monitor', config.LOG_LEVEL);
 const pool = createPool(config.DATABASE_URL, { application: 'selfheal-monitor' });
 const redis = createFailFastRedis(config.REDIS_URL);
-const keys = createKeys(config.REDIS_KEY_PREFIX);
-
-/** Enough records to cover the longest look-back of the detectors, at the configured interval. */
-const lookBackSeconds =
-  Math.max(config.QUEUE_STALL_THRESHOLD, config.ERROR_RATE_WINDOW * 3) + config.MONITOR_INTERVAL * 10;
-const historyLimit = Math.min(2_000, Math.ceil(lookBackSeconds / config.MONITOR_INTERVAL) + 10);
 
 async function main(): Promise<void> {
   const connection = await Connection.connect({ address: config.TEMPORAL_ADDRESS });
@@ -38,19 +30,7 @@ async function main(): Promise<void> {
     config,
     taskQueue: TaskQueue.monitor,
     workflowsPath: require.resolve('../workflows'),
-    activities: {
-      ...createMetricsActivities({
-        redis,
-        pool,
-        keys,
-        stages: config.PIPELINE_STAGES,
-        healthTargets: config.HEALTH_TARGETS,
-        ollamaHost: config.OLLAMA_HOST,
-        ollamaModel: config.OLLAMA_MODEL,
-        windowSeconds: config.ERROR_RATE_WINDOW,
-      }),
-      ...createDetectionActivities({ redis, keys, retentionSeconds: config.METRICS_RETENTION, historyLimit }),
-    },
+    activities: monitorActivities(config, { pool, redis }),
     onShutdown: async () => {
       redis.disconnect();
       await pool.end();

@@ -7,16 +7,9 @@ import path from 'node:path';
 import type { NativeConnection } from '@temporalio/worker';
 import { bundleWorkflowCode, DefaultLogger, Runtime, Worker, type WorkflowBundle } from '@temporalio/worker';
 import Docker from 'dockerode';
-import { Ollama } from 'ollama';
-import { createActionActivities } from '../../activities/actions';
-import { createAnalysisActivities } from '../../activities/analysis';
-import { createAuditActivities } from '../../activities/audit';
-import { createDetectionActivities } from '../../activities/detection';
-import { createDockerActivities } from '../../activities/docker';
-import { createMetricsActivities } from '../../activities/metrics';
-import { createSafetyActivities } from '../../activities/safety';
 import type { Config } from '../../core/config';
 import { TaskQueue } from '../../workflows/definitions';
+import { actionsActivities, healingActivities, monitorActivities } from '../../workers/activities';
 import type { TestEnv } from './env';
 
 let bundle: Promise<WorkflowBundle> | undefined;
@@ -52,71 +45,27 @@ export async function createTestWorkers(opts: {
 }): Promise<TestWorkers> {
   const { t, config, connection, namespace } = opts;
   const docker = opts.docker ?? new Docker();
-  const audit = createAuditActivities({ pool: t.pool });
   const workflowBundleReady = await workflowBundle();
+  const clients = { pool: t.pool, redis: t.redis };
   const monitor = await Worker.create({
     connection,
     namespace,
     taskQueue: TaskQueue.monitor,
     workflowBundle: workflowBundleReady,
-    activities: {
-      ...audit,
-      ...createMetricsActivities({
-        redis: t.redis,
-        pool: t.pool,
-        keys: t.keys,
-        stages: config.PIPELINE_STAGES,
-        healthTargets: config.HEALTH_TARGETS,
-        ollamaHost: config.OLLAMA_HOST,
-        ollamaModel: config.OLLAMA_MODEL,
-        windowSeconds: config.ERROR_RATE_WINDOW,
-      }),
-      ...createDetectionActivities({
-        redis: t.redis,
-        keys: t.keys,
-        retentionSeconds: config.METRICS_RETENTION,
-        historyLimit: 200,
-      }),
-    },
+    activities: monitorActivities(config, clients),
   });
   const healing = await Worker.create({
     connection,
     namespace,
     taskQueue: TaskQueue.healing,
     workflowBundle: workflowBundleReady,
-    activities: {
-      ...audit,
-      ...createSafetyActivities({ pool: t.pool, redis: t.redis, keys: t.keys }),
-      ...createAnalysisActivities({
-        ollama: new Ollama({ host: config.OLLAMA_HOST }),
-        model: config.OLLAMA_MODEL,
-        timeoutMs: config.LLM_TIMEOUT_MS,
-      }),
-    },
+    activities: healingActivities(config, clients),
   });
   const actions = await Worker.create({
     connection,
     namespace,
     taskQueue: TaskQueue.actions,
-    activities: {
-      ...audit,
-      ...createDockerActivities({ docker }),
-      ...createActionActivities({
-        pool: t.pool,
-        redis: t.redis,
-        keys: t.keys,
-        docker,
-        config: {
-          maxRequeues: config.MAX_REQUEUES,
-          requeueCap: config.REQUEUE_CAP,
-          restartStopTimeoutSeconds: config.RESTART_STOP_TIMEOUT,
-          healthTargets: config.HEALTH_TARGETS,
-          escalationWebhookUrl: config.ESCALATION_WEBHOOK_URL,
-          containerAllowlist: config.CONTAINER_ALLOWLIST,
-          containerDenylist: config.CONTAINER_DENYLIST,
-        },
-      }),
-    },
+    activities: actionsActivities(config, { ...clients, docker }),
   });
   return {
     run: (body) => monitor.runUntil(healing.runUntil(actions.runUntil(body))),

@@ -1,0 +1,87 @@
+/**
+ * The activities each worker hosts, wired from the configuration and the clients. The worker entry points and the
+ * test harness (tests/helpers/workers.ts) both use these, so tests run exactly the production wiring.
+ */
+import type Docker from 'dockerode';
+import type { Redis } from 'ioredis';
+import type pg from 'pg';
+import { createActionActivities } from '../activities/actions';
+import { createAnalysisActivities, createOllamaClient } from '../activities/analysis';
+import { createAuditActivities } from '../activities/audit';
+import { createDetectionActivities } from '../activities/detection';
+import { createDockerActivities } from '../activities/docker';
+import { createMetricsActivities } from '../activities/metrics';
+import { createSafetyActivities } from '../activities/safety';
+import type { Config } from '../core/config';
+import { createKeys } from '../core/keys';
+
+/** Records read back per cycle: enough to cover the longest look-back of the detectors at the configured interval. */
+export function historyLimit(config: Config): number {
+  const lookBackSeconds =
+    Math.max(config.QUEUE_STALL_THRESHOLD, config.ERROR_RATE_WINDOW * 3) + config.MONITOR_INTERVAL * 10;
+  return Math.min(2_000, Math.ceil(lookBackSeconds / config.MONITOR_INTERVAL) + 10);
+}
+
+/** selfheal-monitor: metrics collection, detection (and verification's re-check), audit. */
+export function monitorActivities(config: Config, { pool, redis }: { pool: pg.Pool; redis: Redis }) {
+  const keys = createKeys(config.REDIS_KEY_PREFIX);
+  return {
+    ...createAuditActivities({ pool }),
+    ...createMetricsActivities({
+      redis,
+      pool,
+      keys,
+      stages: config.PIPELINE_STAGES,
+      healthTargets: config.HEALTH_TARGETS,
+      ollamaHost: config.OLLAMA_HOST,
+      ollamaModel: config.OLLAMA_MODEL,
+      windowSeconds: config.ERROR_RATE_WINDOW,
+    }),
+    ...createDetectionActivities({
+      redis,
+      keys,
+      retentionSeconds: config.METRICS_RETENTION,
+      historyLimit: historyLimit(config),
+    }),
+  };
+}
+
+/** selfheal-healing: LLM analysis with the runbook fallback, the safety state, audit. */
+export function healingActivities(config: Config, { pool, redis }: { pool: pg.Pool; redis: Redis }) {
+  return {
+    ...createAuditActivities({ pool }),
+    ...createSafetyActivities({ pool, redis, keys: createKeys(config.REDIS_KEY_PREFIX) }),
+    ...createAnalysisActivities({
+      ollama: createOllamaClient({ host: config.OLLAMA_HOST, timeoutMs: config.LLM_TIMEOUT_MS }),
+      model: config.OLLAMA_MODEL,
+      timeoutMs: config.LLM_TIMEOUT_MS,
+      containers: config.HEALTH_TARGETS.map((t) => t.container),
+    }),
+  };
+}
+
+/** selfheal-actions: the remediation actions and the Docker inspection; the only worker with a Docker client. */
+export function actionsActivities(
+  config: Config,
+  { pool, redis, docker }: { pool: pg.Pool; redis: Redis; docker: Docker },
+) {
+  return {
+    ...createAuditActivities({ pool }),
+    ...createDockerActivities({ docker }),
+    ...createActionActivities({
+      pool,
+      redis,
+      keys: createKeys(config.REDIS_KEY_PREFIX),
+      docker,
+      config: {
+        maxRequeues: config.MAX_REQUEUES,
+        requeueCap: config.REQUEUE_CAP,
+        restartStopTimeoutSeconds: config.RESTART_STOP_TIMEOUT,
+        healthTargets: config.HEALTH_TARGETS,
+        escalationWebhookUrl: config.ESCALATION_WEBHOOK_URL,
+        containerAllowlist: config.CONTAINER_ALLOWLIST,
+        containerDenylist: config.CONTAINER_DENYLIST,
+      },
+    }),
+  };
+}
