@@ -19,6 +19,7 @@ import type { ActionType } from '../../core/types';
 import { createChaos } from '../../pipeline/chaos';
 import { ensurePipelineImage } from '../../pipeline/image';
 import type { PipelineRunner, RunningWorker } from '../../pipeline/runner';
+import { freePort } from '../../starter/temporal-local';
 import { createTestEnv, uniqueId, waitFor, type TestEnv } from '../helpers/env';
 import {
   createTestRunner,
@@ -185,9 +186,8 @@ describe('restartWorker (real Docker engine)', () => {
     expect((await runnerDocker.getContainer(name).inspect()).State.StartedAt).toBe(started);
   });
 
-  it('restarts a running container whose health fails; reports partial when health does not come back in time', async () => {
+  it('restarts a hung running container (503): the restart cures the hang', async () => {
     const name = worker.container!;
-    // A hang fault survives the restart (it lives in Redis): the restarted worker stays 503.
     await t.redis.hset(t.keys.pipelineFaults(), `hang:${worker.worker}`, '1');
     await waitFor(async () => (await httpStatus(worker.healthUrl)) === 503, { what: '503 from the hung worker' });
     const before = await runnerDocker.getContainer(name).inspect();
@@ -196,14 +196,42 @@ describe('restartWorker (real Docker engine)', () => {
       idempotencyKey: `restart-${uniqueId()}`,
     });
     expect(r).toMatchObject({
-      outcome: 'partial',
-      details: { healthy: false, stateBefore: 'running', healthStatusBefore: 503, lastHealthStatus: 503 },
+      outcome: 'done',
+      details: { healthy: true, stateBefore: 'running', healthStatusBefore: 503 },
     });
     expect((await runnerDocker.getContainer(name).inspect()).State.StartedAt).not.toBe(before.State.StartedAt);
+    expect(await httpStatus(worker.healthUrl)).toBe(200);
+    // A hang belongs to the process that hung: the new one cleared it.
+    expect(await t.redis.hexists(t.keys.pipelineFaults(), `hang:${worker.worker}`)).toBe(0);
     onlyInspectAndRestart();
+  });
 
-    await t.redis.hdel(t.keys.pipelineFaults(), `hang:${worker.worker}`);
-    await waitFor(async () => (await httpStatus(worker.healthUrl)) === 200, { what: '200 once the fault is gone' });
+  it('reports partial when health does not come back in time after the restart', async () => {
+    const name = worker.container!;
+    // The health URL configured for the container answers nothing: the restart happens, health never returns 200.
+    const deaf = createActionActivities({
+      pool: t.pool,
+      redis: t.redis,
+      keys: t.keys,
+      docker: counted.docker,
+      config: {
+        ...baseConfig,
+        healthTargets: [{ container: name, url: `http://127.0.0.1:${await freePort()}/health` }],
+        restartHealthTimeoutMs: 2_000,
+      },
+      log: silent,
+    });
+    const before = await runnerDocker.getContainer(name).inspect();
+    const r = await caller(deaf)('restartWorker', {
+      plan: plan('restart_worker', { container: name }, { anomalyType: 'unhealthy_container', target: name }),
+      idempotencyKey: `restart-${uniqueId()}`,
+    });
+    expect(r).toMatchObject({ outcome: 'partial', details: { healthy: false, stateBefore: 'running' } });
+    expect((await runnerDocker.getContainer(name).inspect()).State.StartedAt).not.toBe(before.State.StartedAt);
+    onlyInspectAndRestart();
+    await waitFor(async () => (await httpStatus(worker.healthUrl)) === 200, {
+      what: 'the real health URL back at 200',
+    });
   });
 
   it('refuses a denied or unlisted container without any Docker call', async () => {
