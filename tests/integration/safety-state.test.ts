@@ -1,0 +1,171 @@
+/**
+ * The safety policy with its state in Postgres and Redis: cooldown and circuit breaker from the restart permits,
+ * one restart in flight per stage, never the last healthy worker (from the latest cycle record), and the atomic
+ * permit budget under concurrent reservations.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  createSafetyActivities,
+  type CheckSafetyInput,
+  type ReserveInput,
+  type SafetyPolicy,
+} from '../../activities/safety';
+import type { Plan } from '../../core/plan';
+import type { CycleRecord } from '../../core/snapshot';
+import { createTestEnv, type TestEnv } from '../helpers/env';
+import { snapshot } from '../helpers/snapshots';
+
+const NOW = 1_800_000_000_000;
+const MIN = 60_000;
+
+const policy: SafetyPolicy = {
+  autoFix: true,
+  minConfidence: 0.5,
+  allowlist: ['pipeline-*'],
+  denylist: ['*postgres*'],
+  cooldownSeconds: 600,
+  breakerRestarts: 3,
+  breakerWindowSeconds: 3600,
+  requeueCap: 100,
+};
+
+const restart = (container: string): Plan => ({
+  id: `p-${container}`,
+  anomalyType: 'unhealthy_container',
+  action: 'restart_worker',
+  target: container,
+  params: { container },
+  reasoning: 'test',
+  confidence: 0.9,
+  source: 'runbook',
+  rung: 0,
+});
+
+describe('safety state', () => {
+  let t: TestEnv;
+  let safety: ReturnType<typeof createSafetyActivities>;
+  // Plain functions of the activity factory (they read no activity context): called directly.
+  const check = (input: CheckSafetyInput) => safety.checkSafety(input);
+  const reserve = (input: ReserveInput) => safety.reservePermit(input);
+
+  beforeAll(async () => {
+    t = await createTestEnv();
+    safety = createSafetyActivities({ pool: t.pool, redis: t.redis, keys: t.keys });
+    // The latest cycle: extract has a and b (b is failing its health check), evaluate has only c, healthy.
+    const record: CycleRecord = {
+      snapshot: snapshot(NOW, {
+        containers: [
+          { name: 'pipeline-a', state: 'running', running: true, restartCount: 0, stage: 'extract' },
+          { name: 'pipeline-b', state: 'running', running: true, restartCount: 0, stage: 'extract' },
+          { name: 'pipeline-c', state: 'running', running: true, restartCount: 0, stage: 'evaluate' },
+        ],
+        health: [
+          { container: 'pipeline-a', url: 'http://127.0.0.1:1/health', ok: true, status: 200, latencyMs: 1 },
+          { container: 'pipeline-b', url: 'http://127.0.0.1:2/health', ok: false, status: 503, latencyMs: 1 },
+          { container: 'pipeline-c', url: 'http://127.0.0.1:3/health', ok: true, status: 200, latencyMs: 1 },
+        ],
+      }),
+      candidates: [],
+      active: [],
+    };
+    await t.redis.xadd(t.keys.metricsStream(), '*', 'record', JSON.stringify(record));
+  });
+  afterAll(async () => {
+    await t.cleanup();
+  });
+
+  async function permit(key: string, container: string, at: number, outcome: string | null, stage = 'extract') {
+    await t.pool.query(
+      `INSERT INTO action_permits (idempotency_key, workflow_id, action, target, stage, reserved_at_ms, finished_at_ms, outcome)
+       VALUES ($1, 'wf-other', 'restart_worker', $2, $3, $4, $5, $6)`,
+      [key, container, stage, at, outcome === null ? null : at + 1000, outcome],
+    );
+  }
+
+  it('allows a restart of an unhealthy worker with a healthy peer', async () => {
+    const r = await check({ plan: restart('pipeline-b'), policy, workflowId: 'wf1', now: NOW });
+    expect(r.verdict.decision).toBe('allow');
+    expect(r.stage).toBe('extract');
+  });
+
+  it('never the last healthy worker of a stage', async () => {
+    const r = await check({ plan: restart('pipeline-c'), policy, workflowId: 'wf1', now: NOW });
+    expect(r.verdict.decision).toBe('escalate');
+    expect(r.verdict.reasons.join(';')).toMatch(/last healthy worker/);
+  });
+
+  it('fails closed for a container the last cycle does not know', async () => {
+    const r = await check({ plan: restart('pipeline-zz'), policy, workflowId: 'wf1', now: NOW });
+    expect(r.verdict.decision).toBe('escalate');
+  });
+
+  it('cooldown from a recent restart permit (also one that found nothing to do)', async () => {
+    await permit('k-cool', 'pipeline-b', NOW - 5 * MIN, 'nothing_to_do');
+    const r = await check({ plan: restart('pipeline-b'), policy, workflowId: 'wf1', now: NOW });
+    expect(r.verdict.decision).toBe('escalate');
+    expect(r.verdict.reasons.join(';')).toMatch(/cooldown/);
+    // Past the cooldown: allowed again; a refused permit never counts.
+    const later = await check({
+      plan: restart('pipeline-b'),
+      policy,
+      workflowId: 'wf1',
+      now: NOW + 6 * MIN,
+    });
+    expect(later.verdict.decision).toBe('allow');
+  });
+
+  it('circuit breaker after 3 restarts of one target within the hour', async () => {
+    await permit('k-b1', 'pipeline-a', NOW - 50 * MIN, 'done');
+    await permit('k-b2', 'pipeline-a', NOW - 40 * MIN, 'done');
+    await permit('k-b3', 'pipeline-a', NOW - 30 * MIN, 'done');
+    const r = await check({ plan: restart('pipeline-a'), policy, workflowId: 'wf1', now: NOW });
+    expect(r.verdict.decision).toBe('escalate');
+    expect(r.verdict.reasons.join(';')).toMatch(/circuit breaker open: 3 restarts/);
+  });
+
+  it('one restart in flight per stage; a permit abandoned long ago stops counting', async () => {
+    await t.pool.query('DELETE FROM action_permits');
+    await permit('k-fly', 'pipeline-a', NOW - 1 * MIN, null);
+    const r = await check({ plan: restart('pipeline-b'), policy, workflowId: 'wf1', now: NOW });
+    expect(r.verdict.reasons.join(';')).toMatch(/in flight/);
+    const much = await check({
+      plan: restart('pipeline-b'),
+      policy: { ...policy, cooldownSeconds: 0 },
+      workflowId: 'wf1',
+      now: NOW + 20 * MIN,
+    });
+    expect(much.verdict.decision).toBe('allow');
+  });
+
+  it('the permit budget holds under 20 concurrent reservations: exactly 5 granted', async () => {
+    await t.pool.query('DELETE FROM action_permits');
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        reserve({
+          idempotencyKey: `c-${i}`,
+          workflowId: `wf-${i}`,
+          plan: restart('pipeline-b'),
+          now: NOW + i,
+          maxPerWindow: 5,
+          windowMs: 3_600_000,
+        }),
+      ),
+    );
+    expect(results.filter((r) => r.granted)).toHaveLength(5);
+    const refused = results.filter((r): r is { granted: false; nextFreeAt: number; used: number } => !r.granted);
+    for (const r of refused) expect(r.nextFreeAt).toBeGreaterThan(NOW + 3_600_000 - 1);
+    // Idempotent: the same key again returns its permit, no new row.
+    const again = await reserve({
+      idempotencyKey: 'c-0',
+      workflowId: 'wf-0',
+      plan: restart('pipeline-b'),
+      now: NOW,
+      maxPerWindow: 5,
+      windowMs: 3_600_000,
+    });
+    const { rows } = await t.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM action_permits');
+    expect(rows[0]!.n).toBe(5);
+    expect(again.granted).toBe(results[0]!.granted);
+    if (again.granted && results[0]!.granted) expect(again.permitId).toBe(results[0]!.permitId);
+  });
+});
