@@ -122,7 +122,7 @@ function errorText(err: unknown): string {
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** HTTP status of a GET, or 0 when nothing answered within the timeout. */
-async function httpStatus(url: string, timeoutMs = 2_000): Promise<number> {
+export async function httpStatus(url: string, timeoutMs = 2_000): Promise<number> {
   try {
     const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
     await res.body?.cancel();

@@ -19,6 +19,7 @@ import {
   readRegistrations,
   type WorkerRegistration,
 } from './registry';
+import { answers200 } from './runner';
 
 export const CHAOS_FAULTS = {
   'kill-worker': '<worker>',
@@ -142,16 +143,6 @@ function processState(pid: number): string | undefined {
     return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
   } catch {
     return undefined;
-  }
-}
-
-async function answers200(url: string): Promise<boolean> {
-  try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(1_000) });
-    await res.body?.cancel();
-    return res.status === 200;
-  } catch {
-    return false;
   }
 }
 

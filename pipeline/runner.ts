@@ -133,7 +133,8 @@ function tail(file: string | undefined, lines = 15): string {
   }
 }
 
-async function answers200(url: string): Promise<boolean> {
+/** True when the worker's health URL answers 200 within a second. */
+export async function answers200(url: string): Promise<boolean> {
   try {
     const res = await fetch(url, { signal: AbortSignal.timeout(1_000) });
     await res.body?.cancel();

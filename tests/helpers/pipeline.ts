@@ -100,16 +100,8 @@ export async function scanAll(t: TestEnv, pattern: string): Promise<string[]> {
   return out;
 }
 
-/** HTTP status of a GET, or 0 when nothing answered within the timeout. */
-export async function httpStatus(url: string, timeoutMs = 1_000): Promise<number> {
-  try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
-    await res.body?.cancel();
-    return res.status;
-  } catch {
-    return 0;
-  }
-}
+/** HTTP status of a GET, or 0 when nothing answered within the timeout (the actions' own probe). */
+export { httpStatus } from '../../activities/actions';
 
 /** The JSON body of a worker's /health. */
 export async function healthBody(url: string): Promise<Record<string, unknown> | undefined> {
