@@ -15,6 +15,8 @@ import { loadConfigOrExit } from '../workers/env';
 import { doctorExitCode, runDoctor } from './doctor';
 import { decideHealing, listHealings, parseDuration, readAudit, showHealing, withClient } from './healings';
 import { printTable } from './output';
+import { registerScheduleCommand } from './schedule-command';
+import { registerStatusCommand } from './status';
 import { up } from './up';
 
 function fail(err: unknown): never {
@@ -238,6 +240,9 @@ export function buildCli(): Command {
         );
       }),
     );
+
+  registerStatusCommand(program, withConfig);
+  registerScheduleCommand(program, withConfig);
 
   return program;
 }
