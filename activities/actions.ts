@@ -288,6 +288,45 @@ export function createActionActivities({ pool, redis, keys, docker, config, log:
     }
   }
 
+  /**
+   * An `attempted` row: what a Docker action saw right before its call, so that a retry after a crash can tell
+   * whether the call happened. One per attempt (activity id suffixed with the attempt number).
+   */
+  async function recordAttempt(input: ActionInput, seen: { container: string; startedAtBefore: string }) {
+    const run = activityRun();
+    const attempt = Context.current().info.attempt;
+    await pool.query(
+      `INSERT INTO healing_log (workflow_id, run_id, step, anomaly_type, target, action, params, decided_by,
+                                idempotency_key, activity_id)
+       VALUES ($1, $2, 'attempted', $3, $4, $5, $6, $7, $8, $9)
+       ON CONFLICT DO NOTHING`,
+      [
+        run.workflowId,
+        run.runId,
+        input.plan.anomalyType,
+        input.plan.target,
+        input.plan.action,
+        JSON.stringify({ planId: input.plan.id, attempt, ...seen }),
+        input.decidedBy ?? input.plan.source,
+        input.idempotencyKey,
+        `${run.activityId}#attempt-${attempt}`,
+      ],
+    );
+  }
+
+  async function lastAttempt(
+    key: string,
+  ): Promise<{ container: string; startedAtBefore: string; attempt: number } | undefined> {
+    const { rows } = await pool.query<{
+      params: { container?: unknown; startedAtBefore?: unknown; attempt?: unknown };
+    }>(`SELECT params FROM healing_log WHERE step = 'attempted' AND idempotency_key = $1 ORDER BY id DESC LIMIT 1`, [
+      key,
+    ]);
+    const p = rows[0]?.params;
+    if (!p || typeof p.container !== 'string' || typeof p.startedAtBefore !== 'string') return undefined;
+    return { container: p.container, startedAtBefore: p.startedAtBefore, attempt: Number(p.attempt) };
+  }
+
   /** For the Redis and Docker actions: the recorded result, read before acting. */
   const priorResult = async (action: ActionType, key: string) => (await recorded(pool, action, key))?.result;
 
@@ -301,11 +340,13 @@ export function createActionActivities({ pool, redis, keys, docker, config, log:
   }
 
   /**
-   * Restarts a container through the Docker engine (inspect, then restart: no other Docker call), unless it is
-   * running and its health URL answers 200. Refused, without any Docker call, when the allow/deny lists forbid it.
+   * Restarts a container through the Docker engine (inspect, then restart: no other Docker call), unless the
+   * anomaly is about its health (unhealthy container, dead owner) and it is running and its health URL answers 200. Refused, without any Docker call, when the allow/deny lists forbid it.
    *
-   * The executed row is written right after the restart call returns. Window: a crash between the two leaves no
-   * row, and the retry inspects again; it restarts a second time only if the container is not healthy by then.
+   * Before the restart call an `attempted` row records the container's StartedAt; the executed row is written
+   * right after the call returns. A crash between the two (the worker killed mid-restart) leaves an attempt and no
+   * executed row: the retry sees StartedAt changed since that attempt, so the container was restarted, and records
+   * that restart as done (naming the attempt that did it) instead of restarting a second time.
    */
   async function restartWorker(input: ActionInput): Promise<ActionResult> {
     const plan = checkInput(input, 'restart_worker');
@@ -332,8 +373,28 @@ export function createActionActivities({ pool, redis, keys, docker, config, log:
       throw err;
     }
     const url = healthUrls.get(name);
+    const attempted = await lastAttempt(input.idempotencyKey);
+    if (attempted && attempted.container === name && attempted.startedAtBefore !== inspected.State.StartedAt) {
+      const done: ActionResult = {
+        action: 'restart_worker',
+        outcome: 'done',
+        details: {
+          container: name,
+          allowed: permitted.why,
+          restartedByAttempt: attempted.attempt,
+          startedAtBefore: attempted.startedAtBefore,
+          startedAt: inspected.State.StartedAt,
+          note: 'an earlier attempt restarted the container and stopped before recording it; not restarted again',
+        },
+      };
+      await record(pool, input, done);
+      return waitForHealth(name, url, done, performance.now());
+    }
     const before = await isHealthy(url, inspected.State.Running);
-    if (before.healthy) {
+    // Health is the problem only for an unhealthy container or a dead lock owner. A worker that fails, crawls or
+    // hangs behind a 200 is restarted while "healthy": the workflow re-ran its detector right before this call.
+    const healthIsTheProblem = plan.anomalyType === 'unhealthy_container' || plan.anomalyType === 'stuck_documents';
+    if (before.healthy && healthIsTheProblem) {
       const result: ActionResult = {
         action: 'restart_worker',
         outcome: 'nothing_to_do',
@@ -347,8 +408,17 @@ export function createActionActivities({ pool, redis, keys, docker, config, log:
       return result;
     }
 
+    await recordAttempt(input, { container: name, startedAtBefore: inspected.State.StartedAt });
     const t0 = performance.now();
-    await container.restart({ t: config.restartStopTimeoutSeconds });
+    // The stop timeout may be long: keep heartbeating through the call.
+    const beat = () => Context.current().heartbeat({ container: name, waiting: 'restart' });
+    beat();
+    const beating = setInterval(beat, 5_000);
+    try {
+      await container.restart({ t: config.restartStopTimeoutSeconds });
+    } finally {
+      clearInterval(beating);
+    }
     const restartMs = Math.round(performance.now() - t0);
     const done: ActionResult = {
       action: 'restart_worker',
@@ -362,8 +432,17 @@ export function createActionActivities({ pool, redis, keys, docker, config, log:
       },
     };
     await record(pool, input, done);
+    return waitForHealth(name, url, done, t0);
+  }
 
-    // Back to health, bounded. Without a health URL, running is all that can be known.
+  /** Back to health after a restart, bounded. Without a health URL, running is all that can be known. */
+  async function waitForHealth(
+    name: string,
+    url: string | undefined,
+    done: ActionResult,
+    t0: number,
+  ): Promise<ActionResult> {
+    const container = docker.getContainer(name);
     const deadline = Date.now() + restartHealthTimeoutMs;
     let last: { healthy: boolean; status?: number } = { healthy: false };
     for (;;) {

@@ -10,7 +10,14 @@ import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import type { HealthTarget } from '../core/config';
 import { parseLockValue, type Keys } from '../core/keys';
-import type { LockInfo, Snapshot, SourceStatus, StageMetrics } from '../core/snapshot';
+import {
+  WORKER_WINDOW_CAP,
+  type LockInfo,
+  type Snapshot,
+  type SourceStatus,
+  type StageMetrics,
+  type WorkerWindow,
+} from '../core/snapshot';
 
 /** Caps of what a snapshot carries (counts stay exact). */
 export const PROCESSING_CAP = 500;
@@ -114,7 +121,7 @@ async function readRedis(deps: MetricsDeps): Promise<RedisPart> {
 
 interface PostgresPart {
   counts: Map<string, StageMetrics['counts']>;
-  window: Map<string, { completed: number; failed: number; meanMs: number | null }>;
+  window: Map<string, StageWindow>;
   lastProgress: Map<string, number | null>;
   processing: Snapshot['processing'];
   processingTotal: number;
@@ -138,12 +145,13 @@ async function readPostgres(deps: MetricsDeps): Promise<PostgresPart> {
         return [stage, Math.round(rows[0]?.['QUERY PLAN'][0]?.Plan['Plan Rows'] ?? 0)] as const;
       }),
     ),
-    pool.query<{ stage: string; completed: number; failed: number; mean_ms: number | null }>(
-      `SELECT stage,
+    // By stage and worker: the same index range as the stage totals, which are the sums.
+    pool.query<{ stage: string; worker_id: string; completed: number; failed: number; mean_ms: number | null }>(
+      `SELECT stage, worker_id,
               count(*) FILTER (WHERE outcome = 'completed')::int AS completed,
               count(*) FILTER (WHERE outcome = 'failed')::int AS failed,
               avg(processing_ms) FILTER (WHERE outcome = 'completed')::float8 AS mean_ms
-         FROM document_events WHERE at > now() - make_interval(secs => $1) GROUP BY stage`,
+         FROM document_events WHERE at > now() - make_interval(secs => $1) GROUP BY stage, worker_id`,
       [windowSeconds],
     ),
     pool.query<{ stage: string; last_event: Date | null; last_start: Date | null }>(
@@ -171,7 +179,7 @@ async function readPostgres(deps: MetricsDeps): Promise<PostgresPart> {
   }
   return {
     counts,
-    window: new Map(window.rows.map((r) => [r.stage, { completed: r.completed, failed: r.failed, meanMs: r.mean_ms }])),
+    window: stageWindows(window.rows),
     lastProgress: new Map(
       progress.rows.map((r) => {
         const times = [r.last_event, r.last_start].filter((d): d is Date => d !== null).map((d) => d.getTime());
@@ -187,6 +195,34 @@ async function readPostgres(deps: MetricsDeps): Promise<PostgresPart> {
     })),
     processingTotal,
   };
+}
+
+interface StageWindow {
+  completed: number;
+  failed: number;
+  meanMs: number | null;
+  workers: WorkerWindow[];
+}
+
+/** Stage totals (the mean weighted by completions) and the per-worker rows, busiest first, capped. */
+function stageWindows(
+  rows: { stage: string; worker_id: string; completed: number; failed: number; mean_ms: number | null }[],
+): Map<string, StageWindow> {
+  const out = new Map<string, StageWindow & { totalMs: number }>();
+  for (const r of rows) {
+    const w = out.get(r.stage) ?? { completed: 0, failed: 0, meanMs: null, workers: [], totalMs: 0 };
+    w.completed += r.completed;
+    w.failed += r.failed;
+    if (r.mean_ms !== null) w.totalMs += r.mean_ms * r.completed;
+    w.workers.push({ worker: r.worker_id, completed: r.completed, failed: r.failed, meanMs: r.mean_ms });
+    out.set(r.stage, w);
+  }
+  for (const w of out.values()) {
+    w.meanMs = w.completed > 0 ? w.totalMs / w.completed : null;
+    w.workers.sort((a, b) => b.completed + b.failed - (a.completed + a.failed) || a.worker.localeCompare(b.worker));
+    w.workers = w.workers.slice(0, WORKER_WINDOW_CAP);
+  }
+  return new Map([...out].map(([stage, { totalMs: _t, ...w }]) => [stage, w]));
 }
 
 async function checkHealthTargets(targets: HealthTarget[], now: () => number): Promise<Snapshot['health']> {
@@ -249,6 +285,7 @@ export async function collectSnapshot(deps: MetricsDeps): Promise<Snapshot> {
       recentMeanMs: w?.meanMs ?? null,
       recentSamples: w?.completed ?? 0,
       lastProgressAt: p?.lastProgress.get(stage) ?? null,
+      workers: w?.workers ?? [],
     };
   });
   return {

@@ -53,7 +53,7 @@ export const ALLOWED_ACTIONS: Record<AnomalyType, readonly ActionType[]> = {
   unhealthy_container: ['restart_worker', 'escalate_to_human', 'no_action'],
   stalled_queue: ['restart_worker', 'escalate_to_human', 'no_action'],
   processing_time_anomaly: ['restart_worker', 'escalate_to_human', 'no_action'],
-  error_rate_spike: ['escalate_to_human', 'restart_worker', 'no_action'],
+  error_rate_spike: ['restart_worker', 'escalate_to_human', 'no_action'],
   lost_documents: ['requeue_documents', 'escalate_to_human', 'no_action'],
   orphaned_entries: ['remove_orphaned_entries', 'escalate_to_human', 'no_action'],
   poison_document: ['quarantine_document', 'escalate_to_human', 'no_action'],

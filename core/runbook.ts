@@ -29,6 +29,8 @@ export interface RunbookContext {
  * - 0.75 poison_document: quarantine stops the crash loop, but parks the document until a human looks.
  * - 0.6 stalled_queue: often a hung consumer (a restart helps), sometimes a dependency.
  * - 0.5 processing_time_anomaly, error_rate_spike: the cause is usually the input or a dependency, not the worker.
+ *   When the detector found the workers that are bad while their peers are fine (`evidence.suspects`), restarting
+ *   them is as well-understood as restarting an unhealthy container: see `runbookConfidence`.
  * - 1.0 llm_unavailable, monitoring_degraded: escalation is the only remedy and it changes nothing.
  */
 export const RUNBOOK_CONFIDENCE: Record<AnomalyType, number> = {
@@ -44,6 +46,23 @@ export const RUNBOOK_CONFIDENCE: Record<AnomalyType, number> = {
   llm_unavailable: 1,
   monitoring_degraded: 1,
 };
+
+/** Confidence of restarting the outlier workers of a stage whose peers are fine (see `outliers` in detectors). */
+export const OUTLIER_RESTART_CONFIDENCE = 0.8;
+
+/**
+ * The runbook's confidence in `action` for `anomaly`: the type's figure, raised for a restart of outlier workers
+ * of an error-rate spike or a slowdown (a restart is only derivable for those types when suspects were found).
+ */
+export function runbookConfidence(anomaly: Anomaly, action: ActionType): number {
+  const outlier =
+    action === 'restart_worker' &&
+    (anomaly.type === 'error_rate_spike' || anomaly.type === 'processing_time_anomaly') &&
+    strings(anomaly.evidence.suspects).length > 0;
+  return outlier
+    ? Math.max(RUNBOOK_CONFIDENCE[anomaly.type], OUTLIER_RESTART_CONFIDENCE)
+    : RUNBOOK_CONFIDENCE[anomaly.type];
+}
 
 /** One line per action: the runbook's reasoning, and the action list of the LLM prompt. */
 export const ACTION_DESCRIPTIONS: Record<ActionType, string> = {
@@ -226,7 +245,7 @@ function runbookPlanOf(anomaly: Anomaly, action: ActionType, params: PlanParams,
     target: anomaly.target,
     params,
     reasoning,
-    confidence: RUNBOOK_CONFIDENCE[anomaly.type],
+    confidence: runbookConfidence(anomaly, action),
     source: 'runbook',
     rung,
   });

@@ -36,7 +36,24 @@ export interface StageMetrics {
   recentSamples: number;
   /** Last time a document of this stage was taken or finished (epoch ms); null if never. */
   lastProgressAt: number | null;
+  /**
+   * The same window by worker (`document_events.worker_id`), busiest first, at most WORKER_WINDOW_CAP: what tells
+   * one bad worker apart from a stage-wide cause. Absent in snapshots recorded before it existed.
+   */
+  workers?: WorkerWindow[];
 }
+
+/** One worker's outcomes in the error-rate window of a stage. */
+export interface WorkerWindow {
+  worker: string;
+  completed: number;
+  failed: number;
+  /** Mean processing time of its completions in the window, ms; null without completions. */
+  meanMs: number | null;
+}
+
+/** Workers listed per stage in a snapshot. */
+export const WORKER_WINDOW_CAP = 50;
 
 export interface ProcessingDocument {
   id: number;

@@ -23,9 +23,9 @@ import { answers200 } from './runner';
 
 export const CHAOS_FAULTS = {
   'kill-worker': '<worker>',
-  'hang-worker': '<worker>',
-  'error-rate': '<stage> <fraction 0..1>',
-  slow: '<stage> <factor>',
+  'hang-worker': '<worker> [silent]',
+  'error-rate': '<stage> <fraction 0..1> [worker]',
+  slow: '<stage> <factor> [worker]',
   'stale-lock': '<n>',
   'stuck-documents': '<n> [stage]',
   'llm-down': '',
@@ -81,12 +81,18 @@ export interface ChaosOptions {
 export interface Chaos {
   /** SIGKILL of the worker's process, or `docker kill` of its container (restart policy `no`: it stays dead). */
   killWorker(worker: string): Promise<ChaosResult>;
-  /** The live worker stops taking documents and answers 503 on /health (fault `hang:<worker>`). */
-  hangWorker(worker: string): Promise<ChaosResult>;
-  /** That fraction of the stage's documents really fails (fault `error-rate:<stage>`). */
-  errorRate(stage: Stage, fraction: number): Promise<ChaosResult>;
-  /** The stage's processing really takes `factor` times longer (fault `slow:<stage>`). */
-  slow(stage: Stage, factor: number): Promise<ChaosResult>;
+  /**
+   * The live worker stops taking documents and answers 503 on /health (fault `hang:<worker>`); `silent`: /health
+   * still answers 200, as with a stuck consumer loop behind a health check that only proves the HTTP server lives.
+   */
+  hangWorker(worker: string, silent?: boolean): Promise<ChaosResult>;
+  /**
+   * That fraction of the stage's documents really fails (fault `error-rate:<stage>`, the input or a dependency);
+   * with `worker`, only that worker's (fault `error-rate@<worker>`, a fault of its process a restart cures).
+   */
+  errorRate(stage: Stage, fraction: number, worker?: string): Promise<ChaosResult>;
+  /** The stage's processing really takes `factor` times longer (fault `slow:<stage>`); with `worker`, only its. */
+  slow(stage: Stage, factor: number, worker?: string): Promise<ChaosResult>;
   /** `n` lease keys on finished documents, owned by a worker id that never had a heartbeat, with a long TTL. */
   staleLocks(n: number): Promise<ChaosResult>;
   /** `n` new documents left `processing` by a dead worker, started long ago, ids in its processing list. */
@@ -103,8 +109,8 @@ export interface Chaos {
 export type ChaosRecord =
   | { fault: 'kill-worker'; at: number; registration: WorkerRegistration }
   | { fault: 'hang-worker'; at: number; worker: string }
-  | { fault: 'error-rate'; at: number; stage: Stage; fraction: number }
-  | { fault: 'slow'; at: number; stage: Stage; factor: number }
+  | { fault: 'error-rate'; at: number; stage: Stage; fraction: number; worker?: string }
+  | { fault: 'slow'; at: number; stage: Stage; factor: number; worker?: string }
   | { fault: 'stale-lock'; at: number; owner: string; locks: { id: number; key: string; value: string }[] }
   | { fault: 'stuck-documents'; at: number; owner: string; stage: Stage; ids: number[] }
   | { fault: 'llm-down'; at: number; via: 'container'; container: string }
@@ -229,12 +235,13 @@ export function createChaos(opts: ChaosOptions): Chaos {
     return { fault: 'kill-worker', worker, kind: 'process', pid: reg.pid, signal: 'SIGKILL', gone };
   }
 
-  async function hangWorker(worker: string): Promise<ChaosResult> {
+  async function hangWorker(worker: string, silent = false): Promise<ChaosResult> {
     await registration(worker);
     const field = `hang:${worker}`;
-    await redis.hset(keys.pipelineFaults(), field, '1');
+    const value = silent ? 'silent' : '1';
+    await redis.hset(keys.pipelineFaults(), field, value);
     await record({ fault: 'hang-worker', at: Date.now(), worker });
-    return { fault: 'hang-worker', worker, set: { [field]: '1' } };
+    return { fault: 'hang-worker', worker, silent, set: { [field]: value } };
   }
 
   function checkStage(stage: string): Stage {
@@ -244,26 +251,36 @@ export function createChaos(opts: ChaosOptions): Chaos {
     return stage as Stage;
   }
 
-  async function errorRate(stage: Stage, fraction: number): Promise<ChaosResult> {
+  /** The fault field of a stage, or of one registered worker of that stage. */
+  async function stageOrWorkerField(fault: string, stage: Stage, worker: string | undefined): Promise<string> {
+    if (worker === undefined) return `${fault}:${stage}`;
+    const reg = await registration(worker);
+    if (reg.stage !== stage) {
+      throw new ChaosError('invalid_argument', `${fault}: worker ${worker} serves ${reg.stage}, not ${stage}`);
+    }
+    return `${fault}@${worker}`;
+  }
+
+  async function errorRate(stage: Stage, fraction: number, worker?: string): Promise<ChaosResult> {
     checkStage(stage);
     if (!Number.isFinite(fraction) || fraction < 0 || fraction > 1) {
       throw new ChaosError('invalid_argument', `error-rate: fraction must be between 0 and 1, got ${fraction}`);
     }
-    const field = `error-rate:${stage}`;
+    const field = await stageOrWorkerField('error-rate', stage, worker);
     await redis.hset(keys.pipelineFaults(), field, String(fraction));
-    await record({ fault: 'error-rate', at: Date.now(), stage, fraction });
-    return { fault: 'error-rate', stage, fraction, set: { [field]: String(fraction) } };
+    await record({ fault: 'error-rate', at: Date.now(), stage, fraction, ...(worker ? { worker } : {}) });
+    return { fault: 'error-rate', stage, ...(worker ? { worker } : {}), fraction, set: { [field]: String(fraction) } };
   }
 
-  async function slow(stage: Stage, factor: number): Promise<ChaosResult> {
+  async function slow(stage: Stage, factor: number, worker?: string): Promise<ChaosResult> {
     checkStage(stage);
     if (!Number.isFinite(factor) || factor <= 0 || factor > 1_000) {
       throw new ChaosError('invalid_argument', `slow: factor must be a number above 0 and at most 1000, got ${factor}`);
     }
-    const field = `slow:${stage}`;
+    const field = await stageOrWorkerField('slow', stage, worker);
     await redis.hset(keys.pipelineFaults(), field, String(factor));
-    await record({ fault: 'slow', at: Date.now(), stage, factor });
-    return { fault: 'slow', stage, factor, set: { [field]: String(factor) } };
+    await record({ fault: 'slow', at: Date.now(), stage, factor, ...(worker ? { worker } : {}) });
+    return { fault: 'slow', stage, ...(worker ? { worker } : {}), factor, set: { [field]: String(factor) } };
   }
 
   function checkCount(what: string, n: number): void {
@@ -441,7 +458,11 @@ export function createChaos(opts: ChaosOptions): Chaos {
       case 'error-rate':
       case 'slow':
         // The fault hash is deleted as a whole before any undo.
-        return { fault: r.fault, ...('worker' in r ? { worker: r.worker } : { stage: r.stage }) };
+        return {
+          fault: r.fault,
+          ...('worker' in r && r.worker ? { worker: r.worker } : {}),
+          ...('stage' in r ? { stage: r.stage } : {}),
+        };
       case 'stale-lock': {
         let removed = 0;
         for (const l of r.locks) removed += await compareAndDelete(l.key, l.value);
@@ -551,9 +572,9 @@ export async function runChaos(chaos: Chaos, fault: string, args: string[]): Pro
   const usage = `${f} ${CHAOS_FAULTS[f]}`.trim();
   const arity: Record<ChaosFault, [number, number]> = {
     'kill-worker': [1, 1],
-    'hang-worker': [1, 1],
-    'error-rate': [2, 2],
-    slow: [2, 2],
+    'hang-worker': [1, 2],
+    'error-rate': [2, 3],
+    slow: [2, 3],
     'stale-lock': [1, 1],
     'stuck-documents': [1, 2],
     'llm-down': [0, 0],
@@ -570,11 +591,21 @@ export async function runChaos(chaos: Chaos, fault: string, args: string[]): Pro
     case 'kill-worker':
       return chaos.killWorker(args[0]!);
     case 'hang-worker':
-      return chaos.hangWorker(args[0]!);
+      if (args[1] !== undefined && args[1] !== 'silent') {
+        throw new ChaosError(
+          'invalid_argument',
+          `hang-worker: the second argument can only be "silent", got "${args[1]}"`,
+        );
+      }
+      return chaos.hangWorker(args[0]!, args[1] === 'silent');
     case 'error-rate':
-      return chaos.errorRate(parseStage(args[0]), parseNumber('error-rate fraction', args[1], { min: 0, max: 1 }));
+      return chaos.errorRate(
+        parseStage(args[0]),
+        parseNumber('error-rate fraction', args[1], { min: 0, max: 1 }),
+        args[2],
+      );
     case 'slow':
-      return chaos.slow(parseStage(args[0]), parseNumber('slow factor', args[1], { min: 0.01, max: 1_000 }));
+      return chaos.slow(parseStage(args[0]), parseNumber('slow factor', args[1], { min: 0.01, max: 1_000 }), args[2]);
     case 'stale-lock':
       return chaos.staleLocks(parseNumber('stale-lock n', args[0], { int: true, min: 1, max: 1_000 }));
     case 'stuck-documents':

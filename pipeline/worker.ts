@@ -95,6 +95,8 @@ interface Faults {
   errorRate: number;
   slow: number;
   hang: boolean;
+  /** A hang /health does not see (its HTTP server and heartbeat are fine; the consumer loop is stuck). */
+  silentHang: boolean;
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -128,10 +130,12 @@ function parseFaults(hash: Record<string, string>, stage: Stage, worker: string)
     const n = v === undefined ? NaN : Number(v);
     return Number.isFinite(n) && n >= min && n <= max ? n : def;
   };
+  // A stage-wide fault (the input, a dependency) and a fault of this process alone: the worse one applies.
   return {
-    errorRate: num(hash[`error-rate:${stage}`], 0, 1, 0),
-    slow: num(hash[`slow:${stage}`], 0, 10_000, 1),
-    hang: hash[`hang:${worker}`] === '1',
+    errorRate: Math.max(num(hash[`error-rate:${stage}`], 0, 1, 0), num(hash[`error-rate@${worker}`], 0, 1, 0)),
+    slow: Math.max(num(hash[`slow:${stage}`], 0, 10_000, 1), num(hash[`slow@${worker}`], 0, 10_000, 1)),
+    hang: hash[`hang:${worker}`] === '1' || hash[`hang:${worker}`] === 'silent',
+    silentHang: hash[`hang:${worker}`] === 'silent',
   };
 }
 
@@ -158,7 +162,7 @@ export async function startPipelineWorker(input: PipelineWorkerOptions): Promise
   const finishDocument = defineScript(redis, 'pipelineFinishDocument', FINISH_DOCUMENT);
   const giveBack = defineScript(redis, 'pipelineGiveBack', GIVE_BACK);
 
-  let faults: Faults = { errorRate: 0, slow: 1, hang: false };
+  let faults: Faults = { errorRate: 0, slow: 1, hang: false, silentHang: false };
   let state: WorkerState = 'idle';
   let stopping = false;
   let current: { id: string; since: number } | undefined;
@@ -169,7 +173,7 @@ export async function startPipelineWorker(input: PipelineWorkerOptions): Promise
   async function health(): Promise<{ code: number; body: Record<string, unknown> }> {
     const [r, p] = await Promise.all([settle(redis.ping(), 1_000), settle(pool.query('SELECT 1'), 1_000)]);
     const problems: string[] = [];
-    if (state === 'hung') problems.push('hung: not taking documents');
+    if (state === 'hung' && !faults.silentHang) problems.push('hung: not taking documents');
     if (state === 'stopping') problems.push('stopping');
     if (!r.ok) problems.push(`redis: ${r.error}`);
     if (!p.ok) problems.push(`postgres: ${p.error}`);
@@ -239,8 +243,9 @@ export async function startPipelineWorker(input: PipelineWorkerOptions): Promise
   }
   try {
     await beat();
-    // A hang belongs to the process that hung: a restarted worker starts healthy, as a real hung process would.
-    await redis.hdel(keys.pipelineFaults(), `hang:${worker}`);
+    // A hang, or errors and slowness of this process alone (a broken connection pool, a leak), belong to the
+    // process: a restarted worker starts healthy, as a real one would. Stage-wide faults stay.
+    await redis.hdel(keys.pipelineFaults(), `hang:${worker}`, `error-rate@${worker}`, `slow@${worker}`);
     await pollFaults();
   } catch (err) {
     server.close();

@@ -119,6 +119,14 @@ const actions = proxyActivities<ReturnType<typeof createActionActivities>>({
   retry: { maximumAttempts: 5, initialInterval: '2 seconds', maximumInterval: '30 seconds' },
 });
 
+/** Restarts heartbeat throughout: a worker that dies mid-restart is noticed in 30 s, not at the 2-minute timeout. */
+const restarts = proxyActivities<ReturnType<typeof createActionActivities>>({
+  taskQueue: TaskQueue.actions,
+  startToCloseTimeout: '2 minutes',
+  heartbeatTimeout: '30 seconds',
+  retry: { maximumAttempts: 5, initialInterval: '2 seconds', maximumInterval: '30 seconds' },
+});
+
 function analysisProxy(timeoutMs: number) {
   return proxyActivities<ReturnType<typeof createAnalysisActivities>>({
     // The LLM timeout is enforced inside the activity; this bounds a stuck worker.
@@ -132,7 +140,7 @@ function runAction(plan: Plan, idempotencyKey: string) {
   const input = { plan, idempotencyKey };
   switch (plan.action) {
     case 'restart_worker':
-      return actions.restartWorker(input);
+      return restarts.restartWorker(input);
     case 'requeue_documents':
       return actions.requeueDocuments(input);
     case 'clear_stale_locks':
@@ -431,6 +439,24 @@ export async function healingWorkflow(input: HealingInput): Promise<HealingStatu
           return escalate(`refused by policy before acting: ${recheck.verdict.reasons.join('; ')}`);
         }
 
+        // A restart for a problem health checks cannot see (errors, slowness, a stall): only while the detector
+        // still finds it. Blind (Redis or Postgres unreadable) is not "still there": a human decides.
+        if (plan.action === 'restart_worker' && !HEALTH_TYPES.includes(anomaly.type)) {
+          const still = await verify(input);
+          if (still.healed || still.blind) {
+            await finishPermit({ idempotencyKey: key, now: Date.now(), outcome: 'nothing_to_do' });
+            await audit({
+              step: 'skipped',
+              action: plan.action,
+              params: { planId: plan.id },
+              decidedBy: 'policy',
+              outcome: still.note,
+            });
+            if (still.blind) return escalate(`${plan.action} not run: ${still.note}`);
+            return finish('healed', `gone before acting: ${still.note}`);
+          }
+        }
+
         // 5. Act
         enter('executing', `${plan.action}${plan.params.container ? ` ${plan.params.container}` : ''}`);
         let result: { outcome: string; details?: Record<string, unknown>; escalate?: boolean };
@@ -469,8 +495,13 @@ export async function healingWorkflow(input: HealingInput): Promise<HealingStatu
       }
 
       // 6. Verify
-      enter('verifying', `waiting ${policy.verifyDelaySeconds} s, then re-running the ${anomaly.type} detector`);
-      await sleep(policy.verifyDelaySeconds * 1000);
+      // Rates and means over a window still hold the outcomes from before the fix until the window has passed.
+      const windowed = anomaly.type === 'error_rate_spike' || anomaly.type === 'processing_time_anomaly';
+      const verifyDelaySeconds = windowed
+        ? Math.max(policy.verifyDelaySeconds, input.thresholds.errorRateWindowSeconds)
+        : policy.verifyDelaySeconds;
+      enter('verifying', `waiting ${verifyDelaySeconds} s, then re-running the ${anomaly.type} detector`);
+      await sleep(verifyDelaySeconds * 1000);
       const healed = await verify(input);
       status.verification = { at: Date.now(), healed: healed.healed, note: healed.note };
       await audit({
@@ -514,8 +545,11 @@ export async function healingWorkflow(input: HealingInput): Promise<HealingStatu
   }
 }
 
+/** Anomalies a failing health check shows: a healthy container means they are gone. */
+const HEALTH_TYPES: readonly string[] = ['unhealthy_container', 'stuck_documents'];
+
 /** Re-collects the snapshot (and the containers) and re-runs the same detector. */
-async function verify(input: HealingInput): Promise<{ healed: boolean; note: string }> {
+async function verify(input: HealingInput): Promise<{ healed: boolean; blind?: boolean; note: string }> {
   const [snapshot, docker] = await Promise.all([
     collectMetrics(),
     inspectContainers({ names: input.containers, labels: input.containerLabels }),
@@ -529,7 +563,7 @@ async function verify(input: HealingInput): Promise<{ healed: boolean; note: str
   // Container anomalies cannot be verified without Docker's view of the containers.
   const needed = input.anomaly.type === 'unhealthy_container' ? ['redis', 'postgres', 'docker'] : ['redis', 'postgres'];
   const blind = r.degraded.filter((s) => needed.includes(s));
-  if (blind.length > 0) return { healed: false, note: `cannot verify: ${blind.join(', ')} unreadable` };
+  if (blind.length > 0) return { healed: false, blind: true, note: `cannot verify: ${blind.join(', ')} unreadable` };
   if (r.present) return { healed: false, note: r.current?.summary ?? 'still detected' };
   return { healed: true, note: `${input.anomaly.type} no longer detected on ${input.anomaly.target}` };
 }

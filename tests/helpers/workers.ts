@@ -42,32 +42,55 @@ export async function createTestWorkers(opts: {
   t: TestEnv;
   config: Config;
   docker?: Docker;
+  /** The task queues to serve here; default all three (another process may serve the rest). */
+  only?: (keyof typeof TaskQueue)[];
 }): Promise<TestWorkers> {
   const { t, config, connection, namespace } = opts;
   const docker = opts.docker ?? new Docker();
   const workflowBundleReady = await workflowBundle();
   const clients = { pool: t.pool, redis: t.redis };
-  const monitor = await Worker.create({
-    connection,
-    namespace,
-    taskQueue: TaskQueue.monitor,
-    workflowBundle: workflowBundleReady,
-    activities: monitorActivities(config, clients),
-  });
-  const healing = await Worker.create({
-    connection,
-    namespace,
-    taskQueue: TaskQueue.healing,
-    workflowBundle: workflowBundleReady,
-    activities: healingActivities(config, clients),
-  });
-  const actions = await Worker.create({
-    connection,
-    namespace,
-    taskQueue: TaskQueue.actions,
-    activities: actionsActivities(config, { ...clients, docker }),
-  });
+  const only = new Set(opts.only ?? ['monitor', 'healing', 'actions']);
+  const created: Worker[] = [];
+  if (only.has('monitor')) {
+    created.push(
+      await Worker.create({
+        connection,
+        namespace,
+        taskQueue: TaskQueue.monitor,
+        workflowBundle: workflowBundleReady,
+        activities: monitorActivities(config, clients),
+      }),
+    );
+  }
+  if (only.has('healing')) {
+    created.push(
+      await Worker.create({
+        connection,
+        namespace,
+        taskQueue: TaskQueue.healing,
+        workflowBundle: workflowBundleReady,
+        activities: healingActivities(config, clients),
+      }),
+    );
+  }
+  if (only.has('actions')) {
+    created.push(
+      await Worker.create({
+        connection,
+        namespace,
+        taskQueue: TaskQueue.actions,
+        activities: actionsActivities(config, { ...clients, docker }),
+      }),
+    );
+  }
   return {
-    run: (body) => monitor.runUntil(healing.runUntil(actions.runUntil(body))),
+    run<T>(body: () => Promise<T>): Promise<T> {
+      let wrapped = body;
+      for (const w of created) {
+        const inner = wrapped;
+        wrapped = () => w.runUntil(inner());
+      }
+      return wrapped();
+    },
   };
 }

@@ -15,7 +15,7 @@ import {
   type Detector,
   type Thresholds,
 } from '../../core/detectors';
-import type { CycleRecord, Snapshot } from '../../core/snapshot';
+import type { CycleRecord, Snapshot, WorkerWindow } from '../../core/snapshot';
 import type { AnomalyType } from '../../core/types';
 import { history, snapshot, stage, T0, thresholds } from '../helpers/snapshots';
 
@@ -168,6 +168,126 @@ describe('processing_time_anomaly (factor 3, min 5 samples)', () => {
       fires: [],
     },
   ]);
+});
+
+/** A stage whose window is the sum of its workers' rows; containers named like the workers serve it. */
+const byWorker = (rows: WorkerWindow[], at = NOW) => {
+  const completed = rows.reduce((n, w) => n + w.completed, 0);
+  const failed = rows.reduce((n, w) => n + w.failed, 0);
+  const totalMs = rows.reduce((n, w) => n + (w.meanMs ?? 0) * w.completed, 0);
+  return snapshot(at, {
+    stages: [
+      stage('extract', {
+        windowCompleted: completed,
+        windowFailed: failed,
+        recentMeanMs: completed > 0 ? totalMs / completed : null,
+        recentSamples: completed,
+        workers: rows,
+      }),
+      stage('evaluate'),
+    ],
+    containers: rows.map((w) => ({
+      name: w.worker,
+      state: 'running',
+      running: true,
+      restartCount: 0,
+      stage: 'extract',
+    })),
+  });
+};
+const w = (worker: string, completed: number, failed: number, meanMs: number | null = 100): WorkerWindow => ({
+  worker,
+  completed,
+  failed,
+  meanMs,
+});
+
+describe('one bad worker among fine peers: the suspects a restart may act on', () => {
+  const detect = (d: Detector, s: Snapshot, h: CycleRecord[] = []) => d(s, h, thresholds, NOW);
+  const baseline = (at: number) => byWorker([w('x-1', 25, 0), w('x-2', 25, 0)], at);
+
+  const cases: {
+    name: string;
+    detector: Detector;
+    snapshot: Snapshot;
+    suspects: string[] | null;
+  }[] = [
+    {
+      name: 'error rate: x-2 fails 80%, x-1 fine: x-2 is the suspect (stage rate 40%)',
+      detector: detectErrorRateSpike,
+      snapshot: byWorker([w('x-1', 30, 0), w('x-2', 5, 20)]),
+      suspects: ['x-2'],
+    },
+    {
+      name: 'error rate: one bad worker of five fires even though the stage rate is under the threshold',
+      detector: detectErrorRateSpike,
+      snapshot: byWorker([w('x-1', 30, 0), w('x-2', 30, 0), w('x-3', 30, 0), w('x-4', 30, 0), w('x-5', 0, 25)]),
+      suspects: ['x-5'],
+    },
+    {
+      name: 'error rate: every worker fails alike: stage-wide, no suspect',
+      detector: detectErrorRateSpike,
+      snapshot: byWorker([w('x-1', 10, 15), w('x-2', 10, 15)]),
+      suspects: [],
+    },
+    {
+      name: 'error rate: the only worker fails: nobody to compare with, no suspect',
+      detector: detectErrorRateSpike,
+      snapshot: byWorker([w('x-1', 5, 20)]),
+      suspects: [],
+    },
+    {
+      name: 'error rate: peers with too few samples prove nothing: no suspect',
+      detector: detectErrorRateSpike,
+      snapshot: byWorker([w('x-1', 3, 0), w('x-2', 5, 20)]),
+      suspects: [],
+    },
+    {
+      name: 'error rate: a worker under its minimum samples is not a suspect (and the stage is fine)',
+      detector: detectErrorRateSpike,
+      snapshot: byWorker([w('x-1', 80, 0), w('x-2', 0, 19)]),
+      suspects: null,
+    },
+    {
+      name: 'slowdown: x-2 at 10x, x-1 at baseline: fires on x-2 alone though the stage mean is under 3x',
+      detector: detectProcessingTimeAnomaly,
+      snapshot: byWorker([w('x-1', 50, 0, 100), w('x-2', 5, 0, 1000)]),
+      suspects: ['x-2'],
+    },
+    {
+      name: 'slowdown: every worker slow alike: stage-wide, no suspect',
+      detector: detectProcessingTimeAnomaly,
+      snapshot: byWorker([w('x-1', 20, 0, 500), w('x-2', 20, 0, 500)]),
+      suspects: [],
+    },
+    {
+      name: 'slowdown: a slow worker with fewer completions than the minimum is not a suspect',
+      detector: detectProcessingTimeAnomaly,
+      snapshot: byWorker([w('x-1', 50, 0, 100), w('x-2', 4, 0, 1000)]),
+      suspects: null,
+    },
+  ];
+  it.each(cases)('$name', (c) => {
+    const out = detect(c.detector, c.snapshot, history(NOW, 20, 5 * S, baseline));
+    if (c.suspects === null) {
+      expect(out).toEqual([]);
+      return;
+    }
+    expect(out).toHaveLength(1);
+    expect(out[0]!.target).toBe('extract');
+    expect(out[0]!.evidence.suspects).toEqual(c.suspects);
+    // Only suspects that are containers serving the stage can be restarted; never a peer.
+    expect(out[0]!.evidence.containers).toEqual(c.suspects);
+    for (const s of c.suspects) expect(out[0]!.summary).toContain(s);
+  });
+
+  it('a suspect that is not a container of the stage is named but not offered for a restart', () => {
+    const s = byWorker([w('x-1', 30, 0), w('x-2', 5, 20)]);
+    s.containers = [{ name: 'x-1', state: 'running', running: true, restartCount: 0, stage: 'extract' }];
+    const [a] = detect(detectErrorRateSpike, s);
+    expect(a!.evidence.suspects).toEqual(['x-2']);
+    expect(a!.evidence.containers).toEqual([]);
+  });
 });
 
 const health =

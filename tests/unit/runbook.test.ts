@@ -9,8 +9,10 @@ import {
   canonicalJson,
   deriveParams,
   fnv1a64,
+  OUTLIER_RESTART_CONFIDENCE,
   planId,
   RUNBOOK_CONFIDENCE,
+  runbookConfidence,
   runbookPlan,
   withPlanId,
 } from '../../core/runbook';
@@ -39,7 +41,13 @@ function expectRunbookPlan(plan: Plan, anomaly: Anomaly) {
   expect([...ALLOWED_ACTIONS[anomaly.type], 'escalate_to_human']).toContain(plan.action);
   expect(plan.action).not.toBe('no_action');
   expect(plan.source).toBe('runbook');
-  expect(plan.confidence).toBe(RUNBOOK_CONFIDENCE[anomaly.type]);
+  expect(plan.confidence).toBe(runbookConfidence(anomaly, plan.action));
+  const outlierRestart =
+    plan.action === 'restart_worker' &&
+    ['error_rate_spike', 'processing_time_anomaly'].includes(anomaly.type) &&
+    Array.isArray(anomaly.evidence.suspects) &&
+    anomaly.evidence.suspects.length > 0;
+  expect(plan.confidence).toBe(outlierRestart ? OUTLIER_RESTART_CONFIDENCE : RUNBOOK_CONFIDENCE[anomaly.type]);
   expect(plan.fallbackReason).toBeUndefined();
   const { id, ...rest } = plan;
   expect(id).toBe(planId(rest));
@@ -122,23 +130,46 @@ describe('runbookPlan per type and rung', () => {
         planRung: 1,
       },
       {
-        name: 'error-rate spike, rung 0: escalate (first on its ladder)',
+        name: 'error-rate spike, stage-wide (no suspect container): escalate',
         anomaly: a('error_rate'),
         rung: 0,
         action: 'escalate_to_human',
+        planRung: 1,
       },
       {
-        name: 'error-rate spike, rung 1, a container in evidence: restart it',
-        anomaly: make('error_rate_spike', { failed: 30, containers: ['pipeline-extract-1'] }),
-        rung: 1,
+        name: 'error-rate spike, rung 0, one failing worker whose peers are fine: restart it',
+        anomaly: make('error_rate_spike', {
+          failed: 30,
+          suspects: ['pipeline-extract-1'],
+          containers: ['pipeline-extract-1'],
+        }),
+        rung: 0,
         action: 'restart_worker',
         params: { container: 'pipeline-extract-1' },
       },
       {
-        name: 'error-rate spike, rung 1, no container: escalate',
-        anomaly: a('error_rate'),
+        name: 'error-rate spike, rung 1 (the restart did not heal): escalate',
+        anomaly: make('error_rate_spike', { suspects: ['pipeline-extract-1'], containers: ['pipeline-extract-1'] }),
         rung: 1,
         action: 'escalate_to_human',
+      },
+      {
+        name: 'slowdown, rung 0, one slow worker whose peers are fine: restart it',
+        anomaly: make('processing_time_anomaly', {
+          factor: 8,
+          suspects: ['pipeline-extract-2'],
+          containers: ['pipeline-extract-2'],
+        }),
+        rung: 0,
+        action: 'restart_worker',
+        params: { container: 'pipeline-extract-2' },
+      },
+      {
+        name: 'slowdown, stage-wide (no suspect): escalate, never a blind restart',
+        anomaly: make('processing_time_anomaly', { factor: 8, suspects: [], containers: [] }),
+        rung: 0,
+        action: 'escalate_to_human',
+        planRung: 1,
       },
       {
         name: 'lost documents: requeue to the stage in evidence',
@@ -289,7 +320,8 @@ describe('allowedActionsAt', () => {
     expect(allowedActionsAt('stuck_documents', 0)).toEqual(ALLOWED_ACTIONS.stuck_documents);
     expect(allowedActionsAt('stuck_documents', 1)).toEqual(['restart_worker', 'escalate_to_human']);
     expect(allowedActionsAt('stuck_documents', 7)).toEqual(['escalate_to_human']);
-    expect(allowedActionsAt('error_rate_spike', 1)).toEqual(['restart_worker', 'escalate_to_human']);
+    expect(allowedActionsAt('error_rate_spike', 1)).toEqual(['escalate_to_human']);
+    expect(allowedActionsAt('processing_time_anomaly', 1)).toEqual(['escalate_to_human']);
     expect(allowedActionsAt('llm_unavailable', 0)).toEqual(['escalate_to_human']);
   });
 });
