@@ -22,9 +22,11 @@ import pino from 'pino';
 import type { HealthTarget } from '../core/config';
 import type { Keys } from '../core/keys';
 import type { Plan } from '../core/plan';
+import { escalationCommands } from '../core/notify';
 import { containerAllowed } from '../core/safety';
 import type { ActionType } from '../core/types';
 import { CLEAR_STALE_LOCKS, REMOVE_ENTRIES, REQUEUE_CHUNK } from './actions-lua';
+import { createEscalationNotifier, loadDetectedAnomaly, type WebhookFormat } from './notify';
 
 export const ActionOutcome = {
   /** The action was carried out. */
@@ -85,8 +87,14 @@ export interface ActionConfig {
   restartHealthTimeoutMs?: number;
   /** Milliseconds one webhook POST may take. Default 5000. */
   webhookTimeoutMs?: number;
-  /** Attempts of the webhook POST (network errors, 429 and 5xx are retried). Default 3. */
+  /** Attempts of the webhook POST (network errors, 429 and 5xx are retried). Default 4. */
   webhookAttempts?: number;
+  /** Milliseconds before the second webhook attempt, doubled before each next one. Default 500. */
+  webhookBackoffMs?: number;
+  /** ESCALATION_WEBHOOK_FORMAT: `json` (default) or `slack`. */
+  escalationWebhookFormat?: WebhookFormat;
+  /** TEMPORAL_UI_URL: base of the Web UI, for a link to the run in escalations. */
+  temporalUiUrl?: string;
 }
 
 export interface ActionDeps {
@@ -113,10 +121,6 @@ const WORKER_RE = /^[A-Za-z0-9_.-]+$/;
 
 function invalid(message: string): never {
   throw ApplicationFailure.nonRetryable(message, ActionErrorType.invalid_input);
-}
-
-function errorText(err: unknown): string {
-  return (err instanceof Error ? err.message : String(err)).split('\n')[0] ?? '';
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -654,31 +658,13 @@ export function createActionActivities({ pool, redis, keys, docker, config, log:
 
   // ---- escalate_to_human ------------------------------------------------------------------------------------
 
-  async function postWebhook(body: unknown): Promise<Record<string, unknown>> {
-    const url = config.escalationWebhookUrl;
-    if (!url) return { webhook: 'not configured' };
-    const attempts = Math.max(1, config.webhookAttempts ?? 3);
-    let last = '';
-    for (let attempt = 1; attempt <= attempts; attempt++) {
-      try {
-        const res = await fetch(url, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify(body),
-          signal: AbortSignal.timeout(config.webhookTimeoutMs ?? 5_000),
-        });
-        await res.body?.cancel();
-        if (res.ok) return { webhook: 'delivered', status: res.status, attempts: attempt };
-        last = `HTTP ${res.status}`;
-        // A client error other than rate limiting will not get better by repeating it.
-        if (res.status < 500 && res.status !== 429) break;
-      } catch (err) {
-        last = errorText(err);
-      }
-      if (attempt < attempts) await sleep(250 * 2 ** (attempt - 1));
-    }
-    return { webhook: 'failed', error: last, attempts };
-  }
+  const notifier = createEscalationNotifier({
+    url: config.escalationWebhookUrl,
+    format: config.escalationWebhookFormat,
+    attempts: config.webhookAttempts,
+    timeoutMs: config.webhookTimeoutMs,
+    backoffMs: config.webhookBackoffMs,
+  });
 
   /**
    * Tells a human: one log line, and the webhook when configured (with the commands that approve or reject).
@@ -689,27 +675,23 @@ export function createActionActivities({ pool, redis, keys, docker, config, log:
     const plan = checkInput(input, 'escalate_to_human');
     const prior = await priorResult('escalate_to_human', input.idempotencyKey);
     if (prior) return prior;
-    const { workflowId } = activityRun();
+    const { workflowId, runId } = activityRun();
     const reason = plan.params.reason ?? plan.reasoning;
-    const commands = {
-      approve: `selfheal approve ${workflowId} --by NAME`,
-      reject: `selfheal reject ${workflowId} --by NAME --reason TEXT`,
-    };
-    const text =
-      `selfheal needs a human: ${plan.anomalyType} on ${plan.target}: ${reason}\n` +
-      `Workflow ${workflowId}. Approve: \`${commands.approve}\`  Reject: \`${commands.reject}\``;
+    const anomaly = await loadDetectedAnomaly(pool, workflowId, runId);
+    const commands = escalationCommands(workflowId);
     log.warn(
-      { workflowId, anomalyType: plan.anomalyType, target: plan.target, planId: plan.id, reason, commands },
+      { workflowId, runId, anomalyType: plan.anomalyType, target: plan.target, planId: plan.id, reason, commands },
       'escalation: human attention needed',
     );
-    const delivery = await postWebhook({
-      text,
+    // Retried inside (see activities/notify.ts); the outcome (delivered or not, attempts, last status) is recorded.
+    const delivery = await notifier.notify({
       workflowId,
-      anomalyType: plan.anomalyType,
-      target: plan.target,
-      reason,
+      runId,
+      namespace: Context.current().info.namespace,
       plan,
-      commands,
+      anomaly,
+      webUiUrl: config.temporalUiUrl,
+      at: Date.now(),
     });
     const result: ActionResult = {
       action: 'escalate_to_human',

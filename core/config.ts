@@ -197,6 +197,13 @@ export const configSchema = z.object({
   ESCALATION_WEBHOOK_URL: optionalUrl(['http:', 'https:']).describe(
     'Webhook called on escalation (Slack-compatible or generic JSON).',
   ),
+  ESCALATION_WEBHOOK_FORMAT: z
+    .enum(['json', 'slack'], { error: 'expected json or slack' })
+    .default('json')
+    .describe('Escalation webhook body: `json` (`selfheal.escalation.v1` object) or `slack` (text and blocks).'),
+  TEMPORAL_UI_URL: optionalUrl(['http:', 'https:']).describe(
+    'Temporal Web UI base URL (e.g. http://127.0.0.1:8233): escalations link to the run.',
+  ),
   METRICS_PORT: integer(8001, 1, 65_535, 'port number').describe('Port of the HTTP metrics server.'),
   METRICS_HOST: z
     .string()
@@ -249,6 +256,15 @@ export const configSchema = z.object({
     .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
     .default('info')
     .describe('pino log level.'),
+  SDK_METRICS_PORT: integer(0, 0, 65_533, 'port number (0 = off)').describe(
+    'SDK Prometheus `/metrics` port of the monitor worker; healing uses +1, actions +2; 0 = off.',
+  ),
+  SDK_METRICS_HOST: z
+    .string()
+    .trim()
+    .regex(/^[A-Za-z0-9.:-]+$/, { error: 'expected a host name or IP address' })
+    .default('127.0.0.1')
+    .describe("Address the workers' SDK metrics endpoints bind to."),
 });
 
 export type Config = z.output<typeof configSchema>;

@@ -79,6 +79,8 @@ export function actionsActivities(
         restartStopTimeoutSeconds: config.RESTART_STOP_TIMEOUT,
         healthTargets: config.HEALTH_TARGETS,
         escalationWebhookUrl: config.ESCALATION_WEBHOOK_URL,
+        escalationWebhookFormat: config.ESCALATION_WEBHOOK_FORMAT,
+        temporalUiUrl: config.TEMPORAL_UI_URL,
         containerAllowlist: config.CONTAINER_ALLOWLIST,
         containerDenylist: config.CONTAINER_DENYLIST,
       },
