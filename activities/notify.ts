@@ -217,9 +217,12 @@ export function createEscalationNotifier(config: NotifierConfig): EscalationNoti
         onTry: (t) => {
           ctx?.heartbeat({ webhookAttempt: t.attempt });
           const ok = t.status !== undefined && t.status >= 200 && t.status < 300;
+          // `webhookAttempt`, not `attempt`: the activity logger's own `attempt` is the activity's retry count.
+          const { attempt, ...rest } = t;
           ctx?.log[ok ? 'info' : 'warn'](ok ? 'escalation webhook delivered' : 'escalation webhook attempt failed', {
             format,
-            ...t,
+            webhookAttempt: attempt,
+            ...rest,
           });
         },
       });

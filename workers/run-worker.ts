@@ -2,7 +2,24 @@ import { NativeConnection, Runtime, Worker, type WorkerOptions } from '@temporal
 import type { Config } from '../core/config';
 import type { TaskQueue } from '../workflows/definitions';
 import { stopWhenParentGoes } from './env';
-import { createLogger } from './logger';
+import { createLogger, createTemporalLogger } from './logger';
+
+/** Offset of each worker's SDK metrics port from SDK_METRICS_PORT: three workers on one host need three ports. */
+const SDK_METRICS_PORT_OFFSET: Record<TaskQueue, number> = {
+  'selfheal-monitor': 0,
+  'selfheal-healing': 1,
+  'selfheal-actions': 2,
+};
+
+/**
+ * `host:port` of this worker's SDK Prometheus endpoint (SDK_METRICS_HOST, SDK_METRICS_PORT + the worker's offset),
+ * or undefined when SDK_METRICS_PORT is 0 (off).
+ */
+export function sdkMetricsAddress(config: Config, taskQueue: TaskQueue): string | undefined {
+  if (!config.SDK_METRICS_PORT) return undefined;
+  const host = config.SDK_METRICS_HOST.includes(':') ? `[${config.SDK_METRICS_HOST}]` : config.SDK_METRICS_HOST;
+  return `${host}:${config.SDK_METRICS_PORT + SDK_METRICS_PORT_OFFSET[taskQueue]}`;
+}
 
 export interface RunWorkerOptions {
   name: string;
@@ -23,14 +40,15 @@ export interface RunWorkerOptions {
  */
 export async function runWorker(opts: RunWorkerOptions): Promise<void> {
   const log = createLogger(opts.name, opts.config.LOG_LEVEL);
+  const metricsAddress = sdkMetricsAddress(opts.config, opts.taskQueue);
   Runtime.install({
-    logger: {
-      log: (level, message, meta) => log[level.toLowerCase() as 'info'](meta ?? {}, message),
-      trace: (message, meta) => log.trace(meta ?? {}, message),
-      debug: (message, meta) => log.debug(meta ?? {}, message),
-      info: (message, meta) => log.info(meta ?? {}, message),
-      warn: (message, meta) => log.warn(meta ?? {}, message),
-      error: (message, meta) => log.error(meta ?? {}, message),
+    logger: createTemporalLogger(log),
+    telemetryOptions: {
+      // Core's own records go through the same pino logger instead of its plain-text console output.
+      logging: { filter: { core: 'WARN', other: 'ERROR' }, forward: {} },
+      ...(metricsAddress
+        ? { metrics: { prometheus: { bindAddress: metricsAddress }, globalTags: { worker: opts.name } } }
+        : {}),
     },
   });
   const connection = await NativeConnection.connect({ address: opts.config.TEMPORAL_ADDRESS });
@@ -45,7 +63,10 @@ export async function runWorker(opts: RunWorkerOptions): Promise<void> {
   stopWhenParentGoes(() => {
     if (worker.getState() === 'RUNNING') worker.shutdown();
   });
-  log.info({ taskQueue: opts.taskQueue }, 'worker started');
+  log.info(
+    { taskQueue: opts.taskQueue, ...(metricsAddress ? { sdkMetrics: `http://${metricsAddress}/metrics` } : {}) },
+    'worker started',
+  );
   try {
     await worker.run();
   } finally {

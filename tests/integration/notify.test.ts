@@ -294,10 +294,10 @@ describe('escalateToHuman with the webhook (real Postgres)', () => {
       expect(JSON.stringify(row)).not.toContain('XXXXsecretXXXX');
       // Each attempt is logged through the activity logger, so the line names the run.
       const attempts = sdkLog.filter((l) => /escalation webhook/.test(l.message));
-      expect(attempts.map((l): unknown[] => [l.level, l.meta?.attempt])).toEqual([
-        ['WARN', 1],
-        ['WARN', 2],
-        ['INFO', 3],
+      expect(attempts.map((l): unknown[] => [l.level, l.meta?.webhookAttempt, l.meta?.attempt])).toEqual([
+        ['WARN', 1, 1],
+        ['WARN', 2, 1],
+        ['INFO', 3, 1],
       ]);
       for (const l of attempts) expect(l.meta).toMatchObject({ workflowId, workflowRunId: runId });
     } finally {
