@@ -15,6 +15,7 @@ import { loadConfigOrExit } from '../workers/env';
 import { doctorExitCode, runDoctor } from './doctor';
 import { decideHealing, listHealings, parseDuration, readAudit, showHealing, withClient } from './healings';
 import { printTable } from './output';
+import { registerDemoCommand } from './demo';
 import { registerScheduleCommand } from './schedule-command';
 import { registerStatusCommand } from './status';
 import { up } from './up';
@@ -243,6 +244,7 @@ export function buildCli(): Command {
 
   registerStatusCommand(program, withConfig);
   registerScheduleCommand(program, withConfig);
+  registerDemoCommand(program);
 
   return program;
 }
