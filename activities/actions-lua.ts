@@ -1,8 +1,51 @@
 /**
  * Redis scripts of the remediation actions. Each runs atomically in Redis: no pipeline worker can observe the state
  * between its steps, which is what makes a compare-and-delete safe and a requeue invisible until it is complete.
- * Every key a script touches is passed in KEYS.
+ * Every key a script touches is passed in KEYS, except the processing lists of LISTS_TO_SEARCH (see there).
  */
+
+/**
+ * Lua, shared by the collector and the requeue: `lists` becomes every list to search, the given KEYS plus every key
+ * matching the processing-list pattern, found by SCAN inside the script. Processing lists come and go (Redis drops
+ * an empty list, a worker's BLMOVE creates it again): found outside the script, a list created in between would be
+ * missed and its document reported lost. Inside, nothing moves while the script runs.
+ */
+export const LISTS_TO_SEARCH = `
+local function lists_to_search(first_key, pattern)
+  local lists = {}
+  for k = first_key, #KEYS do lists[#lists + 1] = KEYS[k] end
+  local cursor = '0'
+  repeat
+    local r = redis.call('SCAN', cursor, 'MATCH', pattern, 'COUNT', 1000)
+    cursor = r[1]
+    for _, key in ipairs(r[2]) do lists[#lists + 1] = key end
+  until cursor == '0'
+  return lists
+end
+
+-- Removes from pending (a set of ids, with its size) every id found in the lists, walking each from its tail (where
+-- workers take, and where the oldest entries are) in chunks, and stopping as soon as every id was found.
+local function find_in_lists(lists, pending, left)
+  local found = 0
+  for _, list in ipairs(lists) do
+    if left == 0 then break end
+    local stop = redis.call('LLEN', list) - 1
+    while stop >= 0 and left > 0 do
+      local start = stop - 999
+      if start < 0 then start = 0 end
+      for _, v in ipairs(redis.call('LRANGE', list, start, stop)) do
+        if pending[v] then
+          pending[v] = nil
+          left = left - 1
+          found = found + 1
+        end
+      end
+      stop = start - 1
+    end
+  end
+  return found
+end
+`;
 
 /**
  * The Redis half of requeueing one chunk of documents of one (stage, owner) group, after the Postgres commit.
@@ -109,3 +152,41 @@ local n = math.min(tonumber(ARGV[2]), present)
 if ARGV[3] == '1' then n = math.min(n, present - 1) end
 if n <= 0 then return 0 end
 return redis.call('LREM', KEYS[1], n, ARGV[1])`;
+
+/**
+ * The Redis half of requeueing lost documents (queued in Postgres, in no list), exactly once per chunk: each id is
+ * pushed only if it is in none of the lists, all checked in the same atomic step as the push, so an id that came
+ * back meanwhile (a worker's own recovery, an operator) is never pushed twice.
+ *
+ * KEYS[1] = `queue:<stage>`, KEYS[2] = the chunk's done-marker, KEYS[3..] = the other stages' queues. ARGV[1] =
+ * marker TTL in seconds, ARGV[2] = the processing-list pattern (those lists are found by SCAN inside the script),
+ * ARGV[3..] = document ids.
+ *
+ * Returns { ids pushed, ids already in a list }, or { -1, 0 } when the chunk was applied before.
+ */
+export const REQUEUE_LOST_CHUNK = `${LISTS_TO_SEARCH}
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[1])) then
+  return { -1, 0 }
+end
+local pending = {}
+local left = 0
+for i = 3, #ARGV do
+  if not pending[ARGV[i]] then
+    pending[ARGV[i]] = true
+    left = left + 1
+  end
+end
+local lists = lists_to_search(3, ARGV[2])
+table.insert(lists, 1, KEYS[1])
+local present = find_in_lists(lists, pending, left)
+local push = {}
+for i = 3, #ARGV do
+  if pending[ARGV[i]] then
+    push[#push + 1] = ARGV[i]
+    pending[ARGV[i]] = nil
+  end
+end
+for i = 1, #push, 1000 do
+  redis.call('LPUSH', KEYS[1], unpack(push, i, math.min(i + 999, #push)))
+end
+return { #push, present }`;

@@ -20,12 +20,12 @@ import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import pino from 'pino';
 import type { HealthTarget } from '../core/config';
-import type { Keys } from '../core/keys';
+import { STAGES, type Keys } from '../core/keys';
 import type { Plan } from '../core/plan';
 import { escalationCommands } from '../core/notify';
 import { containerAllowed } from '../core/safety';
 import type { ActionType } from '../core/types';
-import { CLEAR_STALE_LOCKS, REMOVE_ENTRIES, REQUEUE_CHUNK } from './actions-lua';
+import { CLEAR_STALE_LOCKS, REMOVE_ENTRIES, REQUEUE_CHUNK, REQUEUE_LOST_CHUNK } from './actions-lua';
 import { createEscalationNotifier, loadDetectedAnomaly, type WebhookFormat } from './notify';
 
 export const ActionOutcome = {
@@ -75,6 +75,10 @@ export interface ActionConfig {
   requeueCap: number;
   /** Seconds Docker gives a container to stop before killing it, on restart (RESTART_STOP_TIMEOUT). */
   restartStopTimeoutSeconds: number;
+  /** LOST_DOCUMENT_THRESHOLD: a lost document is requeued only if untouched this long. Default 600. */
+  lostDocumentSeconds?: number;
+  /** PIPELINE_STAGES: whose queues a lost document must be in none of. Default the reference stages. */
+  stages?: readonly string[];
   /** HEALTH_TARGETS: the health URL of each container, by container name. */
   healthTargets: HealthTarget[];
   /** ESCALATION_WEBHOOK_URL: POSTed on escalation when set. A secret: never logged. */
@@ -195,6 +199,7 @@ export function createActionActivities({ pool, redis, keys, docker, config, log:
   redis.defineCommand('selfhealRequeueChunk', { lua: REQUEUE_CHUNK });
   redis.defineCommand('selfhealClearStaleLocks', { lua: CLEAR_STALE_LOCKS });
   redis.defineCommand('selfhealRemoveEntries', { lua: REMOVE_ENTRIES });
+  redis.defineCommand('selfhealRequeueLostChunk', { lua: REQUEUE_LOST_CHUNK });
   const runScript = (name: string, keyList: string[], args: (string | number)[]) =>
     scripts[name]!.call(redis, keyList.length, ...keyList, ...args);
 
@@ -539,6 +544,7 @@ export function createActionActivities({ pool, redis, keys, docker, config, log:
    */
   async function requeueDocuments(input: ActionInput): Promise<ActionResult> {
     const plan = checkInput(input, 'requeue_documents');
+    if (plan.anomalyType === 'lost_documents') return requeueLost(input, plan);
     const requested = documentIdsOf(plan);
     const stage = plan.params.stage;
     if (stage !== undefined && (typeof stage !== 'string' || !STAGE_RE.test(stage))) {
@@ -603,6 +609,93 @@ export function createActionActivities({ pool, redis, keys, docker, config, log:
     const groups = Array.isArray(redo) ? (redo as RequeueGroup[]) : [];
     const applied = await applyRequeueInRedis(input.idempotencyKey, groups);
     return { ...result, details: { ...result.details, redis: applied } };
+  }
+
+  /**
+   * Lost documents (queued in Postgres, in no list) back on their queue, exactly once each.
+   *
+   * 1. One transaction: the rows still `queued` in the plan's stage and not touched since the plan's evidence
+   *    (`updated_at` older than LOST_DOCUMENT_THRESHOLD), `FOR UPDATE SKIP LOCKED`; requeue_count + 1 (or `dead`
+   *    past MAX_REQUEUES), updated_at now; the executed row with the ids to push; COMMIT.
+   * 2. Redis, per chunk, one atomic script: every list of the pipeline is checked and only the ids in none of them
+   *    are pushed (never one that is already in a list), with the chunk's done-marker.
+   */
+  async function requeueLost(input: ActionInput, plan: Plan): Promise<ActionResult> {
+    const requested = documentIdsOf(plan);
+    const stage = plan.params.stage;
+    if (typeof stage !== 'string' || !STAGE_RE.test(stage)) {
+      invalid(`requeue_documents: lost documents need their stage, got ${JSON.stringify(stage)}`);
+    }
+    const ids = requested.slice(0, config.requeueCap);
+    const deferred = requested.length - ids.length;
+    const deadError = `dead-lettered by selfheal after ${config.maxRequeues} requeues: lost from its queue again`;
+    const { result, redo } = await inTransaction(input, 'requeue_documents', async (db) => {
+      const { rows } = await db.query<{ id: number; status: string }>(
+        `WITH lost AS (
+           SELECT id, requeue_count FROM documents
+            WHERE id = ANY($1::bigint[]) AND status = 'queued' AND stage = $2
+              AND updated_at < now() - make_interval(secs => $5)
+            ORDER BY id
+            FOR UPDATE SKIP LOCKED)
+         UPDATE documents d
+            SET status        = CASE WHEN l.requeue_count + 1 > $3 THEN 'dead' ELSE 'queued' END,
+                requeue_count = CASE WHEN l.requeue_count + 1 > $3 THEN d.requeue_count ELSE d.requeue_count + 1 END,
+                error         = CASE WHEN l.requeue_count + 1 > $3 THEN $4 ELSE d.error END,
+                updated_at    = now()
+           FROM lost l
+          WHERE d.id = l.id
+         RETURNING d.id, d.status`,
+        [ids, stage, config.maxRequeues, deadError, config.lostDocumentSeconds ?? 600],
+      );
+      const push = rows
+        .filter((r) => r.status === 'queued')
+        .map((r) => r.id)
+        .sort((a, b) => a - b);
+      const quarantined = rows
+        .filter((r) => r.status === 'dead')
+        .map((r) => r.id)
+        .sort((a, b) => a - b);
+      const acted = push.length + quarantined.length;
+      return {
+        result: {
+          action: 'requeue_documents',
+          outcome: acted === 0 && deferred === 0 ? 'nothing_to_do' : deferred > 0 ? 'partial' : 'done',
+          details: {
+            stage,
+            lost: true,
+            requested: requested.length,
+            requeued: push,
+            quarantined,
+            notLost: ids.length - acted,
+            deferred,
+            maxRequeues: config.maxRequeues,
+          },
+          ...(quarantined.length > 0 ? { escalate: true } : {}),
+        },
+        redo: { stage, push },
+      };
+    });
+    const work = redo as { stage: string; push: number[] } | undefined;
+    if (!work || work.push.length === 0) return result;
+    const queues = (config.stages ?? STAGES).filter((s) => s !== work.stage).map((s) => keys.queue(s));
+    let pushed = 0;
+    let alreadyInAList = 0;
+    let chunksAlreadyApplied = 0;
+    for (let i = 0, index = 0; i < work.push.length; i += REQUEUE_SCRIPT_CHUNK, index++) {
+      const chunk = work.push.slice(i, i + REQUEUE_SCRIPT_CHUNK).map(String);
+      const marker = `${keys.prefix}selfheal:requeue-lost:${input.idempotencyKey}:${index}`;
+      const [n, present] = (await runScript(
+        'selfhealRequeueLostChunk',
+        [keys.queue(work.stage), marker, ...queues],
+        [REQUEUE_MARKER_TTL_SECONDS, keys.processingPattern(), ...chunk],
+      )) as [number, number];
+      if (n < 0) chunksAlreadyApplied++;
+      else {
+        pushed += n;
+        alreadyInAList += present;
+      }
+    }
+    return { ...result, details: { ...result.details, redis: { pushed, alreadyInAList, chunksAlreadyApplied } } };
   }
 
   // ---- clear_stale_locks ------------------------------------------------------------------------------------

@@ -10,9 +10,11 @@ import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import type { HealthTarget } from '../core/config';
 import { parseLockValue, type Keys } from '../core/keys';
+import { reconcile } from './reconcile';
 import {
   WORKER_WINDOW_CAP,
   type LockInfo,
+  type Reconciliation,
   type Snapshot,
   type SourceStatus,
   type StageMetrics,
@@ -36,6 +38,10 @@ export interface MetricsDeps {
   ollamaModel: string;
   /** s of the error-rate and recent-processing-time window. */
   windowSeconds: number;
+  /** s a document may stay queued in no list before it is lost (LOST_DOCUMENT_THRESHOLD). */
+  lostDocumentSeconds: number;
+  /** Reconcile Postgres with the Redis lists (lost documents, orphan entries). Default true; off for benchmarks. */
+  reconcile?: boolean;
   /** The clock, injectable for tests. */
   now?: () => number;
 }
@@ -63,6 +69,7 @@ async function scanAll(redis: Redis, pattern: string): Promise<string[]> {
 }
 
 interface RedisPart {
+  processingLists: string[];
   queueDepth: Map<string, number>;
   processingDepth: Map<string, number>;
   liveWorkers: string[];
@@ -116,7 +123,15 @@ async function readRedis(deps: MetricsDeps): Promise<RedisPart> {
       }
     });
   }
-  return { queueDepth, processingDepth, liveWorkers, staleLocks, staleLockTotal, locksTotal: lockKeys.length };
+  return {
+    processingLists,
+    queueDepth,
+    processingDepth,
+    liveWorkers,
+    staleLocks,
+    staleLockTotal,
+    locksTotal: lockKeys.length,
+  };
 }
 
 interface PostgresPart {
@@ -273,6 +288,15 @@ export async function collectSnapshot(deps: MetricsDeps): Promise<Snapshot> {
     checkHealthTargets(deps.healthTargets, now),
     checkOllama(deps.ollamaHost, deps.ollamaModel),
   ]);
+  // Needs both stores: only when both answered.
+  let reconciliation: Reconciliation | undefined;
+  if (r && p && deps.reconcile !== false) {
+    try {
+      reconciliation = await bounded(reconcile(deps));
+    } catch (err) {
+      reconciliation = { lost: [], lostCandidates: 0, orphans: [], entriesChecked: 0, error: errorLine(err) };
+    }
+  }
   const stages: StageMetrics[] = deps.stages.map((stage) => {
     const w = p?.window.get(stage);
     return {
@@ -308,6 +332,7 @@ export async function collectSnapshot(deps: MetricsDeps): Promise<Snapshot> {
     health,
     containers: [],
     ollama,
+    ...(reconciliation ? { reconcile: reconciliation } : {}),
   };
 }
 

@@ -13,6 +13,13 @@
  *             options: --docs N (default 100000), --cap N (default 10000), --locks N (default 10000),
  *             --rounds N (restart rounds, default 3)
  *
+ *   monitor   one snapshot (`collectSnapshot`, no health targets) at --docs documents of which --queued are queued (and
+ *             waiting in queue:extract), p50/p95 over --cycles runs: without reconciliation, with reconciliation
+ *             when nothing is lost (every candidate found near the consuming end), and with --lost documents lost
+ *             (the membership script walks every list)
+ *             options: --docs N (default 1000000), --queued N (default 100000), --lost N (default 1000),
+ *             --cycles N (default 30)
+ *
  * Runs against the local Postgres, Redis and Docker (scripts/dev.sh services), in a schema and Redis prefix of
  * its own that it removes afterwards.
  */
@@ -27,6 +34,7 @@ import { DefaultLogger } from '@temporalio/worker';
 import Docker from 'dockerode';
 import pino from 'pino';
 import { createActionActivities, type ActionInput, type ActionResult } from '../activities/actions';
+import { collectSnapshot } from '../activities/metrics';
 import type { Plan, PlanParams } from '../core/plan';
 import type { ActionType } from '../core/types';
 import { generateDocuments } from '../pipeline/generator';
@@ -443,13 +451,103 @@ async function benchHeal(args: string[]): Promise<void> {
   }
 }
 
+// ---- monitor ------------------------------------------------------------------------------------------------
+
+const percentile = (xs: number[], p: number) => {
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+};
+
+async function benchMonitor(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      docs: { type: 'string', default: '1000000' },
+      queued: { type: 'string', default: '100000' },
+      lost: { type: 'string', default: '1000' },
+      cycles: { type: 'string', default: '30' },
+    },
+  });
+  const docs = Number(values.docs);
+  const queued = Number(values.queued);
+  const lost = Number(values.lost);
+  const cycles = Number(values.cycles);
+  const t = await createTestEnv();
+  try {
+    const t0 = Date.now();
+    // Completed documents first (the bulk), then the queued ones, oldest first; all queued for an hour already.
+    await t.pool.query(
+      `INSERT INTO documents (stage, status, created_at, updated_at, completed_at)
+       SELECT 'evaluate', 'completed', now() - interval '2 hours', now() - interval '2 hours', now() - interval '2 hours'
+         FROM generate_series(1, $1::int)`,
+      [docs - queued],
+    );
+    const { rows } = await t.pool.query<{ id: string }>(
+      `INSERT INTO documents (stage, status, created_at, updated_at)
+       SELECT 'extract', 'queued', now() - interval '1 hour' + make_interval(secs => n / 1000.0),
+              now() - interval '1 hour' + make_interval(secs => n / 1000.0)
+         FROM generate_series(1, $1::int) AS n ORDER BY n RETURNING id::text AS id`,
+      [queued],
+    );
+    await t.pool.query('ANALYZE documents');
+    // LPUSH in id order: the oldest id ends at the tail, where workers take (and the membership walk starts).
+    const ids = rows.map((r) => r.id);
+    for (let i = 0; i < ids.length; i += 10_000)
+      await t.redis.lpush(t.keys.queue('extract'), ...ids.slice(i, i + 10_000));
+    console.log(
+      `monitor: ${docs} documents, ${queued} queued in queue:extract, set up in ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+    );
+
+    const deps = {
+      redis: t.redis,
+      pool: t.pool,
+      keys: t.keys,
+      stages: ['extract', 'evaluate'],
+      healthTargets: [],
+      ollamaHost: 'http://127.0.0.1:9',
+      ollamaModel: 'none',
+      windowSeconds: 300,
+      lostDocumentSeconds: 600,
+    };
+    const measure = async (label: string, reconcile: boolean) => {
+      const ms: number[] = [];
+      let last: Awaited<ReturnType<typeof collectSnapshot>> | undefined;
+      for (let i = 0; i < cycles; i++) {
+        const s0 = performance.now();
+        last = await collectSnapshot({ ...deps, reconcile });
+        ms.push(performance.now() - s0);
+      }
+      const rec = last?.reconcile;
+      return {
+        snapshot: label,
+        p50_ms: Number(percentile(ms, 50).toFixed(1)),
+        p95_ms: Number(percentile(ms, 95).toFixed(1)),
+        lost_found: rec ? rec.lost.length : '-',
+        candidates: rec ? rec.lostCandidates : '-',
+        entries_checked: rec ? rec.entriesChecked : '-',
+      };
+    };
+    const out = [
+      await measure('without reconciliation', false),
+      await measure('with reconciliation, nothing lost', true),
+    ];
+    // The oldest `lost` queued ids vanish from the queue: the walk must cover every list to prove them lost.
+    await t.redis.ltrim(t.keys.queue('extract'), 0, -(lost + 1));
+    out.push(await measure(`with reconciliation, ${lost} lost`, true));
+    table(out);
+  } finally {
+    await t.cleanup();
+  }
+}
+
 async function main(): Promise<void> {
   const [what = 'all', ...rest] = process.argv.slice(2);
+  if (what === 'monitor' || what === 'all') await benchMonitor(what === 'monitor' ? rest : []);
   if (what === 'up' || what === 'all') await benchUp();
   if (what === 'pipeline' || what === 'all') await benchPipeline(rest);
   if (what === 'heal' || what === 'all') await benchHeal(what === 'heal' ? rest : []);
-  if (!['up', 'pipeline', 'heal', 'all'].includes(what)) {
-    console.error(`unknown benchmark "${what}": expected up, pipeline, heal or all`);
+  if (!['up', 'pipeline', 'heal', 'monitor', 'all'].includes(what)) {
+    console.error(`unknown benchmark "${what}": expected up, pipeline, heal, monitor or all`);
     process.exit(2);
   }
 }

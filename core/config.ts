@@ -282,6 +282,7 @@ export function thresholdsFrom(config: Config): Thresholds {
     healthFailuresBeforeUnhealthy: config.HEALTH_FAILURES_BEFORE_UNHEALTHY,
     fireAfterCycles: config.ANOMALY_FIRE_CYCLES,
     clearAfterCycles: config.ANOMALY_CLEAR_CYCLES,
+    poisonCrashes: config.POISON_CRASHES,
   };
 }
 export type ConfigKey = keyof z.input<typeof configSchema>;

@@ -28,6 +28,8 @@ export interface Thresholds {
   fireAfterCycles: number;
   /** Consecutive cycles a fired anomaly must be absent before it clears. */
   clearAfterCycles: number;
+  /** Deaths of different worker processes while processing one document before it is poison (POISON_CRASHES). */
+  poisonCrashes?: number;
 }
 
 export type Detector = (snapshot: Snapshot, history: CycleRecord[], t: Thresholds, now: number) => Anomaly[];
@@ -382,6 +384,125 @@ export const detectLlmUnavailable: Detector = (snapshot, _history, _t, now) => {
   ];
 };
 
+/** Lost document ids in evidence: as many as one requeue takes by default (REQUEUE_CAP), so one healing does it. */
+export const LOST_EVIDENCE_CAP = 1_000;
+
+export const detectLostDocuments: Detector = (snapshot, _history, _t, now) => {
+  const rec = snapshot.reconcile;
+  if (!rec || rec.error || rec.lost.length === 0) return [];
+  const byStage = new Map<string, typeof rec.lost>();
+  for (const d of rec.lost) byStage.set(d.stage, [...(byStage.get(d.stage) ?? []), d]);
+  return [...byStage.entries()].map(([stage, docs]) => {
+    const oldest = Math.min(...docs.map((d) => d.queuedSince));
+    return anomaly(
+      'lost_documents',
+      stage,
+      docs.length >= 100 ? 'critical' : 'warning',
+      `${stage}: ${docs.length} queued documents are in no queue or processing list (oldest queued ${Math.round((now - oldest) / 1000)} s ago)`,
+      {
+        stage,
+        count: docs.length,
+        documentIds: docs.slice(0, LOST_EVIDENCE_CAP).map((d) => d.id),
+        oldestQueuedSince: oldest,
+        candidatesChecked: rec.lostCandidates,
+      },
+      now,
+    );
+  });
+};
+
+export const detectOrphanedEntries: Detector = (snapshot, _history, _t, now) => {
+  const rec = snapshot.reconcile;
+  if (!rec || rec.error || rec.orphans.length === 0) return [];
+  const byQueue = new Map<string, typeof rec.orphans>();
+  for (const e of rec.orphans) byQueue.set(e.queue, [...(byQueue.get(e.queue) ?? []), e]);
+  return [...byQueue.entries()].map(([queue, entries]) => {
+    const reasons: Record<string, number> = {};
+    for (const e of entries) reasons[e.reason] = (reasons[e.reason] ?? 0) + 1;
+    const described = Object.entries(reasons)
+      .sort()
+      .map(([r, n]) => `${n} ${r}`)
+      .join(', ');
+    return anomaly(
+      'orphaned_entries',
+      queue,
+      'warning',
+      `queue:${queue} holds ${entries.length} entries that should not be there (${described})`,
+      {
+        stage: queue,
+        entries: entries.map((e) => ({ queue: e.queue, id: e.id, count: e.count, reason: e.reason })),
+        reasons,
+        entriesChecked: rec.entriesChecked,
+      },
+      now,
+    );
+  });
+};
+
+/**
+ * Deaths of worker processes observed while they were processing a document: in a snapshot, a processing row whose
+ * worker is a container that is not running or has no heartbeat; between two snapshots, a container that started
+ * again (a restart in between) while it had the row. Keyed by document, then by `worker@incarnation` (the
+ * container's start time), so one death seen over many cycles counts once.
+ */
+function deathsByDocument(records: Snapshot[]): Map<number, Set<string>> {
+  const deaths = new Map<number, Set<string>>();
+  const add = (id: number, who: string) => deaths.set(id, (deaths.get(id) ?? new Set()).add(who));
+  let prev: Snapshot | undefined;
+  for (const s of records) {
+    const containers = new Map(s.containers.map((c) => [c.name, c]));
+    const live = new Set(s.liveWorkers);
+    for (const d of s.processing) {
+      if (!d.workerId) continue;
+      const c = containers.get(d.workerId);
+      if (c ? !c.running : !live.has(d.workerId)) add(d.id, `${d.workerId}@${c?.startedAt ?? 'process'}`);
+    }
+    if (prev) {
+      const before = new Map(prev.containers.map((c) => [c.name, c]));
+      for (const d of prev.processing) {
+        if (!d.workerId) continue;
+        const was = before.get(d.workerId);
+        const is = containers.get(d.workerId);
+        if (was?.startedAt !== undefined && is?.startedAt !== undefined && is.startedAt !== was.startedAt) {
+          add(d.id, `${d.workerId}@${was.startedAt}`);
+        }
+      }
+    }
+    prev = s;
+  }
+  return deaths;
+}
+
+export const detectPoisonDocument: Detector = (snapshot, history, t, now) => {
+  const threshold = t.poisonCrashes ?? 3;
+  const deaths = deathsByDocument([...history.map((r) => r.snapshot), snapshot]);
+  const out: Anomaly[] = [];
+  // Only a document that is still being processed (by a live or a dead worker): once quarantined it is gone.
+  for (const d of snapshot.processing) {
+    const seen = deaths.get(d.id);
+    if (!seen || seen.size < threshold) continue;
+    const workers = [...new Set([...seen].map((k) => k.slice(0, k.lastIndexOf('@'))))].sort();
+    out.push(
+      anomaly(
+        'poison_document',
+        String(d.id),
+        'critical',
+        `document ${d.id} (${d.stage}) was being processed when ${seen.size} worker processes died (${workers.join(', ')})`,
+        {
+          stage: d.stage,
+          documentIds: [d.id],
+          crashes: seen.size,
+          deaths: [...seen].sort().slice(0, EVIDENCE_ID_CAP),
+          workers,
+          threshold,
+        },
+        now,
+      ),
+    );
+  }
+  return out;
+};
+
 /** Pipeline detectors: they run only when Redis and Postgres could both be read. */
 export const PIPELINE_DETECTORS: Detector[] = [
   detectStalledQueue,
@@ -390,6 +511,9 @@ export const PIPELINE_DETECTORS: Detector[] = [
   detectUnhealthyContainer,
   detectStuckDocuments,
   detectStaleLocks,
+  detectLostDocuments,
+  detectOrphanedEntries,
+  detectPoisonDocument,
 ];
 
 /**

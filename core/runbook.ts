@@ -4,7 +4,7 @@
  * hash approvals are bound to). Pure and deterministic: it runs in activities, in tests and in the workflow
  * sandbox (no node:crypto, no clock).
  */
-import { EVIDENCE_ID_CAP } from './detectors';
+import { EVIDENCE_ID_CAP, LOST_EVIDENCE_CAP } from './detectors';
 import { ALLOWED_ACTIONS, type Plan, type PlanParams } from './plan';
 import { sanitizeUntrusted } from './redact';
 import type { Result } from './result';
@@ -26,7 +26,8 @@ export interface RunbookContext {
  *   re-checking; cannot touch a live lease or a live entry.
  * - 0.85 stuck_documents, lost_documents: requeue is exactly-once per document and dead-letters after MAX_REQUEUES.
  * - 0.8 unhealthy_container: a restart cures a crashed or hung process, not a bad config or a dead dependency.
- * - 0.75 poison_document: quarantine stops the crash loop, but parks the document until a human looks.
+ * - 0.85 poison_document: POISON_CRASHES worker deaths on one document are strong evidence; quarantine stops the
+ *   crash loop and only parks the document (status dead, reason kept) until a human looks.
  * - 0.6 stalled_queue: often a hung consumer (a restart helps), sometimes a dependency.
  * - 0.5 processing_time_anomaly, error_rate_spike: the cause is usually the input or a dependency, not the worker.
  *   When the detector found the workers that are bad while their peers are fine (`evidence.suspects`), restarting
@@ -39,7 +40,7 @@ export const RUNBOOK_CONFIDENCE: Record<AnomalyType, number> = {
   stuck_documents: 0.85,
   lost_documents: 0.85,
   unhealthy_container: 0.8,
-  poison_document: 0.75,
+  poison_document: 0.85,
   stalled_queue: 0.6,
   processing_time_anomaly: 0.5,
   error_rate_spike: 0.5,
@@ -105,13 +106,13 @@ export function ladderIndex(type: AnomalyType, action: ActionType): number {
 const strings = (v: unknown): string[] =>
   Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string' && x.length > 0) : [];
 
-function documentIds(v: unknown): number[] {
+function documentIds(v: unknown, cap = EVIDENCE_ID_CAP): number[] {
   if (!Array.isArray(v)) return [];
   const out = new Set<number>();
   for (const x of v as unknown[]) {
     const n = typeof x === 'string' && /^\d{1,15}$/.test(x) ? Number(x) : x;
     if (typeof n === 'number' && Number.isSafeInteger(n) && n > 0) out.add(n);
-    if (out.size >= EVIDENCE_ID_CAP) break;
+    if (out.size >= cap) break;
   }
   return [...out];
 }
@@ -178,7 +179,10 @@ export function deriveParams(anomaly: Anomaly, action: ActionType, context: Runb
         : { ok: false, error: 'no known container to restart in the evidence' };
     }
     case 'requeue_documents': {
-      const ids = documentIds(anomaly.evidence.documentIds);
+      const ids = documentIds(
+        anomaly.evidence.documentIds,
+        anomaly.type === 'lost_documents' ? LOST_EVIDENCE_CAP : EVIDENCE_ID_CAP,
+      );
       const stage =
         anomaly.type !== 'stuck_documents' && typeof anomaly.evidence.stage === 'string'
           ? anomaly.evidence.stage

@@ -110,6 +110,41 @@ export interface Snapshot {
   health: HealthResult[];
   containers: ContainerState[];
   ollama: { reachable: boolean; modelPresent: boolean; error?: string };
+  /**
+   * Postgres reconciled with the Redis lists (lost documents, orphan entries); absent when Redis or Postgres did not
+   * answer, or in snapshots recorded before it existed.
+   */
+  reconcile?: Reconciliation;
+}
+
+/** A document `queued` past LOST_DOCUMENT_THRESHOLD that is in no queue and no processing list. */
+export interface LostDocument {
+  id: number;
+  stage: string;
+  /** epoch ms of its last update (when it became queued). */
+  queuedSince: number;
+}
+
+/** A queue entry whose document is completed, dead or missing, or an id present more than once in a queue. */
+export interface OrphanEntry {
+  /** The stage whose queue holds it. */
+  queue: string;
+  id: string;
+  /** Occurrences seen in the examined part of the queue. */
+  count: number;
+  reason: 'completed' | 'dead' | 'missing' | 'duplicate';
+}
+
+export interface Reconciliation {
+  /** Lost documents among the candidates, oldest first. */
+  lost: LostDocument[];
+  /** Candidates examined (queued past the threshold, oldest first, capped). */
+  lostCandidates: number;
+  orphans: OrphanEntry[];
+  /** Queue entries examined (the next ones to be consumed, per queue). */
+  entriesChecked: number;
+  /** Why reconciliation could not run this cycle. */
+  error?: string;
 }
 
 /** One entry of the `monitoring:metrics` stream: the snapshot and what the detectors made of it. */

@@ -29,6 +29,9 @@ export const CHAOS_FAULTS = {
   'stale-lock': '<n>',
   'stuck-documents': '<n> [stage]',
   'llm-down': '',
+  'redis-flush': '',
+  'duplicate-entries': '<n> [stage]',
+  poison: '<n> [stage]',
   clear: '',
 } as const;
 export type ChaosFault = keyof typeof CHAOS_FAULTS;
@@ -99,6 +102,19 @@ export interface Chaos {
   stuckDocuments(n: number, stage?: Stage): Promise<ChaosResult>;
   /** Stops the LLM: its Docker container, else SIGSTOP of its registered local process. */
   llmDown(): Promise<ChaosResult>;
+  /**
+   * What a Redis restart without persistence does: every key under the pipeline's prefix is deleted (queues,
+   * processing lists, leases, heartbeats, selfheal's own history), except this tool's bookkeeping
+   * (`pipeline:workers`, `pipeline:chaos`, `pipeline:llm`), which a real pipeline does not have.
+   */
+  redisFlush(): Promise<ChaosResult>;
+  /**
+   * `n` ids already waiting in `queue:<stage>` pushed a second time (a retried LPUSH), and `n` ids of completed
+   * documents pushed (a push after the commit was already done): duplicate and orphaned entries.
+   */
+  duplicateEntries(n: number, stage?: Stage): Promise<ChaosResult>;
+  /** `n` new documents whose processing kills the worker process that takes them (exit 137, every time). */
+  poison(n: number, stage?: Stage): Promise<ChaosResult>;
   /** Undoes every fault recorded, from whichever process injected it. */
   clear(): Promise<ChaosResult>;
   /** Faults set and chaos records not yet cleared. */
@@ -113,6 +129,9 @@ export type ChaosRecord =
   | { fault: 'slow'; at: number; stage: Stage; factor: number; worker?: string }
   | { fault: 'stale-lock'; at: number; owner: string; locks: { id: number; key: string; value: string }[] }
   | { fault: 'stuck-documents'; at: number; owner: string; stage: Stage; ids: number[] }
+  | { fault: 'redis-flush'; at: number; deleted: number }
+  | { fault: 'duplicate-entries'; at: number; stage: Stage; duplicates: string[]; orphans: string[] }
+  | { fault: 'poison'; at: number; stage: Stage; ids: number[] }
   | { fault: 'llm-down'; at: number; via: 'container'; container: string }
   | { fault: 'llm-down'; at: number; via: 'process'; pid: number; argv?: string[] };
 
@@ -361,6 +380,55 @@ export function createChaos(opts: ChaosOptions): Chaos {
     };
   }
 
+  async function redisFlush(): Promise<ChaosResult> {
+    const keep = new Set([chaosKey(keys), llmKey(keys), keys.pipelineWorkers()]);
+    let deleted = 0;
+    let cursor = '0';
+    do {
+      const [next, batch] = await redis.scan(cursor, 'MATCH', `${keys.prefix}*`, 'COUNT', 1000);
+      cursor = next;
+      const doomed = batch.filter((k) => !keep.has(k));
+      if (doomed.length > 0) deleted += await redis.unlink(...doomed);
+    } while (cursor !== '0');
+    await record({ fault: 'redis-flush', at: Date.now(), deleted });
+    return { fault: 'redis-flush', deleted, kept: [...keep].sort() };
+  }
+
+  async function duplicateEntries(n: number, stage: Stage = STAGES[0]): Promise<ChaosResult> {
+    checkCount('duplicate-entries', n);
+    checkStage(stage);
+    const waiting = await redis.lrange(keys.queue(stage), -n, -1);
+    const { rows } = await pool.query<{ id: string }>(
+      `SELECT id::text AS id FROM documents WHERE status = 'completed' ORDER BY completed_at DESC NULLS LAST LIMIT $1`,
+      [n],
+    );
+    if (waiting.length < n || rows.length < n) {
+      throw new ChaosError(
+        'not_enough_documents',
+        `duplicate-entries: needs ${n} entries waiting in queue:${stage} (has ${waiting.length}) and ${n} completed documents (has ${rows.length})`,
+      );
+    }
+    const orphans = rows.map((r) => r.id);
+    await redis.lpush(keys.queue(stage), ...waiting, ...orphans);
+    await record({ fault: 'duplicate-entries', at: Date.now(), stage, duplicates: waiting, orphans });
+    return { fault: 'duplicate-entries', stage, duplicates: waiting, orphans, queue: keys.queue(stage) };
+  }
+
+  async function poison(n: number, stage: Stage = STAGES[0]): Promise<ChaosResult> {
+    checkCount('poison', n);
+    checkStage(stage);
+    const { rows } = await pool.query<{ id: number }>(
+      `INSERT INTO documents (stage, status, payload)
+       SELECT $1, 'queued', jsonb_build_object('title', 'poison document ' || n, 'chaos', 'poison')
+         FROM generate_series(1, $2::int) AS n ORDER BY n RETURNING id`,
+      [stage, n],
+    );
+    const ids = rows.map((r) => r.id);
+    await redis.lpush(keys.queue(stage), ...ids);
+    await record({ fault: 'poison', at: Date.now(), stage, ids });
+    return { fault: 'poison', stage, documents: ids, effect: 'the worker that takes one exits with code 137' };
+  }
+
   async function findLlmProcess(): Promise<LlmProcess | undefined> {
     const raws = [await redis.get(llmKey(keys)), await redis.hget(keys.pipelineWorkers(), 'llm')];
     for (const raw of raws) {
@@ -482,6 +550,27 @@ export function createChaos(opts: ChaosOptions): Chaos {
         await m.exec();
         return { fault: r.fault, owner: r.owner, requeued };
       }
+      case 'redis-flush':
+        // Nothing to restore: that is the point. The pipeline's rows are intact; the lists are what was lost.
+        return { fault: r.fault, deleted: r.deleted };
+      case 'duplicate-entries': {
+        let removed = 0;
+        for (const id of r.duplicates) {
+          if ((await redis.lpos(keys.queue(r.stage), id, 'COUNT', 0)).length > 1) {
+            removed += await redis.lrem(keys.queue(r.stage), 1, id);
+          }
+        }
+        for (const id of r.orphans) removed += await redis.lrem(keys.queue(r.stage), 0, id);
+        return { fault: r.fault, stage: r.stage, removed };
+      }
+      case 'poison': {
+        const { rows } = await pool.query<{ id: number }>(
+          `UPDATE documents SET status = 'dead', error = 'poison document removed by chaos clear', updated_at = now()
+            WHERE id = ANY($1::bigint[]) AND status NOT IN ('completed', 'dead') RETURNING id`,
+          [r.ids],
+        );
+        return { fault: r.fault, markedDead: rows.map((x) => x.id).sort((a, b) => a - b) };
+      }
       case 'llm-down': {
         if (r.via === 'container') {
           const c = needDocker(`starting LLM container ${r.container}`).getContainer(r.container);
@@ -533,7 +622,20 @@ export function createChaos(opts: ChaosOptions): Chaos {
     return { faults, records: raws.map((r) => JSON.parse(r) as ChaosRecord) };
   }
 
-  return { killWorker, hangWorker, errorRate, slow, staleLocks, stuckDocuments, llmDown, clear, active };
+  return {
+    killWorker,
+    hangWorker,
+    errorRate,
+    slow,
+    staleLocks,
+    stuckDocuments,
+    llmDown,
+    redisFlush,
+    duplicateEntries,
+    poison,
+    clear,
+    active,
+  };
 }
 
 function parseNumber(what: string, raw: string | undefined, opts: { int?: boolean; min: number; max: number }): number {
@@ -578,6 +680,9 @@ export async function runChaos(chaos: Chaos, fault: string, args: string[]): Pro
     'stale-lock': [1, 1],
     'stuck-documents': [1, 2],
     'llm-down': [0, 0],
+    'redis-flush': [0, 0],
+    'duplicate-entries': [1, 2],
+    poison: [1, 2],
     clear: [0, 0],
   };
   const [min, max] = arity[f];
@@ -615,6 +720,18 @@ export async function runChaos(chaos: Chaos, fault: string, args: string[]): Pro
       );
     case 'llm-down':
       return chaos.llmDown();
+    case 'redis-flush':
+      return chaos.redisFlush();
+    case 'duplicate-entries':
+      return chaos.duplicateEntries(
+        parseNumber('duplicate-entries n', args[0], { int: true, min: 1, max: 1_000 }),
+        args[1] === undefined ? undefined : parseStage(args[1]),
+      );
+    case 'poison':
+      return chaos.poison(
+        parseNumber('poison n', args[0], { int: true, min: 1, max: 1_000 }),
+        args[1] === undefined ? undefined : parseStage(args[1]),
+      );
     case 'clear':
       return chaos.clear();
   }

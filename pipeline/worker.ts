@@ -329,7 +329,7 @@ export async function startPipelineWorker(input: PipelineWorkerOptions): Promise
       started = await pool.query(
         `UPDATE documents SET status = 'processing', worker_id = $3, attempts = attempts + 1,
                 started_at = now(), updated_at = now()
-          WHERE id = $1 AND stage = $2 AND status = 'queued'`,
+          WHERE id = $1 AND stage = $2 AND status = 'queued' RETURNING payload->>'chaos' AS chaos`,
         [id, stage, worker],
       );
     } catch (err) {
@@ -338,6 +338,12 @@ export async function startPipelineWorker(input: PipelineWorkerOptions): Promise
       await compareAndDelete([lockKey], [lease]);
       stats.givenBack++;
       throw err;
+    }
+    if ((started.rows[0] as { chaos?: string | null } | undefined)?.chaos === 'poison') {
+      // A poison document (selfheal chaos poison): the process dies on it, as on a parser segfault or an OOM kill.
+      // process.exit, not a signal: a container's PID 1 ignores the signals it sends itself.
+      log.error({ id }, 'poison document: the worker process dies');
+      process.exit(137);
     }
     if (started.rowCount !== 1) {
       // Exactly-once guard: already done in this stage, dead, missing, or a duplicate entry. Drop it.

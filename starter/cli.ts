@@ -172,7 +172,7 @@ export function buildCli(): Command {
           process.stdout.write(
             opts.json
               ? JSON.stringify({ workflowId, ...r }) + '\n'
-              : `${workflowId}: ${r.decision}d plan ${r.planId}\n`,
+              : `${workflowId}: ${r.decision === 'approve' ? 'approved' : 'rejected'} plan ${r.planId}\n`,
           );
         },
       ),

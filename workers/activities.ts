@@ -36,6 +36,7 @@ export function monitorActivities(config: Config, { pool, redis }: { pool: pg.Po
       ollamaHost: config.OLLAMA_HOST,
       ollamaModel: config.OLLAMA_MODEL,
       windowSeconds: config.ERROR_RATE_WINDOW,
+      lostDocumentSeconds: config.LOST_DOCUMENT_THRESHOLD,
     }),
     ...createDetectionActivities({
       redis,
@@ -77,6 +78,8 @@ export function actionsActivities(
         maxRequeues: config.MAX_REQUEUES,
         requeueCap: config.REQUEUE_CAP,
         restartStopTimeoutSeconds: config.RESTART_STOP_TIMEOUT,
+        lostDocumentSeconds: config.LOST_DOCUMENT_THRESHOLD,
+        stages: config.PIPELINE_STAGES,
         healthTargets: config.HEALTH_TARGETS,
         escalationWebhookUrl: config.ESCALATION_WEBHOOK_URL,
         escalationWebhookFormat: config.ESCALATION_WEBHOOK_FORMAT,

@@ -6,6 +6,10 @@ import {
   detectAll,
   detectErrorRateSpike,
   detectLlmUnavailable,
+  detectLostDocuments,
+  detectOrphanedEntries,
+  detectPoisonDocument,
+  LOST_EVIDENCE_CAP,
   detectProcessingTimeAnomaly,
   detectStaleLocks,
   detectStalledQueue,
@@ -287,6 +291,114 @@ describe('one bad worker among fine peers: the suspects a restart may act on', (
     const [a] = detect(detectErrorRateSpike, s);
     expect(a!.evidence.suspects).toEqual(['x-2']);
     expect(a!.evidence.containers).toEqual([]);
+  });
+});
+
+const reconciled = (over: Partial<NonNullable<Snapshot['reconcile']>>) =>
+  snapshot(NOW, { reconcile: { lost: [], lostCandidates: 0, orphans: [], entriesChecked: 0, ...over } });
+
+describe('lost_documents: queued past the threshold and in no list (decided by the collector)', () => {
+  run(detectLostDocuments, [
+    {
+      name: 'fires per stage of the lost documents',
+      snapshot: reconciled({
+        lost: [
+          { id: 1, stage: 'extract', queuedSince: NOW - 700 * S },
+          { id: 2, stage: 'evaluate', queuedSince: NOW - 900 * S },
+          { id: 3, stage: 'extract', queuedSince: NOW - 650 * S },
+        ],
+        lostCandidates: 10,
+      }),
+      fires: ['extract', 'evaluate'],
+    },
+    { name: 'quiet: candidates, all in a list', snapshot: reconciled({ lostCandidates: 10 }), fires: [] },
+    {
+      name: 'quiet: reconciliation failed this cycle (never a guess)',
+      snapshot: reconciled({ lost: [{ id: 1, stage: 'extract', queuedSince: 0 }], error: 'NOSCRIPT' }),
+      fires: [],
+    },
+    { name: 'quiet: no reconciliation in the snapshot (old record)', snapshot: snapshot(NOW), fires: [] },
+  ]);
+  it('carries the ids (up to one requeue) and the stage', () => {
+    const lost = Array.from({ length: 1_500 }, (_, i) => ({ id: i + 1, stage: 'extract', queuedSince: NOW - 700 * S }));
+    const [a] = detectLostDocuments(reconciled({ lost, lostCandidates: 1_500 }), [], thresholds, NOW);
+    expect(a!.evidence.stage).toBe('extract');
+    expect(a!.evidence.count).toBe(1_500);
+    expect((a!.evidence.documentIds as number[]).length).toBe(LOST_EVIDENCE_CAP);
+    expect(a!.severity).toBe('critical');
+  });
+});
+
+describe('orphaned_entries: completed, dead or missing documents, and duplicates', () => {
+  run(detectOrphanedEntries, [
+    {
+      name: 'fires per queue',
+      snapshot: reconciled({
+        orphans: [
+          { queue: 'extract', id: '7', count: 1, reason: 'completed' },
+          { queue: 'extract', id: '8', count: 2, reason: 'duplicate' },
+          { queue: 'evaluate', id: '9', count: 1, reason: 'missing' },
+        ],
+        entriesChecked: 40,
+      }),
+      fires: ['extract', 'evaluate'],
+    },
+    { name: 'quiet: nothing odd', snapshot: reconciled({ entriesChecked: 40 }), fires: [] },
+  ]);
+  it('lists the exact entries with their counts, which the action removes and nothing else', () => {
+    const [a] = detectOrphanedEntries(
+      reconciled({ orphans: [{ queue: 'extract', id: '8', count: 2, reason: 'duplicate' }], entriesChecked: 3 }),
+      [],
+      thresholds,
+      NOW,
+    );
+    expect(a!.evidence.entries).toEqual([{ queue: 'extract', id: '8', count: 2, reason: 'duplicate' }]);
+    expect(a!.summary).toContain('1 duplicate');
+  });
+});
+
+describe('poison_document: worker processes died while processing it', () => {
+  /** A snapshot where document 42 is processing by w-1, a container running or not, started at `started`. */
+  const withDoc = (at: number, running: boolean, started: number, doc = true) =>
+    snapshot(at, {
+      processing: doc ? [{ id: 42, stage: 'extract', workerId: 'w-1', startedAt: at - 1, updatedAt: at - 1 }] : [],
+      processingTotal: doc ? 1 : 0,
+      containers: [
+        { name: 'w-1', state: running ? 'running' : 'exited', running, restartCount: 0, startedAt: started },
+      ],
+      liveWorkers: running ? ['w-1'] : [],
+    });
+  const rec2 = (s: Snapshot): CycleRecord => ({ snapshot: s, candidates: [], active: [] });
+  const t3 = { ...thresholds, poisonCrashes: 3 };
+
+  it('three deaths of the worker (three incarnations) on the same document: fires, target the document id', () => {
+    const history = [
+      rec2(withDoc(NOW - 6 * S, false, 100)),
+      rec2(withDoc(NOW - 5 * S, false, 100)), // the same death, seen again: counts once
+      rec2(withDoc(NOW - 4 * S, false, 200)),
+    ];
+    const out = detectPoisonDocument(withDoc(NOW, false, 300), history, t3, NOW);
+    expect(out.map((a) => a.target)).toEqual(['42']);
+    expect(out[0]!.evidence.crashes).toBe(3);
+    expect(out[0]!.evidence.documentIds).toEqual([42]);
+  });
+
+  it('a restart between two cycles (new start time) while it held the document counts as a death', () => {
+    const history = [rec2(withDoc(NOW - 3 * S, true, 100)), rec2(withDoc(NOW - 2 * S, true, 200))];
+    const out = detectPoisonDocument(withDoc(NOW, true, 300), history, t3, NOW);
+    expect(out).toEqual([]);
+    const four = detectPoisonDocument(withDoc(NOW, false, 300), [...history], t3, NOW);
+    expect(four[0]?.evidence.crashes).toBe(3);
+  });
+
+  it('quiet: one death seen for many cycles is one death', () => {
+    const history = Array.from({ length: 10 }, (_, i) => rec2(withDoc(NOW - (10 - i) * S, false, 100)));
+    expect(detectPoisonDocument(withDoc(NOW, false, 100), history, t3, NOW)).toEqual([]);
+  });
+
+  it('quiet once the document is no longer processing (quarantined)', () => {
+    const history = [100, 200, 300].map((st, i) => rec2(withDoc(NOW - (3 - i) * S, false, st)));
+    expect(detectPoisonDocument(withDoc(NOW, true, 400, false), history, t3, NOW)).toEqual([]);
   });
 });
 

@@ -1,0 +1,132 @@
+/**
+ * Reconciliation of the `documents` table with the Redis lists, part of each snapshot (DESIGN.md §4):
+ * - lost documents: `queued` in Postgres for longer than LOST_DOCUMENT_THRESHOLD and in no queue or processing list;
+ * - orphaned entries: queue entries whose document is completed, dead or missing, and ids present twice in a queue.
+ *
+ * Bounded at any size: the lost candidates come from an indexed, capped query (oldest first) and their membership is
+ * decided inside Redis by one script per batch that walks the lists from the consuming end and stops as soon as
+ * every candidate is found; the orphan check reads only the next ORPHAN_WINDOW entries of each queue (the ones
+ * workers take next), so an orphan is found at the latest when it is about to be consumed.
+ */
+import type { Redis } from 'ioredis';
+import type pg from 'pg';
+import type { Keys } from '../core/keys';
+import type { LostDocument, OrphanEntry } from '../core/snapshot';
+import { LISTS_TO_SEARCH } from './actions-lua';
+
+/** Lost candidates examined per cycle (the oldest first). */
+export const LOST_CANDIDATE_CAP = 1_000;
+/** Entries at the consuming end of each queue examined per cycle for orphans and duplicates. */
+export const ORPHAN_WINDOW = 1_000;
+/** Orphan entries a snapshot carries. */
+export const ORPHAN_CAP = 200;
+
+/**
+ * The candidate ids (ARGV[2..]) that are in none of the lists: the stage queues (KEYS) and every processing list
+ * (pattern ARGV[1]).
+ */
+export const NOT_IN_LISTS = `${LISTS_TO_SEARCH}
+local pending = {}
+local left = 0
+for i = 2, #ARGV do
+  if not pending[ARGV[i]] then
+    pending[ARGV[i]] = true
+    left = left + 1
+  end
+end
+find_in_lists(lists_to_search(1, ARGV[1]), pending, left)
+local out = {}
+for i = 2, #ARGV do
+  if pending[ARGV[i]] then
+    out[#out + 1] = ARGV[i]
+    pending[ARGV[i]] = nil
+  end
+end
+return out`;
+
+export interface ReconcileDeps {
+  redis: Redis;
+  pool: pg.Pool;
+  keys: Keys;
+  stages: string[];
+  /** s a document may stay queued in no list. */
+  lostDocumentSeconds: number;
+}
+
+export interface ReconcilePart {
+  lost: LostDocument[];
+  /** Candidates examined (queued past the threshold, capped). */
+  lostCandidates: number;
+  orphans: OrphanEntry[];
+  /** Queue entries examined for orphans. */
+  entriesChecked: number;
+}
+
+/** Lost documents and orphan entries. A candidate found in any list (queue or processing, any stage) is not lost. */
+export async function reconcile(deps: ReconcileDeps): Promise<ReconcilePart> {
+  const [lostPart, orphanPart] = await Promise.all([findLost(deps), findOrphans(deps)]);
+  return { ...lostPart, ...orphanPart };
+}
+
+async function findLost(deps: ReconcileDeps): Promise<Pick<ReconcilePart, 'lost' | 'lostCandidates'>> {
+  const { pool, redis, keys, stages } = deps;
+  const { rows } = await pool.query<{ id: string; stage: string; updated_at: Date }>(
+    `SELECT id::text AS id, stage, updated_at FROM documents
+      WHERE status = 'queued' AND updated_at < now() - make_interval(secs => $1)
+      ORDER BY updated_at LIMIT $2`,
+    [deps.lostDocumentSeconds, LOST_CANDIDATE_CAP],
+  );
+  if (rows.length === 0) return { lost: [], lostCandidates: 0 };
+  const queues = stages.map((s) => keys.queue(s));
+  const missing = new Set(
+    (await redis.eval(
+      NOT_IN_LISTS,
+      queues.length,
+      ...queues,
+      keys.processingPattern(),
+      ...rows.map((r) => r.id),
+    )) as string[],
+  );
+  const lost = rows
+    .filter((r) => missing.has(r.id))
+    .map((r) => ({ id: Number(r.id), stage: r.stage, queuedSince: r.updated_at.getTime() }));
+  return { lost, lostCandidates: rows.length };
+}
+
+async function findOrphans(deps: ReconcileDeps): Promise<Pick<ReconcilePart, 'orphans' | 'entriesChecked'>> {
+  const { pool, redis, keys, stages } = deps;
+  const pipe = redis.pipeline();
+  for (const stage of stages) pipe.lrange(keys.queue(stage), -ORPHAN_WINDOW, -1);
+  const windows = ((await pipe.exec()) ?? []).map(([err, v]) => {
+    if (err) throw err;
+    return v as string[];
+  });
+  const counts = stages.map((_, i) => {
+    const c = new Map<string, number>();
+    for (const id of windows[i] ?? []) c.set(id, (c.get(id) ?? 0) + 1);
+    return c;
+  });
+  const ids = [...new Set(counts.flatMap((c) => [...c.keys()]))].filter((id) => /^\d{1,15}$/.test(id));
+  const entriesChecked = windows.reduce((n, w) => n + w.length, 0);
+  if (entriesChecked === 0) return { orphans: [], entriesChecked };
+  const { rows } = await pool.query<{ id: string; stage: string; status: string }>(
+    'SELECT id::text AS id, stage, status FROM documents WHERE id = ANY($1::bigint[])',
+    [ids],
+  );
+  const docs = new Map(rows.map((r) => [r.id, r]));
+  const orphans: OrphanEntry[] = [];
+  stages.forEach((stage, i) => {
+    for (const [id, count] of counts[i]!) {
+      const doc = docs.get(id);
+      const reason: OrphanEntry['reason'] | undefined = !doc
+        ? 'missing'
+        : doc.status === 'completed' || doc.status === 'dead'
+          ? doc.status
+          : count > 1
+            ? 'duplicate'
+            : undefined;
+      if (reason && orphans.length < ORPHAN_CAP) orphans.push({ queue: stage, id, count, reason });
+    }
+  });
+  return { orphans, entriesChecked };
+}
