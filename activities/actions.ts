@@ -795,6 +795,39 @@ export function createActionActivities({ pool, redis, keys, docker, config, log:
     return result;
   }
 
+  /**
+   * Tells a human that a healing waits for a decision on `plan` (any action): a log line and the webhook, with the
+   * commands that approve or reject exactly that plan. Not an action (changes nothing, writes no executed row); the
+   * workflow audits the delivery. A retry after a delivered webhook may deliver it twice: receivers see the same
+   * plan id.
+   */
+  async function requestApproval(input: ActionInput): Promise<ActionResult> {
+    const plan = input?.plan;
+    if (!plan || typeof plan !== 'object' || typeof plan.id !== 'string') invalid('requestApproval: no plan');
+    const { workflowId, runId } = activityRun();
+    const anomaly = await loadDetectedAnomaly(pool, workflowId, runId);
+    const commands = escalationCommands(workflowId, plan.id);
+    log.warn(
+      { workflowId, runId, anomalyType: plan.anomalyType, target: plan.target, planId: plan.id, commands },
+      `approval needed: ${plan.action}`,
+    );
+    const delivery = await notifier.notify({
+      workflowId,
+      runId,
+      namespace: Context.current().info.namespace,
+      plan,
+      anomaly,
+      webUiUrl: config.temporalUiUrl,
+      at: Date.now(),
+      awaitingApproval: true,
+    });
+    return {
+      action: plan.action,
+      outcome: delivery.webhook === 'failed' ? 'partial' : 'done',
+      details: { logged: true, ...delivery, commands },
+    };
+  }
+
   // ---- quarantine_document ----------------------------------------------------------------------------------
 
   /** Dead-letters the documents (status `dead`, error = the reason) unless completed or dead already. */
@@ -897,6 +930,7 @@ export function createActionActivities({ pool, redis, keys, docker, config, log:
     requeueDocuments,
     clearStaleLocks,
     escalateToHuman,
+    requestApproval,
     quarantineDocument,
     removeOrphanedEntries,
   };

@@ -40,12 +40,18 @@ export interface EscalationInput {
   webUiUrl?: string;
   /** Epoch ms of the escalation. */
   at: number;
+  /**
+   * The healing waits for a human's decision on `plan` (event `approval_requested`, with the commands that approve or
+   * reject exactly that plan). Otherwise the healing ended escalated (event `escalation`): nothing waits for a
+   * decision and no approve or reject command is offered.
+   */
+  awaitingApproval?: boolean;
 }
 
-/** The commands a human runs next. */
+/** The commands a human runs next; approve and reject only while the healing waits for a decision. */
 export interface EscalationCommands {
-  approve: string;
-  reject: string;
+  approve: string | null;
+  reject: string | null;
   show: string;
 }
 
@@ -55,7 +61,8 @@ export interface EscalationCommands {
  */
 export interface EscalationJson {
   schema: typeof ESCALATION_SCHEMA;
-  event: 'escalation';
+  /** `approval_requested`: a healing waits for a decision on `plan`; `escalation`: it ended, a human takes over. */
+  event: 'escalation' | 'approval_requested';
   /** One plain-text paragraph with everything below, for receivers that only show `text`. */
   text: string;
   workflowId: string;
@@ -133,13 +140,21 @@ function shellArg(s: string): string {
   return /^[A-Za-z0-9:._@/-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-export function escalationCommands(workflowId: string): EscalationCommands {
+/** With `planId` (a decision is awaited), the commands that approve or reject exactly that plan. */
+export function escalationCommands(workflowId: string, planId?: string): EscalationCommands {
   const id = shellArg(clean(workflowId, SHORT_MAX));
+  const plan = planId ? ` --plan ${shellArg(clean(planId, SHORT_MAX))}` : '';
   return {
-    approve: `selfheal approve ${id} --by NAME`,
-    reject: `selfheal reject ${id} --by NAME --reason TEXT`,
+    approve: planId ? `selfheal approve ${id} --by NAME${plan}` : null,
+    reject: planId ? `selfheal reject ${id} --by NAME --reason TEXT${plan}` : null,
     show: `selfheal show ${id}`,
   };
+}
+
+function headline(e: { event: EscalationJson['event']; anomalyType: string }): string {
+  return e.event === 'approval_requested'
+    ? `selfheal asks for approval: ${e.anomalyType}`
+    : `selfheal needs a human: ${e.anomalyType}`;
 }
 
 /** The run's page in the Temporal Web UI (v2 routes), or null. */
@@ -151,13 +166,13 @@ export function webUiLink(base: string | undefined, namespace?: string, workflow
 }
 
 function summaryText(e: Omit<EscalationJson, 'text'>): string {
-  const parts = [
-    `selfheal needs a human: ${e.anomalyType} on ${e.target}${e.severity ? ` (${e.severity})` : ''}: ${e.reason}`,
-  ];
+  const parts = [`${headline(e)} on ${e.target}${e.severity ? ` (${e.severity})` : ''}: ${e.reason}`];
   if (e.summary) parts.push(`Anomaly: ${e.summary}`);
+  parts.push(`Plan ${e.plan.id}: ${e.plan.action} (${e.plan.source}, confidence ${e.plan.confidence.toFixed(2)}).`);
   parts.push(
-    `Plan ${e.plan.id}: ${e.plan.action} (${e.plan.source}, confidence ${e.plan.confidence.toFixed(2)}).`,
-    `Workflow ${e.workflowId}. Approve: \`${e.commands.approve}\`  Reject: \`${e.commands.reject}\``,
+    e.commands.approve && e.commands.reject
+      ? `Workflow ${e.workflowId}. Approve: \`${e.commands.approve}\`  Reject: \`${e.commands.reject}\``
+      : `Workflow ${e.workflowId} ended escalated: nothing waits for approval. Details: \`${e.commands.show}\``,
   );
   if (e.webUiUrl) parts.push(`Web UI: ${e.webUiUrl}`);
   return parts.join('\n');
@@ -176,7 +191,7 @@ export function buildEscalationJson(input: EscalationInput): EscalationJson {
     : null;
   const body: Omit<EscalationJson, 'text'> = {
     schema: ESCALATION_SCHEMA,
-    event: 'escalation',
+    event: input.awaitingApproval ? 'approval_requested' : 'escalation',
     workflowId,
     runId,
     namespace,
@@ -198,7 +213,7 @@ export function buildEscalationJson(input: EscalationInput): EscalationJson {
       ...(plan.fallbackReason ? { fallbackReason: clean(plan.fallbackReason, REASON_MAX) } : {}),
     },
     evidence,
-    commands: escalationCommands(input.workflowId),
+    commands: escalationCommands(input.workflowId, input.awaitingApproval ? plan.id : undefined),
     webUiUrl: webUiLink(input.webUiUrl, input.namespace, input.workflowId, input.runId),
     at: input.at,
   };
@@ -242,7 +257,7 @@ export function buildEscalationSlack(input: EscalationInput): SlackBody {
   const blocks: SlackBlock[] = [
     {
       type: 'header',
-      text: { type: 'plain_text', text: cut(`selfheal needs a human: ${e.anomalyType}`, 150), emoji: false },
+      text: { type: 'plain_text', text: cut(headline(e), 150), emoji: false },
     },
     {
       type: 'section',
@@ -268,7 +283,9 @@ export function buildEscalationSlack(input: EscalationInput): SlackBody {
     text: {
       type: 'mrkdwn',
       text:
-        `*Approve:* \`${slackEscape(e.commands.approve)}\`\n*Reject:* \`${slackEscape(e.commands.reject)}\`\n` +
+        (e.commands.approve && e.commands.reject
+          ? `*Approve:* \`${slackEscape(e.commands.approve)}\`\n*Reject:* \`${slackEscape(e.commands.reject)}\`\n`
+          : '_The healing ended escalated: nothing waits for approval._\n') +
         `*Details:* \`${slackEscape(e.commands.show)}\``,
     },
   });
@@ -281,7 +298,7 @@ export function buildEscalationSlack(input: EscalationInput): SlackBody {
       ],
     });
   }
-  const fallback = `selfheal needs a human: ${e.anomalyType} on ${e.target}${e.severity ? ` (${e.severity})` : ''}: ${e.reason}`;
+  const fallback = `${headline(e)} on ${e.target}${e.severity ? ` (${e.severity})` : ''}: ${e.reason}`;
   return { text: esc(fallback, SLACK_SECTION_MAX), blocks };
 }
 

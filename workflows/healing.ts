@@ -119,6 +119,13 @@ const actions = proxyActivities<ReturnType<typeof createActionActivities>>({
   retry: { maximumAttempts: 5, initialInterval: '2 seconds', maximumInterval: '30 seconds' },
 });
 
+/** Approval notices: a few quick tries (the webhook retries inside), then the wait goes on without one. */
+const notices = proxyActivities<ReturnType<typeof createActionActivities>>({
+  taskQueue: TaskQueue.actions,
+  startToCloseTimeout: '1 minute',
+  retry: { maximumAttempts: 3, initialInterval: '2 seconds' },
+});
+
 /** Restarts heartbeat throughout: a worker that dies mid-restart is noticed in 30 s, not at the 2-minute timeout. */
 const restarts = proxyActivities<ReturnType<typeof createActionActivities>>({
   taskQueue: TaskQueue.actions,
@@ -345,6 +352,24 @@ export async function healingWorkflow(input: HealingInput): Promise<HealingStatu
         // 3. Approval
         if (verdict.decision === 'needs_approval') {
           enter('awaiting_approval', verdict.reasons.join('; '));
+          // Tell a human (log, webhook with the commands bound to this plan); a failed notice never blocks the wait.
+          let notice: string;
+          try {
+            const r = await notices.requestApproval({
+              plan,
+              idempotencyKey: `${info.workflowId}:${info.runId}:${rung}:${plan.id}:approval`,
+            });
+            notice = typeof r.details.webhook === 'string' ? r.details.webhook : r.outcome;
+          } catch (err) {
+            notice = `failed: ${err instanceof Error ? err.message : String(err)}`;
+          }
+          await audit({
+            step: 'notified',
+            action: plan.action,
+            params: { planId: plan.id, event: 'approval_requested', reasons: verdict.reasons },
+            decidedBy: 'policy',
+            outcome: notice,
+          });
           const decided = await condition(() => pending !== null, policy.approvalTimeoutSeconds * 1000);
           if (!decided) {
             pending = {

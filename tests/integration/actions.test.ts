@@ -592,7 +592,7 @@ describe('requeueDocuments, clearStaleLocks, quarantine, orphans, escalation (re
     await t.redis.del(q);
   });
 
-  it('escalates: a log line and a webhook POST with the plan and the approve/reject commands', async () => {
+  it('escalates: a log line and a webhook POST with the plan and the show command (nothing waits for approval)', async () => {
     const bodies: Record<string, unknown>[] = [];
     let requests = 0;
     const server = http.createServer((req, res) => {
@@ -629,10 +629,8 @@ describe('requeueDocuments, clearStaleLocks, quarantine, orphans, escalation (re
         workflowId,
         plan: esc,
         reason: 'requeue did not help',
-        commands: {
-          approve: `selfheal approve ${workflowId} --by NAME`,
-          reject: `selfheal reject ${workflowId} --by NAME --reason TEXT`,
-        },
+        event: 'escalation',
+        commands: { approve: null, reject: null, show: `selfheal show ${workflowId}` },
       });
       expect(bodies[0]!.text).toContain('requeue did not help');
       // A retry does not post again.

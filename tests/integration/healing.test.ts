@@ -6,6 +6,8 @@
  *   `temporal workflow update execute` (the real binary), and rejection through `selfheal reject`.
  */
 import { execFileSync } from 'node:child_process';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { Client } from '@temporalio/client';
 import type Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -23,7 +25,7 @@ import { startSelfheal } from '../helpers/selfheal';
 import { allocateNamespace, connectClient, recordHistories } from '../helpers/temporal';
 
 /** The LLM is down for these tests: every plan is the runbook's (the analyzer has its own tests). */
-async function setup(autoFix: boolean) {
+async function setup(autoFix: boolean, extraEnv: Record<string, string> = {}) {
   const t = await createTestEnv();
   const ns = await allocateNamespace();
   const ollama = await startFakeOllama({ replies: [{ kind: 'status', status: 500 }] });
@@ -45,6 +47,7 @@ async function setup(autoFix: boolean) {
     RESTART_COOLDOWN: '0',
     MAX_ACTIONS_PER_HOUR: '100',
     CONTAINER_ALLOWLIST: 'pipeline-*',
+    ...extraEnv,
   });
   const { client, close } = await connectClient(ns);
   return {
@@ -315,10 +318,31 @@ describe('healing end to end, auto-fix on', () => {
   });
 });
 
+/** A local webhook receiver: every JSON body POSTed to it. */
+async function startReceiver() {
+  const bodies: Record<string, unknown>[] = [];
+  const server = http.createServer((req, res) => {
+    let raw = '';
+    req.on('data', (c: Buffer) => (raw += c.toString()));
+    req.on('end', () => {
+      bodies.push(JSON.parse(raw) as Record<string, unknown>);
+      res.writeHead(200).end();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`,
+    bodies,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
 describe('healing end to end, escalate-only (auto-fix off)', () => {
   let s: Awaited<ReturnType<typeof setup>>;
+  let receiver: Awaited<ReturnType<typeof startReceiver>>;
   beforeAll(async () => {
-    s = await setup(false);
+    receiver = await startReceiver();
+    s = await setup(false, { ESCALATION_WEBHOOK_URL: receiver.url });
     // Stale locks are put on finished documents: let some finish first.
     const ids = await generateDocuments({ pool: s.t.pool, redis: s.t.redis, keys: s.t.keys, count: 20 });
     await waitFor(async () => {
@@ -331,6 +355,7 @@ describe('healing end to end, escalate-only (auto-fix off)', () => {
   }, 180_000);
   afterAll(async () => {
     await s?.teardown();
+    await receiver?.close();
   });
 
   async function awaitingApproval(owner: string): Promise<string> {
@@ -352,8 +377,31 @@ describe('healing end to end, escalate-only (auto-fix off)', () => {
     return (JSON.parse(r.stdout) as { owner: string }).owner;
   }
 
+  it('a healing awaiting approval notifies with the commands bound to its plan, and that exact command approves', async () => {
+    const id = await awaitingApproval(injectStaleLock());
+    const status = (await s.client.workflow.getHandle(id).query(statusQuery)) as HealingStatus;
+    const notice = await waitFor(
+      () => receiver.bodies.find((b) => b.workflowId === id && b.event === 'approval_requested'),
+      { what: `the approval notice of ${id}` },
+    );
+    const commands = notice.commands as { approve: string; reject: string };
+    expect(commands.approve).toBe(`selfheal approve ${id} --by NAME --plan ${status.plan!.id}`);
+    expect((notice.plan as { id: string; action: string }).action).toBe('clear_stale_locks');
+    const [, ...args] = commands.approve.replace('NAME', 'dave').split(' ');
+    const run = s.selfheal.cli(args);
+    expect(run.status, run.stderr).toBe(0);
+    const result = (await s.client.workflow.getHandle(id).result()) as HealingStatus;
+    expect(result.phase).toBe('healed');
+    expect(result.decision).toMatchObject({ decision: 'approve', by: 'dave', planId: status.plan!.id });
+    const { rows } = await s.t.pool.query<{ outcome: string }>(
+      "SELECT outcome FROM healing_log WHERE workflow_id = $1 AND step = 'notified'",
+      [id],
+    );
+    expect(rows).toEqual([{ outcome: 'delivered' }]);
+  });
+
   it('approval through selfheal approve, temporal workflow signal, temporal workflow update execute; rejection through selfheal reject', async () => {
-    const ids = [];
+    const ids: string[] = [];
     for (let i = 0; i < 4; i++) ids.push(await awaitingApproval(injectStaleLock()));
     const [viaCli, viaSignal, viaUpdate, rejected] = ids as [string, string, string, string];
 
@@ -417,13 +465,14 @@ describe('healing end to end, escalate-only (auto-fix off)', () => {
 
     const audit = s.selfheal.cli(['audit', '--since', '1h', '--json']);
     const rows = JSON.parse(audit.stdout) as { workflow_id: string; step: string; decided_by: string | null }[];
+    const mine = rows.filter((r) => ids.includes(r.workflow_id));
     expect(
-      rows
+      mine
         .filter((r) => r.step === 'approved')
         .map((r) => r.decided_by)
         .sort(),
     ).toEqual(['alice', 'bob', 'carol']);
-    expect(rows.filter((r) => r.step === 'executed')).toHaveLength(3);
+    expect(mine.filter((r) => r.step === 'executed')).toHaveLength(3);
     const healings = JSON.parse(s.selfheal.cli(['healings', '--json']).stdout) as {
       workflowId: string;
       phase: string;

@@ -280,8 +280,10 @@ describe('escalateToHuman with the webhook (real Postgres)', () => {
       const shown = JSON.stringify(body.blocks);
       expect(shown).toContain('*Severity*\\nwarning');
       expect(shown).toContain('*Target*\\nworker-7');
-      expect(shown).toContain(`selfheal approve ${workflowId} --by NAME`);
-      expect(shown).toContain(`selfheal reject ${workflowId} --by NAME --reason TEXT`);
+      // The healing ended escalated: the show command, no approve or reject command (nothing waits for one).
+      expect(shown).toContain(`selfheal show ${workflowId}`);
+      expect(shown).toContain('nothing waits for approval');
+      expect(shown).not.toContain('selfheal approve');
       expect(shown).toContain(`http://127.0.0.1:8233/namespaces/selfheal-ns/workflows/${workflowId}/${runId}/history`);
       expect(shown).toContain('&lt;!channel&gt;');
       for (const req of r.received) {
@@ -330,11 +332,7 @@ describe('escalateToHuman with the webhook (real Postgres)', () => {
         reason: 'refused by policy: container not on the allow list',
         plan,
         evidence: { locks: [{ documentId: '41', owner: 'worker-7', token: '[REDACTED]' }], count: 2 },
-        commands: {
-          approve: `selfheal approve ${workflowId} --by NAME`,
-          reject: `selfheal reject ${workflowId} --by NAME --reason TEXT`,
-          show: `selfheal show ${workflowId}`,
-        },
+        commands: { approve: null, reject: null, show: `selfheal show ${workflowId}` },
         webUiUrl: `http://127.0.0.1:8233/namespaces/selfheal-ns/workflows/${workflowId}/${runId}/history`,
       });
       expect(body.text).toContain('selfheal needs a human: stale_locks on worker-7 (warning)');

@@ -210,7 +210,8 @@ describe('logs and SDK metrics of the real workers', () => {
       anomalyType: 'llm_unavailable',
       target: 'ollama',
       severity: 'warning',
-      commands: { approve: `selfheal approve ${HEALING_ID} --by NAME` },
+      // Escalated (llm_unavailable escalates and ends): nothing to approve, only the show command.
+      commands: { approve: null, reject: null, show: `selfheal show ${HEALING_ID}` },
       webUiUrl: expect.stringContaining(`/workflows/${HEALING_ID}/${runId as string}/history`),
     } satisfies Partial<Record<keyof EscalationJson, unknown>>);
   });

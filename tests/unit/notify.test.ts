@@ -170,15 +170,13 @@ describe('escalation payloads', () => {
         rung: 2,
       },
       evidence: { count: 12 },
-      commands: {
-        approve: 'selfheal approve heal-stuck_documents-extract --by NAME',
-        reject: 'selfheal reject heal-stuck_documents-extract --by NAME --reason TEXT',
-        show: 'selfheal show heal-stuck_documents-extract',
-      },
+      // The healing ended escalated: nothing waits for a decision, so no approve or reject command is offered.
+      commands: { approve: null, reject: null, show: 'selfheal show heal-stuck_documents-extract' },
       webUiUrl: 'http://127.0.0.1:8233/namespaces/default/workflows/heal-stuck_documents-extract/0195-run/history',
       at: AT,
     });
-    expect(body.text).toContain('`selfheal approve heal-stuck_documents-extract --by NAME`');
+    expect(body.text).toContain('ended escalated: nothing waits for approval');
+    expect(body.text).not.toContain('selfheal approve');
     expect(body.text).toContain('Web UI: http://127.0.0.1:8233/namespaces/default/workflows/');
   });
 
@@ -215,8 +213,8 @@ describe('escalation payloads', () => {
     expect(all).toContain('*Summary*\n12 documents processing for over 900 s');
     expect(all).toContain('*escalate_to_human* proposed by runbook, confidence 0.82, rung 2, plan `plan-3f9c2a7d`');
     expect(all).toContain('*Evidence*\n• count: 12');
-    expect(all).toContain('*Approve:* `selfheal approve heal-stuck_documents-extract --by NAME`');
-    expect(all).toContain('*Reject:* `selfheal reject heal-stuck_documents-extract --by NAME --reason TEXT`');
+    expect(all).toContain('The healing ended escalated: nothing waits for approval.');
+    expect(all).not.toContain('*Approve:*');
     expect(body.blocks.at(-1)).toEqual({
       type: 'context',
       elements: [
@@ -233,9 +231,29 @@ describe('escalation payloads', () => {
     expect(buildEscalationBody('slack', input())).toHaveProperty('blocks');
   });
 
+  it('a healing awaiting approval: event approval_requested, commands bound to the plan shown', () => {
+    const i = input({ awaitingApproval: true, plan: plan({ action: 'requeue_documents' }, { documentIds: [1, 2] }) });
+    const json = buildEscalationJson(i);
+    expect(json.event).toBe('approval_requested');
+    expect(json.commands).toEqual({
+      approve: 'selfheal approve heal-stuck_documents-extract --by NAME --plan plan-3f9c2a7d',
+      reject: 'selfheal reject heal-stuck_documents-extract --by NAME --reason TEXT --plan plan-3f9c2a7d',
+      show: 'selfheal show heal-stuck_documents-extract',
+    });
+    expect(json.text).toMatch(/^selfheal asks for approval: stuck_documents on extract/);
+    const slack = buildEscalationSlack(i);
+    expect(slack.blocks[0]).toMatchObject({ text: { text: 'selfheal asks for approval: stuck_documents' } });
+    expect(slackText(slack.blocks)).toContain(
+      '*Approve:* `selfheal approve heal-stuck_documents-extract --by NAME --plan plan-3f9c2a7d`',
+    );
+  });
+
   it('a workflow id that is not ours is quoted in the commands', () => {
-    const body = buildEscalationJson(input({ workflowId: "x'; rm -rf / #" }));
-    expect(body.commands.approve).toBe(`selfheal approve 'x'\\''; rm -rf / #' --by NAME`);
+    const body = buildEscalationJson(input({ workflowId: "x'; rm -rf / #", awaitingApproval: true }));
+    expect(body.commands.approve).toBe(`selfheal approve 'x'\\''; rm -rf / #' --by NAME --plan plan-3f9c2a7d`);
+    expect(buildEscalationJson(input({ workflowId: "x'; rm -rf / #" })).commands.show).toBe(
+      `selfheal show 'x'\\''; rm -rf / #'`,
+    );
   });
 
   it.each(NASTY)('$name', ({ input: i, mustNotContain, slackMustNotContain, jsonKeeps }) => {
