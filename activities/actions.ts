@@ -768,29 +768,7 @@ export function createActionActivities({ pool, redis, keys, docker, config, log:
     const plan = checkInput(input, 'escalate_to_human');
     const prior = await priorResult('escalate_to_human', input.idempotencyKey);
     if (prior) return prior;
-    const { workflowId, runId } = activityRun();
-    const reason = plan.params.reason ?? plan.reasoning;
-    const anomaly = await loadDetectedAnomaly(pool, workflowId, runId);
-    const commands = escalationCommands(workflowId);
-    log.warn(
-      { workflowId, runId, anomalyType: plan.anomalyType, target: plan.target, planId: plan.id, reason, commands },
-      'escalation: human attention needed',
-    );
-    // Retried inside (see activities/notify.ts); the outcome (delivered or not, attempts, last status) is recorded.
-    const delivery = await notifier.notify({
-      workflowId,
-      runId,
-      namespace: Context.current().info.namespace,
-      plan,
-      anomaly,
-      webUiUrl: config.temporalUiUrl,
-      at: Date.now(),
-    });
-    const result: ActionResult = {
-      action: 'escalate_to_human',
-      outcome: delivery.webhook === 'failed' ? 'partial' : 'done',
-      details: { logged: true, ...delivery, commands },
-    };
+    const result: ActionResult = { action: 'escalate_to_human', ...(await tellHuman(plan, false)) };
     await record(pool, input, result);
     return result;
   }
@@ -804,12 +782,25 @@ export function createActionActivities({ pool, redis, keys, docker, config, log:
   async function requestApproval(input: ActionInput): Promise<ActionResult> {
     const plan = input?.plan;
     if (!plan || typeof plan !== 'object' || typeof plan.id !== 'string') invalid('requestApproval: no plan');
+    return { action: plan.action, ...(await tellHuman(plan, true)) };
+  }
+
+  /** The log line and the webhook (retried inside, see activities/notify.ts), and what became of them. */
+  async function tellHuman(plan: Plan, awaitingApproval: boolean): Promise<Omit<ActionResult, 'action'>> {
     const { workflowId, runId } = activityRun();
     const anomaly = await loadDetectedAnomaly(pool, workflowId, runId);
-    const commands = escalationCommands(workflowId, plan.id);
+    const commands = escalationCommands(workflowId, awaitingApproval ? plan.id : undefined);
     log.warn(
-      { workflowId, runId, anomalyType: plan.anomalyType, target: plan.target, planId: plan.id, commands },
-      `approval needed: ${plan.action}`,
+      {
+        workflowId,
+        runId,
+        anomalyType: plan.anomalyType,
+        target: plan.target,
+        planId: plan.id,
+        reason: plan.params.reason ?? plan.reasoning,
+        commands,
+      },
+      awaitingApproval ? `approval needed: ${plan.action}` : 'escalation: human attention needed',
     );
     const delivery = await notifier.notify({
       workflowId,
@@ -819,10 +810,9 @@ export function createActionActivities({ pool, redis, keys, docker, config, log:
       anomaly,
       webUiUrl: config.temporalUiUrl,
       at: Date.now(),
-      awaitingApproval: true,
+      awaitingApproval,
     });
     return {
-      action: plan.action,
       outcome: delivery.webhook === 'failed' ? 'partial' : 'done',
       details: { logged: true, ...delivery, commands },
     };

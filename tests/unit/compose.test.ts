@@ -16,8 +16,23 @@ import { SearchAttr } from '../../workflows/definitions';
 
 const ROOT = path.resolve(__dirname, '../..');
 const COMPOSE_PATH = path.join(ROOT, 'docker-compose.yml');
-/** The Compose Specification schema, shared by the projects of this workspace; read in place, never copied. */
-const SCHEMA_PATH = path.resolve(ROOT, '../shared/schemas/compose-spec.json');
+/**
+ * The Compose Specification schema, shared by the projects of this workspace (`../shared` of the working copy);
+ * read in place, never copied. A clone elsewhere (CI clones main to a fresh directory) finds it through
+ * SELFHEAL_SHARED_DIR, a `shared/` folder next to any ancestor, or the workspace's own `/work/shared`.
+ */
+const SCHEMA_RELATIVE = 'schemas/compose-spec.json';
+function findSchema(): string {
+  const candidates: string[] = [];
+  if (process.env.SELFHEAL_SHARED_DIR) candidates.push(path.join(process.env.SELFHEAL_SHARED_DIR, SCHEMA_RELATIVE));
+  for (let dir = ROOT; ; dir = path.dirname(dir)) {
+    candidates.push(path.join(dir, '..', 'shared', SCHEMA_RELATIVE));
+    if (path.dirname(dir) === dir) break;
+  }
+  candidates.push(path.join('/work/shared', SCHEMA_RELATIVE));
+  return candidates.find((c) => existsSync(c)) ?? path.resolve(ROOT, '../shared', SCHEMA_RELATIVE);
+}
+const SCHEMA_PATH = findSchema();
 const NAMESPACE_SCRIPT = path.join(ROOT, 'temporal', 'setup-namespace.sh');
 
 /** Variables the compose file requires (`${X:?...}`); everything else has a default. */
