@@ -114,7 +114,7 @@ async function findOrphans(deps: ReconcileDeps): Promise<Pick<ReconcilePart, 'or
     [ids],
   );
   const docs = new Map(rows.map((r) => [r.id, r]));
-  const orphans: OrphanEntry[] = [];
+  const suspects: OrphanEntry[] = [];
   stages.forEach((stage, i) => {
     for (const [id, count] of counts[i]!) {
       const doc = docs.get(id);
@@ -125,8 +125,20 @@ async function findOrphans(deps: ReconcileDeps): Promise<Pick<ReconcilePart, 'or
           : count > 1
             ? 'duplicate'
             : undefined;
-      if (reason && orphans.length < ORPHAN_CAP) orphans.push({ queue: stage, id, count, reason });
+      if (reason && suspects.length < ORPHAN_CAP) suspects.push({ queue: stage, id, count, reason });
     }
   });
+  if (suspects.length === 0) return { orphans: [], entriesChecked };
+  // A live entry taken (and its document finished) between the LRANGE and the query looks orphaned: count each
+  // suspect again in the same window, after the query. An entry a worker took is gone by then.
+  const recount = redis.pipeline();
+  for (const o of suspects) recount.lpos(keys.queue(o.queue), o.id, 'RANK', -1, 'COUNT', 0, 'MAXLEN', ORPHAN_WINDOW);
+  const now = ((await recount.exec()) ?? []).map(([err, v]) => {
+    if (err) throw err;
+    return (v as number[]).length;
+  });
+  const orphans = suspects
+    .map((o, i) => ({ ...o, count: Math.min(o.count, now[i] ?? 0) }))
+    .filter((o) => (o.reason === 'duplicate' ? o.count > 1 : o.count > 0));
   return { orphans, entriesChecked };
 }

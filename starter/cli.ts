@@ -167,7 +167,12 @@ export function buildCli(): Command {
         async (config, workflowId: string, opts: { by: string; reason?: string; plan?: string; json?: boolean }) => {
           if (!opts.by.trim()) throw new Error('--by must name who decides');
           const r = await withClient(config, (client) =>
-            decideHealing(client, workflowId, { decision, by: opts.by, reason: opts.reason, planId: opts.plan }),
+            decideHealing(
+              client,
+              workflowId,
+              { decision, by: opts.by, reason: opts.reason, planId: opts.plan },
+              config.APPROVAL_SECRET,
+            ),
           );
           process.stdout.write(
             opts.json

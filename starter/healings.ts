@@ -1,5 +1,6 @@
 /** The operator's commands on healing workflows and the audit: healings, show, approve, reject, audit. */
 import { Client, Connection, WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/client';
+import { signApproval } from '../activities/approval';
 import type { Config } from '../core/config';
 import { createPool } from '../db/pool';
 import { decideUpdate, SearchAttr, statusQuery, WorkflowType } from '../workflows/definitions';
@@ -99,6 +100,8 @@ export async function decideHealing(
   client: Client,
   workflowId: string,
   decision: { decision: 'approve' | 'reject'; by: string; reason?: string; planId?: string },
+  /** APPROVAL_SECRET: when set, the decision is signed with it (the healing worker checks the signature). */
+  secret?: string,
 ): Promise<{ decision: string; planId: string }> {
   const { status, healing } = await showHealing(client, workflowId);
   if (status !== 'RUNNING' || healing.phase !== 'awaiting_approval' || !healing.plan) {
@@ -108,10 +111,13 @@ export async function decideHealing(
     );
   }
   const planId = decision.planId ?? healing.plan.id;
+  const signature = secret
+    ? signApproval(secret, { workflowId, planId, decision: decision.decision, by: decision.by })
+    : undefined;
   try {
     const result = await client.workflow
       .getHandle(workflowId)
-      .executeUpdate(decideUpdate, { args: [{ ...decision, planId }] });
+      .executeUpdate(decideUpdate, { args: [{ ...decision, planId, ...(signature ? { signature } : {}) }] });
     return { decision: result, planId };
   } catch (err) {
     if (err instanceof WorkflowUpdateFailedError) {

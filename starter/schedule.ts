@@ -28,6 +28,8 @@ export function healingPolicy(config: Config): HealingPolicy {
     maxRateLimitWaitSeconds: config.RATE_LIMIT_MAX_WAIT,
     approvers: config.APPROVERS,
     llmTimeoutMs: config.LLM_TIMEOUT_MS,
+    // Whether decisions must be signed; the secret itself never enters a workflow.
+    signedApprovals: config.APPROVAL_SECRET !== undefined,
   };
 }
 

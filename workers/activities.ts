@@ -7,6 +7,7 @@ import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import { createActionActivities } from '../activities/actions';
 import { createAnalysisActivities, createOllamaClient } from '../activities/analysis';
+import { createApprovalActivities } from '../activities/approval';
 import { createAuditActivities } from '../activities/audit';
 import { createDetectionActivities } from '../activities/detection';
 import { createDockerActivities } from '../activities/docker';
@@ -51,6 +52,7 @@ export function monitorActivities(config: Config, { pool, redis }: { pool: pg.Po
 export function healingActivities(config: Config, { pool, redis }: { pool: pg.Pool; redis: Redis }) {
   return {
     ...createAuditActivities({ pool }),
+    ...createApprovalActivities({ secret: config.APPROVAL_SECRET }),
     ...createSafetyActivities({ pool, redis, keys: createKeys(config.REDIS_KEY_PREFIX) }),
     ...createAnalysisActivities({
       ollama: createOllamaClient({ host: config.OLLAMA_HOST, timeoutMs: config.LLM_TIMEOUT_MS }),

@@ -33,11 +33,14 @@ export interface ApproveInput {
   reason?: string;
   /** The plan reviewed: when given, a decision for another plan is ignored. */
   planId?: string;
+  /** Hex HMAC-SHA256 of workflow id, plan id, decision and approver; required when APPROVAL_SECRET is set. */
+  signature?: string;
 }
 export interface RejectInput {
   by: string;
   reason: string;
   planId?: string;
+  signature?: string;
 }
 export interface DecideInput {
   decision: 'approve' | 'reject';
@@ -45,6 +48,8 @@ export interface DecideInput {
   reason?: string;
   /** The plan being approved: approval is bound to the exact plan shown. */
   planId?: string;
+  /** Hex HMAC-SHA256 of workflow id, plan id, decision and approver; required when APPROVAL_SECRET is set. */
+  signature?: string;
 }
 
 export const approveSignal = defineSignal<[ApproveInput]>('approve');

@@ -1,4 +1,5 @@
 import {
+  ApplicationFailure,
   condition,
   log,
   proxyActivities,
@@ -14,6 +15,7 @@ import type { Snapshot } from '../core/snapshot';
 import type { ActionType, Anomaly, HealPhase } from '../core/types';
 import type { createActionActivities } from '../activities/actions';
 import type { createAnalysisActivities } from '../activities/analysis';
+import type { createApprovalActivities } from '../activities/approval';
 import type { AuditEntry, createAuditActivities } from '../activities/audit';
 import type { createDetectionActivities } from '../activities/detection';
 import type { createDockerActivities } from '../activities/docker';
@@ -44,6 +46,11 @@ export interface HealingPolicy extends SafetyPolicy {
   approvers: string[];
   /** LLM_TIMEOUT_MS. */
   llmTimeoutMs: number;
+  /**
+   * APPROVAL_SECRET is set: a decision counts only with a valid signature, checked by the healing worker's
+   * `verifyApproval` activity (the secret is never in the workflow). Absent in older inputs: unsigned.
+   */
+  signedApprovals?: boolean;
 }
 
 export interface HealingInput {
@@ -117,6 +124,11 @@ const actions = proxyActivities<ReturnType<typeof createActionActivities>>({
   taskQueue: TaskQueue.actions,
   startToCloseTimeout: '2 minutes',
   retry: { maximumAttempts: 5, initialInterval: '2 seconds', maximumInterval: '30 seconds' },
+});
+
+const { verifyApproval } = proxyActivities<ReturnType<typeof createApprovalActivities>>({
+  startToCloseTimeout: '10 seconds',
+  retry: { maximumAttempts: 3 },
 });
 
 /** Approval notices: a few quick tries (the webhook retries inside), then the wait goes on without one. */
@@ -241,18 +253,55 @@ export async function healingWorkflow(input: HealingInput): Promise<HealingStatu
   setHandler(anomalySeenSignal, () => {
     status.seen += 1;
   });
-  setHandler(
-    approveSignal,
-    ({ by, reason, planId }) => void decide({ decision: 'approve', by, reason, planId, via: 'signal' }),
-  );
-  setHandler(
-    rejectSignal,
-    ({ by, reason, planId }) => void decide({ decision: 'reject', by, reason, planId, via: 'signal' }),
-  );
+  /**
+   * A decision that must be signed: the usual checks, then the signature, verified by an activity (the secret stays
+   * on the worker). A refused signature is listed under `ignored` and audited; the decision changes nothing.
+   */
+  const decideSigned = async (
+    d: Omit<Decision, 'at' | 'planId'> & { planId?: string },
+    signature: string | undefined,
+  ): Promise<string | undefined> => {
+    const planId = status.plan?.id;
+    if (status.phase !== 'awaiting_approval' || !planId || pending) return decide(d);
+    const check = await verifyApproval({ planId: d.planId ?? planId, decision: d.decision, by: d.by, signature });
+    if (!check.valid) {
+      const why = `signature refused: ${check.why ?? 'invalid'}`;
+      if (status.ignored.length < 50) {
+        status.ignored.push({ at: Date.now(), what: `${d.via} ${d.decision} by ${d.by || '(nobody)'}: ${why}` });
+      }
+      await audit({
+        step: 'refused',
+        action: status.plan?.action,
+        params: { planId, decision: d.decision, via: d.via },
+        decidedBy: d.by || '(nobody)',
+        outcome: why,
+      });
+      return why;
+    }
+    return decide(d);
+  };
+
+  setHandler(approveSignal, ({ by, reason, planId, signature }) => {
+    const d = { decision: 'approve' as const, by, reason, planId, via: 'signal' as const };
+    if (policy.signedApprovals) void decideSigned(d, signature);
+    else decide(d);
+  });
+  setHandler(rejectSignal, ({ by, reason, planId, signature }) => {
+    const d = { decision: 'reject' as const, by, reason, planId, via: 'signal' as const };
+    if (policy.signedApprovals) void decideSigned(d, signature);
+    else decide(d);
+  });
   setHandler(
     decideUpdate,
     (d: DecideInput) => {
-      decide({ decision: d.decision, by: d.by, reason: d.reason, planId: d.planId, via: 'update' });
+      const decision = { decision: d.decision, by: d.by, reason: d.reason, planId: d.planId, via: 'update' as const };
+      if (policy.signedApprovals) {
+        return decideSigned(decision, d.signature).then((problem) => {
+          if (problem) throw ApplicationFailure.nonRetryable(problem, 'decision_refused');
+          return pending!.decision;
+        });
+      }
+      decide(decision);
       return pending!.decision;
     },
     {
@@ -267,6 +316,9 @@ export async function healingWorkflow(input: HealingInput): Promise<HealingStatu
         if (pending) throw new Error(`already decided: ${pending.decision} by ${pending.by}`);
         if (d.planId !== undefined && d.planId !== status.plan.id) {
           throw new Error(`plan ${d.planId} is not the current plan ${status.plan.id}`);
+        }
+        if (policy.signedApprovals && !d.signature) {
+          throw new Error('a signed decision is required (APPROVAL_SECRET is set): use selfheal approve or reject');
         }
       },
     },
