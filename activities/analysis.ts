@@ -143,7 +143,15 @@ export function createOllamaClient(opts: { host: string; timeoutMs: number; fetc
     const signal = init?.signal ? AbortSignal.any([init.signal, timeout]) : timeout;
     return base(input, { ...init, signal });
   };
-  return new Ollama({ host: opts.host, fetch: timedFetch });
+  // fetch refuses user info in URLs: a password-protected Ollama (behind a proxy) gets it as a Basic header.
+  const host = new URL(opts.host);
+  if (!host.username && !host.password) return new Ollama({ host: opts.host, fetch: timedFetch });
+  const basic = Buffer.from(`${decodeURIComponent(host.username)}:${decodeURIComponent(host.password)}`).toString(
+    'base64',
+  );
+  host.username = '';
+  host.password = '';
+  return new Ollama({ host: host.toString(), fetch: timedFetch, headers: { authorization: `Basic ${basic}` } });
 }
 
 class LlmTimeout extends Error {}

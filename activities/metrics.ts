@@ -10,6 +10,7 @@ import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import type { HealthTarget } from '../core/config';
 import { parseLockValue, type Keys } from '../core/keys';
+import { redactSecrets } from '../core/redact';
 import { reconcile } from './reconcile';
 import {
   WORKER_WINDOW_CAP,
@@ -46,8 +47,20 @@ export interface MetricsDeps {
   now?: () => number;
 }
 
+/** First line of an error, credentials redacted (errors quote URLs, and URLs may carry passwords). */
 function errorLine(err: unknown): string {
-  return (err instanceof Error ? err.message : String(err)).split('\n')[0]!.slice(0, 300);
+  return redactSecrets((err instanceof Error ? err.message : String(err)).split('\n')[0]!).slice(0, 300);
+}
+
+/** A URL without its user info, and that user info as a Basic authorization header (fetch refuses it in URLs). */
+function withoutCredentials(url: URL): { url: URL; headers: Record<string, string> } {
+  if (!url.username && !url.password) return { url, headers: {} };
+  const user = decodeURIComponent(url.username);
+  const password = decodeURIComponent(url.password);
+  const bare = new URL(url);
+  bare.username = '';
+  bare.password = '';
+  return { url: bare, headers: { authorization: `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}` } };
 }
 
 function bounded<T>(p: Promise<T>, ms = SOURCE_TIMEOUT_MS): Promise<T> {
@@ -245,11 +258,21 @@ async function checkHealthTargets(targets: HealthTarget[], now: () => number): P
     targets.map(async ({ container, url }) => {
       const t0 = now();
       try {
-        const res = await fetch(url, { signal: AbortSignal.timeout(HEALTH_TIMEOUT_MS) });
+        const target = withoutCredentials(new URL(url));
+        const res = await fetch(target.url, {
+          headers: target.headers,
+          signal: AbortSignal.timeout(HEALTH_TIMEOUT_MS),
+        });
         await res.body?.cancel();
-        return { container, url, ok: res.status === 200, status: res.status, latencyMs: now() - t0 };
+        return {
+          container,
+          url: redactSecrets(url),
+          ok: res.status === 200,
+          status: res.status,
+          latencyMs: now() - t0,
+        };
       } catch (err) {
-        return { container, url, ok: false, error: errorLine(err), latencyMs: now() - t0 };
+        return { container, url: redactSecrets(url), ok: false, error: errorLine(err), latencyMs: now() - t0 };
       }
     }),
   );
@@ -257,7 +280,8 @@ async function checkHealthTargets(targets: HealthTarget[], now: () => number): P
 
 async function checkOllama(host: string, model: string): Promise<Snapshot['ollama']> {
   try {
-    const res = await fetch(new URL('/api/tags', host), { signal: AbortSignal.timeout(HEALTH_TIMEOUT_MS) });
+    const target = withoutCredentials(new URL('/api/tags', host));
+    const res = await fetch(target.url, { headers: target.headers, signal: AbortSignal.timeout(HEALTH_TIMEOUT_MS) });
     if (!res.ok) return { reachable: false, modelPresent: false, error: `HTTP ${res.status}` };
     const body = (await res.json()) as { models?: { name?: string; model?: string }[] };
     const names = (body.models ?? []).map((m) => m.name ?? m.model ?? '');

@@ -14,7 +14,8 @@ export type Reply =
 export interface FakeOllama {
   url: string;
   /** Requests received on /api/chat and /api/generate, in order. */
-  requests: { path: string; body: Record<string, unknown> }[];
+  /** Chat and generate requests, with the Authorization header they carried (if any). */
+  requests: { path: string; body: Record<string, unknown>; authorization?: string }[];
   /** Replies served in order; the last one repeats. */
   setReplies(replies: Reply[]): void;
   setModels(models: string[]): void;
@@ -57,7 +58,7 @@ export async function startFakeOllama(opts: { models?: string[]; replies?: Reply
       } catch {
         return json(400, { error: 'invalid JSON' });
       }
-      requests.push({ path, body });
+      requests.push({ path, body, ...(req.headers.authorization ? { authorization: req.headers.authorization } : {}) });
       const reply = replies[Math.min(served, replies.length - 1)]!;
       served++;
       if (reply.kind === 'hang') {
