@@ -45,6 +45,27 @@ local function find_in_lists(lists, pending, left)
   end
   return found
 end
+
+-- The ids ARGV[first_arg..] in none of the lists, in ARGV order without repeats, and how many were found.
+local function not_in_lists(lists, first_arg)
+  local pending = {}
+  local left = 0
+  for i = first_arg, #ARGV do
+    if not pending[ARGV[i]] then
+      pending[ARGV[i]] = true
+      left = left + 1
+    end
+  end
+  local found = find_in_lists(lists, pending, left)
+  local absent = {}
+  for i = first_arg, #ARGV do
+    if pending[ARGV[i]] then
+      absent[#absent + 1] = ARGV[i]
+      pending[ARGV[i]] = nil
+    end
+  end
+  return absent, found
+end
 `;
 
 /**
@@ -168,24 +189,9 @@ export const REQUEUE_LOST_CHUNK = `${LISTS_TO_SEARCH}
 if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[1])) then
   return { -1, 0 }
 end
-local pending = {}
-local left = 0
-for i = 3, #ARGV do
-  if not pending[ARGV[i]] then
-    pending[ARGV[i]] = true
-    left = left + 1
-  end
-end
 local lists = lists_to_search(3, ARGV[2])
 table.insert(lists, 1, KEYS[1])
-local present = find_in_lists(lists, pending, left)
-local push = {}
-for i = 3, #ARGV do
-  if pending[ARGV[i]] then
-    push[#push + 1] = ARGV[i]
-    pending[ARGV[i]] = nil
-  end
-end
+local push, present = not_in_lists(lists, 3)
 for i = 1, #push, 1000 do
   redis.call('LPUSH', KEYS[1], unpack(push, i, math.min(i + 999, #push)))
 end

@@ -21,7 +21,7 @@ import type pg from 'pg';
 import pino from 'pino';
 import type { HealthTarget } from '../core/config';
 import { STAGES, type Keys } from '../core/keys';
-import type { Plan } from '../core/plan';
+import { HEALTH_VISIBLE_TYPES, type Plan } from '../core/plan';
 import { escalationCommands } from '../core/notify';
 import { containerAllowed } from '../core/safety';
 import type { ActionType } from '../core/types';
@@ -402,8 +402,7 @@ export function createActionActivities({ pool, redis, keys, docker, config, log:
     const before = await isHealthy(url, inspected.State.Running);
     // Health is the problem only for an unhealthy container or a dead lock owner. A worker that fails, crawls or
     // hangs behind a 200 is restarted while "healthy": the workflow re-ran its detector right before this call.
-    const healthIsTheProblem = plan.anomalyType === 'unhealthy_container' || plan.anomalyType === 'stuck_documents';
-    if (before.healthy && healthIsTheProblem) {
+    if (before.healthy && HEALTH_VISIBLE_TYPES.includes(plan.anomalyType)) {
       const result: ActionResult = {
         action: 'restart_worker',
         outcome: 'nothing_to_do',

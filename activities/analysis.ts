@@ -10,6 +10,7 @@ import type { Plan } from '../core/plan';
 import { sanitizeUntrusted } from '../core/redact';
 import { runbookPlan, withPlanId } from '../core/runbook';
 import type { Anomaly, AnomalyType } from '../core/types';
+import { withoutCredentials } from './url-credentials';
 
 /** LLM calls one worker runs at once when not configured (a local Ollama serves requests mostly one by one). */
 export const DEFAULT_LLM_CONCURRENCY = 2;
@@ -143,15 +144,11 @@ export function createOllamaClient(opts: { host: string; timeoutMs: number; fetc
     const signal = init?.signal ? AbortSignal.any([init.signal, timeout]) : timeout;
     return base(input, { ...init, signal });
   };
-  // fetch refuses user info in URLs: a password-protected Ollama (behind a proxy) gets it as a Basic header.
-  const host = new URL(opts.host);
-  if (!host.username && !host.password) return new Ollama({ host: opts.host, fetch: timedFetch });
-  const basic = Buffer.from(`${decodeURIComponent(host.username)}:${decodeURIComponent(host.password)}`).toString(
-    'base64',
-  );
-  host.username = '';
-  host.password = '';
-  return new Ollama({ host: host.toString(), fetch: timedFetch, headers: { authorization: `Basic ${basic}` } });
+  const { url, headers } = withoutCredentials(new URL(opts.host));
+  // Without user info the host is passed as configured.
+  return headers.authorization
+    ? new Ollama({ host: url.toString(), fetch: timedFetch, headers })
+    : new Ollama({ host: opts.host, fetch: timedFetch });
 }
 
 class LlmTimeout extends Error {}

@@ -12,6 +12,7 @@ import type { HealthTarget } from '../core/config';
 import { parseLockValue, type Keys } from '../core/keys';
 import { redactSecrets } from '../core/redact';
 import { reconcile } from './reconcile';
+import { withoutCredentials } from './url-credentials';
 import {
   WORKER_WINDOW_CAP,
   type LockInfo,
@@ -50,17 +51,6 @@ export interface MetricsDeps {
 /** First line of an error, credentials redacted (errors quote URLs, and URLs may carry passwords). */
 function errorLine(err: unknown): string {
   return redactSecrets((err instanceof Error ? err.message : String(err)).split('\n')[0]!).slice(0, 300);
-}
-
-/** A URL without its user info, and that user info as a Basic authorization header (fetch refuses it in URLs). */
-function withoutCredentials(url: URL): { url: URL; headers: Record<string, string> } {
-  if (!url.username && !url.password) return { url, headers: {} };
-  const user = decodeURIComponent(url.username);
-  const password = decodeURIComponent(url.password);
-  const bare = new URL(url);
-  bare.username = '';
-  bare.password = '';
-  return { url: bare, headers: { authorization: `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}` } };
 }
 
 function bounded<T>(p: Promise<T>, ms = SOURCE_TIMEOUT_MS): Promise<T> {

@@ -26,23 +26,8 @@ export const ORPHAN_CAP = 200;
  * (pattern ARGV[1]).
  */
 export const NOT_IN_LISTS = `${LISTS_TO_SEARCH}
-local pending = {}
-local left = 0
-for i = 2, #ARGV do
-  if not pending[ARGV[i]] then
-    pending[ARGV[i]] = true
-    left = left + 1
-  end
-end
-find_in_lists(lists_to_search(1, ARGV[1]), pending, left)
-local out = {}
-for i = 2, #ARGV do
-  if pending[ARGV[i]] then
-    out[#out + 1] = ARGV[i]
-    pending[ARGV[i]] = nil
-  end
-end
-return out`;
+local absent = not_in_lists(lists_to_search(1, ARGV[1]), 2)
+return absent`;
 
 export interface ReconcileDeps {
   redis: Redis;

@@ -47,6 +47,13 @@ export interface Plan {
  * Actions the LLM may choose among, per anomaly type (DESIGN.md §5). The first listed is the runbook's first rung;
  * the order is the ladder (requeue, then restart, then escalate). `escalate_to_human` is always allowed.
  */
+/**
+ * Anomaly types a failing health check shows (an unhealthy container, the dead owner of stuck documents): for
+ * them a container answering 200 means the problem is gone. For every other type a restart is decided by its
+ * detector, not by health.
+ */
+export const HEALTH_VISIBLE_TYPES: readonly AnomalyType[] = ['unhealthy_container', 'stuck_documents'];
+
 export const ALLOWED_ACTIONS: Record<AnomalyType, readonly ActionType[]> = {
   stuck_documents: ['requeue_documents', 'restart_worker', 'escalate_to_human', 'no_action'],
   stale_locks: ['clear_stale_locks', 'escalate_to_human', 'no_action'],

@@ -10,7 +10,7 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { Thresholds } from '../core/detectors';
-import type { Plan } from '../core/plan';
+import { HEALTH_VISIBLE_TYPES, type Plan } from '../core/plan';
 import type { Snapshot } from '../core/snapshot';
 import type { ActionType, Anomaly, HealPhase } from '../core/types';
 import type { createActionActivities } from '../activities/actions';
@@ -518,7 +518,7 @@ export async function healingWorkflow(input: HealingInput): Promise<HealingStatu
 
         // A restart for a problem health checks cannot see (errors, slowness, a stall): only while the detector
         // still finds it. Blind (Redis or Postgres unreadable) is not "still there": a human decides.
-        if (plan.action === 'restart_worker' && !HEALTH_TYPES.includes(anomaly.type)) {
+        if (plan.action === 'restart_worker' && !HEALTH_VISIBLE_TYPES.includes(anomaly.type)) {
           const still = await verify(input);
           if (still.healed || still.blind) {
             await finishPermit({ idempotencyKey: key, now: Date.now(), outcome: 'nothing_to_do' });
@@ -621,9 +621,6 @@ export async function healingWorkflow(input: HealingInput): Promise<HealingStatu
     return status;
   }
 }
-
-/** Anomalies a failing health check shows: a healthy container means they are gone. */
-const HEALTH_TYPES: readonly string[] = ['unhealthy_container', 'stuck_documents'];
 
 /** Re-collects the snapshot (and the containers) and re-runs the same detector. */
 async function verify(input: HealingInput): Promise<{ healed: boolean; blind?: boolean; note: string }> {

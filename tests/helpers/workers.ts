@@ -50,36 +50,22 @@ export async function createTestWorkers(opts: {
   const workflowBundleReady = await workflowBundle();
   const clients = { pool: t.pool, redis: t.redis };
   const only = new Set(opts.only ?? ['monitor', 'healing', 'actions']);
+  // Monitor and healing run workflows and activities; actions only activities (and has the Docker client).
+  const specs = [
+    { queue: 'monitor', workflows: true, activities: () => monitorActivities(config, clients) },
+    { queue: 'healing', workflows: true, activities: () => healingActivities(config, clients) },
+    { queue: 'actions', workflows: false, activities: () => actionsActivities(config, { ...clients, docker }) },
+  ] as const;
   const created: Worker[] = [];
-  if (only.has('monitor')) {
+  for (const spec of specs) {
+    if (!only.has(spec.queue)) continue;
     created.push(
       await Worker.create({
         connection,
         namespace,
-        taskQueue: TaskQueue.monitor,
-        workflowBundle: workflowBundleReady,
-        activities: monitorActivities(config, clients),
-      }),
-    );
-  }
-  if (only.has('healing')) {
-    created.push(
-      await Worker.create({
-        connection,
-        namespace,
-        taskQueue: TaskQueue.healing,
-        workflowBundle: workflowBundleReady,
-        activities: healingActivities(config, clients),
-      }),
-    );
-  }
-  if (only.has('actions')) {
-    created.push(
-      await Worker.create({
-        connection,
-        namespace,
-        taskQueue: TaskQueue.actions,
-        activities: actionsActivities(config, { ...clients, docker }),
+        taskQueue: TaskQueue[spec.queue],
+        ...(spec.workflows ? { workflowBundle: workflowBundleReady } : {}),
+        activities: spec.activities(),
       }),
     );
   }
