@@ -26,6 +26,8 @@ import {
 /** Caps of what a snapshot carries (counts stay exact). */
 export const PROCESSING_CAP = 500;
 export const STALE_LOCK_CAP = 200;
+/** Rows of one stage and status counted exactly; above it, the planner's estimate (see readPostgres). */
+export const COUNT_CAP = 10_000;
 const SCAN_COUNT = 1000;
 const SOURCE_TIMEOUT_MS = 5_000;
 const HEALTH_TIMEOUT_MS = 2_000;
@@ -145,24 +147,32 @@ interface PostgresPart {
   processingTotal: number;
 }
 
+/** Rows of a (stage, status) the planner expects: one index lookup in the statistics, no scan. */
+async function plannerEstimate(pool: pg.Pool, stage: string, status: string): Promise<number> {
+  const { rows } = await pool.query<{ 'QUERY PLAN': { Plan: { 'Plan Rows': number } }[] }>(
+    `EXPLAIN (FORMAT JSON) SELECT 1 FROM documents WHERE stage = $1 AND status = $2`,
+    [stage, status],
+  );
+  return Math.round(rows[0]?.['QUERY PLAN'][0]?.Plan['Plan Rows'] ?? 0);
+}
+
 async function readPostgres(deps: MetricsDeps): Promise<PostgresPart> {
   const { pool, stages, windowSeconds } = deps;
   const [live, estimates, window, progress, processing] = await Promise.all([
-    // Exact counts of the non-terminal and failure statuses (served by the (stage, status) index).
+    // Exact counts of the non-terminal and failure statuses up to COUNT_CAP each: a range of the (stage, status,
+    // updated_at) index that stops at the cap (the ORDER BY keeps the planner on it). Counting every queued row of a
+    // 100,000-deep backlog took 35 ms a cycle at 1M documents.
     pool.query<{ stage: string; status: string; n: number }>(
-      `SELECT stage, status, count(*)::int AS n FROM documents
-        WHERE status IN ('queued', 'processing', 'failed', 'dead') GROUP BY stage, status`,
+      `SELECT s.stage, st.status,
+              (SELECT count(*)::int FROM (SELECT 1 FROM documents d
+                                           WHERE d.stage = s.stage AND d.status = st.status
+                                           ORDER BY d.updated_at LIMIT $2) x) AS n
+         FROM unnest($1::text[]) AS s(stage)
+        CROSS JOIN unnest(ARRAY['queued', 'processing', 'failed', 'dead']) AS st(status)`,
+      [stages, COUNT_CAP + 1],
     ),
     // Completed rows grow without bound: the planner's estimate per stage, not a scan.
-    Promise.all(
-      stages.map(async (stage) => {
-        const { rows } = await pool.query<{ 'QUERY PLAN': { Plan: { 'Plan Rows': number } }[] }>(
-          `EXPLAIN (FORMAT JSON) SELECT 1 FROM documents WHERE stage = $1 AND status = 'completed'`,
-          [stage],
-        );
-        return [stage, Math.round(rows[0]?.['QUERY PLAN'][0]?.Plan['Plan Rows'] ?? 0)] as const;
-      }),
-    ),
+    Promise.all(stages.map(async (stage) => [stage, await plannerEstimate(pool, stage, 'completed')] as const)),
     // By stage and worker: the same index range as the stage totals, which are the sums.
     pool.query<{ stage: string; worker_id: string; completed: number; failed: number; mean_ms: number | null }>(
       `SELECT stage, worker_id,
@@ -189,7 +199,13 @@ async function readPostgres(deps: MetricsDeps): Promise<PostgresPart> {
   const blank = () => ({ queued: 0, processing: 0, completed: 0, failed: 0, dead: 0 });
   for (const [stage, n] of estimates) counts.set(stage, { ...blank(), completed: n });
   let processingTotal = 0;
-  for (const r of live.rows) {
+  // Past the cap, the planner's estimate (never below the cap: a stale estimate must not hide a backlog).
+  const liveCounts = await Promise.all(
+    live.rows.map(async (r) =>
+      r.n > COUNT_CAP ? { ...r, n: Math.max(COUNT_CAP + 1, await plannerEstimate(pool, r.stage, r.status)) } : r,
+    ),
+  );
+  for (const r of liveCounts) {
     const c = counts.get(r.stage) ?? blank();
     c[r.status as keyof StageMetrics['counts']] = r.n;
     counts.set(r.stage, c);
@@ -296,21 +312,29 @@ export async function collectSnapshot(deps: MetricsDeps): Promise<Snapshot> {
       return [undefined, { ok: false, error: errorLine(err) }];
     }
   };
-  const [[r, redisStatus], [p, pgStatus], health, ollama] = await Promise.all([
+  // Reconciliation runs alongside the reads (the cycle's latency is the slowest part, not the sum) and counts
+  // only when both stores answered.
+  const reconciling =
+    deps.reconcile !== false
+      ? bounded(reconcile(deps)).then(
+          (part): Reconciliation => part,
+          (err: unknown): Reconciliation => ({
+            lost: [],
+            lostCandidates: 0,
+            orphans: [],
+            entriesChecked: 0,
+            error: errorLine(err),
+          }),
+        )
+      : undefined;
+  const [[r, redisStatus], [p, pgStatus], health, ollama, reconciled] = await Promise.all([
     settle(readRedis(deps)),
     settle(readPostgres(deps)),
     checkHealthTargets(deps.healthTargets, now),
     checkOllama(deps.ollamaHost, deps.ollamaModel),
+    reconciling,
   ]);
-  // Needs both stores: only when both answered.
-  let reconciliation: Reconciliation | undefined;
-  if (r && p && deps.reconcile !== false) {
-    try {
-      reconciliation = await bounded(reconcile(deps));
-    } catch (err) {
-      reconciliation = { lost: [], lostCandidates: 0, orphans: [], entriesChecked: 0, error: errorLine(err) };
-    }
-  }
+  const reconciliation = r && p ? reconciled : undefined;
   const stages: StageMetrics[] = deps.stages.map((stage) => {
     const w = p?.window.get(stage);
     return {

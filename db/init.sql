@@ -24,8 +24,10 @@ CREATE INDEX IF NOT EXISTS documents_processing_updated_at
 -- Lost-document candidates: queued rows, oldest first.
 CREATE INDEX IF NOT EXISTS documents_queued_updated_at
   ON documents (updated_at) WHERE status = 'queued';
--- Per-stage counts and windowed completions/failures.
-CREATE INDEX IF NOT EXISTS documents_stage_status ON documents (stage, status);
+-- Per-stage counts, capped, in index order (the updated_at column makes the capped count an index range the planner
+-- cannot trade for a sequential scan); it replaces the former (stage, status) index.
+CREATE INDEX IF NOT EXISTS documents_stage_status_updated_at ON documents (stage, status, updated_at);
+DROP INDEX IF EXISTS documents_stage_status;
 CREATE INDEX IF NOT EXISTS documents_completed_at ON documents (completed_at) WHERE completed_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS documents_status_updated_at ON documents (status, updated_at);
 

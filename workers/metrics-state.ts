@@ -32,10 +32,11 @@ export function createMetricsState(deps: MetricsStateDeps) {
   const g = (name: string, help: string, labelNames: string[] = []) =>
     new client.Gauge({ name, help, labelNames, registers: [registry] });
   const queueDepth = g('selfheal_queue_depth', 'Items in a pipeline list', ['stage', 'kind']);
-  const documents = g('selfheal_documents', 'Documents by stage and status (completed is the planner estimate)', [
-    'stage',
-    'status',
-  ]);
+  const documents = g(
+    'selfheal_documents',
+    'Documents by stage and status (completed, and any count above 10,000, is the planner estimate)',
+    ['stage', 'status'],
+  );
   const errorRate = g('selfheal_stage_error_rate', 'failed / (completed + failed) in the error-rate window', ['stage']);
   const outcomes = g('selfheal_stage_window_outcomes', 'Processing outcomes in the error-rate window', [
     'stage',
