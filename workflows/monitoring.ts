@@ -58,6 +58,14 @@ function healingInput(anomaly: Anomaly, input: MonitoringInput, snapshot: Snapsh
 /**
  * One monitoring cycle: collect, detect, then one healing workflow per anomaly that fired (or a signal to the
  * one already open for it). Started by the Schedule `selfheal-monitor`; short, so its history stays small.
+ *
+ * Only a firing is signalled, never a cycle in which an open anomaly merely lasts. Each signal is an event (and a
+ * workflow task) in the healing's history, and a healing may stay open for hours (APPROVAL_TIMEOUT, rate-limit
+ * timers): a signal per cycle grew its history with the cycle count, past Temporal's limits at short intervals. A
+ * firing is the sighting that tells the healing something: the anomaly cleared and came back (noise control lets
+ * that happen at most once per ANOMALY_FIRE_CYCLES + ANOMALY_CLEAR_CYCLES cycles), so `status.seen` counts the
+ * occurrences of the anomaly during the run. "Still there" needs no signal: the healing re-runs the detector itself
+ * before a restart and when it verifies, and `selfheal status` shows what the latest cycle sees.
  */
 export async function monitoringCycleWorkflow(input: MonitoringInput): Promise<CycleResult> {
   const startedAt = Date.now();
@@ -76,37 +84,36 @@ export async function monitoringCycleWorkflow(input: MonitoringInput): Promise<C
   };
   const result = await detectAnomalies({ snapshot: merged, thresholds: input.thresholds, cycleStartedAt: startedAt });
 
-  const fired = new Set(result.fired.map((a) => a.fingerprint));
   const started: string[] = [];
   const signalled: string[] = [];
-  for (const anomaly of result.active) {
+  for (const anomaly of result.fired) {
     const workflowId = healingWorkflowId(anomaly.type, anomaly.target);
-    const seen = { detectedAt: anomaly.detectedAt, fingerprint: anomaly.fingerprint };
-    if (fired.has(anomaly.fingerprint)) {
-      try {
-        await startChild(healingWorkflow, {
-          workflowId,
-          taskQueue: TaskQueue.healing,
-          args: [healingInput(anomaly, input, merged)],
-          parentClosePolicy: ParentClosePolicy.ABANDON,
-          staticSummary: anomaly.summary,
-          typedSearchAttributes: [
-            { key: SearchAttr.AnomalyType, value: anomaly.type },
-            { key: SearchAttr.HealTarget, value: anomaly.target },
-            { key: SearchAttr.Severity, value: anomaly.severity },
-            { key: SearchAttr.HealPhase, value: 'analyzing' },
-          ],
-        });
-        started.push(workflowId);
-        continue;
-      } catch (err) {
-        if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
-      }
-    }
-    // Already being healed: tell the open run it is still happening. A closed run is left closed: the
-    // anomaly must clear and fire again before a new healing starts (no restart loops on a lasting fault).
     try {
-      await getExternalWorkflowHandle(workflowId).signal(anomalySeenSignal, seen);
+      await startChild(healingWorkflow, {
+        workflowId,
+        taskQueue: TaskQueue.healing,
+        args: [healingInput(anomaly, input, merged)],
+        parentClosePolicy: ParentClosePolicy.ABANDON,
+        staticSummary: anomaly.summary,
+        typedSearchAttributes: [
+          { key: SearchAttr.AnomalyType, value: anomaly.type },
+          { key: SearchAttr.HealTarget, value: anomaly.target },
+          { key: SearchAttr.Severity, value: anomaly.severity },
+          { key: SearchAttr.HealPhase, value: 'analyzing' },
+        ],
+      });
+      started.push(workflowId);
+      continue;
+    } catch (err) {
+      if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+    }
+    // It came back while the run that heals it is still open (an approval or a permit wait): tell that run. A
+    // lasting anomaly fires once, so a closed run is left closed: no restart loops on a lasting fault.
+    try {
+      await getExternalWorkflowHandle(workflowId).signal(anomalySeenSignal, {
+        detectedAt: anomaly.detectedAt,
+        fingerprint: anomaly.fingerprint,
+      });
       signalled.push(workflowId);
     } catch {
       log.debug('no open healing workflow to signal', { workflowId });
