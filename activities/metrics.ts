@@ -147,52 +147,76 @@ interface PostgresPart {
   processingTotal: number;
 }
 
+/**
+ * The SQL of one snapshot, every statement bounded whatever the table's size (exported so that the benchmark can run
+ * the same statements directly as the cycle's floor).
+ */
+export function snapshotQueries(stages: string[], windowSeconds: number) {
+  return {
+    // Exact counts of the non-terminal and failure statuses up to COUNT_CAP each: a range of the (stage, status,
+    // updated_at) index that stops at the cap (the ORDER BY keeps the planner on it). Counting every queued row of a
+    // 100,000-deep backlog took 35 ms a cycle at 1M documents.
+    counts: {
+      text: `SELECT s.stage, st.status,
+                    (SELECT count(*)::int FROM (SELECT 1 FROM documents d
+                                                 WHERE d.stage = s.stage AND d.status = st.status
+                                                 ORDER BY d.updated_at LIMIT $2) x) AS n
+               FROM unnest($1::text[]) AS s(stage)
+              CROSS JOIN unnest(ARRAY['queued', 'processing', 'failed', 'dead']) AS st(status)`,
+      values: [stages, COUNT_CAP + 1],
+    },
+    // Completed rows grow without bound: the planner's estimate per stage, not a scan.
+    completedEstimates: stages.map((stage) => estimateQuery(stage, 'completed')),
+    // By stage and worker: the same index range as the stage totals, which are the sums.
+    window: {
+      text: `SELECT stage, worker_id,
+                    count(*) FILTER (WHERE outcome = 'completed')::int AS completed,
+                    count(*) FILTER (WHERE outcome = 'failed')::int AS failed,
+                    avg(processing_ms) FILTER (WHERE outcome = 'completed')::float8 AS mean_ms
+               FROM document_events WHERE at > now() - make_interval(secs => $1) GROUP BY stage, worker_id`,
+      values: [windowSeconds],
+    },
+    progress: {
+      text: `SELECT s.stage,
+                    (SELECT max(e.at) FROM document_events e WHERE e.stage = s.stage) AS last_event,
+                    (SELECT max(d.started_at) FROM documents d
+                      WHERE d.status = 'processing' AND d.stage = s.stage) AS last_start
+               FROM unnest($1::text[]) AS s(stage)`,
+      values: [stages],
+    },
+    processing: {
+      text: `SELECT id, stage, worker_id, started_at, updated_at FROM documents
+              WHERE status = 'processing' ORDER BY updated_at LIMIT $1`,
+      values: [PROCESSING_CAP],
+    },
+  };
+}
+
+const estimateQuery = (stage: string, status: string) => ({
+  text: 'EXPLAIN (FORMAT JSON) SELECT 1 FROM documents WHERE stage = $1 AND status = $2',
+  values: [stage, status],
+});
+
 /** Rows of a (stage, status) the planner expects: one index lookup in the statistics, no scan. */
 async function plannerEstimate(pool: pg.Pool, stage: string, status: string): Promise<number> {
   const { rows } = await pool.query<{ 'QUERY PLAN': { Plan: { 'Plan Rows': number } }[] }>(
-    `EXPLAIN (FORMAT JSON) SELECT 1 FROM documents WHERE stage = $1 AND status = $2`,
-    [stage, status],
+    estimateQuery(stage, status),
   );
   return Math.round(rows[0]?.['QUERY PLAN'][0]?.Plan['Plan Rows'] ?? 0);
 }
 
 async function readPostgres(deps: MetricsDeps): Promise<PostgresPart> {
   const { pool, stages, windowSeconds } = deps;
+  const q = snapshotQueries(stages, windowSeconds);
   const [live, estimates, window, progress, processing] = await Promise.all([
-    // Exact counts of the non-terminal and failure statuses up to COUNT_CAP each: a range of the (stage, status,
-    // updated_at) index that stops at the cap (the ORDER BY keeps the planner on it). Counting every queued row of a
-    // 100,000-deep backlog took 35 ms a cycle at 1M documents.
-    pool.query<{ stage: string; status: string; n: number }>(
-      `SELECT s.stage, st.status,
-              (SELECT count(*)::int FROM (SELECT 1 FROM documents d
-                                           WHERE d.stage = s.stage AND d.status = st.status
-                                           ORDER BY d.updated_at LIMIT $2) x) AS n
-         FROM unnest($1::text[]) AS s(stage)
-        CROSS JOIN unnest(ARRAY['queued', 'processing', 'failed', 'dead']) AS st(status)`,
-      [stages, COUNT_CAP + 1],
-    ),
-    // Completed rows grow without bound: the planner's estimate per stage, not a scan.
+    pool.query<{ stage: string; status: string; n: number }>(q.counts),
     Promise.all(stages.map(async (stage) => [stage, await plannerEstimate(pool, stage, 'completed')] as const)),
-    // By stage and worker: the same index range as the stage totals, which are the sums.
     pool.query<{ stage: string; worker_id: string; completed: number; failed: number; mean_ms: number | null }>(
-      `SELECT stage, worker_id,
-              count(*) FILTER (WHERE outcome = 'completed')::int AS completed,
-              count(*) FILTER (WHERE outcome = 'failed')::int AS failed,
-              avg(processing_ms) FILTER (WHERE outcome = 'completed')::float8 AS mean_ms
-         FROM document_events WHERE at > now() - make_interval(secs => $1) GROUP BY stage, worker_id`,
-      [windowSeconds],
+      q.window,
     ),
-    pool.query<{ stage: string; last_event: Date | null; last_start: Date | null }>(
-      `SELECT s.stage,
-              (SELECT max(e.at) FROM document_events e WHERE e.stage = s.stage) AS last_event,
-              (SELECT max(d.started_at) FROM documents d WHERE d.status = 'processing' AND d.stage = s.stage) AS last_start
-         FROM unnest($1::text[]) AS s(stage)`,
-      [stages],
-    ),
+    pool.query<{ stage: string; last_event: Date | null; last_start: Date | null }>(q.progress),
     pool.query<{ id: number; stage: string; worker_id: string | null; started_at: Date | null; updated_at: Date }>(
-      `SELECT id, stage, worker_id, started_at, updated_at FROM documents
-        WHERE status = 'processing' ORDER BY updated_at LIMIT $1`,
-      [PROCESSING_CAP],
+      q.processing,
     ),
   ]);
   const counts = new Map<string, StageMetrics['counts']>();

@@ -29,6 +29,14 @@ export const NOT_IN_LISTS = `${LISTS_TO_SEARCH}
 local absent = not_in_lists(lists_to_search(1, ARGV[1]), 2)
 return absent`;
 
+/** Lost candidates: queued past the threshold ($1 s), oldest first, at most $2 (the partial index on queued rows). */
+export const LOST_CANDIDATES_SQL = `SELECT id::text AS id, stage, updated_at FROM documents
+  WHERE status = 'queued' AND updated_at < now() - make_interval(secs => $1)
+  ORDER BY updated_at LIMIT $2`;
+
+/** The documents of the queue entries examined for orphans. */
+export const ORPHAN_LOOKUP_SQL = 'SELECT id::text AS id, stage, status FROM documents WHERE id = ANY($1::bigint[])';
+
 export interface ReconcileDeps {
   redis: Redis;
   pool: pg.Pool;
@@ -55,12 +63,10 @@ export async function reconcile(deps: ReconcileDeps): Promise<ReconcilePart> {
 
 async function findLost(deps: ReconcileDeps): Promise<Pick<ReconcilePart, 'lost' | 'lostCandidates'>> {
   const { pool, redis, keys, stages } = deps;
-  const { rows } = await pool.query<{ id: string; stage: string; updated_at: Date }>(
-    `SELECT id::text AS id, stage, updated_at FROM documents
-      WHERE status = 'queued' AND updated_at < now() - make_interval(secs => $1)
-      ORDER BY updated_at LIMIT $2`,
-    [deps.lostDocumentSeconds, LOST_CANDIDATE_CAP],
-  );
+  const { rows } = await pool.query<{ id: string; stage: string; updated_at: Date }>(LOST_CANDIDATES_SQL, [
+    deps.lostDocumentSeconds,
+    LOST_CANDIDATE_CAP,
+  ]);
   if (rows.length === 0) return { lost: [], lostCandidates: 0 };
   const queues = stages.map((s) => keys.queue(s));
   const missing = new Set(
@@ -94,10 +100,7 @@ async function findOrphans(deps: ReconcileDeps): Promise<Pick<ReconcilePart, 'or
   const ids = [...new Set(counts.flatMap((c) => [...c.keys()]))].filter((id) => /^\d{1,15}$/.test(id));
   const entriesChecked = windows.reduce((n, w) => n + w.length, 0);
   if (entriesChecked === 0) return { orphans: [], entriesChecked };
-  const { rows } = await pool.query<{ id: string; stage: string; status: string }>(
-    'SELECT id::text AS id, stage, status FROM documents WHERE id = ANY($1::bigint[])',
-    [ids],
-  );
+  const { rows } = await pool.query<{ id: string; stage: string; status: string }>(ORPHAN_LOOKUP_SQL, [ids]);
   const docs = new Map(rows.map((r) => [r.id, r]));
   const suspects: OrphanEntry[] = [];
   stages.forEach((stage, i) => {

@@ -21,6 +21,16 @@ export function sdkMetricsAddress(config: Config, taskQueue: TaskQueue): string 
   return `${host}:${config.SDK_METRICS_PORT + SDK_METRICS_PORT_OFFSET[taskQueue]}`;
 }
 
+/**
+ * A workflow bundle built beforehand (SELFHEAL_WORKFLOW_BUNDLE, set by `selfheal up`), else the workflows bundled
+ * here at start.
+ */
+function workflowSource(workflowsPath: string | undefined): Pick<WorkerOptions, 'workflowsPath' | 'workflowBundle'> {
+  if (!workflowsPath) return {};
+  const codePath = process.env.SELFHEAL_WORKFLOW_BUNDLE;
+  return codePath ? { workflowBundle: { codePath } } : { workflowsPath };
+}
+
 export interface RunWorkerOptions {
   name: string;
   config: Config;
@@ -56,7 +66,7 @@ export async function runWorker(opts: RunWorkerOptions): Promise<void> {
     connection,
     namespace: opts.config.TEMPORAL_NAMESPACE,
     taskQueue: opts.taskQueue,
-    workflowsPath: opts.workflowsPath,
+    ...workflowSource(opts.workflowsPath),
     activities: opts.activities,
     maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivityTaskExecutions,
   });

@@ -1,0 +1,23 @@
+/**
+ * `node -r tsx/cjs workers/bundle-workflows.ts <out.js>`: builds the workflow bundle once, in a process of its own
+ * that exits, for the workers to load (SELFHEAL_WORKFLOW_BUNDLE). Bundling with webpack inside each worker cost
+ * every worker its peak memory for good (the monitor and healing workers peaked at 347 and 429 MB that way) and
+ * the bundling time twice over.
+ */
+import { writeFileSync } from 'node:fs';
+import { bundleWorkflowCode } from '@temporalio/worker';
+
+async function main(): Promise<void> {
+  const out = process.argv[2];
+  if (!out) throw new Error('usage: bundle-workflows <out.js>');
+  const { code } = await bundleWorkflowCode({
+    workflowsPath: require.resolve('../workflows'),
+    logger: { trace() {}, debug() {}, info() {}, warn() {}, error() {}, log() {} },
+  });
+  writeFileSync(out, code);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bundle-workflows: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});
