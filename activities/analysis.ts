@@ -34,6 +34,11 @@ export const FallbackReason = {
   invalid: 'invalid',
   /** The reply chose an action not allowed for the anomaly type (or rung). */
   disallowed: 'disallowed',
+  /**
+   * The reply was usable but looked manipulated (it named another target, or its reasoning carried instructions or
+   * named infrastructure outside the target): nothing of it is used.
+   */
+  suspect: 'suspect',
   /** The reply chose an allowed action whose parameters the evidence cannot supply. */
   inapplicable: 'inapplicable',
 } as const;
@@ -240,6 +245,11 @@ export function createAnalysisActivities(opts: AnalysisActivitiesOptions) {
       return known.includes(kind ?? '')
         ? fallback(kind as FallbackReason, rest.join(': '), audit)
         : fallback('invalid', parsed.error, audit);
+    }
+    if (parsed.injectionSuspected) {
+      // A reply that tried to steer the plan elsewhere is not trusted even where its action is allowed: the runbook
+      // plans instead, and the attempt stays in the audit (notes, injectionSuspected).
+      return fallback('suspect', parsed.notes.join('; ') || 'injection-like reply', audit);
     }
     return {
       plan: parsed.value,

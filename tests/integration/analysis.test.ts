@@ -159,7 +159,7 @@ describe('analyzeAnomaly', () => {
     expect(result.llm.injectionSuspected).toBe(true);
   });
 
-  it('a reply naming another target: the anomaly’s target all the same, and flagged', async () => {
+  it('a reply naming another target: nothing of it is used (the runbook plans, reason suspect), and flagged', async () => {
     const server = await fake([
       {
         kind: 'content',
@@ -173,8 +173,13 @@ describe('analyzeAnomaly', () => {
     ]);
     const anomaly = anomalies.unhealthy!;
     const result = await activities(server).analyzeAnomaly({ anomaly, rung: 0, context: { containers } });
-    expect(result.plan).toMatchObject({ source: 'llm', target: anomaly.target, params: { container: anomaly.target } });
-    expect(result.llm.injectionSuspected).toBe(true);
+    expect(result.plan).toMatchObject({
+      source: 'runbook',
+      target: anomaly.target,
+      params: { container: anomaly.target },
+    });
+    expect(result.plan.fallbackReason).toMatch(/^suspect: .*postgres/);
+    expect(result.llm).toMatchObject({ used: true, ok: false, injectionSuspected: true });
     expect(result.llm.notes?.join('\n')).toMatch(/postgres/);
   });
 

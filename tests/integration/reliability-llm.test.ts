@@ -3,8 +3,8 @@
  * process) against Postgres, Redis, Docker and the run's Temporal dev server, with an Ollama-compatible fake behind a
  * TCP proxy the test can cut. Each healing heals a real stale lock (its owner has no heartbeat) found by the real
  * collector and detector. What must hold, checked in healing_log, the workflow result, Redis, Postgres and Docker:
- * - the plan is the runbook's, with the LLM's failure recorded as the reason (a reply that names another target may
- *   keep its action, never its target);
+ * - the plan is the runbook's, with the LLM's failure recorded as the reason (a reply that names another target is
+ *   not used at all: reason suspect, the attempt audited);
  * - a runbook plan under MIN_CONFIDENCE goes to a human (approval requested, deny by default) and changes nothing,
  *   while the same plan over the floor acts;
  * - nothing but the runbook's action on the anomaly's own target is executed: a live worker's lock, the other
@@ -312,7 +312,7 @@ describe('R6: Ollama down, slow or answering garbage, end to end', () => {
     }, 120_000);
   }
 
-  it('a reply naming another target keeps its allowed action but never its target: only the dead owner is cleared', async () => {
+  it('a reply naming another target is not used (runbook, reason suspect, audited): only the dead owner is cleared', async () => {
     const { anomaly, owner, docs } = await staleLocks();
     fake.setReplies(
       reply(
@@ -327,10 +327,12 @@ describe('R6: Ollama down, slow or answering garbage, end to end', () => {
       ),
     );
     const { status, log } = await heal(anomaly, {});
-    expect(status.plan).toMatchObject({ source: 'llm', action: 'clear_stale_locks', target: owner });
+    expect(status.plan).toMatchObject({ source: 'runbook', action: 'clear_stale_locks', target: owner });
+    expect(status.plan!.fallbackReason).toMatch(/^suspect: /);
     expect(status.plan!.params.locks!.map((l) => l.owner)).toEqual([owner, owner]);
     const proposed = log.find((r) => r.step === 'proposed')!;
-    expect(proposed.params.llm).toMatchObject({ used: true, ok: true, injectionSuspected: true });
+    expect(proposed).toMatchObject({ decided_by: 'runbook' });
+    expect(proposed.params.llm).toMatchObject({ used: true, ok: false, injectionSuspected: true });
     expect(status.phase, JSON.stringify(status.history)).toBe('healed');
     const executed = log.filter((r) => r.step === 'executed');
     expect(executed.map((r) => [r.action, r.target])).toEqual([['clear_stale_locks', owner]]);
