@@ -9,13 +9,20 @@ import type { AddressInfo } from 'node:net';
 export type Reply =
   | { kind: 'content'; content: string; delayMs?: number }
   | { kind: 'status'; status: number; body?: string }
-  | { kind: 'hang' };
+  | { kind: 'hang' }
+  /** A reply chosen per request (e.g. from the JSON schema in `format`); it must not be `respond` itself. */
+  | { kind: 'respond'; respond: (request: { path: string; body: Record<string, unknown> }) => Reply };
 
 export interface FakeOllama {
   url: string;
   /** Requests received on /api/chat and /api/generate, in order. */
   /** Chat and generate requests, with the Authorization header they carried (if any). */
   requests: { path: string; body: Record<string, unknown>; authorization?: string }[];
+  /** Chat and generate requests open right now: received, and neither answered nor aborted by the client. */
+  readonly inFlight: number;
+  /** The most requests that were open at once since start (or `resetPeak`): what a concurrency cap must bound. */
+  readonly peakInFlight: number;
+  resetPeak(): void;
   /** Replies served in order; the last one repeats. */
   setReplies(replies: Reply[]): void;
   setModels(models: string[]): void;
@@ -26,6 +33,8 @@ export async function startFakeOllama(opts: { models?: string[]; replies?: Reply
   let models = opts.models ?? ['llama3.2:3b'];
   let replies: Reply[] = opts.replies ?? [{ kind: 'content', content: '{}' }];
   let served = 0;
+  let inFlight = 0;
+  let peakInFlight = 0;
   const requests: FakeOllama['requests'] = [];
   const hanging = new Set<http.ServerResponse>();
 
@@ -59,8 +68,14 @@ export async function startFakeOllama(opts: { models?: string[]; replies?: Reply
         return json(400, { error: 'invalid JSON' });
       }
       requests.push({ path, body, ...(req.headers.authorization ? { authorization: req.headers.authorization } : {}) });
-      const reply = replies[Math.min(served, replies.length - 1)]!;
+      // Counted at the server, so the figure is what Ollama would see; 'close' fires on answer and on abort alike.
+      inFlight++;
+      peakInFlight = Math.max(peakInFlight, inFlight);
+      res.once('close', () => inFlight--);
+      let reply = replies[Math.min(served, replies.length - 1)]!;
       served++;
+      if (reply.kind === 'respond') reply = reply.respond({ path, body });
+      if (reply.kind === 'respond') return json(500, { error: 'a respond reply returned another respond reply' });
       if (reply.kind === 'hang') {
         hanging.add(res);
         res.on('close', () => hanging.delete(res));
@@ -96,6 +111,15 @@ export async function startFakeOllama(opts: { models?: string[]; replies?: Reply
   return {
     url: `http://127.0.0.1:${port}`,
     requests,
+    get inFlight() {
+      return inFlight;
+    },
+    get peakInFlight() {
+      return peakInFlight;
+    },
+    resetPeak() {
+      peakInFlight = inFlight;
+    },
     setReplies(next) {
       replies = next;
       served = 0;
