@@ -538,6 +538,11 @@ describe('R2: every selfheal worker is down for several cycles while the Schedul
         (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === activity,
       );
       expect(scheduled, `${id} ${activity}`).toHaveLength(1);
+      const started = history.events!.find(
+        (e) => e.activityTaskStartedEventAttributes?.scheduledEventId?.toString() === scheduled[0]!.eventId?.toString(),
+      );
+      // Attempt 2 or more: the kill caught the action's activity before Temporal heard of its result (timing).
+      measured[`${id} ${activity} attempt`] = started?.activityTaskStartedEventAttributes?.attempt;
     }
 
     // Docker: the killed container started once (the restart), its peer never.
