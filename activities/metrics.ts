@@ -9,6 +9,7 @@
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import type { HealthTarget } from '../core/config';
+import { LOCK_EVIDENCE_CAP } from '../core/detectors';
 import { parseLockValue, type Keys } from '../core/keys';
 import { redactSecrets } from '../core/redact';
 import { reconcile } from './reconcile';
@@ -25,7 +26,8 @@ import {
 
 /** Caps of what a snapshot carries (counts stay exact). */
 export const PROCESSING_CAP = 500;
-export const STALE_LOCK_CAP = 200;
+/** Stale locks a snapshot carries (all owners): the detector's evidence cap, so no observed lock goes unplanned. */
+export const STALE_LOCK_CAP = LOCK_EVIDENCE_CAP;
 /** Rows of one stage and status counted exactly; above it, the planner's estimate (see readPostgres). */
 export const COUNT_CAP = 10_000;
 const SCAN_COUNT = 1000;

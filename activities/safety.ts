@@ -96,12 +96,17 @@ export function createSafetyActivities({ pool, redis, keys }: { pool: pg.Pool; r
         );
         recentRestartsOfTarget = rows.map((r) => Number(r.reserved_at_ms));
         if (view.stage) {
+          // A permit never finished (its workflow was terminated) stops counting after the longest action time.
+          // Holding a permit of its own, a workflow counts only the permits reserved before it: of two restarts of
+          // one stage that both got a permit, the later waits for the earlier, never both for each other.
           const inflight = await pool.query<{ n: number }>(
-            `SELECT count(*)::int AS n FROM action_permits
-              WHERE action = 'restart_worker' AND stage = $1 AND finished_at_ms IS NULL AND workflow_id <> $2
-                AND reserved_at_ms > $3`,
-            // A permit never finished (its workflow was terminated) stops counting after the longest action time.
-            [view.stage, input.workflowId, now - IN_FLIGHT_MAX_MS],
+            `WITH own AS (SELECT reserved_at_ms, idempotency_key FROM action_permits WHERE idempotency_key = $4)
+             SELECT count(*)::int AS n FROM action_permits p
+              WHERE p.action = 'restart_worker' AND p.stage = $1 AND p.finished_at_ms IS NULL
+                AND p.workflow_id <> $2 AND p.reserved_at_ms > $3
+                AND (NOT EXISTS (SELECT 1 FROM own)
+                     OR (p.reserved_at_ms, p.idempotency_key) < (SELECT reserved_at_ms, idempotency_key FROM own))`,
+            [view.stage, input.workflowId, now - IN_FLIGHT_MAX_MS, input.ownPermitKey ?? ''],
           );
           restartsInFlightInStage = inflight.rows[0]!.n;
         }

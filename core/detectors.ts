@@ -36,6 +36,11 @@ export type Detector = (snapshot: Snapshot, history: CycleRecord[], t: Threshold
 
 /** Capped id lists in evidence keep anomalies (and workflow inputs) small. */
 export const EVIDENCE_ID_CAP = 50;
+/**
+ * Stale locks an anomaly carries as evidence (and one clear_stale_locks clears): as many as a snapshot carries, so that
+ * one healing clears every observed lock of a dead owner, not 50 of its 200.
+ */
+export const LOCK_EVIDENCE_CAP = 200;
 
 function anomaly(
   type: AnomalyType,
@@ -357,7 +362,7 @@ export const detectStaleLocks: Detector = (snapshot, _history, _t, now) => {
         documentIds: locks.slice(0, EVIDENCE_ID_CAP).map((l) => l.documentId),
         // The exact tokens observed: clear_stale_locks compare-and-deletes these and nothing else.
         locks: locks
-          .slice(0, EVIDENCE_ID_CAP)
+          .slice(0, LOCK_EVIDENCE_CAP)
           .map((l) => ({ documentId: l.documentId, owner: l.owner, token: l.token })),
         count: locks.length,
         totalStale: snapshot.staleLockTotal,

@@ -4,7 +4,7 @@
  * hash approvals are bound to). Pure and deterministic: it runs in activities, in tests and in the workflow
  * sandbox (no node:crypto, no clock).
  */
-import { EVIDENCE_ID_CAP, LOST_EVIDENCE_CAP } from './detectors';
+import { EVIDENCE_ID_CAP, LOCK_EVIDENCE_CAP, LOST_EVIDENCE_CAP } from './detectors';
 import { ALLOWED_ACTIONS, type Plan, type PlanParams } from './plan';
 import { sanitizeUntrusted } from './redact';
 import type { Result } from './result';
@@ -128,7 +128,7 @@ function locksOf(anomaly: Anomaly): NonNullable<PlanParams['locks']> {
     // Only locks of the owner the anomaly is about: the target is that owner, proven dead by the detector.
     if (!documentId || !token || owner !== anomaly.target) continue;
     out.push({ documentId, owner, token });
-    if (out.length >= EVIDENCE_ID_CAP) break;
+    if (out.length >= LOCK_EVIDENCE_CAP) break;
   }
   return out;
 }

@@ -38,6 +38,8 @@ export const VerdictDecision = {
   needs_approval: 'needs_approval',
   /** Do not act; escalate to a human with the reasons. */
   escalate: 'escalate',
+  /** Not yet: another restart of the stage is in flight; check again once it is done (durable timer, bounded). */
+  wait: 'wait',
 } as const;
 export type VerdictDecision = (typeof VerdictDecision)[keyof typeof VerdictDecision];
 
@@ -104,9 +106,17 @@ export function evaluateSafety(plan: Plan, ctx: SafetyContext): Verdict {
         `cooldown: ${container} was restarted ${Math.round((ctx.now - last) / 1000)} s ago (cooldown ${ctx.cooldownSeconds} s)`,
       );
     }
-    if (ctx.restartsInFlightInStage > 0) return escalate('another restart is in flight in the same stage');
     if (ctx.targetHealthy && (ctx.healthyWorkersInStage ?? 0) <= 1) {
       return escalate(`${container} is the last healthy worker of its stage`);
+    }
+    // One restart in flight per stage: a second dead worker of the stage waits for the first restart, it is not
+    // given up on (two dead workers of one stage are both restarted, one after the other).
+    if (ctx.restartsInFlightInStage > 0) {
+      return {
+        decision: 'wait',
+        reasons: [...reasons, 'another restart is in flight in the same stage'],
+        needsPermit: true,
+      };
     }
   }
   if (plan.action === 'requeue_documents' || plan.action === 'quarantine_document') {

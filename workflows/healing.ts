@@ -88,7 +88,7 @@ export interface HealingStatus {
   actions: ActionRecord[];
   verification: { at: number; healed: boolean; note: string } | null;
   history: { at: number; phase: HealPhase; note: string }[];
-  /** Times the monitor saw the anomaly again while this run was open. */
+  /** Times the anomaly fired again (cleared and came back) while this run was open. */
   seen: number;
   /** Signals and updates that arrived when they could change nothing (late, duplicate, not an approver). */
   ignored: { at: number; what: string }[];
@@ -334,6 +334,45 @@ export async function healingWorkflow(input: HealingInput): Promise<HealingStatu
     return status;
   };
 
+  /**
+   * The policy's verdict, waiting while it says `wait` (another restart of the stage is in flight) on durable timers
+   * that back off from 5 s to 60 s, up to RATE_LIMIT_MAX_WAIT; past that the verdict is an escalation. The first wait
+   * is audited (`rate_limited`), not every check.
+   */
+  const checkSafetyWaiting = async (args: { plan: Plan; ownPermitKey?: string }) => {
+    const since = Date.now();
+    let pauseMs = 5_000;
+    let waited = false;
+    for (;;) {
+      const r = await checkSafety({ ...args, policy, workflowId: info.workflowId, now: Date.now() });
+      if (r.verdict.decision !== 'wait') return r;
+      const why = r.verdict.reasons.join('; ');
+      if (Date.now() - since + pauseMs > policy.maxRateLimitWaitSeconds * 1000) {
+        return {
+          ...r,
+          verdict: {
+            ...r.verdict,
+            decision: 'escalate' as const,
+            reasons: [...r.verdict.reasons, `still so after ${Math.round((Date.now() - since) / 1000)} s`],
+          },
+        };
+      }
+      if (!waited) {
+        waited = true;
+        enter('rate_limited', `waiting: ${why}`);
+        await audit({
+          step: 'rate_limited',
+          action: args.plan.action,
+          params: { planId: args.plan.id, reasons: r.verdict.reasons },
+          decidedBy: 'policy',
+          outcome: 'wait',
+        });
+      }
+      await sleep(pauseMs);
+      pauseMs = Math.min(pauseMs * 2, 60_000);
+    }
+  };
+
   const escalate = async (why: string): Promise<HealingStatus> => {
     const plan: Plan = {
       id: `${status.plan?.id ?? 'none'}-escalation`,
@@ -390,7 +429,7 @@ export async function healingWorkflow(input: HealingInput): Promise<HealingStatu
       } else {
         // 2. Policy
         enter('checking', `${plan.action} proposed by ${plan.source}`);
-        const { verdict, stage } = await checkSafety({ plan, policy, workflowId: info.workflowId, now: Date.now() });
+        const { verdict, stage } = await checkSafetyWaiting({ plan });
         await audit({
           step: verdict.decision === 'escalate' ? 'refused' : 'checked',
           action: plan.action,
@@ -497,13 +536,7 @@ export async function healingWorkflow(input: HealingInput): Promise<HealingStatu
         }
 
         // The verdict may be stale after waiting for approval or a permit: check again before acting.
-        const recheck = await checkSafety({
-          plan,
-          policy,
-          workflowId: info.workflowId,
-          now: Date.now(),
-          ownPermitKey: key,
-        });
+        const recheck = await checkSafetyWaiting({ plan, ownPermitKey: key });
         if (recheck.verdict.decision === 'escalate') {
           await finishPermit({ idempotencyKey: key, now: Date.now(), outcome: 'refused' });
           await audit({

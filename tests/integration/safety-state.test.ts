@@ -123,10 +123,11 @@ describe('safety state', () => {
     expect(r.verdict.reasons.join(';')).toMatch(/circuit breaker open: 3 restarts/);
   });
 
-  it('one restart in flight per stage; a permit abandoned long ago stops counting', async () => {
+  it('one restart in flight per stage (the other waits); a permit abandoned long ago stops counting', async () => {
     await t.pool.query('DELETE FROM action_permits');
     await permit('k-fly', 'pipeline-a', NOW - 1 * MIN, null);
     const r = await check({ plan: restart('pipeline-b'), policy, workflowId: 'wf1', now: NOW });
+    expect(r.verdict.decision).toBe('wait');
     expect(r.verdict.reasons.join(';')).toMatch(/in flight/);
     const much = await check({
       plan: restart('pipeline-b'),
@@ -135,6 +136,51 @@ describe('safety state', () => {
       now: NOW + 20 * MIN,
     });
     expect(much.verdict.decision).toBe('allow');
+  });
+
+  it('two restarts of one stage holding permits: the later waits for the earlier, never both for each other', async () => {
+    await t.pool.query('DELETE FROM action_permits');
+    const insert = (key: string, wf: string, at: number) =>
+      t.pool.query(
+        `INSERT INTO action_permits (idempotency_key, workflow_id, action, target, stage, reserved_at_ms)
+         VALUES ($1, $2, 'restart_worker', 'pipeline-b', 'extract', $3)`,
+        [key, wf, at],
+      );
+    await insert('k-early', 'wf-early', NOW - 2_000);
+    await insert('k-late', 'wf-late', NOW - 1_000);
+    const p = { ...policy, cooldownSeconds: 0 };
+    const early = await check({
+      plan: restart('pipeline-b'),
+      policy: p,
+      workflowId: 'wf-early',
+      now: NOW,
+      ownPermitKey: 'k-early',
+    });
+    const late = await check({
+      plan: restart('pipeline-b'),
+      policy: p,
+      workflowId: 'wf-late',
+      now: NOW,
+      ownPermitKey: 'k-late',
+    });
+    expect(early.verdict.decision).not.toBe('wait');
+    expect(late.verdict.decision).toBe('wait');
+    // Without a permit of its own, every unfinished restart of the stage counts.
+    const none = await check({ plan: restart('pipeline-b'), policy: p, workflowId: 'wf-new', now: NOW });
+    expect(none.verdict.decision).toBe('wait');
+    // The earlier one done: the later goes.
+    await t.pool.query(
+      `UPDATE action_permits SET finished_at_ms = $1, outcome = 'done' WHERE idempotency_key = 'k-early'`,
+      [NOW],
+    );
+    const after = await check({
+      plan: restart('pipeline-b'),
+      policy: p,
+      workflowId: 'wf-late',
+      now: NOW,
+      ownPermitKey: 'k-late',
+    });
+    expect(after.verdict.decision).not.toBe('wait');
   });
 
   it('the permit budget holds under 20 concurrent reservations: exactly 5 granted', async () => {

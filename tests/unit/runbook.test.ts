@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { detectStaleLocks, EVIDENCE_ID_CAP } from '../../core/detectors';
+import { detectStaleLocks, EVIDENCE_ID_CAP, LOCK_EVIDENCE_CAP } from '../../core/detectors';
 import { combineConfidence, evidenceStrength } from '../../core/llm-plan';
 import { ALLOWED_ACTIONS, type Plan } from '../../core/plan';
 import {
@@ -301,17 +301,20 @@ describe('parameters come only from the evidence', () => {
     expect(plan.params.reason!.length).toBeLessThan(340);
   });
 
-  it('the stale-locks detector carries the tokens the runbook clears, capped', () => {
-    const locks = Array.from({ length: 60 }, (_, i) => ({ documentId: String(i), owner: 'dead-1', token: `tok${i}` }));
+  it('the stale-locks detector carries the tokens the runbook clears, all of a snapshot (200), capped beyond', () => {
+    const locks = Array.from({ length: 260 }, (_, i) => ({ documentId: String(i), owner: 'dead-1', token: `tok${i}` }));
     const [anomaly] = detectStaleLocks(
-      snapshot(T0, { staleLocks: locks, staleLockTotal: 60, locksTotal: 70 }),
+      snapshot(T0, { staleLocks: locks, staleLockTotal: 260, locksTotal: 270 }),
       [],
       thresholds,
       T0,
     );
     const plan = runbookPlan(anomaly!, 0, { containers: [] });
     expect(plan.action).toBe('clear_stale_locks');
-    expect(plan.params.locks).toEqual(locks.slice(0, EVIDENCE_ID_CAP));
+    expect(plan.params.locks).toEqual(locks.slice(0, LOCK_EVIDENCE_CAP));
+    expect(LOCK_EVIDENCE_CAP).toBe(200);
+    // The id list for the prompt stays short.
+    expect(anomaly!.evidence.documentIds).toHaveLength(EVIDENCE_ID_CAP);
   });
 });
 

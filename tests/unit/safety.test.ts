@@ -126,10 +126,10 @@ describe('evaluateSafety', () => {
       decision: 'allow',
     },
     {
-      name: 'another restart in flight in the stage',
+      name: 'another restart in flight in the stage: wait for it',
       plan: plan(),
       ctx: ctx({ restartsInFlightInStage: 1 }),
-      decision: 'escalate',
+      decision: 'wait',
       reason: /in flight/,
     },
     {
