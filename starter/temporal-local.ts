@@ -189,7 +189,8 @@ export async function waitForPollers(
   connection: Connection,
   namespace: string,
   queues: { name: string; type: 'workflow' | 'activity' }[],
-  timeoutMs = 60_000,
+  // Generous: on a loaded 2-core machine three workers loading the SDK took over a minute to poll.
+  timeoutMs = 180_000,
 ): Promise<void> {
   const { TASK_QUEUE_TYPE_WORKFLOW, TASK_QUEUE_TYPE_ACTIVITY } = temporal.api.enums.v1.TaskQueueType;
   const deadline = Date.now() + timeoutMs;
