@@ -521,6 +521,14 @@ export const PIPELINE_DETECTORS: Detector[] = [
   detectPoisonDocument,
 ];
 
+/** Redis or Postgres could not be read: the snapshot says nothing true about the pipeline. */
+export function isBlind(snapshot: Snapshot): boolean {
+  return !snapshot.sources.redis.ok || !snapshot.sources.postgres.ok;
+}
+
+/** The anomaly types a blind cycle still evaluates (every other type it cannot see). */
+const SEEN_WHEN_BLIND: ReadonlySet<string> = new Set(['monitoring_degraded', 'llm_unavailable']);
+
 /**
  * Every detector over one snapshot. When Redis or Postgres cannot be read, the snapshot says nothing true about
  * the pipeline: only `monitoring_degraded` (and the LLM's state) is reported, never a pipeline anomaly.
@@ -544,7 +552,7 @@ export function detectAll(snapshot: Snapshot, history: CycleRecord[], t: Thresho
     return out;
   }
   // Pipeline history from degraded cycles would read as "empty queues" and "no health": leave it out.
-  const usable = history.filter((r) => r.snapshot.sources.redis.ok && r.snapshot.sources.postgres.ok);
+  const usable = history.filter((r) => !isBlind(r.snapshot));
   for (const detector of PIPELINE_DETECTORS) out.push(...detector(snapshot, usable, t, now));
   return out;
 }
@@ -563,7 +571,12 @@ export interface HysteresisResult {
  * an active anomaly clears only after `clearAfterCycles` consecutive cycles without it. While it lingers it keeps
  * its last evidence.
  */
-export function applyHysteresis(candidates: Anomaly[], history: CycleRecord[], t: Thresholds): HysteresisResult {
+export function applyHysteresis(
+  candidates: Anomaly[],
+  history: CycleRecord[],
+  t: Thresholds,
+  blindNow = false,
+): HysteresisResult {
   const previous = history[history.length - 1];
   const previousActive = new Map((previous?.active ?? []).map((a) => [a.fingerprint, a]));
   const current = new Map(candidates.map((a) => [a.fingerprint, a]));
@@ -588,8 +601,17 @@ export function applyHysteresis(candidates: Anomaly[], history: CycleRecord[], t
   }
   for (const [fp, a] of previousActive) {
     if (current.has(fp)) continue;
+    // A cycle that could not read Redis or Postgres saw nothing of the pipeline: it is no evidence that a pipeline
+    // anomaly went away. Counting it as absence cleared every open anomaly during an outage, and each fired again
+    // afterwards as a new healing (asking again for an approval a human had just refused).
+    const unseen = (r: { snapshot: Snapshot }) => isBlind(r.snapshot) && !SEEN_WHEN_BLIND.has(a.type);
+    if (blindNow && !SEEN_WHEN_BLIND.has(a.type)) {
+      active.push(a);
+      continue;
+    }
     let absent = 1;
     for (let i = history.length - 1; i >= 0 && absent < t.clearAfterCycles; i--) {
+      if (unseen(history[i]!)) continue;
       if (history[i]!.candidates.some((c) => c.fingerprint === fp)) break;
       absent++;
     }
@@ -607,5 +629,5 @@ export function evaluateCycle(
   now: number,
 ): HysteresisResult & { candidates: Anomaly[] } {
   const candidates = detectAll(snapshot, history, t, now);
-  return { candidates, ...applyHysteresis(candidates, history, t) };
+  return { candidates, ...applyHysteresis(candidates, history, t, isBlind(snapshot)) };
 }

@@ -697,6 +697,39 @@ describe.each(Object.entries(scenarios))('noise control: %s', (type, sc) => {
   });
 });
 
+describe('an outage (blind cycles) does not clear what it cannot see', () => {
+  const step = 5 * S;
+  const lock = (at: number) =>
+    snapshot(at, { staleLocks: [{ documentId: '9', owner: 'dead-1', token: 'x' }], staleLockTotal: 1 });
+  const blind = (at: number) =>
+    snapshot(at, { sources: { ...snapshot(0).sources, postgres: { ok: false, error: 'down' } } });
+
+  /** Cycles from `kinds` ('lock' present, 'blind' Postgres down, 'gone' absent), 5 s apart. */
+  function run(kinds: ('lock' | 'blind' | 'gone')[]) {
+    const records: CycleRecord[] = [];
+    return kinds.map((k, i) => {
+      const at = NOW - (kinds.length - i) * step;
+      const snap = k === 'lock' ? lock(at) : k === 'blind' ? blind(at) : snapshot(at);
+      const r = evaluateCycle(snap, records, thresholds, at);
+      records.push({ snapshot: snap, candidates: r.candidates, active: r.active });
+      const mine = (a: { type: string }) => a.type === 'stale_locks';
+      return { active: r.active.some(mine), fired: r.fired.some(mine), cleared: r.cleared.length > 0 };
+    });
+  }
+
+  it('an open anomaly stays open through 6 blind cycles and does not fire again afterwards', () => {
+    const r = run(['lock', 'lock', 'blind', 'blind', 'blind', 'blind', 'blind', 'blind', 'lock', 'lock']);
+    expect(r.map((c) => c.active)).toEqual([false, true, true, true, true, true, true, true, true, true]);
+    expect(r.filter((c) => c.fired)).toHaveLength(1);
+  });
+
+  it('after the outage, absence counts again from the first cycle that can see', () => {
+    const r = run(['lock', 'lock', 'blind', 'blind', 'blind', 'blind', 'gone', 'gone', 'blind', 'gone']);
+    // gone, gone, (blind: neither), gone: the third cycle without it clears it.
+    expect(r.map((c) => c.active)).toEqual([false, true, true, true, true, true, true, true, true, false]);
+  });
+});
+
 describe('applyHysteresis with fireAfterCycles = 1', () => {
   it('fires at once', () => {
     const a = detectLlmUnavailable(
