@@ -238,12 +238,21 @@ function targets(r: Omit<BenchResults, 'targets' | 'finishedAt'>): TargetResult[
       measured: `${requeue.documents_per_s} documents/s (bare SQL + LPUSH: ${r.heal.requeue.find((x) => x !== requeue)?.documents_per_s} documents/s)`,
       met: num(requeue.documents_per_s) >= 10_000,
     });
-  const b500 = r.system.throughput.find((x) => x.anomalies === 500);
+  const b500 = r.system.throughput.find((x) => x.anomalies === 500 && x.server !== 'in-memory dev server');
+  const m500 = r.system.throughput.find((x) => x.anomalies === 500 && x.server === 'in-memory dev server');
   if (b500)
     out.push({
       target: '500 simultaneous anomalies terminal within 60 s on the dev server',
-      measured: `${b500.seconds_to_all_terminal} s (${b500.workflows_per_s} workflows/s; ${b500.phases})`,
+      measured:
+        `${b500.seconds_to_all_terminal} s (${b500.workflows_per_s} workflows/s; ${b500.phases})` +
+        (m500 ? `; in-memory dev server ${m500.seconds_to_all_terminal} s (${m500.workflows_per_s}/s)` : ''),
       met: b500.all_terminal === true && num(b500.seconds_to_all_terminal) <= 60,
+      note:
+        'CPU-bound on 2 cores shared by the dev server, Postgres, Redis and the three workers: one healing is about ' +
+        '100 history events, 13 activities and 14 workflow tasks (the audit and safety steps are each a remote ' +
+        'activity) plus a verification snapshot, and every step waited 0.3-1 s for a busy process during a burst; ' +
+        "the dev server's SQLite file roughly halves the rate (in-memory row). Not fixed here: making the audit and " +
+        'safety steps local activities would cut the round trips per healing by about half.',
     });
   if (r.system.memory.length > 0) {
     const over = r.system.memory.filter((m) => num(m.peak_rss_mb) >= 250);
@@ -251,7 +260,15 @@ function targets(r: Omit<BenchResults, 'targets' | 'finishedAt'>): TargetResult[
       target: 'each selfheal process under 250 MB',
       measured: r.system.memory.map((m) => `${String(m.process)} ${m.peak_rss_mb} MB`).join(', '),
       met: over.length === 0,
-      ...(over.length ? { note: `over: ${over.map((m) => String(m.process)).join(', ')}` } : {}),
+      ...(over.length
+        ? {
+            note:
+              `over: ${over.map((m) => String(m.process)).join(', ')}. The healing worker's peak follows the workflows ` +
+              "it keeps cached (the SDK's default cache, sized from the heap): read after 500 open healings; at rest " +
+              'it is about 270 MB, of which about 100 MB is the Temporal SDK with its workflow sandbox and tsx. ' +
+              'Not fixed here: a smaller maxCachedWorkflows bounds it at the cost of replays.',
+          }
+        : {}),
     });
   }
   return out;
@@ -264,6 +281,9 @@ async function benchAll(): Promise<void> {
   const monitor = await benchMonitor([]);
   const heal = await benchHeal([]);
   const system = await benchSystem([10, 100, 500]);
+  const inMemory = await benchSystem([500], 'in-memory');
+  system.throughput.push(...inMemory.throughput.map((r) => ({ ...r, server: 'in-memory dev server' })));
+  for (const r of system.throughput) r.server ??= 'dev server with --db-filename (selfheal up)';
   const detection = await benchDetection();
   const partial = { startedAt, machine: m, monitor, detection, heal, system };
   const results: BenchResults = { ...partial, targets: targets(partial), finishedAt: new Date().toISOString() };

@@ -18,7 +18,7 @@ import { parseConfig, thresholdsFrom, type Config } from '../core/config';
 import type { Anomaly } from '../core/types';
 import { DEMO_DEFAULTS, type DemoResult } from '../starter/demo';
 import { healingPolicy } from '../starter/schedule';
-import { freePort } from '../starter/temporal-local';
+import { findTemporalCli, freePort, temporalAnswers } from '../starter/temporal-local';
 import { healingWorkflowId, MONITOR_SCHEDULE_ID } from '../workflows/definitions';
 import type { HealingInput, HealingStatus } from '../workflows/healing';
 import { createTestEnv, uniqueId, waitFor, type TestEnv } from '../tests/helpers/env';
@@ -103,11 +103,19 @@ async function burst(client: Client, t: TestEnv, config: Config, n: number): Pro
   return row;
 }
 
-export async function benchSystem(bursts: number[]): Promise<SystemResult> {
+/**
+ * `server`: `db-file` lets `selfheal up` start its dev server with a database file (as operators run it);
+ * `in-memory` starts a dev server without one first (up then uses it), to show what the file's SQLite writes cost.
+ */
+export async function benchSystem(
+  bursts: number[],
+  server: 'db-file' | 'in-memory' = 'db-file',
+): Promise<SystemResult> {
   const t = await createTestEnv();
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'selfheal-bench-'));
   let ollama: FakeOllama | undefined;
   let child: ChildProcess | undefined;
+  let memoryServer: ChildProcess | undefined;
   try {
     ollama = await startFakeOllama({
       replies: [
@@ -115,6 +123,17 @@ export async function benchSystem(bursts: number[]): Promise<SystemResult> {
       ],
     });
     const temporalAddress = `127.0.0.1:${await freePort()}`;
+    if (server === 'in-memory') {
+      const cli = findTemporalCli();
+      if (!cli) throw new Error('no temporal CLI (scripts/dev.sh setup)');
+      const [, port] = temporalAddress.split(':');
+      memoryServer = spawn(
+        cli,
+        ['server', 'start-dev', '--ip', '127.0.0.1', '--port', port!, '--headless', '--log-level', 'error'],
+        { stdio: 'ignore' },
+      );
+      await waitFor(() => temporalAnswers(temporalAddress), { timeoutMs: 60_000, what: 'the in-memory dev server' });
+    }
     const env: Record<string, string> = {
       PATH: process.env.PATH ?? '',
       HOME: process.env.HOME ?? '',
@@ -132,7 +151,7 @@ export async function benchSystem(bursts: number[]): Promise<SystemResult> {
     };
     const parsed = parseConfig(env);
     if (!parsed.ok) throw new Error(JSON.stringify(parsed.problems));
-    progress('system: selfheal up --no-pipeline (its own Temporal dev server)');
+    progress(`system: selfheal up --no-pipeline (Temporal dev server: ${server})`);
     const t0 = Date.now();
     const proc = spawn(process.execPath, [CLI, 'up', '--no-pipeline', '--ui-port', String(await freePort())], {
       env,
@@ -173,6 +192,7 @@ export async function benchSystem(bursts: number[]): Promise<SystemResult> {
       child.kill('SIGTERM');
       await new Promise((r) => child!.once('exit', r));
     }
+    memoryServer?.kill('SIGTERM');
     await ollama?.close();
     rmSync(dataDir, { recursive: true, force: true });
     await t.cleanup();
