@@ -25,15 +25,9 @@ import { createTestRunner, stopTestPipeline, testDocker } from '../helpers/pipel
 import { FAST_CONFIG, ROOT } from '../helpers/selfheal';
 import { allocateNamespace, connectClient, recordHistories } from '../helpers/temporal';
 import { createTestWorkers } from '../helpers/workers';
+import { watchDockerEvents } from '../helpers/docker-events';
 
 const TSX_CJS = createRequire(path.join(ROOT, 'package.json')).resolve('tsx/cjs');
-
-interface DockerEvent {
-  Action?: string;
-  status?: string;
-  time?: number;
-  timeNano?: number;
-}
 
 describe('actions worker killed mid-restart', () => {
   const docker = testDocker();
@@ -113,28 +107,15 @@ describe('actions worker killed mid-restart', () => {
         await ensureMonitorSchedule(client, config);
 
         // Docker's own record of what happened to the victim, from before the fault to the end.
-        const events: DockerEvent[] = [];
-        const stream = (await docker.getEvents({
-          filters: { container: [name], type: ['container'] },
-        })) as NodeJS.ReadableStream & { destroy(): void };
-        let buffered = '';
         let killedAt: number | undefined;
-        stream.on('data', (chunk: Buffer) => {
-          buffered += chunk.toString();
-          let nl: number;
-          while ((nl = buffered.indexOf('\n')) >= 0) {
-            const line = buffered.slice(0, nl).trim();
-            buffered = buffered.slice(nl + 1);
-            if (!line) continue;
-            const e = JSON.parse(line) as DockerEvent;
-            events.push(e);
-            // The container goes down for the restart: the restart call is in flight. Kill its caller now.
-            if (killedAt === undefined && (e.Action === 'kill' || e.Action === 'die')) {
-              killedAt = Date.now();
-              actionsWorker.kill('SIGKILL');
-            }
+        const watch = await watchDockerEvents(docker, [name], (e) => {
+          // The container goes down for the restart: the restart call is in flight. Kill its caller now.
+          if (killedAt === undefined && (e.Action === 'kill' || e.Action === 'die')) {
+            killedAt = Date.now();
+            actionsWorker.kill('SIGKILL');
           }
         });
+        const { events } = watch;
 
         const hang = spawnCli(['chaos', 'hang-worker', victim.worker]);
         expect(await hang, 'chaos hang-worker').toBe(0);
@@ -153,7 +134,7 @@ describe('actions worker killed mid-restart', () => {
         expect(status.phase, JSON.stringify(status.history)).toBe('healed');
         // Let late events arrive, then stop listening.
         await waitFor(async () => (await fetch(victim.healthUrl).catch(() => undefined))?.status === 200);
-        stream.destroy();
+        watch.stop();
 
         const { rows } = await t.pool.query<{ step: string; outcome: string | null; params: Record<string, unknown> }>(
           `SELECT step, outcome, params FROM healing_log

@@ -14,8 +14,6 @@
  * after further monitoring cycles.
  */
 import { spawn } from 'node:child_process';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Client } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseRecord } from '../../activities/detection';
@@ -30,6 +28,8 @@ import { startFakeOllama, type FakeOllama } from '../helpers/fake-ollama';
 import { createTestRunner, stopTestPipeline, testDocker } from '../helpers/pipeline';
 import { CLI, startSelfheal, type RunningSelfheal } from '../helpers/selfheal';
 import { allocateNamespace, connectClient } from '../helpers/temporal';
+import { startWebhookReceiver, type WebhookReceiver } from '../helpers/webhook-receiver';
+import { watchDockerEvents } from '../helpers/docker-events';
 
 /** The breaker's restart budget of one target per window, as `selfheal up` hands it to every healing. */
 const BREAKER_RESTARTS = (() => {
@@ -38,57 +38,10 @@ const BREAKER_RESTARTS = (() => {
   return healingPolicy(parsed.config).breakerRestarts;
 })();
 
-interface DockerEvent {
-  Action?: string;
-  time?: number;
-}
-
-/** Docker's record of what happens to one container, from now until `stop()`. */
-async function watchContainer(docker: ReturnType<typeof testDocker>, name: string) {
-  const events: DockerEvent[] = [];
-  const stream = (await docker.getEvents({
-    filters: { container: [name], type: ['container'] },
-  })) as NodeJS.ReadableStream & { destroy(): void };
-  let buffered = '';
-  stream.on('data', (chunk: Buffer) => {
-    buffered += chunk.toString();
-    let nl: number;
-    while ((nl = buffered.indexOf('\n')) >= 0) {
-      const line = buffered.slice(0, nl).trim();
-      buffered = buffered.slice(nl + 1);
-      if (line) events.push(JSON.parse(line) as DockerEvent);
-    }
-  });
-  return {
-    count: (action: string) => events.filter((e) => e.Action === action).length,
-    actions: () => events.map((e) => e.Action),
-    stop: () => stream.destroy(),
-  };
-}
-
-/** A local webhook receiver: every JSON body POSTed to it. */
-async function startReceiver() {
-  const bodies: Record<string, unknown>[] = [];
-  const server = http.createServer((req, res) => {
-    let raw = '';
-    req.on('data', (c: Buffer) => (raw += c.toString()));
-    req.on('end', () => {
-      bodies.push(JSON.parse(raw) as Record<string, unknown>);
-      res.writeHead(200).end();
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`,
-    bodies,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
-}
-
 describe('R9 crash-looping container', () => {
   let t: TestEnv;
   let ollama: FakeOllama;
-  let receiver: Awaited<ReturnType<typeof startReceiver>>;
+  let receiver: WebhookReceiver;
   let runner: PipelineRunner;
   let workers: RunningWorker[];
   let selfheal: RunningSelfheal;
@@ -100,7 +53,7 @@ describe('R9 crash-looping container', () => {
     t = await createTestEnv();
     const ns = await allocateNamespace();
     ollama = await startFakeOllama({ replies: [{ kind: 'status', status: 500 }] });
-    receiver = await startReceiver();
+    receiver = await startWebhookReceiver();
     const { image } = await ensurePipelineImage(docker);
     runner = createTestRunner(t, { docker, image, work: { minMs: 2, maxMs: 6 } });
     // Each victim has a healthy peer in its stage, so the last-healthy-worker rule never speaks.
@@ -182,7 +135,7 @@ describe('R9 crash-looping container', () => {
     const victim = workers.find((w) => w.stage === 'extract')!;
     const name = victim.container!;
     const id = healingWorkflowId('unhealthy_container', name);
-    const watch = await watchContainer(docker, name);
+    const watch = await watchDockerEvents(docker, [name]);
 
     const first = await new Promise<number | null>((resolve) =>
       spawn(process.execPath, [CLI, 'chaos', 'kill-worker', victim.worker], {
@@ -260,7 +213,7 @@ describe('R9 crash-looping container', () => {
     const victim = workers.find((w) => w.stage === 'evaluate')!;
     const name = victim.container!;
     const id = healingWorkflowId('unhealthy_container', name);
-    const watch = await watchContainer(docker, name);
+    const watch = await watchDockerEvents(docker, [name]);
     const since = Date.now();
     await crash(name);
 

@@ -6,8 +6,6 @@
  *   `temporal workflow update execute` (the real binary), and rejection through `selfheal reject`.
  */
 import { execFileSync } from 'node:child_process';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Client } from '@temporalio/client';
 import type Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -23,6 +21,7 @@ import { startFakeOllama } from '../helpers/fake-ollama';
 import { createTestRunner, stopTestPipeline, testDocker } from '../helpers/pipeline';
 import { startSelfheal } from '../helpers/selfheal';
 import { allocateNamespace, connectClient, recordHistories } from '../helpers/temporal';
+import { startWebhookReceiver, type WebhookReceiver } from '../helpers/webhook-receiver';
 
 /** The LLM is down for these tests: every plan is the runbook's (the analyzer has its own tests). */
 async function setup(autoFix: boolean, extraEnv: Record<string, string> = {}) {
@@ -318,30 +317,11 @@ describe('healing end to end, auto-fix on', () => {
   });
 });
 
-/** A local webhook receiver: every JSON body POSTed to it. */
-async function startReceiver() {
-  const bodies: Record<string, unknown>[] = [];
-  const server = http.createServer((req, res) => {
-    let raw = '';
-    req.on('data', (c: Buffer) => (raw += c.toString()));
-    req.on('end', () => {
-      bodies.push(JSON.parse(raw) as Record<string, unknown>);
-      res.writeHead(200).end();
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`,
-    bodies,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
-}
-
 describe('healing end to end, escalate-only (auto-fix off)', () => {
   let s: Awaited<ReturnType<typeof setup>>;
-  let receiver: Awaited<ReturnType<typeof startReceiver>>;
+  let receiver: WebhookReceiver;
   beforeAll(async () => {
-    receiver = await startReceiver();
+    receiver = await startWebhookReceiver();
     s = await setup(false, { ESCALATION_WEBHOOK_URL: receiver.url });
     // Stale locks are put on finished documents: let some finish first.
     const ids = await generateDocuments({ pool: s.t.pool, redis: s.t.redis, keys: s.t.keys, count: 20 });

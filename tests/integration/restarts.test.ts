@@ -13,12 +13,9 @@
  * Every check reads Postgres, Redis, Docker's event stream or Temporal (histories, visibility, the Schedule).
  */
 import { readFileSync } from 'node:fs';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import type { temporal } from '@temporalio/proto';
-import type Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensurePipelineImage } from '../../pipeline/image';
 import type { PipelineRunner, RunningWorker } from '../../pipeline/runner';
@@ -30,55 +27,10 @@ import { startOwnTemporal, type OwnTemporal } from '../helpers/own-temporal';
 import { createTestRunner, stopTestPipeline, testDocker, waitForDocuments } from '../helpers/pipeline';
 import { startSelfheal, type RunningSelfheal } from '../helpers/selfheal';
 import { allocateNamespace, connectClient } from '../helpers/temporal';
+import { startWebhookReceiver, type WebhookReceiver } from '../helpers/webhook-receiver';
+import { watchDockerEvents } from '../helpers/docker-events';
 
 const LLM_ID = healingWorkflowId('llm_unavailable', 'ollama');
-
-interface DockerEvent {
-  Action?: string;
-  time?: number;
-}
-
-/** Docker's own record of what happens to a container, from now until `stop()`. */
-async function watchContainer(docker: Docker, name: string) {
-  const events: DockerEvent[] = [];
-  const stream = (await docker.getEvents({
-    filters: { container: [name], type: ['container'] },
-  })) as NodeJS.ReadableStream & { destroy(): void };
-  let buffered = '';
-  stream.on('data', (chunk: Buffer) => {
-    buffered += chunk.toString();
-    let nl: number;
-    while ((nl = buffered.indexOf('\n')) >= 0) {
-      const line = buffered.slice(0, nl).trim();
-      buffered = buffered.slice(nl + 1);
-      if (line) events.push(JSON.parse(line) as DockerEvent);
-    }
-  });
-  return {
-    events,
-    starts: () => events.filter((e) => e.Action === 'start').length,
-    stop: () => stream.destroy(),
-  };
-}
-
-/** A local webhook receiver: every JSON body POSTed to it (approval notices, escalations). */
-async function startReceiver() {
-  const bodies: Record<string, unknown>[] = [];
-  const server = http.createServer((req, res) => {
-    let raw = '';
-    req.on('data', (c: Buffer) => (raw += c.toString()));
-    req.on('end', () => {
-      bodies.push(JSON.parse(raw) as Record<string, unknown>);
-      res.writeHead(200).end();
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`,
-    bodies,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
-}
 
 /** Pids of the processes `selfheal up` started (its run file), to tell whether they lived through an outage. */
 function upComponents(selfheal: RunningSelfheal): { name: string; pid: number }[] {
@@ -122,14 +74,14 @@ describe('R3: the Temporal dev server restarts while healings wait for approval'
   let t: TestEnv;
   let server: OwnTemporal;
   let ollamaUrl: string;
-  let receiver: Awaited<ReturnType<typeof startReceiver>>;
+  let receiver: WebhookReceiver;
   let runner: PipelineRunner;
   let workers: RunningWorker[];
   let selfheal: RunningSelfheal;
   let connection: Connection;
   let client: Client;
   let victim: RunningWorker;
-  let watch: Awaited<ReturnType<typeof watchContainer>>;
+  let watch: Awaited<ReturnType<typeof watchDockerEvents>>;
   let stuckIds: number[];
   let components: { name: string; pid: number }[];
   const restartId = () => healingWorkflowId('unhealthy_container', victim.container!);
@@ -140,7 +92,7 @@ describe('R3: the Temporal dev server restarts while healings wait for approval'
     t = await createTestEnv();
     server = await startOwnTemporal(NS);
     ollamaUrl = `http://127.0.0.1:${await freePort()}`;
-    receiver = await startReceiver();
+    receiver = await startWebhookReceiver();
     const { image } = await ensurePipelineImage(docker);
     runner = createTestRunner(t, { docker, image, work: { minMs: 5, maxMs: 15 } });
     workers = await runner.startMany([
@@ -251,7 +203,7 @@ describe('R3: the Temporal dev server restarts while healings wait for approval'
 
   it('killed (SIGKILL): both healings are still awaiting approval; an approval restarts the container once', async () => {
     victim = workers.find((w) => w.stage === 'extract' && w.kind === 'container')!;
-    watch = await watchContainer(docker, victim.container!);
+    watch = await watchDockerEvents(docker, [victim.container!]);
     const kill = selfheal.cli(['chaos', 'kill-worker', victim.worker]);
     expect(kill.status, kill.stderr).toBe(0);
     const stuck = selfheal.cli(['chaos', 'stuck-documents', '3', 'extract', '--json']);
@@ -269,7 +221,7 @@ describe('R3: the Temporal dev server restarts while healings wait for approval'
     for (const id of [restartId(), requeueId]) {
       before.set(id, eventDigest((await client.workflow.getHandle(id).fetchHistory()).events ?? []));
     }
-    const startsBefore = watch.starts();
+    const startsBefore = watch.count('start');
 
     const { downAt, upAt } = await outage('SIGKILL', 10_000);
     measured.sigkillOutageMs = upAt - downAt;
@@ -296,7 +248,7 @@ describe('R3: the Temporal dev server restarts while healings wait for approval'
     expect(executed.map((r) => r.action)).toEqual(['restart_worker']);
     await waitFor(async () => (await docker.getContainer(victim.container!).inspect()).State.Running);
     // The kill left the container stopped; the one start after it is the approved restart.
-    expect(watch.starts() - startsBefore, JSON.stringify(watch.events.map((e) => e.Action))).toBe(1);
+    expect(watch.count('start') - startsBefore, JSON.stringify(watch.events.map((e) => e.Action))).toBe(1);
     expect(notices(restartId())).toBe(1);
     // The other healing is untouched: nothing executed, still waiting.
     expect(await executedRows(requeueId)).toEqual([]);
@@ -355,7 +307,7 @@ describe('R3: the Temporal dev server restarts while healings wait for approval'
     );
     expect(((await client.workflow.getHandle(LLM_ID).result()) as HealingStatus).phase).toBe('escalated');
     // And over the whole test the container was started once: by the approved restart, never again.
-    expect(watch.starts(), JSON.stringify(watch.events.map((e) => e.Action))).toBe(1);
+    expect(watch.count('start'), JSON.stringify(watch.events.map((e) => e.Action))).toBe(1);
   }, 420_000);
 });
 
@@ -439,8 +391,8 @@ describe('R2: every selfheal worker is down for several cycles while the Schedul
       RunningWorker,
     ];
     const peer = workers.find((w) => w.kind === 'container' && w !== victim)!;
-    const watchVictim = await watchContainer(docker, victim.container!);
-    const watchPeer = await watchContainer(docker, peer.container!);
+    const watchVictim = await watchDockerEvents(docker, [victim.container!]);
+    const watchPeer = await watchDockerEvents(docker, [peer.container!]);
 
     // A fault healed while selfheal is up, killed right after its action ran (the healing still open).
     const a = first.cli(['chaos', 'stuck-documents', '3', 'extract', '--json']);
@@ -550,8 +502,8 @@ describe('R2: every selfheal worker is down for several cycles while the Schedul
     watchVictim.stop();
     watchPeer.stop();
     measured.victimEvents = watchVictim.events.map((e) => e.Action);
-    expect(watchVictim.starts(), JSON.stringify(measured.victimEvents)).toBe(1);
-    expect(watchPeer.starts()).toBe(0);
+    expect(watchVictim.count('start'), JSON.stringify(measured.victimEvents)).toBe(1);
+    expect(watchPeer.count('start')).toBe(0);
 
     // Each stuck document requeued once and then processed once per remaining stage.
     const docs = await t.pool.query<{ id: string; requeue_count: number }>(

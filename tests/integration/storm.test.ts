@@ -28,6 +28,7 @@ import { startFakeOllama, type FakeOllama, type Reply } from '../helpers/fake-ol
 import { createTestRunner, scanAll, stopTestPipeline, testDocker, waitForDocuments } from '../helpers/pipeline';
 import { startSelfheal, type RunningSelfheal } from '../helpers/selfheal';
 import { allocateNamespace, connectClient } from '../helpers/temporal';
+import { watchDockerEvents } from '../helpers/docker-events';
 
 /** ms the fake LLM takes per answer: long enough that the storm's analyses overlap and queue for a slot. */
 const LLM_DELAY_MS = 2_500;
@@ -48,36 +49,6 @@ const firstAllowedAction: Reply = {
     };
   },
 };
-
-interface DockerEvent {
-  Action?: string;
-  Actor?: { Attributes?: { name?: string } };
-  time?: number;
-}
-
-/** Docker's record of what happened to some containers, from now until `stop()`. */
-async function watchContainers(docker: ReturnType<typeof testDocker>, names: string[]) {
-  const events: DockerEvent[] = [];
-  const stream = (await docker.getEvents({
-    filters: { container: names, type: ['container'] },
-  })) as NodeJS.ReadableStream & { destroy(): void };
-  let buffered = '';
-  stream.on('data', (chunk: Buffer) => {
-    buffered += chunk.toString();
-    let nl: number;
-    while ((nl = buffered.indexOf('\n')) >= 0) {
-      const line = buffered.slice(0, nl).trim();
-      buffered = buffered.slice(nl + 1);
-      if (line) events.push(JSON.parse(line) as DockerEvent);
-    }
-  });
-  return {
-    of: (name: string, action: string) =>
-      events.filter((e) => e.Actor?.Attributes?.name === name && e.Action === action),
-    actions: (name: string) => events.filter((e) => e.Actor?.Attributes?.name === name).map((e) => e.Action),
-    stop: () => stream.destroy(),
-  };
-}
 
 /** The run of `workflowId` started at or after `since` (epoch ms), once it has ended. */
 async function endedRun(client: Client, workflowId: string, since: number): Promise<HealingStatus> {
@@ -150,7 +121,7 @@ describe('R16 storm: stuck documents, dead containers and stale locks at once', 
     const victims = [byStage('extract')[0]!, byStage('extract')[1]!, byStage('evaluate')[0]!];
     const victimNames = victims.map((v) => v.container!);
     const peers = workers.filter((w) => !victims.includes(w)).map((w) => w.container!);
-    const watch = await watchContainers(docker, [...victimNames, ...peers]);
+    const watch = await watchDockerEvents(docker, [...victimNames, ...peers]);
     ollama.resetPeak();
     const requestsBefore = ollama.requests.length;
 

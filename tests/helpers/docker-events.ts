@@ -1,0 +1,43 @@
+/** Docker's own record of what happens to containers (the Engine's event stream), for tests to count on. */
+import type Docker from 'dockerode';
+
+export interface DockerEvent {
+  Action?: string;
+  Actor?: { Attributes?: { name?: string } };
+  time?: number;
+}
+
+/**
+ * The container events of `names` from now until `stop()`; `onEvent` sees each one as it arrives (e.g. to kill a
+ * process at the right moment).
+ */
+export async function watchDockerEvents(docker: Docker, names: string[], onEvent?: (e: DockerEvent) => void) {
+  const events: DockerEvent[] = [];
+  const stream = (await docker.getEvents({
+    filters: { container: names, type: ['container'] },
+  })) as NodeJS.ReadableStream & { destroy(): void };
+  let buffered = '';
+  stream.on('data', (chunk: Buffer) => {
+    buffered += chunk.toString();
+    let nl: number;
+    while ((nl = buffered.indexOf('\n')) >= 0) {
+      const line = buffered.slice(0, nl).trim();
+      buffered = buffered.slice(nl + 1);
+      if (!line) continue;
+      const e = JSON.parse(line) as DockerEvent;
+      events.push(e);
+      onEvent?.(e);
+    }
+  });
+  const ofName = (name: string) => events.filter((e) => e.Actor?.Attributes?.name === name);
+  return {
+    events,
+    /** Events of one container, of one action. */
+    of: (name: string, action: string) => ofName(name).filter((e) => e.Action === action),
+    /** Events of an action, over every watched container. */
+    count: (action: string) => events.filter((e) => e.Action === action).length,
+    /** The actions in order, of one container or of all. */
+    actions: (name?: string) => (name === undefined ? events : ofName(name)).map((e) => e.Action),
+    stop: () => stream.destroy(),
+  };
+}
