@@ -18,8 +18,11 @@ import {
   stopProcessGroup,
 } from '../../starter/temporal-local';
 
-/** Namespaces available to the tests of one run (each test file takes its own). */
-const NAMESPACES = Array.from({ length: 24 }, (_, i) => `test-${String(i + 1).padStart(2, '0')}`);
+/**
+ * Namespaces available to the tests of one run (each test file or describe takes its own; the suite needs about 30,
+ * and running out fails the file that asks, so keep ample room).
+ */
+const NAMESPACES = Array.from({ length: 64 }, (_, i) => `test-${String(i + 1).padStart(2, '0')}`);
 
 let server: ChildProcess | undefined;
 
