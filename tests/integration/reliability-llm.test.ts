@@ -126,6 +126,9 @@ describe('R6: Ollama down, slow or answering garbage, end to end', () => {
     runner = createTestRunner(t, { docker, image });
     live = await runner.start({ stage: 'extract', kind: 'container' });
     decoy.startedAt = (await docker.getContainer(live.container!).inspect()).State.StartedAt;
+    // Docker's `since` is in whole seconds: start counting at the next second, after the container's own create and
+    // start events (counting from the current second included them when the setup was fast).
+    await new Promise((r) => setTimeout(r, 1_010 - (Date.now() % 1_000)));
     decoy.since = Math.floor(Date.now() / 1000);
     // Documents waiting for a stage nobody serves here, and a lock the live worker holds on one of them.
     const { rows } = await t.pool.query<{ id: number }>(
