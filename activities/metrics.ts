@@ -64,7 +64,8 @@ function bounded<T>(p: Promise<T>, ms = SOURCE_TIMEOUT_MS): Promise<T> {
   ]);
 }
 
-async function scanAll(redis: Redis, pattern: string): Promise<string[]> {
+/** Every key matching `pattern`, by SCAN (never KEYS, which blocks Redis on a large keyspace). */
+export async function scanAll(redis: Redis, pattern: string): Promise<string[]> {
   const found = new Set<string>();
   let cursor = '0';
   do {

@@ -4,7 +4,7 @@
  * floor from the same run: one pipelined Redis round trip (every list length and the orphan windows) plus the
  * snapshot's own SQL statements run directly, in parallel, on the same pool.
  */
-import { collectSnapshot, snapshotQueries } from '../activities/metrics';
+import { collectSnapshot, scanAll, snapshotQueries } from '../activities/metrics';
 import { LOST_CANDIDATE_CAP, LOST_CANDIDATES_SQL, ORPHAN_LOOKUP_SQL, ORPHAN_WINDOW } from '../activities/reconcile';
 import { createTestEnv, type TestEnv } from '../tests/helpers/env';
 import { percentile, progress, round1, type Row } from './common';
@@ -97,7 +97,7 @@ export async function benchMonitorSize(docs: number, cycles: number, lost = 0): 
       windowSeconds: WINDOW_S,
       lostDocumentSeconds: LOST_S,
     };
-    const processingLists = await t.redis.keys(t.keys.processingPattern());
+    const processingLists = await scanAll(t.redis, t.keys.processingPattern());
     const run = async (f: () => Promise<unknown>) => {
       const xs: number[] = [];
       await f(); // warm-up: connections and plans
