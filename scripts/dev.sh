@@ -5,6 +5,9 @@
 #   scripts/dev.sh test      install what is missing, start Postgres/Redis/Docker, then every test
 #   scripts/dev.sh setup     only install (idempotent)
 #   scripts/dev.sh services  only start Postgres, Redis and dockerd on 127.0.0.1 (idempotent)
+#   scripts/dev.sh docker    only start dockerd (idempotent)
+#   scripts/dev.sh compose up|down|logs|ps   the docker compose deployment, images built locally when they
+#                            cannot be pulled (scripts/compose.sh, docs/deployment.md)
 #
 # Everything here is idempotent: a second run only checks. Versions are pinned.
 set -euo pipefail
@@ -106,7 +109,9 @@ export PYTHONPATH="$TOOLS/python${PYTHONPATH:+:$PYTHONPATH}"
 case "${1:-}" in
   setup) setup ;;
   services) services ;;
+  docker) start_docker ;;
+  compose) shift; exec bash "$ROOT/scripts/compose.sh" "$@" ;;
   up) setup; services; shift; exec npx --no-install selfheal up "$@" ;;
   test) setup; services; shift; exec npm test -- "$@" ;;
-  *) echo "usage: scripts/dev.sh up|test|setup|services" >&2; exit 64 ;;
+  *) echo "usage: scripts/dev.sh up|test|setup|services|docker|compose" >&2; exit 64 ;;
 esac
