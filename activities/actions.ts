@@ -24,6 +24,7 @@ import { STAGES, type Keys } from '../core/keys';
 import { HEALTH_VISIBLE_TYPES, type Plan } from '../core/plan';
 import { escalationCommands } from '../core/notify';
 import { containerAllowed } from '../core/safety';
+import { isHealthyStatus } from '../core/snapshot';
 import type { ActionType } from '../core/types';
 import { CLEAR_STALE_LOCKS, REMOVE_ENTRIES, REQUEUE_CHUNK, REQUEUE_LOST_CHUNK } from './actions-lua';
 import { createEscalationNotifier, loadDetectedAnomaly, type WebhookFormat } from './notify';
@@ -87,7 +88,7 @@ export interface ActionConfig {
   containerAllowlist: string[];
   /** CONTAINER_DENYLIST globs: never restarted; wins over the allow list. */
   containerDenylist: string[];
-  /** Milliseconds a restarted container has to answer 200 on its health URL. Default 30000. */
+  /** Milliseconds a restarted container has to answer 2xx on its health URL. Default 30000. */
   restartHealthTimeoutMs?: number;
   /** Milliseconds one webhook POST may take. Default 5000. */
   webhookTimeoutMs?: number;
@@ -345,12 +346,12 @@ export function createActionActivities({ pool, redis, keys, docker, config, log:
     if (!running) return { healthy: false };
     if (!url) return { healthy: true };
     const status = await httpStatus(url);
-    return { healthy: status === 200, status };
+    return { healthy: isHealthyStatus(status), status };
   }
 
   /**
    * Restarts a container through the Docker engine (inspect, then restart: no other Docker call), unless the
-   * anomaly is about its health (unhealthy container, dead owner) and it is running and its health URL answers 200. Refused, without any Docker call, when the allow/deny lists forbid it.
+   * anomaly is about its health (unhealthy container, dead owner) and it is running and its health URL answers 2xx. Refused, without any Docker call, when the allow/deny lists forbid it.
    *
    * Before the restart call an `attempted` row records the container's StartedAt; the executed row is written
    * right after the call returns. A crash between the two (the worker killed mid-restart) leaves an attempt and no
@@ -401,7 +402,7 @@ export function createActionActivities({ pool, redis, keys, docker, config, log:
     }
     const before = await isHealthy(url, inspected.State.Running);
     // Health is the problem only for an unhealthy container or a dead lock owner. A worker that fails, crawls or
-    // hangs behind a 200 is restarted while "healthy": the workflow re-ran its detector right before this call.
+    // hangs behind a 2xx is restarted while "healthy": the workflow re-ran its detector right before this call.
     if (before.healthy && HEALTH_VISIBLE_TYPES.includes(plan.anomalyType)) {
       const result: ActionResult = {
         action: 'restart_worker',

@@ -15,6 +15,7 @@ import { redactSecrets } from '../core/redact';
 import { reconcile } from './reconcile';
 import { withoutCredentials } from './url-credentials';
 import {
+  isHealthyStatus,
   WORKER_WINDOW_CAP,
   type LockInfo,
   type Reconciliation,
@@ -300,7 +301,7 @@ async function checkHealthTargets(targets: HealthTarget[], now: () => number): P
         return {
           container,
           url: redactSecrets(url),
-          ok: res.status === 200,
+          ok: isHealthyStatus(res.status),
           status: res.status,
           latencyMs: now() - t0,
         };

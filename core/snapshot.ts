@@ -71,6 +71,11 @@ export interface LockInfo {
   token: string;
 }
 
+/** A health check passes on any 2xx answer (200 OK, 204 No Content...); anything else, or no answer, fails it. */
+export function isHealthyStatus(status: number): boolean {
+  return Number.isInteger(status) && status >= 200 && status <= 299;
+}
+
 export interface HealthResult {
   container: string;
   url: string;

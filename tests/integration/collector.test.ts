@@ -1,9 +1,13 @@
 /**
- * The collector's document counts against real Postgres: exact up to COUNT_CAP per stage and status, the planner's
- * estimate above it (never below the cap), so a cycle costs the same with a 100,000-deep backlog as with none.
+ * The collector against real Postgres and real HTTP: document counts exact up to COUNT_CAP per stage and status, the
+ * planner's estimate above it (never below the cap), so a cycle costs the same with a 100,000-deep backlog as with
+ * none; health targets healthy on any 2xx answer.
  */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { COUNT_CAP, collectSnapshot } from '../../activities/metrics';
+import type { HealthTarget } from '../../core/config';
 import { createTestEnv, type TestEnv } from '../helpers/env';
 
 let t: TestEnv;
@@ -22,13 +26,13 @@ async function insert(n: number, stage: string, status: string): Promise<void> {
   ]);
 }
 
-const snap = () =>
+const snap = (healthTargets: HealthTarget[] = []) =>
   collectSnapshot({
     redis: t.redis,
     pool: t.pool,
     keys: t.keys,
     stages: ['extract', 'evaluate'],
-    healthTargets: [],
+    healthTargets,
     ollamaHost: 'http://127.0.0.1:9',
     ollamaModel: 'none',
     windowSeconds: 300,
@@ -62,5 +66,38 @@ describe('document counts', () => {
     // A stale estimate (no ANALYZE since the rows came) is still reported above the cap.
     await insert(3 * COUNT_CAP, 'evaluate', 'failed');
     expect((await snap()).stages[1]!.counts.failed).toBeGreaterThan(COUNT_CAP);
+  });
+});
+
+describe('health targets', () => {
+  it('are healthy on any 2xx answer, and unhealthy on anything else or no answer', async () => {
+    // One real HTTP server answering /<status> with that status (a 302 without Location is not followed).
+    const server = http.createServer((req, res) => {
+      res.writeHead(Number(req.url!.slice(1))).end();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      const statuses = [200, 201, 202, 204, 299, 302, 404, 500, 503];
+      const targets = statuses.map((status) => ({ container: `pipeline-h${status}`, url: `${base}/${status}` }));
+      // Nothing listens on port 9 (discard): no answer at all.
+      targets.push({ container: 'pipeline-silent', url: 'http://127.0.0.1:9/health' });
+      const { health } = await snap(targets);
+      expect(Object.fromEntries(health.map((h) => [h.container, [h.ok, h.status ?? null]]))).toEqual({
+        'pipeline-h200': [true, 200],
+        'pipeline-h201': [true, 201],
+        'pipeline-h202': [true, 202],
+        'pipeline-h204': [true, 204],
+        'pipeline-h299': [true, 299],
+        'pipeline-h302': [false, 302],
+        'pipeline-h404': [false, 404],
+        'pipeline-h500': [false, 500],
+        'pipeline-h503': [false, 503],
+        'pipeline-silent': [false, null],
+      });
+    } finally {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 });
