@@ -8,8 +8,10 @@
  *   recorded result without acting again;
  * - re-reads the live state before acting, and does nothing when the problem is gone;
  * - writes the `executed` row itself, where it acts: for the Postgres actions in the same transaction as the change
- *   (a crash can neither act twice nor record without acting); for Docker and Redis actions right after the call
- *   returns (the remaining window is described at each of them).
+ *   (a crash can neither act twice nor record without acting) when `healing_log` and `documents` share a database;
+ *   when they do not (SELFHEAL_DATABASE_URL set), the change commits first and its row right after, inside the
+ *   row's transaction (see inTransaction); for Docker and Redis actions right after the call returns (the remaining
+ *   window is described at each of them).
  *
  * Permanent failures are `ApplicationFailure.nonRetryable(message, type)` with a type of `ActionErrorType`;
  * transient ones (a database or engine that does not answer) throw plain errors, so Temporal retries them.
@@ -24,6 +26,7 @@ import { STAGES, type Keys } from '../core/keys';
 import { HEALTH_VISIBLE_TYPES, type Plan } from '../core/plan';
 import { escalationCommands } from '../core/notify';
 import { containerAllowed } from '../core/safety';
+import { isHealthyStatus } from '../core/snapshot';
 import type { ActionType } from '../core/types';
 import { CLEAR_STALE_LOCKS, REMOVE_ENTRIES, REQUEUE_CHUNK, REQUEUE_LOST_CHUNK } from './actions-lua';
 import { createEscalationNotifier, loadDetectedAnomaly, type WebhookFormat } from './notify';
@@ -87,7 +90,7 @@ export interface ActionConfig {
   containerAllowlist: string[];
   /** CONTAINER_DENYLIST globs: never restarted; wins over the allow list. */
   containerDenylist: string[];
-  /** Milliseconds a restarted container has to answer 200 on its health URL. Default 30000. */
+  /** Milliseconds a restarted container has to answer 2xx on its health URL. Default 30000. */
   restartHealthTimeoutMs?: number;
   /** Milliseconds one webhook POST may take. Default 5000. */
   webhookTimeoutMs?: number;
@@ -102,7 +105,10 @@ export interface ActionConfig {
 }
 
 export interface ActionDeps {
+  /** selfheal's own tables (`healing_log`): SELFHEAL_DATABASE_URL. */
   pool: pg.Pool;
+  /** The watched pipeline's database (`documents`): DATABASE_URL. Default `pool` (one database holds both). */
+  pipelinePool?: pg.Pool;
   redis: Redis;
   keys: Keys;
   docker: Docker;
@@ -189,8 +195,10 @@ interface RequeueGroup {
   drop: number[];
 }
 
-export function createActionActivities({ pool, redis, keys, docker, config, log: logger }: ActionDeps) {
+export function createActionActivities({ pool, pipelinePool, redis, keys, docker, config, log: logger }: ActionDeps) {
   const log = logger ?? pino({ name: 'selfheal-actions' }, pino.destination(2));
+  /** Where `documents` lives; the same pool as `healing_log` unless SELFHEAL_DATABASE_URL names another database. */
+  const documentsPool = pipelinePool ?? pool;
   const healthUrls = new Map(config.healthTargets.map((t) => [t.container, t.url]));
   const restartHealthTimeoutMs = config.restartHealthTimeoutMs ?? 30_000;
 
@@ -265,12 +273,20 @@ export function createActionActivities({ pool, redis, keys, docker, config, log:
    * A Postgres action in one transaction with its executed row. The advisory lock on the key makes a concurrent
    * attempt with the same key wait, then find the row; the row is inserted before COMMIT, so the change and its
    * record are durable together or not at all. Returns the result (recorded or new) and its `redo`.
+   *
+   * With `documents` in another database than `healing_log`, there are two transactions: the one on `healing_log`
+   * (advisory lock, look-up, the row) encloses the one on `documents`, which commits first. A crash between the two
+   * COMMITs leaves the change without its row: the retry finds the rows changed already (no longer `processing`,
+   * already `dead`), changes nothing and records that; what it cannot replay is the Redis half of a requeue, so those
+   * documents are `queued` in no list, which `lost_documents` reports and repairs. Never the reverse (a row without
+   * the change), and never a document changed twice.
    */
   async function inTransaction(
     input: ActionInput,
     action: ActionType,
     act: (db: pg.PoolClient) => Promise<Recorded>,
   ): Promise<Recorded> {
+    if (documentsPool !== pool) return inTwoTransactions(input, action, act);
     const db = await pool.connect();
     let broken = false;
     try {
@@ -294,6 +310,50 @@ export function createActionActivities({ pool, redis, keys, docker, config, log:
       throw err;
     } finally {
       db.release(broken);
+    }
+  }
+
+  async function inTwoTransactions(
+    input: ActionInput,
+    action: ActionType,
+    act: (db: pg.PoolClient) => Promise<Recorded>,
+  ): Promise<Recorded> {
+    const audit = await pool.connect();
+    let auditBroken = false;
+    try {
+      await audit.query('BEGIN');
+      await audit.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [ADVISORY_NAMESPACE, input.idempotencyKey]);
+      const prior = await recorded(audit, action, input.idempotencyKey);
+      if (prior) {
+        await audit.query('ROLLBACK');
+        return prior;
+      }
+      const db = await documentsPool.connect();
+      let broken = false;
+      try {
+        await db.query('BEGIN');
+        const done = await act(db);
+        if (!(await record(audit, input, done.result, done.redo))) {
+          invalid(`${action}: activity ${activityRun().activityId} of this run already recorded another execution`);
+        }
+        await db.query('COMMIT');
+        await audit.query('COMMIT');
+        return done;
+      } catch (err) {
+        await db.query('ROLLBACK').catch(() => {
+          broken = true;
+        });
+        throw err;
+      } finally {
+        db.release(broken);
+      }
+    } catch (err) {
+      await audit.query('ROLLBACK').catch(() => {
+        auditBroken = true;
+      });
+      throw err;
+    } finally {
+      audit.release(auditBroken);
     }
   }
 
@@ -345,12 +405,12 @@ export function createActionActivities({ pool, redis, keys, docker, config, log:
     if (!running) return { healthy: false };
     if (!url) return { healthy: true };
     const status = await httpStatus(url);
-    return { healthy: status === 200, status };
+    return { healthy: isHealthyStatus(status), status };
   }
 
   /**
    * Restarts a container through the Docker engine (inspect, then restart: no other Docker call), unless the
-   * anomaly is about its health (unhealthy container, dead owner) and it is running and its health URL answers 200. Refused, without any Docker call, when the allow/deny lists forbid it.
+   * anomaly is about its health (unhealthy container, dead owner) and it is running and its health URL answers 2xx. Refused, without any Docker call, when the allow/deny lists forbid it.
    *
    * Before the restart call an `attempted` row records the container's StartedAt; the executed row is written
    * right after the call returns. A crash between the two (the worker killed mid-restart) leaves an attempt and no
@@ -401,7 +461,7 @@ export function createActionActivities({ pool, redis, keys, docker, config, log:
     }
     const before = await isHealthy(url, inspected.State.Running);
     // Health is the problem only for an unhealthy container or a dead lock owner. A worker that fails, crawls or
-    // hangs behind a 200 is restarted while "healthy": the workflow re-ran its detector right before this call.
+    // hangs behind a 2xx is restarted while "healthy": the workflow re-ran its detector right before this call.
     if (before.healthy && HEALTH_VISIBLE_TYPES.includes(plan.anomalyType)) {
       const result: ActionResult = {
         action: 'restart_worker',
@@ -881,7 +941,7 @@ export function createActionActivities({ pool, redis, keys, docker, config, log:
     if (prior) return prior;
 
     const numeric = parsed.map((e) => e.id).filter((id) => /^\d{1,15}$/.test(id));
-    const { rows } = await pool.query<{ id: number; stage: string; status: string }>(
+    const { rows } = await documentsPool.query<{ id: number; stage: string; status: string }>(
       'SELECT id, stage, status FROM documents WHERE id = ANY($1::bigint[])',
       [numeric.map(Number)],
     );

@@ -5,6 +5,11 @@
  * Cost stays flat as the pipeline grows: Redis lengths come in one pipelined round trip, locks and heartbeats are
  * read with SCAN (never KEYS), and Postgres answers a fixed number of queries served by partial or range indexes
  * whose cost follows the live backlog (queued, processing, the error-rate window), not the table size.
+ *
+ * Postgres needs only the contract's `documents` table (DESIGN.md §3). Outcomes (error rates, processing times,
+ * progress) come from `document_events` when the watched database has it (the reference pipeline does), else from
+ * `documents` itself: failed = `status = 'failed'` updated in the window, completed = `status = 'completed'` with
+ * `completed_at` in the window, processing time = their `processing_ms`. The snapshot says which (`outcomes`).
  */
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
@@ -15,6 +20,7 @@ import { redactSecrets } from '../core/redact';
 import { reconcile } from './reconcile';
 import { withoutCredentials } from './url-credentials';
 import {
+  isHealthyStatus,
   WORKER_WINDOW_CAP,
   type LockInfo,
   type Reconciliation,
@@ -46,6 +52,12 @@ export interface MetricsDeps {
   windowSeconds: number;
   /** s a document may stay queued in no list before it is lost (LOST_DOCUMENT_THRESHOLD). */
   lostDocumentSeconds: number;
+  /**
+   * s back from now that the `documents` fallback looks for a stage's last progress (completions and failures; a
+   * bound keeps the query cheap on a large table). Older progress reads as none, which the stall detector treats as
+   * older than its threshold: give at least QUEUE_STALL_THRESHOLD. Default: no bound.
+   */
+  progressLookbackSeconds?: number;
   /** Reconcile Postgres with the Redis lists (lost documents, orphan entries). Default true; off for benchmarks. */
   reconcile?: boolean;
   /** The clock, injectable for tests. */
@@ -142,7 +154,33 @@ async function readRedis(deps: MetricsDeps): Promise<RedisPart> {
   };
 }
 
+/** Where a snapshot's outcomes come from: the event table when the watched database has one, else `documents`. */
+export type OutcomeSource = NonNullable<Snapshot['outcomes']>;
+
+/** ms before the presence of `document_events` is checked again (it may be created or dropped while we run). */
+export const OUTCOME_SOURCE_RECHECK_MS = 5 * 60_000;
+const outcomeSources = new WeakMap<pg.Pool, { source: OutcomeSource; checkedAt: number }>();
+
+/**
+ * `document_events` or `documents`, probed once per pool (a connection string, so one database and search_path) and
+ * again every OUTCOME_SOURCE_RECHECK_MS, or at once after a query found the table gone.
+ */
+async function outcomeSource(pool: pg.Pool, now: number): Promise<OutcomeSource> {
+  const cached = outcomeSources.get(pool);
+  if (cached && now - cached.checkedAt < OUTCOME_SOURCE_RECHECK_MS) return cached.source;
+  const { rows } = await pool.query<{ present: boolean }>(
+    `SELECT to_regclass('document_events') IS NOT NULL AS present`,
+  );
+  const source: OutcomeSource = rows[0]?.present ? 'document_events' : 'documents';
+  outcomeSources.set(pool, { source, checkedAt: now });
+  return source;
+}
+
+/** undefined_table: `document_events` went away since the probe. */
+const isUndefinedTable = (err: unknown) => (err as { code?: string }).code === '42P01';
+
 interface PostgresPart {
+  outcomes: OutcomeSource;
   counts: Map<string, StageMetrics['counts']>;
   window: Map<string, StageWindow>;
   lastProgress: Map<string, number | null>;
@@ -152,9 +190,16 @@ interface PostgresPart {
 
 /**
  * The SQL of one snapshot, every statement bounded whatever the table's size (exported so that the benchmark can run
- * the same statements directly as the cycle's floor).
+ * the same statements directly as the cycle's floor). `outcomes` picks where error rates, processing times and
+ * progress come from; the other statements read only the contract's columns of `documents`.
  */
-export function snapshotQueries(stages: string[], windowSeconds: number) {
+export function snapshotQueries(
+  stages: string[],
+  windowSeconds: number,
+  outcomes: OutcomeSource = 'document_events',
+  progressLookbackSeconds?: number,
+) {
+  const fromEvents = outcomes === 'document_events';
   return {
     // Exact counts of the non-terminal and failure statuses up to COUNT_CAP each: a range of the (stage, status,
     // updated_at) index that stops at the cap (the ORDER BY keeps the planner on it). Counting every queued row of a
@@ -171,22 +216,56 @@ export function snapshotQueries(stages: string[], windowSeconds: number) {
     // Completed rows grow without bound: the planner's estimate per stage, not a scan.
     completedEstimates: stages.map((stage) => estimateQuery(stage, 'completed')),
     // By stage and worker: the same index range as the stage totals, which are the sums.
-    window: {
-      text: `SELECT stage, worker_id,
+    window: fromEvents
+      ? {
+          text: `SELECT stage, worker_id,
                     count(*) FILTER (WHERE outcome = 'completed')::int AS completed,
                     count(*) FILTER (WHERE outcome = 'failed')::int AS failed,
                     avg(processing_ms) FILTER (WHERE outcome = 'completed')::float8 AS mean_ms
                FROM document_events WHERE at > now() - make_interval(secs => $1) GROUP BY stage, worker_id`,
-      values: [windowSeconds],
-    },
-    progress: {
-      text: `SELECT s.stage,
+          values: [windowSeconds],
+        }
+      : {
+          // The last outcome of each document, as `documents` keeps it: completions by completed_at, failures by
+          // updated_at, both in the window; worker_id as the pipeline left it (null rows count in the stage only).
+          // Two ranges, each served by an index on its time column when the pipeline has one.
+          text: `SELECT stage, worker_id,
+                    count(*) FILTER (WHERE outcome = 'completed')::int AS completed,
+                    count(*) FILTER (WHERE outcome = 'failed')::int AS failed,
+                    avg(processing_ms) FILTER (WHERE outcome = 'completed')::float8 AS mean_ms,
+                    count(processing_ms) FILTER (WHERE outcome = 'completed')::int AS timed
+               FROM (SELECT stage, worker_id, 'completed' AS outcome, processing_ms FROM documents
+                      WHERE status = 'completed' AND completed_at > now() - make_interval(secs => $1)
+                     UNION ALL
+                     SELECT stage, worker_id, 'failed', NULL FROM documents
+                      WHERE status = 'failed' AND updated_at > now() - make_interval(secs => $1)) o
+              GROUP BY stage, worker_id`,
+          values: [windowSeconds],
+        },
+    progress: fromEvents
+      ? {
+          text: `SELECT s.stage,
                     (SELECT max(e.at) FROM document_events e WHERE e.stage = s.stage) AS last_event,
                     (SELECT max(d.started_at) FROM documents d
                       WHERE d.status = 'processing' AND d.stage = s.stage) AS last_start
                FROM unnest($1::text[]) AS s(stage)`,
-      values: [stages],
-    },
+          values: [stages],
+        }
+      : {
+          // A stage's last completion or failure (within the look-back) and its newest start of work in progress.
+          text: `SELECT s.stage,
+                    GREATEST(
+                      (SELECT max(d.completed_at) FROM documents d
+                        WHERE d.status = 'completed' AND d.stage = s.stage
+                          AND ($2::float8 IS NULL OR d.completed_at > now() - make_interval(secs => $2))),
+                      (SELECT max(d.updated_at) FROM documents d
+                        WHERE d.status = 'failed' AND d.stage = s.stage
+                          AND ($2::float8 IS NULL OR d.updated_at > now() - make_interval(secs => $2)))) AS last_event,
+                    (SELECT max(d.started_at) FROM documents d
+                      WHERE d.status = 'processing' AND d.stage = s.stage) AS last_start
+               FROM unnest($1::text[]) AS s(stage)`,
+          values: [stages, progressLookbackSeconds ?? null],
+        },
     processing: {
       text: `SELECT id, stage, worker_id, started_at, updated_at FROM documents
               WHERE status = 'processing' ORDER BY updated_at LIMIT $1`,
@@ -208,15 +287,24 @@ async function plannerEstimate(pool: pg.Pool, stage: string, status: string): Pr
   return Math.round(rows[0]?.['QUERY PLAN'][0]?.Plan['Plan Rows'] ?? 0);
 }
 
-async function readPostgres(deps: MetricsDeps): Promise<PostgresPart> {
+async function readPostgres(deps: MetricsDeps, now: number): Promise<PostgresPart> {
+  try {
+    return await readPostgresFrom(deps, await outcomeSource(deps.pool, now));
+  } catch (err) {
+    // The event table was dropped since the probe: probe again now, not in five minutes.
+    if (!isUndefinedTable(err) || outcomeSources.get(deps.pool)?.source !== 'document_events') throw err;
+    outcomeSources.delete(deps.pool);
+    return readPostgresFrom(deps, await outcomeSource(deps.pool, now));
+  }
+}
+
+async function readPostgresFrom(deps: MetricsDeps, outcomes: OutcomeSource): Promise<PostgresPart> {
   const { pool, stages, windowSeconds } = deps;
-  const q = snapshotQueries(stages, windowSeconds);
+  const q = snapshotQueries(stages, windowSeconds, outcomes, deps.progressLookbackSeconds);
   const [live, estimates, window, progress, processing] = await Promise.all([
     pool.query<{ stage: string; status: string; n: number }>(q.counts),
     Promise.all(stages.map(async (stage) => [stage, await plannerEstimate(pool, stage, 'completed')] as const)),
-    pool.query<{ stage: string; worker_id: string; completed: number; failed: number; mean_ms: number | null }>(
-      q.window,
-    ),
+    pool.query<WindowRow>(q.window),
     pool.query<{ stage: string; last_event: Date | null; last_start: Date | null }>(q.progress),
     pool.query<{ id: number; stage: string; worker_id: string | null; started_at: Date | null; updated_at: Date }>(
       q.processing,
@@ -239,6 +327,7 @@ async function readPostgres(deps: MetricsDeps): Promise<PostgresPart> {
     if (r.status === 'processing') processingTotal += r.n;
   }
   return {
+    outcomes,
     counts,
     window: stageWindows(window.rows),
     lastProgress: new Map(
@@ -262,28 +351,52 @@ interface StageWindow {
   completed: number;
   failed: number;
   meanMs: number | null;
+  /** Completions the mean is over (those with a processing time). */
+  samples: number;
   workers: WorkerWindow[];
 }
 
-/** Stage totals (the mean weighted by completions) and the per-worker rows, busiest first, capped. */
-function stageWindows(
-  rows: { stage: string; worker_id: string; completed: number; failed: number; mean_ms: number | null }[],
-): Map<string, StageWindow> {
-  const out = new Map<string, StageWindow & { totalMs: number }>();
+interface WindowRow {
+  stage: string;
+  /** null only from `documents` (a pipeline that clears worker_id): counted in the stage, listed under no worker. */
+  worker_id: string | null;
+  completed: number;
+  failed: number;
+  mean_ms: number | null;
+  /** Completions with a processing time (from `documents`, where processing_ms may be null); default completed. */
+  timed?: number;
+}
+
+/** Stage totals (the mean weighted by timed completions) and the per-worker rows, busiest first, capped. */
+function stageWindows(rows: WindowRow[]): Map<string, StageWindow> {
+  const out = new Map<string, StageWindow & { totalMs: number; timed: number }>();
   for (const r of rows) {
-    const w = out.get(r.stage) ?? { completed: 0, failed: 0, meanMs: null, workers: [], totalMs: 0 };
+    const w = out.get(r.stage) ?? {
+      completed: 0,
+      failed: 0,
+      meanMs: null,
+      samples: 0,
+      workers: [],
+      totalMs: 0,
+      timed: 0,
+    };
+    const timed = r.timed ?? r.completed;
     w.completed += r.completed;
     w.failed += r.failed;
-    if (r.mean_ms !== null) w.totalMs += r.mean_ms * r.completed;
-    w.workers.push({ worker: r.worker_id, completed: r.completed, failed: r.failed, meanMs: r.mean_ms });
+    w.timed += timed;
+    if (r.mean_ms !== null) w.totalMs += r.mean_ms * timed;
+    if (r.worker_id !== null) {
+      w.workers.push({ worker: r.worker_id, completed: r.completed, failed: r.failed, meanMs: r.mean_ms });
+    }
     out.set(r.stage, w);
   }
   for (const w of out.values()) {
-    w.meanMs = w.completed > 0 ? w.totalMs / w.completed : null;
+    w.meanMs = w.timed > 0 ? w.totalMs / w.timed : null;
+    w.samples = w.timed;
     w.workers.sort((a, b) => b.completed + b.failed - (a.completed + a.failed) || a.worker.localeCompare(b.worker));
     w.workers = w.workers.slice(0, WORKER_WINDOW_CAP);
   }
-  return new Map([...out].map(([stage, { totalMs: _t, ...w }]) => [stage, w]));
+  return new Map([...out].map(([stage, { totalMs: _t, timed: _n, ...w }]) => [stage, w]));
 }
 
 async function checkHealthTargets(targets: HealthTarget[], now: () => number): Promise<Snapshot['health']> {
@@ -300,7 +413,7 @@ async function checkHealthTargets(targets: HealthTarget[], now: () => number): P
         return {
           container,
           url: redactSecrets(url),
-          ok: res.status === 200,
+          ok: isHealthyStatus(res.status),
           status: res.status,
           latencyMs: now() - t0,
         };
@@ -356,7 +469,7 @@ export async function collectSnapshot(deps: MetricsDeps): Promise<Snapshot> {
       : undefined;
   const [[r, redisStatus], [p, pgStatus], health, ollama, reconciled] = await Promise.all([
     settle(readRedis(deps)),
-    settle(readPostgres(deps)),
+    settle(readPostgres(deps, at)),
     checkHealthTargets(deps.healthTargets, now),
     checkOllama(deps.ollamaHost, deps.ollamaModel),
     reconciling,
@@ -372,7 +485,7 @@ export async function collectSnapshot(deps: MetricsDeps): Promise<Snapshot> {
       windowCompleted: w?.completed ?? 0,
       windowFailed: w?.failed ?? 0,
       recentMeanMs: w?.meanMs ?? null,
-      recentSamples: w?.completed ?? 0,
+      recentSamples: w?.samples ?? 0,
       lastProgressAt: p?.lastProgress.get(stage) ?? null,
       workers: w?.workers ?? [],
     };
@@ -388,6 +501,7 @@ export async function collectSnapshot(deps: MetricsDeps): Promise<Snapshot> {
       ollama: ollama.reachable ? { ok: true } : { ok: false, error: ollama.error ?? 'unreachable' },
     },
     stages,
+    ...(p ? { outcomes: p.outcomes } : {}),
     processing: p?.processing ?? [],
     processingTotal: p?.processingTotal ?? 0,
     staleLocks: r?.staleLocks ?? [],

@@ -144,7 +144,10 @@ export const configSchema = z.object({
     .default('default')
     .describe('Temporal namespace.'),
   DATABASE_URL: url(['postgres:', 'postgresql:'], 'postgres://selfheal:selfheal@127.0.0.1:5432/selfheal').describe(
-    'Postgres connection string of the monitored pipeline and of `healing_log`.',
+    "Postgres connection string of the watched pipeline's database (`documents`): read, and written only by actions on `documents`.",
+  ),
+  SELFHEAL_DATABASE_URL: optionalUrl(['postgres:', 'postgresql:']).describe(
+    "Postgres connection string of selfheal's own tables (`healing_log`, `action_permits`); empty means `DATABASE_URL`.",
   ),
   REDIS_URL: url(['redis:', 'rediss:'], 'redis://127.0.0.1:6379').describe(
     "Redis connection string of the pipeline queues and selfheal's streams.",
@@ -168,7 +171,7 @@ export const configSchema = z.object({
   QUEUE_STALL_THRESHOLD: seconds(600).describe(
     'Seconds a non-empty queue may go without progress before `stalled_queue`.',
   ),
-  ERROR_RATE_THRESHOLD: decimal(0.2, 0, 1).describe(
+  ERROR_RATE_THRESHOLD: decimal(0.15, 0, 1).describe(
     'Fraction failed / (completed + failed) above which `error_rate_spike` fires.',
   ),
   ERROR_RATE_MIN_SAMPLES: integer(20, 1).describe('Samples needed in the window before an error rate counts.'),
@@ -176,7 +179,7 @@ export const configSchema = z.object({
   SLOWDOWN_FACTOR: decimal(3, 1, 1000).describe(
     'Recent mean processing time over the stage baseline that makes a `processing_time_anomaly`.',
   ),
-  STUCK_DOCUMENT_THRESHOLD: seconds(900).describe('Seconds a document may stay `processing` before it is stuck.'),
+  STUCK_DOCUMENT_THRESHOLD: seconds(1800).describe('Seconds a document may stay `processing` before it is stuck.'),
   HEALTH_TARGETS: healthTargets.describe('Comma-separated `container=url` pairs checked for health.'),
   HEALTH_FAILURES_BEFORE_UNHEALTHY: integer(3, 1, 100).describe(
     'Consecutive failed health checks before `unhealthy_container`.',
@@ -287,6 +290,22 @@ export function thresholdsFrom(config: Config): Thresholds {
 }
 export type ConfigKey = keyof z.input<typeof configSchema>;
 
+/**
+ * Variables whose unset value is another variable's value (shown so in `.env.example` and the README table):
+ * `SELFHEAL_DATABASE_URL` defaults to `DATABASE_URL`, so a single-database install needs one URL.
+ */
+export const DEFAULTS_FROM: Readonly<Partial<Record<ConfigKey, ConfigKey>>> = {
+  SELFHEAL_DATABASE_URL: 'DATABASE_URL',
+};
+
+/**
+ * Where selfheal's own tables live (`healing_log`, `action_permits`): `SELFHEAL_DATABASE_URL`, else `DATABASE_URL`.
+ * The watched pipeline's database (`DATABASE_URL`) only holds the pipeline's tables; selfheal never creates any there.
+ */
+export function selfhealDatabaseUrl(config: Pick<Config, 'DATABASE_URL' | 'SELFHEAL_DATABASE_URL'>): string {
+  return config.SELFHEAL_DATABASE_URL ?? config.DATABASE_URL;
+}
+
 export interface ConfigProblem {
   variable: string;
   expected: string;
@@ -295,7 +314,13 @@ export interface ConfigProblem {
 
 export type ConfigResult = { ok: true; config: Config } | { ok: false; problems: ConfigProblem[] };
 
-const SECRET_VARS = new Set(['APPROVAL_SECRET', 'DATABASE_URL', 'REDIS_URL', 'ESCALATION_WEBHOOK_URL']);
+const SECRET_VARS = new Set([
+  'APPROVAL_SECRET',
+  'DATABASE_URL',
+  'SELFHEAL_DATABASE_URL',
+  'REDIS_URL',
+  'ESCALATION_WEBHOOK_URL',
+]);
 
 /**
  * Validates an environment. Empty strings count as unset, so `FOO=` in an env file falls back to the default.

@@ -37,7 +37,7 @@ export interface StageMetrics {
   /** Last time a document of this stage was taken or finished (epoch ms); null if never. */
   lastProgressAt: number | null;
   /**
-   * The same window by worker (`document_events.worker_id`), busiest first, at most WORKER_WINDOW_CAP: what tells
+   * The same window by worker (`worker_id` of the outcomes), busiest first, at most WORKER_WINDOW_CAP: what tells
    * one bad worker apart from a stage-wide cause. Absent in snapshots recorded before it existed.
    */
   workers?: WorkerWindow[];
@@ -71,6 +71,11 @@ export interface LockInfo {
   token: string;
 }
 
+/** A health check passes on any 2xx answer (200 OK, 204 No Content...); anything else, or no answer, fails it. */
+export function isHealthyStatus(status: number): boolean {
+  return Number.isInteger(status) && status >= 200 && status <= 299;
+}
+
 export interface HealthResult {
   container: string;
   url: string;
@@ -98,6 +103,12 @@ export interface Snapshot {
   durationMs: number;
   sources: Record<Source, SourceStatus>;
   stages: StageMetrics[];
+  /**
+   * Where the window's outcomes, processing times and progress were read: `document_events` when the watched
+   * database has that table, else `documents` alone (its last outcome per document). Absent when Postgres did not
+   * answer, or in snapshots recorded before it existed.
+   */
+  outcomes?: 'document_events' | 'documents';
   /** Processing documents, oldest first, capped; `processingTotal` is the exact count. */
   processing: ProcessingDocument[];
   processingTotal: number;

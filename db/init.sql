@@ -1,50 +1,6 @@
--- selfheal schema. Idempotent: applied by `selfheal migrate` and `selfheal up` on every start.
-
--- The monitored pipeline's documents (DESIGN.md §3). A real pipeline with another schema exposes this shape as a view.
-CREATE TABLE IF NOT EXISTS documents (
-  id             bigserial PRIMARY KEY,
-  stage          text        NOT NULL,
-  status         text        NOT NULL DEFAULT 'queued'
-                 CHECK (status IN ('queued', 'processing', 'completed', 'failed', 'dead')),
-  worker_id      text        NULL,
-  attempts       integer     NOT NULL DEFAULT 0,
-  requeue_count  integer     NOT NULL DEFAULT 0,
-  error          text        NULL,
-  payload        jsonb       NULL,
-  created_at     timestamptz NOT NULL DEFAULT now(),
-  updated_at     timestamptz NOT NULL DEFAULT now(),
-  started_at     timestamptz NULL,
-  completed_at   timestamptz NULL,
-  processing_ms  integer     NULL
-);
-
--- Stuck-document query: only the (few) processing rows are indexed, so it costs the same at 10M rows as at 10k.
-CREATE INDEX IF NOT EXISTS documents_processing_updated_at
-  ON documents (updated_at) WHERE status = 'processing';
--- Lost-document candidates: queued rows, oldest first.
-CREATE INDEX IF NOT EXISTS documents_queued_updated_at
-  ON documents (updated_at) WHERE status = 'queued';
--- Per-stage counts, capped, in index order (the updated_at column makes the capped count an index range the planner
--- cannot trade for a sequential scan); it replaces the former (stage, status) index.
-CREATE INDEX IF NOT EXISTS documents_stage_status_updated_at ON documents (stage, status, updated_at);
-DROP INDEX IF EXISTS documents_stage_status;
-CREATE INDEX IF NOT EXISTS documents_completed_at ON documents (completed_at) WHERE completed_at IS NOT NULL;
-CREATE INDEX IF NOT EXISTS documents_status_updated_at ON documents (status, updated_at);
-
--- One row per processing outcome of a stage (the documents row only keeps the last one): error rates and
--- processing-time baselines per stage are computed from it over a window.
-CREATE TABLE IF NOT EXISTS document_events (
-  id            bigserial   PRIMARY KEY,
-  document_id   bigint      NOT NULL,
-  stage         text        NOT NULL,
-  worker_id     text        NOT NULL,
-  outcome       text        NOT NULL CHECK (outcome IN ('completed', 'failed')),
-  processing_ms integer     NOT NULL,
-  error         text        NULL,
-  at            timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX IF NOT EXISTS document_events_stage_at ON document_events (stage, at);
-CREATE INDEX IF NOT EXISTS document_events_document ON document_events (document_id);
+-- selfheal's own schema, and nothing else. Idempotent: applied by `selfheal migrate` and `selfheal up` on every start,
+-- to SELFHEAL_DATABASE_URL (default DATABASE_URL). It never creates or alters a table of the watched pipeline: the
+-- reference pipeline's tables (`documents`, `document_events`) are created by the pipeline itself (pipeline/schema.ts).
 
 -- Append-only audit of every healing step (DESIGN.md §8).
 CREATE TABLE IF NOT EXISTS healing_log (
@@ -88,9 +44,6 @@ DROP TRIGGER IF EXISTS healing_log_no_truncate ON healing_log;
 CREATE TRIGGER healing_log_no_truncate
   BEFORE TRUNCATE ON healing_log
   FOR EACH STATEMENT EXECUTE FUNCTION healing_log_refuse_change();
-
--- The error-rate window reads recent events across stages.
-CREATE INDEX IF NOT EXISTS document_events_at ON document_events (at);
 
 -- Safety state: one row per permit of the global action budget (MAX_ACTIONS_PER_HOUR), reserved atomically before
 -- an action runs. Times are the workflow's clock (epoch ms), so durable timers and the budget agree, also in the

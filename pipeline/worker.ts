@@ -23,6 +23,7 @@ import { createKeys, STAGES, type Stage } from '../core/keys';
 import { createPool } from '../db/pool';
 import { COMPARE_AND_DELETE, COMPARE_AND_PEXPIRE, defineScript, FINISH_DOCUMENT, GIVE_BACK } from './lua';
 import { processCommandLine, workerIdSchema, type WorkerRegistration } from './registry';
+import { ensurePipelineSchema } from './schema';
 
 /** Exit code for invalid arguments or environment: nothing started. */
 export const USAGE_EXIT_CODE = 2;
@@ -662,6 +663,16 @@ export async function main(argv = process.argv.slice(2), env: Record<string, str
         '[--block-timeout-s N]\n',
     );
     process.exit(USAGE_EXIT_CODE);
+  }
+  // The pipeline creates its own tables (selfheal's migrate does not): a no-op read of the catalog when they exist.
+  // Not fatal: with Postgres away the worker starts anyway, and its /health says so until Postgres answers.
+  const setup = createPool(parsed.options.databaseUrl, { max: 1, application: 'selfheal-pipeline-setup' });
+  try {
+    await ensurePipelineSchema(setup);
+  } catch (err) {
+    process.stderr.write(`pipeline worker: could not ensure the pipeline's tables: ${errorText(err)}\n`);
+  } finally {
+    await setup.end().catch(() => undefined);
   }
   let handle: PipelineWorkerHandle;
   try {

@@ -8,7 +8,7 @@ import { createKeys } from '../core/keys';
 import { generateDocuments } from '../pipeline/generator';
 import { runChaosCommand } from './chaos-command';
 import { startReferencePipeline } from './pipeline-up';
-import type { Config } from '../core/config';
+import { selfhealDatabaseUrl, type Config } from '../core/config';
 import { createPool } from '../db/pool';
 import { migrate } from '../db/migrate';
 import { loadConfigOrExit } from '../workers/env';
@@ -75,10 +75,10 @@ export function buildCli(): Command {
 
   program
     .command('migrate')
-    .description('apply db/init.sql (idempotent)')
+    .description("apply selfheal's own schema, db/init.sql, to SELFHEAL_DATABASE_URL (idempotent)")
     .action(
       withConfig(async (config) => {
-        const pool = createPool(config.DATABASE_URL, { max: 1, application: 'selfheal-migrate' });
+        const pool = createPool(selfhealDatabaseUrl(config), { max: 1, application: 'selfheal-migrate' });
         try {
           await migrate(pool);
         } finally {

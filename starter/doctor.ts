@@ -2,8 +2,8 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import Docker from 'dockerode';
 import { Redis } from 'ioredis';
-import type { Config } from '../core/config';
-import { createPool } from '../db/pool';
+import { selfhealDatabaseUrl, type Config } from '../core/config';
+import { createPools } from '../db/pool';
 import { findTemporalCli, INSTALL_HINT, temporalAnswers } from './temporal-local';
 
 export const CheckStatus = { ok: 'ok', degraded: 'degraded', missing: 'missing' } as const;
@@ -51,29 +51,83 @@ async function checkTemporal(config: Config): Promise<DoctorRow> {
       };
 }
 
+/** The partial index the stuck-document query relies on at scale (DESIGN.md §3). */
+const PROCESSING_INDEX_SQL = "CREATE INDEX ON documents (updated_at) WHERE status = 'processing'";
+
+/**
+ * Postgres: the watched pipeline's database (DATABASE_URL: its `documents` table, and whether outcomes come from
+ * `document_events` or from `documents` alone) and selfheal's own tables (SELFHEAL_DATABASE_URL, default the same).
+ */
 async function checkPostgres(config: Config): Promise<DoctorRow> {
-  const pool = createPool(config.DATABASE_URL, { max: 1, application: 'selfheal-doctor' });
+  const separate = selfhealDatabaseUrl(config) !== config.DATABASE_URL;
+  const ownName = separate ? 'SELFHEAL_DATABASE_URL' : 'DATABASE_URL';
+  const pools = createPools(config, { max: 1, application: 'selfheal-doctor' });
+  const named = <T>(name: string, p: Promise<T>) =>
+    p.catch((err: unknown) => {
+      throw new Error(`${name}: ${message(err)}`);
+    });
   try {
-    const { rows } = await withTimeout(
-      pool.query<{ version: string; documents: string | null; healing_log: string | null }>(
-        `SELECT current_setting('server_version') AS version,
-                to_regclass('documents')::text AS documents, to_regclass('healing_log')::text AS healing_log`,
-      ),
+    const [pipeline, own] = await withTimeout(
+      Promise.all([
+        named(
+          'DATABASE_URL',
+          pools.pipeline.query<{
+            version: string;
+            documents: string | null;
+            events: string | null;
+            processing_index: boolean;
+          }>(
+            `SELECT current_setting('server_version') AS version,
+                    to_regclass('documents')::text AS documents, to_regclass('document_events')::text AS events,
+                    EXISTS (SELECT 1 FROM pg_index i
+                             WHERE i.indrelid = to_regclass('documents') AND i.indpred IS NOT NULL
+                               AND pg_get_indexdef(i.indexrelid) LIKE '%(updated_at) WHERE (status = ''processing''%')
+                      AS processing_index`,
+          ),
+        ),
+        named(
+          ownName,
+          pools.selfheal.query<{ healing_log: string | null; action_permits: string | null }>(
+            `SELECT to_regclass('healing_log')::text AS healing_log, to_regclass('action_permits')::text AS action_permits`,
+          ),
+        ),
+      ]),
     );
-    const row = rows[0]!;
-    if (!row.documents || !row.healing_log) {
+    const p = pipeline.rows[0]!;
+    const o = own.rows[0]!;
+    const where = separate ? "selfheal's tables in SELFHEAL_DATABASE_URL" : "selfheal's tables beside it";
+    if (!o.healing_log || !o.action_permits) {
       return {
         dependency: 'Postgres',
         status: 'degraded',
-        detail: `PostgreSQL ${row.version}, schema not applied`,
+        detail: `PostgreSQL ${p.version}, selfheal's schema not applied at ${ownName}`,
         hint: 'run `selfheal migrate`',
+        required: true,
+      };
+    }
+    if (!p.documents) {
+      return {
+        dependency: 'Postgres',
+        status: 'degraded',
+        detail: `PostgreSQL ${p.version}, no documents table at DATABASE_URL (${where})`,
+        hint: "point DATABASE_URL at the pipeline's database (a view of the documents shape will do); `selfheal up` creates the reference pipeline's",
+        required: true,
+      };
+    }
+    const outcomes = p.events ? 'outcomes from document_events' : 'outcomes from documents (no document_events)';
+    if (!p.processing_index) {
+      return {
+        dependency: 'Postgres',
+        status: 'degraded',
+        detail: `PostgreSQL ${p.version}, documents without a partial index on processing rows: the stuck-document query scans the table (${outcomes}; ${where})`,
+        hint: `${PROCESSING_INDEX_SQL} (in the pipeline's database; selfheal never changes it)`,
         required: true,
       };
     }
     return {
       dependency: 'Postgres',
       status: 'ok',
-      detail: `PostgreSQL ${row.version}, schema applied`,
+      detail: `PostgreSQL ${p.version}, documents ready (${outcomes}); ${where}, schema applied`,
       hint: '',
       required: true,
     };
@@ -82,11 +136,11 @@ async function checkPostgres(config: Config): Promise<DoctorRow> {
       dependency: 'Postgres',
       status: 'missing',
       detail: message(err),
-      hint: 'start it with `scripts/dev.sh services`, or check DATABASE_URL',
+      hint: `start it with \`scripts/dev.sh services\`, or check DATABASE_URL${separate ? ' and SELFHEAL_DATABASE_URL' : ''}`,
       required: true,
     };
   } finally {
-    await pool.end().catch(() => undefined);
+    await pools.end().catch(() => undefined);
   }
 }
 

@@ -1,7 +1,7 @@
 /** The operator's commands on healing workflows and the audit: healings, show, approve, reject, audit. */
 import { Client, Connection, WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/client';
 import { signApproval } from '../activities/approval';
-import type { Config } from '../core/config';
+import { selfhealDatabaseUrl, type Config } from '../core/config';
 import { createPool } from '../db/pool';
 import { decideUpdate, SearchAttr, statusQuery, WorkflowType } from '../workflows/definitions';
 import type { HealingStatus } from '../workflows/healing';
@@ -157,7 +157,7 @@ export async function readAudit(
   config: Config,
   opts: { sinceMs: number; workflowId?: string; limit?: number },
 ): Promise<AuditRow[]> {
-  const pool = createPool(config.DATABASE_URL, { max: 1, application: 'selfheal-audit' });
+  const pool = createPool(selfhealDatabaseUrl(config), { max: 1, application: 'selfheal-audit' });
   try {
     const { rows } = await pool.query<AuditRow>(
       `SELECT id, created_at, workflow_id, run_id, step, anomaly_type, target, action, params, decided_by, confidence,

@@ -4,7 +4,9 @@ import { Redis } from 'ioredis';
 import path from 'node:path';
 import type { Config } from '../core/config';
 import { createKeys, STAGES } from '../core/keys';
+import { createPool } from '../db/pool';
 import { createPipelineRunner } from '../pipeline/runner';
+import { ensurePipelineSchema } from '../pipeline/schema';
 import type { Component } from './up';
 
 /** Workers per stage that `up` starts. */
@@ -25,6 +27,13 @@ export async function startReferencePipeline(ctx: {
   logDir: string;
 }): Promise<{ components: Component[]; healthTargets: string }> {
   const { config, env } = ctx;
+  // The pipeline's own tables, in the pipeline's database (DATABASE_URL), before any worker starts.
+  const pool = createPool(config.DATABASE_URL, { max: 1, application: 'selfheal-pipeline-setup' });
+  try {
+    await ensurePipelineSchema(pool);
+  } finally {
+    await pool.end();
+  }
   const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 2 });
   const keys = createKeys(config.REDIS_KEY_PREFIX);
   const docker = new Docker();

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, openSync, writeFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
-import type { Config } from '../core/config';
+import { selfhealDatabaseUrl, type Config } from '../core/config';
 import { migrate } from '../db/migrate';
 import { createPool } from '../db/pool';
 import {
@@ -185,18 +185,19 @@ export async function up(opts: UpOptions): Promise<UpHandle> {
       await connection.close();
     }
 
-    // 2. Schema
-    const pool = createPool(config.DATABASE_URL, { max: 1, application: 'selfheal-up' });
+    // 2. selfheal's own schema (the reference pipeline creates its tables itself, in step 3)
+    const pool = createPool(selfhealDatabaseUrl(config), { max: 1, application: 'selfheal-up' });
+    const where = config.SELFHEAL_DATABASE_URL ? 'SELFHEAL_DATABASE_URL' : 'DATABASE_URL';
     try {
       await migrate(pool);
     } catch (err) {
       throw new UpError(
-        `Postgres at DATABASE_URL: ${err instanceof Error ? err.message : String(err)} (start it with scripts/dev.sh services)`,
+        `Postgres at ${where}: ${err instanceof Error ? err.message : String(err)} (start it with scripts/dev.sh services)`,
       );
     } finally {
       await pool.end();
     }
-    say('Postgres: schema applied');
+    say(`Postgres: selfheal's schema applied (${where})`);
 
     // 3. Reference pipeline (first, so the monitor sees its health targets)
     const env: NodeJS.ProcessEnv = { ...opts.env };

@@ -3,7 +3,7 @@
  * the remediation actions and the Docker inspection of the monitoring cycle.
  */
 import Docker from 'dockerode';
-import { createPool } from '../db/pool';
+import { createPools } from '../db/pool';
 import { TaskQueue } from '../workflows/definitions';
 import { actionsActivities } from './activities';
 import { createFailFastRedis } from './clients';
@@ -11,18 +11,23 @@ import { loadConfigOrExit } from './env';
 import { runWorker } from './run-worker';
 
 const config = loadConfigOrExit();
-const pool = createPool(config.DATABASE_URL, { application: 'selfheal-actions' });
+const pools = createPools(config, { application: 'selfheal-actions' });
 const redis = createFailFastRedis(config.REDIS_URL);
 
 runWorker({
   name: 'selfheal-actions',
   config,
   taskQueue: TaskQueue.actions,
-  activities: actionsActivities(config, { pool, redis, docker: new Docker() }),
+  activities: actionsActivities(config, {
+    pool: pools.selfheal,
+    pipelinePool: pools.pipeline,
+    redis,
+    docker: new Docker(),
+  }),
   maxConcurrentActivityTaskExecutions: 4,
   onShutdown: async () => {
     redis.disconnect();
-    await pool.end();
+    await pools.end();
   },
 }).catch((err: unknown) => {
   process.stderr.write(`selfheal-actions: ${err instanceof Error ? err.message : String(err)}\n`);

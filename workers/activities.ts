@@ -23,14 +23,23 @@ export function historyLimit(config: Config): number {
   return Math.min(2_000, Math.ceil(lookBackSeconds / config.MONITOR_INTERVAL) + 10);
 }
 
+/** The clients of a worker. */
+export interface WorkerClients {
+  /** selfheal's own tables (`healing_log`, `action_permits`): SELFHEAL_DATABASE_URL. */
+  pool: pg.Pool;
+  /** The watched pipeline's database (`documents`): DATABASE_URL. Default `pool` (one database holds both). */
+  pipelinePool?: pg.Pool;
+  redis: Redis;
+}
+
 /** selfheal-monitor: metrics collection, detection (and verification's re-check), audit. */
-export function monitorActivities(config: Config, { pool, redis }: { pool: pg.Pool; redis: Redis }) {
+export function monitorActivities(config: Config, { pool, pipelinePool, redis }: WorkerClients) {
   const keys = createKeys(config.REDIS_KEY_PREFIX);
   return {
     ...createAuditActivities({ pool }),
     ...createMetricsActivities({
       redis,
-      pool,
+      pool: pipelinePool ?? pool,
       keys,
       stages: config.PIPELINE_STAGES,
       healthTargets: config.HEALTH_TARGETS,
@@ -38,6 +47,8 @@ export function monitorActivities(config: Config, { pool, redis }: { pool: pg.Po
       ollamaModel: config.OLLAMA_MODEL,
       windowSeconds: config.ERROR_RATE_WINDOW,
       lostDocumentSeconds: config.LOST_DOCUMENT_THRESHOLD,
+      // Without document_events, a stage's last outcome is looked for this far back (twice the stall threshold).
+      progressLookbackSeconds: config.QUEUE_STALL_THRESHOLD * 2,
     }),
     ...createDetectionActivities({
       redis,
@@ -49,7 +60,7 @@ export function monitorActivities(config: Config, { pool, redis }: { pool: pg.Po
 }
 
 /** selfheal-healing: LLM analysis with the runbook fallback, the safety state, audit. */
-export function healingActivities(config: Config, { pool, redis }: { pool: pg.Pool; redis: Redis }) {
+export function healingActivities(config: Config, { pool, redis }: WorkerClients) {
   return {
     ...createAuditActivities({ pool }),
     ...createApprovalActivities({ secret: config.APPROVAL_SECRET }),
@@ -66,13 +77,14 @@ export function healingActivities(config: Config, { pool, redis }: { pool: pg.Po
 /** selfheal-actions: the remediation actions and the Docker inspection; the only worker with a Docker client. */
 export function actionsActivities(
   config: Config,
-  { pool, redis, docker }: { pool: pg.Pool; redis: Redis; docker: Docker },
+  { pool, pipelinePool, redis, docker }: WorkerClients & { docker: Docker },
 ) {
   return {
     ...createAuditActivities({ pool }),
     ...createDockerActivities({ docker }),
     ...createActionActivities({
       pool,
+      pipelinePool,
       redis,
       keys: createKeys(config.REDIS_KEY_PREFIX),
       docker,

@@ -2,6 +2,7 @@
  * Entry point of the healing worker (task queue selfheal-healing): healing workflows, LLM analysis with the runbook
  * fallback, the safety state and the audit.
  */
+import { selfhealDatabaseUrl } from '../core/config';
 import { createPool } from '../db/pool';
 import { TaskQueue } from '../workflows/definitions';
 import { healingActivities } from './activities';
@@ -10,7 +11,8 @@ import { loadConfigOrExit } from './env';
 import { runWorker } from './run-worker';
 
 const config = loadConfigOrExit();
-const pool = createPool(config.DATABASE_URL, { application: 'selfheal-healing' });
+// Only selfheal's own tables (audit, permits): the healing worker never reads the watched pipeline's database.
+const pool = createPool(selfhealDatabaseUrl(config), { application: 'selfheal-healing' });
 const redis = createFailFastRedis(config.REDIS_URL);
 
 runWorker({

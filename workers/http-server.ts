@@ -6,7 +6,10 @@ import { temporalAnswers } from '../starter/temporal-local';
 import type { createMetricsState } from './metrics-state';
 
 export interface HttpServerDeps {
+  /** selfheal's own tables (SELFHEAL_DATABASE_URL). */
   pool: pg.Pool;
+  /** The watched pipeline's database (DATABASE_URL); default `pool`. */
+  pipelinePool?: pg.Pool;
   redis: Redis;
   temporalAddress: string;
   metrics: ReturnType<typeof createMetricsState>;
@@ -33,7 +36,24 @@ async function probe(name: DependencyHealth['name'], check: () => Promise<unknow
 /** Health of selfheal's own dependencies: 200 when all answer, 503 naming each one that does not. */
 export async function checkHealth(deps: HttpServerDeps): Promise<{ status: number; body: unknown }> {
   const results = await Promise.all([
-    probe('postgres', () => deps.pool.query('SELECT 1')),
+    // Both databases, when they are two: the monitor cannot see the pipeline without one, nor audit without the other.
+    probe('postgres', () => {
+      const pipeline = deps.pipelinePool ?? deps.pool;
+      const databases: [string, pg.Pool][] =
+        pipeline === deps.pool
+          ? [['DATABASE_URL', pipeline]]
+          : [
+              ['SELFHEAL_DATABASE_URL', deps.pool],
+              ['DATABASE_URL', pipeline],
+            ];
+      return Promise.all(
+        databases.map(([name, p]) =>
+          p.query('SELECT 1').catch((err: unknown) => {
+            throw new Error(`${name}: ${err instanceof Error ? err.message : String(err)}`);
+          }),
+        ),
+      );
+    }),
     probe('redis', () => deps.redis.ping()),
     probe('temporal', async () => {
       if (!(await temporalAnswers(deps.temporalAddress, 2_000)))

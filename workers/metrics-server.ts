@@ -1,6 +1,6 @@
 /** Entry point of the HTTP metrics server (METRICS_HOST:METRICS_PORT). */
 import { createKeys } from '../core/keys';
-import { createPool } from '../db/pool';
+import { createPools } from '../db/pool';
 import { createFailFastRedis } from './clients';
 import { loadConfigOrExit, stopWhenParentGoes } from './env';
 import { createHttpServer, listen } from './http-server';
@@ -10,17 +10,23 @@ import { createMetricsState } from './metrics-state';
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
   const log = createLogger('selfheal-http', config.LOG_LEVEL);
-  const pool = createPool(config.DATABASE_URL, { application: 'selfheal-http' });
+  const pools = createPools(config, { application: 'selfheal-http' });
   const redis = createFailFastRedis(config.REDIS_URL);
-  const metrics = createMetricsState({ redis, pool, keys: createKeys(config.REDIS_KEY_PREFIX) });
-  const server = createHttpServer({ pool, redis, temporalAddress: config.TEMPORAL_ADDRESS, metrics });
+  const metrics = createMetricsState({ redis, pool: pools.selfheal, keys: createKeys(config.REDIS_KEY_PREFIX) });
+  const server = createHttpServer({
+    pool: pools.selfheal,
+    pipelinePool: pools.pipeline,
+    redis,
+    temporalAddress: config.TEMPORAL_ADDRESS,
+    metrics,
+  });
   const addr = await listen(server, config.METRICS_PORT, config.METRICS_HOST);
   log.info({ host: addr.address, port: addr.port }, 'metrics server listening');
   const stop = () => {
     server.close();
     server.closeAllConnections();
     redis.disconnect();
-    void pool.end();
+    void pools.end();
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);

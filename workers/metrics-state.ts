@@ -50,6 +50,11 @@ export function createMetricsState(deps: MetricsStateDeps) {
   ]);
   const ollamaUp = g('selfheal_ollama_up', '1 when Ollama answers and the model is present');
   const sourceUp = g('selfheal_monitoring_source_up', '1 when the source could be read in the last cycle', ['source']);
+  const outcomesTable = g(
+    'selfheal_outcomes_table',
+    '1 for the table the last cycle read outcomes from: document_events, or documents when the pipeline has no events',
+    ['table'],
+  );
   const openAnomalies = g('selfheal_open_anomalies', 'Anomalies open after noise control, by type', ['type']);
   const staleLocks = g('selfheal_stale_locks', 'Document locks held by a worker without heartbeat');
   const lastCycle = g('selfheal_last_cycle_timestamp_seconds', 'When the latest monitoring cycle collected');
@@ -98,12 +103,23 @@ export function createMetricsState(deps: MetricsStateDeps) {
   }
 
   function setGauges(latest: CycleRecord | null): void {
-    for (const m of [queueDepth, documents, errorRate, outcomes, processingMs, containerUp, openAnomalies, sourceUp])
+    for (const m of [
+      queueDepth,
+      documents,
+      errorRate,
+      outcomes,
+      processingMs,
+      containerUp,
+      openAnomalies,
+      sourceUp,
+      outcomesTable,
+    ])
       m.reset();
     if (!latest) return;
     const s = latest.snapshot;
     lastCycle.set(s.at / 1000);
     for (const [source, st] of Object.entries(s.sources)) sourceUp.set({ source }, st.ok ? 1 : 0);
+    if (s.outcomes) outcomesTable.set({ table: s.outcomes }, 1);
     for (const st of s.stages) {
       queueDepth.set({ stage: st.stage, kind: 'queue' }, st.queueDepth);
       queueDepth.set({ stage: st.stage, kind: 'processing' }, st.processingDepth);

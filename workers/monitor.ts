@@ -3,7 +3,7 @@
  * detection. On start it creates or updates the Schedule `selfheal-monitor` to the current configuration.
  */
 import { Client, Connection } from '@temporalio/client';
-import { createPool } from '../db/pool';
+import { createPools } from '../db/pool';
 import { ensureMonitorSchedule } from '../starter/schedule';
 import { TaskQueue } from '../workflows/definitions';
 import { monitorActivities } from './activities';
@@ -14,7 +14,7 @@ import { runWorker } from './run-worker';
 
 const config = loadConfigOrExit();
 const log = createLogger('selfheal-monitor', config.LOG_LEVEL);
-const pool = createPool(config.DATABASE_URL, { application: 'selfheal-monitor' });
+const pools = createPools(config, { application: 'selfheal-monitor' });
 const redis = createFailFastRedis(config.REDIS_URL);
 
 async function main(): Promise<void> {
@@ -30,10 +30,10 @@ async function main(): Promise<void> {
     config,
     taskQueue: TaskQueue.monitor,
     workflowsPath: require.resolve('../workflows'),
-    activities: monitorActivities(config, { pool, redis }),
+    activities: monitorActivities(config, { pool: pools.selfheal, pipelinePool: pools.pipeline, redis }),
     onShutdown: async () => {
       redis.disconnect();
-      await pool.end();
+      await pools.end();
     },
   });
 }

@@ -1,7 +1,8 @@
 /**
  * Per-test isolation against the real services: each test environment gets its own Postgres schema
  * (selected through the connection string's search_path, so child processes inherit it) and its own
- * Redis key prefix. `cleanup()` drops both.
+ * Redis key prefix. `cleanup()` drops both. The schema holds both selfheal's tables and the reference pipeline's
+ * (one database, as with SELFHEAL_DATABASE_URL unset); tests/integration/existing-pipeline.test.ts separates them.
  */
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
@@ -9,6 +10,7 @@ import type pg from 'pg';
 import { createKeys, type Keys } from '../../core/keys';
 import { migrate } from '../../db/migrate';
 import { createPool } from '../../db/pool';
+import { ensurePipelineSchema } from '../../pipeline/schema';
 
 /** Test database (created by scripts/dev.sh services). Override with TEST_DATABASE_URL. */
 export const TEST_DATABASE_URL =
@@ -36,7 +38,8 @@ export function uniqueId(prefix = 't'): string {
   return `${prefix}${randomBytes(5).toString('hex')}`;
 }
 
-function withSearchPath(url: string, schema: string): string {
+/** `url` with its search_path set to `schema` (child processes given the URL inherit it). */
+export function withSearchPath(url: string, schema: string): string {
   const u = new URL(url);
   u.searchParams.set('options', `-c search_path=${schema}`);
   return u.toString();
@@ -51,6 +54,7 @@ export async function createTestEnv(): Promise<TestEnv> {
   const databaseUrl = withSearchPath(TEST_DATABASE_URL, schema);
   const pool = createPool(databaseUrl, { max: 10 });
   await migrate(pool);
+  await ensurePipelineSchema(pool);
   const prefix = `${id}:`;
   const redis = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: 2 });
   const env = { DATABASE_URL: databaseUrl, REDIS_URL: TEST_REDIS_URL, REDIS_KEY_PREFIX: prefix };

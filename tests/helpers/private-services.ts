@@ -12,6 +12,7 @@ import { Redis } from 'ioredis';
 import { createKeys } from '../../core/keys';
 import { migrate } from '../../db/migrate';
 import { createPool } from '../../db/pool';
+import { ensurePipelineSchema } from '../../pipeline/schema';
 import { freePort } from '../../starter/temporal-local';
 import { uniqueId, waitFor, type TestEnv } from './env';
 
@@ -168,14 +169,15 @@ export async function startPrivatePostgres(): Promise<PrivateService> {
 }
 
 /**
- * A test environment (as `createTestEnv` makes) on private services: the `selfheal` database of `postgres` with the
- * schema migrated, a fresh key prefix in `redis`. Its clients ride out an outage: they report errors while the
+ * A test environment (as `createTestEnv` makes) on private services: the `selfheal` database of `postgres` with
+ * selfheal's schema and the reference pipeline's, a fresh key prefix in `redis`. Its clients ride out an outage: they report errors while the
  * service is down and reconnect when it is back. `cleanup()` closes the clients; the services are the caller's.
  */
 export async function createPrivateTestEnv(postgres: PrivateService, redisService: PrivateService): Promise<TestEnv> {
   const id = uniqueId();
   const pool = createPool(postgres.url, { max: 10 });
   await migrate(pool);
+  await ensurePipelineSchema(pool);
   const redis = new Redis(redisService.url, { maxRetriesPerRequest: 1, retryStrategy: () => 200 });
   redis.on('error', () => undefined);
   const prefix = `${id}:`;

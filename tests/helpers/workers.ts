@@ -7,6 +7,7 @@ import path from 'node:path';
 import type { NativeConnection } from '@temporalio/worker';
 import { bundleWorkflowCode, DefaultLogger, Runtime, Worker, type WorkflowBundle } from '@temporalio/worker';
 import Docker from 'dockerode';
+import type pg from 'pg';
 import type { Config } from '../../core/config';
 import { TaskQueue } from '../../workflows/definitions';
 import { actionsActivities, healingActivities, monitorActivities } from '../../workers/activities';
@@ -42,13 +43,15 @@ export async function createTestWorkers(opts: {
   t: TestEnv;
   config: Config;
   docker?: Docker;
+  /** The watched pipeline's database when it is not `t`'s (SELFHEAL_DATABASE_URL apart): default `t.pool`. */
+  pipelinePool?: pg.Pool;
   /** The task queues to serve here; default all three (another process may serve the rest). */
   only?: (keyof typeof TaskQueue)[];
 }): Promise<TestWorkers> {
   const { t, config, connection, namespace } = opts;
   const docker = opts.docker ?? new Docker();
   const workflowBundleReady = await workflowBundle();
-  const clients = { pool: t.pool, redis: t.redis };
+  const clients = { pool: t.pool, pipelinePool: opts.pipelinePool, redis: t.redis };
   const only = new Set(opts.only ?? ['monitor', 'healing', 'actions']);
   // Monitor and healing run workflows and activities; actions only activities (and has the Docker client).
   const specs = [

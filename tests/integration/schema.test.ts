@@ -1,8 +1,50 @@
+/**
+ * The two schemas against real Postgres: selfheal's own (db/init.sql, applied by `selfheal migrate`) holds only
+ * selfheal's tables; the reference pipeline's (pipeline/schema.ts) is created by the pipeline itself. Both are
+ * idempotent and safe to apply concurrently.
+ */
+import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrate } from '../../db/migrate';
-import { createTestEnv, type TestEnv } from '../helpers/env';
+import { createPool } from '../../db/pool';
+import { ensurePipelineSchema } from '../../pipeline/schema';
+import { createTestEnv, TEST_DATABASE_URL, uniqueId, withSearchPath, type TestEnv } from '../helpers/env';
 
-describe('db/init.sql', () => {
+async function tables(pool: pg.Pool, schema: string): Promise<string[]> {
+  const { rows } = await pool.query<{ tablename: string }>(
+    `SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY tablename`,
+    [schema],
+  );
+  return rows.map((r) => r.tablename);
+}
+
+describe('the schemas, one at a time in an empty schema', () => {
+  const schema = `test_${uniqueId()}`;
+  let admin: pg.Pool;
+  let pool: pg.Pool;
+  beforeAll(async () => {
+    admin = createPool(TEST_DATABASE_URL, { max: 1 });
+    await admin.query(`CREATE SCHEMA ${schema}`);
+    pool = createPool(withSearchPath(TEST_DATABASE_URL, schema), { max: 5 });
+  });
+  afterAll(async () => {
+    await pool.end();
+    await admin.query(`DROP SCHEMA ${schema} CASCADE`);
+    await admin.end();
+  });
+
+  it("selfheal's migrate creates only selfheal's tables, never the pipeline's", async () => {
+    await Promise.all([migrate(pool), migrate(pool), migrate(pool)]);
+    expect(await tables(pool, schema)).toEqual(['action_permits', 'healing_log']);
+  });
+
+  it("the reference pipeline's setup adds its own tables; both are idempotent, also concurrently", async () => {
+    await Promise.all([ensurePipelineSchema(pool), migrate(pool), ensurePipelineSchema(pool)]);
+    expect(await tables(pool, schema)).toEqual(['action_permits', 'document_events', 'documents', 'healing_log']);
+  });
+});
+
+describe('db/init.sql and the reference pipeline schema', () => {
   let t: TestEnv;
   beforeAll(async () => {
     t = await createTestEnv();
@@ -11,13 +53,23 @@ describe('db/init.sql', () => {
     await t.cleanup();
   });
 
-  it('is idempotent: applying it again, also concurrently, changes nothing and fails nothing', async () => {
-    await Promise.all([migrate(t.pool), migrate(t.pool), migrate(t.pool)]);
-    const { rows } = await t.pool.query<{ tablename: string }>(
-      `SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY tablename`,
-      [t.schema],
-    );
-    expect(rows.map((r) => r.tablename)).toEqual(['action_permits', 'document_events', 'documents', 'healing_log']);
+  it('when every table exists, the pipeline setup takes no lock on documents (a worker starts next to busy peers)', async () => {
+    // A writer in the middle of a transaction holds ROW EXCLUSIVE on documents; CREATE INDEX would wait for it.
+    const writer = await t.pool.connect();
+    try {
+      await writer.query('BEGIN');
+      await writer.query(`INSERT INTO documents (stage, status) VALUES ('extract', 'queued')`);
+      const setup = createPool(t.databaseUrl, { max: 1 });
+      try {
+        await setup.query(`SET lock_timeout = '2s'`);
+        await ensurePipelineSchema(setup);
+      } finally {
+        await setup.end();
+      }
+    } finally {
+      await writer.query('ROLLBACK');
+      writer.release();
+    }
   });
 
   it('has the documents columns of the contract and the partial index on processing rows', async () => {

@@ -2,7 +2,13 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { CONFIG_EXIT_CODE, configSchema, formatConfigProblems, parseConfig } from '../../core/config';
+import {
+  CONFIG_EXIT_CODE,
+  configSchema,
+  formatConfigProblems,
+  parseConfig,
+  selfhealDatabaseUrl,
+} from '../../core/config';
 import { ENV_EXAMPLE_PATH, README_PATH, renderEnvExample, renderReadme } from '../../starter/config-docs';
 
 const ROOT = path.resolve(__dirname, '../..');
@@ -17,6 +23,9 @@ describe('parseConfig: good environments', () => {
         TEMPORAL_NAMESPACE: 'default',
         MONITOR_INTERVAL: 60,
         QUEUE_STALL_THRESHOLD: 600,
+        // The seed's thresholds: an error rate above 15 %, a document processing for more than 30 minutes.
+        ERROR_RATE_THRESHOLD: 0.15,
+        STUCK_DOCUMENT_THRESHOLD: 1800,
         MAX_ACTIONS_PER_HOUR: 5,
         AUTO_FIX_ENABLED: false,
         METRICS_PORT: 8001,
@@ -88,8 +97,37 @@ describe('parseConfig: good environments', () => {
     expect(r.config.ESCALATION_WEBHOOK_URL).toBeUndefined();
     expect(r.config.APPROVAL_SECRET).toBeUndefined();
     expect(r.config.TEMPORAL_CLI_PATH).toBeUndefined();
+    expect(r.config.SELFHEAL_DATABASE_URL).toBeUndefined();
     expect(r.config.CONTAINER_DENYLIST).toEqual(
       expect.arrayContaining(['*postgres*', '*redis*', '*temporal*', 'selfheal-*']),
+    );
+  });
+});
+
+describe("SELFHEAL_DATABASE_URL: where selfheal's own tables live", () => {
+  const watched = 'postgres://reader:pw@pipeline-db:5432/pipeline';
+  it('defaults to DATABASE_URL (one database holds both)', () => {
+    for (const env of [{ DATABASE_URL: watched }, { DATABASE_URL: watched, SELFHEAL_DATABASE_URL: '  ' }]) {
+      const r = parseConfig(env);
+      if (!r.ok) throw new Error(formatConfigProblems(r.problems));
+      expect(selfhealDatabaseUrl(r.config)).toBe(watched);
+    }
+  });
+  it("when set, holds selfheal's tables and leaves DATABASE_URL to the watched pipeline", () => {
+    const own = 'postgresql://selfheal:pw@selfheal-db:5432/selfheal';
+    const r = parseConfig({ DATABASE_URL: watched, SELFHEAL_DATABASE_URL: own });
+    if (!r.ok) throw new Error(formatConfigProblems(r.problems));
+    expect(selfhealDatabaseUrl(r.config)).toBe(own);
+    expect(r.config.DATABASE_URL).toBe(watched);
+  });
+  it('must be a Postgres URL, and is a secret: never echoed', () => {
+    const r = parseConfig({ SELFHEAL_DATABASE_URL: 'mysql://selfheal:hunter2@db/x' });
+    expect(r.ok).toBe(false);
+    if (r.ok) return;
+    expect(r.problems).toEqual([{ variable: 'SELFHEAL_DATABASE_URL', expected: expect.any(String), got: '(hidden)' }]);
+    expect(formatConfigProblems(r.problems)).not.toContain('hunter2');
+    expect(formatConfigProblems(r.problems)).toMatch(
+      /SELFHEAL_DATABASE_URL: expected a URL \(postgres:\/\/ or postgresql:\/\/\.\.\.\)/,
     );
   });
 });

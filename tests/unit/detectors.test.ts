@@ -19,7 +19,7 @@ import {
   type Detector,
   type Thresholds,
 } from '../../core/detectors';
-import type { CycleRecord, Snapshot, WorkerWindow } from '../../core/snapshot';
+import { isHealthyStatus, type CycleRecord, type Snapshot, type WorkerWindow } from '../../core/snapshot';
 import type { AnomalyType } from '../../core/types';
 import { history, snapshot, stage, T0, thresholds } from '../helpers/snapshots';
 
@@ -756,5 +756,24 @@ describe('recorded fixtures (tests/fixtures/detectors)', () => {
     };
     const out = detectAll(f.snapshot, f.history, { ...thresholds, ...f.thresholds }, f.now);
     expect(out.map((a) => `${a.type}:${a.target}`).sort()).toEqual([...f.expect].sort());
+  });
+});
+
+describe('isHealthyStatus: what a health check accepts', () => {
+  it.each([
+    [200, true],
+    [201, true],
+    [204, true],
+    [299, true],
+    [0, false],
+    [199, false],
+    [301, false],
+    [404, false],
+    [500, false],
+    [503, false],
+    [200.5, false],
+    [Number.NaN, false],
+  ])('%s -> %s', (status, healthy) => {
+    expect(isHealthyStatus(status)).toBe(healthy);
   });
 });
