@@ -121,7 +121,7 @@ describe('docker compose deployment', () => {
     const entries = ps();
     const byService = new Map<string, PsEntry[]>();
     for (const e of entries) byService.set(e.Service, [...(byService.get(e.Service) ?? []), e]);
-    const oneShots = ['temporal-schema', 'temporal-setup', 'migrate', 'pipeline-setup'];
+    const oneShots = ['temporal-schema', 'temporal-setup', 'migrate'];
     const longRunning = [
       'postgres',
       'redis',
