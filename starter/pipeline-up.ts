@@ -23,7 +23,7 @@ export async function startReferencePipeline(ctx: {
   config: Config;
   env: NodeJS.ProcessEnv;
   logDir: string;
-}): Promise<{ components: Component[]; healthTargets: string }> {
+}): Promise<{ components: Component[]; workers: number; healthTargets: string }> {
   const { config, env } = ctx;
   const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 2 });
   const keys = createKeys(config.REDIS_KEY_PREFIX);
@@ -58,7 +58,7 @@ export async function startReferencePipeline(ctx: {
         stop: () => runner.stopWorker(w.worker),
       })),
     ];
-    return { components, healthTargets: runner.healthTargets() };
+    return { components, workers: workers.length, healthTargets: runner.healthTargets() };
   } catch (err) {
     await runnerComponent.stop();
     throw err;

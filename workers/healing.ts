@@ -3,6 +3,7 @@
  * fallback, the safety state and the audit.
  */
 import { createPool } from '../db/pool';
+import { projectScript } from '../starter/project';
 import { TaskQueue } from '../workflows/definitions';
 import { healingActivities } from './activities';
 import { createFailFastRedis } from './clients';
@@ -17,7 +18,7 @@ runWorker({
   name: 'selfheal-healing',
   config,
   taskQueue: TaskQueue.healing,
-  workflowsPath: require.resolve('../workflows'),
+  workflowsPath: projectScript('workflows/index'),
   activities: healingActivities(config, { pool, redis }),
   onShutdown: async () => {
     redis.disconnect();
