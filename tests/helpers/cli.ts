@@ -1,0 +1,14 @@
+/**
+ * The `selfheal` CLI as tests run it: from the TypeScript sources (node with tsx's CommonJS hook on
+ * starter/cli.ts), so that tests need no build. Only the test of the compiled build runs `bin/selfheal.cjs`.
+ */
+import path from 'node:path';
+import { nodeCommand } from '../../starter/project';
+
+export const ROOT = path.resolve(__dirname, '../..');
+
+/** node's arguments that run the CLI: `spawn(process.execPath, [...CLI, 'status', '--json'])`. */
+export const CLI: string[] = nodeCommand(path.join(ROOT, 'starter/cli.ts')).slice(1);
+
+/** The compiled CLI users run (needs `npm run build`). */
+export const COMPILED_CLI = path.join(ROOT, 'bin/selfheal.cjs');
