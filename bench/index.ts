@@ -293,7 +293,7 @@ async function benchAll(): Promise<void> {
   system.throughput.push(...inMemory.throughput.map((r) => ({ ...r, server: 'in-memory dev server' })));
   for (const r of system.throughput) r.server ??= 'dev server with --db-filename (selfheal up)';
   const detection = await benchDetection();
-  const cli = { measuredAt: new Date().toISOString(), rows: await benchCli() };
+  const cli = { measuredAt: new Date().toISOString(), machine: machine(), rows: await benchCli() };
   const partial = { startedAt, machine: m, monitor, detection, heal, system, cli };
   const results: BenchResults = { ...partial, targets: targets(partial), finishedAt: new Date().toISOString() };
   writeReport(ROOT, results);
@@ -357,13 +357,15 @@ async function main(): Promise<void> {
         args: rest,
         options: { runs: { type: 'string', default: '30' }, write: { type: 'boolean', default: false } },
       });
+      const startedAt = new Date().toISOString();
+      const m = machine();
       const rows = await benchCli(Number(values.runs));
       table(rows);
       table(cliTargets(rows).map((t) => ({ ...t })));
       if (values.write) {
         // Only this part is new: the other sections of bench/results.json stay as their run left them.
         const saved = JSON.parse(readFileSync(path.join(ROOT, 'bench/results.json'), 'utf8')) as BenchResults;
-        const merged = { ...saved, cli: { measuredAt: new Date().toISOString(), machine: machine(), rows } };
+        const merged = { ...saved, cli: { measuredAt: startedAt, machine: m, rows } };
         writeReport(ROOT, { ...merged, targets: targets(merged) });
         console.log('written: bench/results.json, docs/BENCHMARKS.md');
       }
