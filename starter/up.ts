@@ -297,6 +297,8 @@ export async function up(opts: UpOptions): Promise<UpHandle> {
     return { components, startupSeconds, temporalStarted, webUi, stop: stopAll };
   } catch (err) {
     await stopAll();
+    // A Ctrl-C reaches the whole foreground job: a child that it ended first is not the cause.
+    if (opts.signal?.aborted) throw new UpInterrupted();
     throw err;
   }
 }

@@ -250,4 +250,36 @@ describe('selfheal up', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+  it('Ctrl-C while it is starting stops what it started so far', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'selfheal-up-early-'));
+    const address = `127.0.0.1:${await freePort()}`;
+    const env3: NodeJS.ProcessEnv = {
+      ...env,
+      TEMPORAL_ADDRESS: address,
+      METRICS_PORT: String(await freePort()),
+      SELFHEAL_DATA_DIR: dir,
+      PIPELINE_BASE_PORT: String(await freePort()),
+    };
+    const run = startUp(env3, await freePort(), { detached: true });
+    try {
+      // The dev server and the pipeline are up; the workflow bundle and the workers are not yet.
+      await waitFor(
+        () => {
+          if (run.child.exitCode !== null) throw new Error(`selfheal up exited early:\n${run.output()}`);
+          return /Pipeline: \d+ workers/.test(run.output());
+        },
+        { timeoutMs: 120_000, intervalMs: 100, what: 'the pipeline started' },
+      );
+      expect(await temporalAnswers(address)).toBe(true);
+      process.kill(-run.child.pid!, 'SIGINT');
+      expect(await run.exited).toBe(130);
+      expect(run.output()).toMatch(/interrupted while starting: stopped what was started/);
+      expect(await temporalAnswers(address)).toBe(false);
+      expect((await pipelineContainers(t.prefix)).map((c) => c.Names)).toEqual([]);
+    } finally {
+      if (run.child.exitCode === null) process.kill(-run.child.pid!, 'SIGKILL');
+      for (const c of await pipelineContainers(t.prefix)) await new Docker().getContainer(c.Id).remove({ force: true });
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
