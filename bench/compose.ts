@@ -46,7 +46,9 @@ function removeLocalImages(): void {
   const ids = execFileSync('docker', ['images', '-q', '--filter', 'reference=selfheal-offline/*'], { encoding: 'utf8' })
     .split('\n')
     .filter(Boolean);
-  const selfheal = execFileSync('docker', ['images', '-q', 'selfheal'], { encoding: 'utf8' }).split('\n').filter(Boolean);
+  const selfheal = execFileSync('docker', ['images', '-q', 'selfheal'], { encoding: 'utf8' })
+    .split('\n')
+    .filter(Boolean);
   if (ids.length + selfheal.length > 0) {
     execFileSync('docker', ['rmi', '-f', ...new Set([...selfheal, ...ids])], { stdio: 'ignore' });
   }

@@ -3,7 +3,7 @@
 #
 #   scripts/dev.sh up        install what is missing, start Postgres/Redis/Docker, then `selfheal up`
 #   scripts/dev.sh test      install what is missing, start Postgres/Redis/Docker, then every test
-#   scripts/dev.sh setup     only install (idempotent)
+#   scripts/dev.sh setup     only install and build (idempotent)
 #   scripts/dev.sh services  only start Postgres, Redis and dockerd on 127.0.0.1 (idempotent)
 #   scripts/dev.sh docker    only start dockerd (idempotent)
 #   scripts/dev.sh compose up|down|logs|ps   the docker compose deployment, images built locally when they
@@ -57,6 +57,11 @@ setup() {
     npm ci --no-audit --no-fund --loglevel=error
     echo "$lock_sum" >node_modules/.selfheal-lock
   fi
+
+  # The compiled CLI and workers in dist/ (what `selfheal` runs); incremental, so a second run only checks.
+  # A type error still emits JavaScript: it is reported here and counted as a failed check by .ci/run.
+  log "npm run build"
+  npm run --silent build || log "npm run build reported errors (above)"
 }
 
 start_postgres() {

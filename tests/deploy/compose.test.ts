@@ -142,7 +142,8 @@ describe('docker compose deployment', () => {
       for (const e of byService.get(name)!) expect([e.Service, e.State, e.ExitCode]).toEqual([name, 'exited', 0]);
     }
     for (const name of longRunning) {
-      for (const e of byService.get(name)!) expect([e.Service, e.State, e.Health]).toEqual([name, 'running', 'healthy']);
+      for (const e of byService.get(name)!)
+        expect([e.Service, e.State, e.Health]).toEqual([name, 'running', 'healthy']);
     }
   });
 
@@ -216,7 +217,9 @@ describe('docker compose deployment', () => {
     docker('kill', target);
     const handle = client.workflow.getHandle(workflowId);
     await waitFor(
-      async () => ((await handle.query(statusQuery).catch(() => undefined)) as HealingStatus | undefined)?.phase === 'awaiting_approval',
+      async () =>
+        ((await handle.query(statusQuery).catch(() => undefined)) as HealingStatus | undefined)?.phase ===
+        'awaiting_approval',
       { timeoutMs: 180_000, intervalMs: 1000, what: `${workflowId} awaiting approval` },
     );
 

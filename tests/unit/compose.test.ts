@@ -47,7 +47,13 @@ const ACTIONS_SERVICE = 'actions-agent';
 const DOCKER_API_NETWORK = 'docker-api';
 /** Addresses whose compose default is a service of the compose file (or its published Web UI), not core/config.ts's
  * 127.0.0.1 default. */
-const SERVICE_ADDRESSES = new Set(['DATABASE_URL', 'SELFHEAL_DATABASE_URL', 'REDIS_URL', 'OLLAMA_HOST', 'TEMPORAL_UI_URL']);
+const SERVICE_ADDRESSES = new Set([
+  'DATABASE_URL',
+  'SELFHEAL_DATABASE_URL',
+  'REDIS_URL',
+  'OLLAMA_HOST',
+  'TEMPORAL_UI_URL',
+]);
 /** Environment of selfheal services besides core/config.ts's variables. */
 const EXTRA_ENV = new Set(['DOCKER_HOST', 'PIPELINE_CONTAINER']);
 
@@ -652,7 +658,9 @@ describe('docker-compose.yml: structure', () => {
   it('finds a dangling dependency, a missing healthcheck and a restarting one-shot', () => {
     const doc = loadCompose();
     const dangling = clone(doc);
-    (services(dangling)['monitor-agent']!.depends_on as Record<string, unknown>).temporl = { condition: 'service_healthy' };
+    (services(dangling)['monitor-agent']!.depends_on as Record<string, unknown>).temporl = {
+      condition: 'service_healthy',
+    };
     expect(structureProblems(dangling).join('\n')).toMatch(/unknown service temporl/);
     const noHealth = clone(doc);
     delete services(noHealth).temporal!.healthcheck;
