@@ -125,7 +125,7 @@ export function cliTargets(rows: Row[]): TargetResult[] {
         ? {
             note:
               `node's own start (\`node -e 0\`) took ${get('node -e 0')!.median_ms} ms = ${get('node -e 0')!.over_temporal_help}x ` +
-              `temporal --help in the same run; --help adds commander and the command tree ` +
+              `temporal --help in the same run; --help adds the CLI's own loading (bin, commander, the command tree) ` +
               `(${round1(Number(r.median_ms) - Number(get('node -e 0')!.median_ms))} ms)`,
           }
         : {}),
