@@ -8,7 +8,8 @@ ARG NODE_IMAGE=node:20.20.2-bookworm-slim
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --no-audit --no-fund --loglevel=error
+# npm ls: an install that npm reports done but left incomplete must not become a cached layer.
+RUN npm ci --no-audit --no-fund --loglevel=error && npm ls --depth=0 >/dev/null
 COPY tsconfig.json tsconfig.build.json ./
 COPY bin ./bin
 COPY core ./core

@@ -110,22 +110,37 @@ build_image() {
 }
 
 base_image() {
-  local tag="$OFFLINE_PREFIX/debian:$DEBIAN_SUITE"
-  have_image "$tag" && return 0
-  OFFLINE_BUILT=1
-  local tar="$CACHE/images/debian-$DEBIAN_SUITE-minbase.tar"
-  if [ ! -s "$tar" ]; then
-    command -v mmdebstrap >/dev/null || {
-      as_root apt-get update -qq
-      DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends mmdebstrap >/dev/null
-    }
-    mkdir -p "$(dirname "$tar")"
-    as_root mmdebstrap --quiet --variant=minbase --include=ca-certificates "$DEBIAN_SUITE" "$tar.tmp" ||
-      die "mmdebstrap of Debian $DEBIAN_SUITE failed"
-    mv "$tar.tmp" "$tar"
+  local rootfs="$OFFLINE_PREFIX/debian-rootfs:$DEBIAN_SUITE" tag="$OFFLINE_PREFIX/debian:$DEBIAN_SUITE"
+  if ! have_image "$rootfs"; then
+    OFFLINE_BUILT=1
+    local tar="$CACHE/images/debian-$DEBIAN_SUITE-minbase.tar"
+    if [ ! -s "$tar" ]; then
+      command -v mmdebstrap >/dev/null || {
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends mmdebstrap >/dev/null
+      }
+      mkdir -p "$(dirname "$tar")"
+      as_root mmdebstrap --quiet --variant=minbase --include=ca-certificates "$DEBIAN_SUITE" "$tar.tmp" ||
+        die "mmdebstrap of Debian $DEBIAN_SUITE failed"
+      mv "$tar.tmp" "$tar"
+    fi
+    docker import -q -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' -c 'CMD ["bash"]' \
+      "$tar" "$rootfs" >/dev/null
   fi
-  docker import -q -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' -c 'CMD ["bash"]' \
-    "$tar" "$tag" >/dev/null
+  # The machine's own certificate authorities go into the base (a TLS proxy in front of the registries).
+  local ca
+  ca=$(mktemp -d)
+  mkdir -p "$ca/ca"
+  find /usr/local/share/ca-certificates -maxdepth 1 -name '*.crt' -exec cp {} "$ca/ca/" \; 2>/dev/null || true
+  local stamp
+  stamp=$(stamp_of "$ca" "$(docker image inspect -f '{{ .Id }}' "$rootfs")" "$(sha256sum deploy/offline/debian/Dockerfile)")
+  if [ "$(image_stamp "$tag")" != "$stamp" ]; then
+    OFFLINE_BUILT=1
+    cp deploy/offline/debian/Dockerfile "$ca/"
+    docker build --network host -q --label "selfheal.stamp=$stamp" --build-arg "ROOTFS_IMAGE=$rootfs" -t "$tag" "$ca" \
+      >/dev/null || { rm -rf "$ca"; die "building $tag failed (deploy/offline/debian)"; }
+  fi
+  rm -rf "$ca"
 }
 
 # go_binary NAME PACKAGE@VERSION: a static binary built once into the cache; prints its path.
