@@ -15,6 +15,9 @@
  *   pipeline   documents/s through the reference pipeline; --workers 2 --docs 1000 --kind process|container
  *   cli        start time of the compiled `selfheal --help` and `selfheal status` against `temporal --help`;
  *              --runs 30; --write also puts it into bench/results.json and docs/BENCHMARKS.md (the other parts kept)
+ *   compose    `scripts/dev.sh compose up` first start, warm and no-op, and docker kill → healed through the
+ *              deployed stack; --cold rebuilds the locally built images first; --write as for cli. Not in `all`: it
+ *              takes the host's ports 7233, 8080 and 8001
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -30,6 +33,7 @@ import { createTestEnv, waitFor } from '../tests/helpers/env';
 import { createTestRunner, stopTestPipeline, waitForDocuments } from '../tests/helpers/pipeline';
 
 import { benchCli, cliTargets } from './cli';
+import { benchCompose } from './compose';
 import { type Row, type TargetResult, progress } from './common';
 import { benchHealLocks, benchHealRequeue, benchHealRestart } from './heal';
 import { benchMonitorSize } from './monitor';
@@ -294,7 +298,14 @@ async function benchAll(): Promise<void> {
   for (const r of system.throughput) r.server ??= 'dev server with --db-filename (selfheal up)';
   const detection = await benchDetection();
   const cli = { measuredAt: new Date().toISOString(), machine: machine(), rows: await benchCli() };
-  const partial = { startedAt, machine: m, monitor, detection, heal, system, cli };
+  // The compose part runs alone (it takes the host's ports): its last figures are kept.
+  let compose: BenchResults['compose'];
+  try {
+    compose = (JSON.parse(readFileSync(path.join(ROOT, 'bench/results.json'), 'utf8')) as BenchResults).compose;
+  } catch {
+    compose = undefined;
+  }
+  const partial = { startedAt, machine: m, monitor, detection, heal, system, cli, compose };
   const results: BenchResults = { ...partial, targets: targets(partial), finishedAt: new Date().toISOString() };
   writeReport(ROOT, results);
   console.log('monitoring cycle vs floor');
@@ -318,7 +329,7 @@ async function benchAll(): Promise<void> {
   console.log('written: bench/results.json, docs/BENCHMARKS.md');
 }
 
-const PARTS = ['all', 'report', 'monitor', 'heal', 'system', 'detection', 'up', 'pipeline', 'cli'];
+const PARTS = ['all', 'report', 'monitor', 'heal', 'system', 'detection', 'up', 'pipeline', 'cli', 'compose'];
 
 async function main(): Promise<void> {
   const [what = 'all', ...rest] = process.argv.slice(2);
@@ -366,6 +377,25 @@ async function main(): Promise<void> {
         // Only this part is new: the other sections of bench/results.json stay as their run left them.
         const saved = JSON.parse(readFileSync(path.join(ROOT, 'bench/results.json'), 'utf8')) as BenchResults;
         const merged = { ...saved, cli: { measuredAt: startedAt, machine: m, rows } };
+        writeReport(ROOT, { ...merged, targets: targets(merged) });
+        console.log('written: bench/results.json, docs/BENCHMARKS.md');
+      }
+      return;
+    }
+    case 'compose': {
+      const { values } = parseArgs({
+        args: rest,
+        options: { cold: { type: 'boolean', default: false }, write: { type: 'boolean', default: false } },
+      });
+      const m = machine();
+      const measuredAt = new Date().toISOString();
+      const rows = await benchCompose({ cold: values.cold });
+      table(rows);
+      if (values.write) {
+        const saved = JSON.parse(readFileSync(path.join(ROOT, 'bench/results.json'), 'utf8')) as BenchResults;
+        // A run without --cold keeps the cold figure of an earlier one.
+        const cold = values.cold ? [] : (saved.compose?.rows.filter((r) => String(r.start).startsWith('cold')) ?? []);
+        const merged = { ...saved, compose: { measuredAt, machine: m, rows: [...cold, ...rows] } };
         writeReport(ROOT, { ...merged, targets: targets(merged) });
         console.log('written: bench/results.json, docs/BENCHMARKS.md');
       }

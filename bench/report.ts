@@ -14,6 +14,8 @@ export interface BenchResults {
   system: { startupSeconds: number; throughput: Row[]; memory: Row[] };
   /** CLI start time (`npm run bench -- cli --write` measures it alone, with its own time and machine load). */
   cli?: { measuredAt: string; machine?: BenchResults['machine']; rows: Row[] };
+  /** The compose deployment's start times (`npm run bench -- compose --write`, alone: it takes the host's ports). */
+  compose?: { measuredAt: string; machine?: BenchResults['machine']; rows: Row[] };
   targets: TargetResult[];
 }
 
@@ -50,6 +52,22 @@ server of the benchmark's own (search attributes and the monitor Schedule create
 \`temporal schedule describe\` is one round trip to the same server, and \`node -e 0\` node's own start, for scale.
 
 ${mdTable(cli.rows)}
+`;
+}
+
+function composeSection(c: NonNullable<BenchResults['compose']>): string {
+  const load = c.machine ? `; load average at the start ${c.machine.loadAverageAtStart.join(' / ')}` : '';
+  return `
+## Compose deployment
+
+Measured ${c.measuredAt}${load}. Wall time of \`scripts/dev.sh compose up\` (images resolved, the selfheal image
+built, \`docker compose --profile pipeline up -d --wait\`) with every image built locally (nothing can be pulled
+here). Cold: the locally built images removed first and built again from the cached Go binaries and root filesystem.
+First start: images present, no containers or volumes. Warm: after \`compose down\`, volumes kept. No-op: \`up\`
+while the stack runs. Fault: \`docker kill pipeline-extract-1\` until its healing workflow ends healed
+(\`MONITOR_INTERVAL=5\`, \`VERIFY_DELAY=5\`, auto-fix on).
+
+${mdTable(c.rows)}
 `;
 }
 
@@ -117,6 +135,6 @@ ${mdTable(r.system.throughput)}
 Peak resident set (\`VmHWM\`) of every process \`selfheal up\` started, read after the largest burst.
 
 ${mdTable(r.system.memory)}
-${r.cli ? cliSection(r.cli) : ''}`;
+${r.cli ? cliSection(r.cli) : ''}${r.compose ? composeSection(r.compose) : ''}`;
   writeFileSync(path.join(root, 'docs/BENCHMARKS.md'), md);
 }
