@@ -1,15 +1,15 @@
-# syntax=docker/dockerfile:1
-# One image for every selfheal process (monitor, healing and actions workers, HTTP metrics server, CLI, migrations)
-# and for the reference pipeline workers of the demo profile; docker-compose.yml picks the process with `command`.
-# TypeScript runs through tsx, as everywhere else in the project: there is no separate compile step.
-# Base images are pinned to an exact version (tests/unit/compose.test.ts checks every FROM line); glibc (bookworm),
-# not musl, because the prebuilt Temporal core bridge binaries are built for glibc.
+# One image for every selfheal process (monitor, healing and actions agents, HTTP metrics server, CLI, migrations)
+# and for the reference pipeline workers of the pipeline profile; docker-compose.yml picks the process with `command`.
+# What runs is the compiled JavaScript of `npm run build` (dist/), never tsx. The base image is a build argument: the
+# public node image by default, or the locally built one of scripts/compose.sh where nothing can be pulled. glibc
+# (bookworm), not musl, because the prebuilt Temporal core bridge binaries are built for glibc.
+ARG NODE_IMAGE=node:20.20.2-bookworm-slim
 
-FROM node:20.20.2-bookworm-slim@sha256:2cf067cfed83d5ea958367df9f966191a942351a2df77d6f0193e162b5febfc0 AS build
+FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund --loglevel=error
-COPY tsconfig.json ./
+COPY tsconfig.json tsconfig.build.json ./
 COPY bin ./bin
 COPY core ./core
 COPY workflows ./workflows
@@ -18,25 +18,19 @@ COPY workers ./workers
 COPY starter ./starter
 COPY pipeline ./pipeline
 COPY db ./db
-# The image is only built from code that typechecks; the workflow bundle is built here once (the workers load it
+# The image is only built from code that compiles; the workflow bundle is built here once (the workers load it
 # through SELFHEAL_WORKFLOW_BUNDLE instead of each running webpack at start); then the dev dependencies go.
-RUN npx --no-install tsc --noEmit -p . \
- && node --require tsx/cjs workers/bundle-workflows.ts /app/workflow-bundle.js \
+RUN npm run build \
+ && node dist/workers/bundle-workflows.js /app/workflow-bundle.js \
  && npm prune --omit=dev --no-audit --no-fund --loglevel=error
 
-FROM node:20.20.2-bookworm-slim@sha256:2cf067cfed83d5ea958367df9f966191a942351a2df77d6f0193e162b5febfc0 AS runtime
+FROM ${NODE_IMAGE} AS runtime
 ENV NODE_ENV=production
 WORKDIR /app
-COPY --from=build /app/package.json /app/package-lock.json /app/tsconfig.json ./
+COPY --from=build /app/package.json /app/package-lock.json ./
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/bin ./bin
-COPY --from=build /app/core ./core
-COPY --from=build /app/workflows ./workflows
-COPY --from=build /app/activities ./activities
-COPY --from=build /app/workers ./workers
-COPY --from=build /app/starter ./starter
-COPY --from=build /app/pipeline ./pipeline
-COPY --from=build /app/db ./db
+COPY --from=build /app/dist ./dist
 COPY --from=build /app/workflow-bundle.js ./workflow-bundle.js
 ENV SELFHEAL_WORKFLOW_BUNDLE=/app/workflow-bundle.js
 # Files stay owned by root and read-only for the process; it runs as the image's unprivileged `node` user (uid 1000).

@@ -7,7 +7,7 @@ const ioModules = ['ioredis', 'pg', 'dockerode', 'ollama', 'pino', 'prom-client'
 const nodeBuiltins = ['node:*', 'fs', 'child_process', 'http', 'https', 'net', 'os', 'path', 'crypto'];
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', '.data/**', '.tools/**', 'coverage/**', 'bin/**'] },
+  { ignores: ['node_modules/**', '.data/**', '.tools/**', 'coverage/**', 'bin/**', 'dist/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

@@ -20,6 +20,19 @@ export default defineConfig({
           hookTimeout: 120_000,
         },
       },
+      {
+        test: {
+          // The compose deployment (tests/deploy/): its own Temporal, Postgres and containers on the host's ports
+          // 7233, 8080 and 8001. It runs after the other projects, alone, so that its containers (labelled like the
+          // reference pipeline's) never meet an integration test's.
+          name: 'deploy',
+          include: ['tests/deploy/**/*.test.ts'],
+          fileParallelism: false,
+          testTimeout: 600_000,
+          hookTimeout: 1_800_000,
+          sequence: { groupOrder: 1 },
+        },
+      },
     ],
   },
 });

@@ -12,6 +12,8 @@ export interface BenchResults {
   detection: Row[];
   heal: { restart: Row[]; requeue: Row[]; locks: Row[] };
   system: { startupSeconds: number; throughput: Row[]; memory: Row[] };
+  /** CLI start time (`npm run bench -- cli --write` measures it alone, with its own time and machine load). */
+  cli?: { measuredAt: string; machine?: BenchResults['machine']; rows: Row[] };
   targets: TargetResult[];
 }
 
@@ -34,6 +36,21 @@ function mdTable(rows: Row[]): string {
     `| ${cols.map(() => '---').join(' | ')} |`,
     ...rows.map((r) => `| ${cols.map((c) => cell(r[c])).join(' | ')} |`),
   ].join('\n');
+}
+
+function cliSection(cli: NonNullable<BenchResults['cli']>): string {
+  const load = cli.machine ? `; load average at the start ${cli.machine.loadAverageAtStart.join(' / ')}` : '';
+  return `
+## CLI start time
+
+Measured ${cli.measuredAt}${load}. Wall time of one process from spawn to exit, as a user runs it: the compiled
+\`selfheal\` (\`node bin/selfheal.cjs\`, after \`npm run build\`) and the pinned \`temporal\` CLI, 3 warm-up rounds
+then the runs, the commands interleaved round by round. \`selfheal status\` talks with a headless Temporal dev
+server of the benchmark's own (search attributes and the monitor Schedule created, no worker) and the local Redis;
+\`temporal schedule describe\` is one round trip to the same server, and \`node -e 0\` node's own start, for scale.
+
+${mdTable(cli.rows)}
+`;
 }
 
 export function writeReport(root: string, r: BenchResults): void {
@@ -100,6 +117,6 @@ ${mdTable(r.system.throughput)}
 Peak resident set (\`VmHWM\`) of every process \`selfheal up\` started, read after the largest burst.
 
 ${mdTable(r.system.memory)}
-`;
+${r.cli ? cliSection(r.cli) : ''}`;
   writeFileSync(path.join(root, 'docs/BENCHMARKS.md'), md);
 }

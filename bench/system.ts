@@ -17,6 +17,7 @@ import { Client, Connection } from '@temporalio/client';
 import { parseConfig, thresholdsFrom, type Config } from '../core/config';
 import type { Anomaly } from '../core/types';
 import { DEMO_DEFAULTS, type DemoResult } from '../starter/demo';
+import { nodeCommand, projectScript } from '../starter/project';
 import { healingPolicy } from '../starter/schedule';
 import { findTemporalCli, freePort, temporalAnswers } from '../starter/temporal-local';
 import { healingWorkflowId, MONITOR_SCHEDULE_ID } from '../workflows/definitions';
@@ -25,8 +26,8 @@ import { createTestEnv, uniqueId, waitFor, type TestEnv } from '../tests/helpers
 import { startFakeOllama, type FakeOllama } from '../tests/helpers/fake-ollama';
 import { procMiB, progress, round1, type Row } from './common';
 
-const ROOT = path.resolve(__dirname, '..');
-const CLI = path.join(ROOT, 'bin/selfheal.cjs');
+/** The CLI as this benchmark runs: from the sources, through tsx's hook (`npm run bench -- cli` times the compiled one). */
+const [NODE, ...CLI] = nodeCommand(projectScript('starter/cli'));
 
 export interface SystemResult {
   startupSeconds: number;
@@ -153,7 +154,7 @@ export async function benchSystem(
     if (!parsed.ok) throw new Error(JSON.stringify(parsed.problems));
     progress(`system: selfheal up --no-pipeline (Temporal dev server: ${server})`);
     const t0 = Date.now();
-    const proc = spawn(process.execPath, [CLI, 'up', '--no-pipeline', '--ui-port', String(await freePort())], {
+    const proc = spawn(NODE, [...CLI, 'up', '--no-pipeline', '--ui-port', String(await freePort())], {
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -234,14 +235,10 @@ export async function benchDetection(): Promise<Row[]> {
       LOG_LEVEL: 'warn',
     };
     progress('detection: selfheal demo --auto-approve --json (one fault per seed class, real containers)');
-    const child = spawn(
-      process.execPath,
-      [CLI, 'demo', '--auto-approve', '--json', '--ui-port', String(await freePort())],
-      {
-        env,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
+    const child = spawn(NODE, [...CLI, 'demo', '--auto-approve', '--json', '--ui-port', String(await freePort())], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr.on('data', (d: Buffer) => {

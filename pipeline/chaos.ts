@@ -11,6 +11,7 @@ import type Docker from 'dockerode';
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import { STAGES, type Keys, type Stage } from '../core/keys';
+import { CHAOS_FAULTS, type ChaosFault } from './faults';
 import { COMPARE_AND_DELETE } from './lua';
 import {
   isProcessRunning,
@@ -19,22 +20,9 @@ import {
   readRegistrations,
   type WorkerRegistration,
 } from './registry';
-import { answers200 } from './runner';
+import { answers200, PROJECT_ROOT } from './runner';
 
-export const CHAOS_FAULTS = {
-  'kill-worker': '<worker>',
-  'hang-worker': '<worker> [silent]',
-  'error-rate': '<stage> <fraction 0..1> [worker]',
-  slow: '<stage> <factor> [worker]',
-  'stale-lock': '<n>',
-  'stuck-documents': '<n> [stage]',
-  'llm-down': '',
-  'redis-flush': '',
-  'duplicate-entries': '<n> [stage]',
-  poison: '<n> [stage]',
-  clear: '',
-} as const;
-export type ChaosFault = keyof typeof CHAOS_FAULTS;
+export { CHAOS_FAULTS, type ChaosFault };
 
 export type ChaosErrorType =
   | 'invalid_argument'
@@ -173,7 +161,7 @@ function processState(pid: number): string | undefined {
 
 export function createChaos(opts: ChaosOptions): Chaos {
   const { pool, redis, keys } = opts;
-  const logDir = opts.logDir ?? path.join(__dirname, '..', '.data', 'logs', 'pipeline');
+  const logDir = opts.logDir ?? path.join(PROJECT_ROOT, '.data', 'logs', 'pipeline');
   const restartTimeoutMs = opts.restartTimeoutMs ?? 30_000;
   const stuckAge = opts.stuckAgeSeconds ?? 3_600;
   const lockTtl = opts.staleLockTtlSeconds ?? 3_600;

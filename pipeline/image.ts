@@ -11,6 +11,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import type Docker from 'dockerode';
 import { build } from 'esbuild';
+import { projectScript } from '../starter/project';
 
 const run = promisify(execFile);
 
@@ -42,10 +43,14 @@ export class PipelineImageError extends Error {
   readonly type = 'pipeline_image_failed';
 }
 
-/** pipeline/worker.ts and everything it imports, as one CommonJS file for node 20. */
+/**
+ * The pipeline worker and everything it imports, as one CommonJS file for node 20: from the compiled
+ * `pipeline/worker.js` when this code runs compiled, from `pipeline/worker.ts` when it runs from sources.
+ */
 export async function bundleWorker(): Promise<string> {
+  const entry = projectScript('pipeline/worker');
   const result = await build({
-    entryPoints: [path.join(__dirname, 'worker.ts')],
+    entryPoints: [entry],
     bundle: true,
     platform: 'node',
     target: 'node20',
@@ -57,7 +62,7 @@ export async function bundleWorker(): Promise<string> {
     logLevel: 'silent',
   });
   const out = result.outputFiles[0];
-  if (!out) throw new PipelineImageError('esbuild produced no output for pipeline/worker.ts');
+  if (!out) throw new PipelineImageError(`esbuild produced no output for ${entry}`);
   return out.text;
 }
 

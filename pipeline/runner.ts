@@ -1,21 +1,22 @@
 /**
- * Starts and stops pipeline workers: as local processes (node with tsx's hook, own process group, IPC channel so
+ * Starts and stops pipeline workers: as local processes (compiled, or from sources with tsx's hook; own process group, IPC channel so
  * they stop with their parent) or as Docker containers of the local image (network host, restart policy `no`, so a
  * killed container stays dead until something restarts it).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import net from 'node:net';
 import path from 'node:path';
 import type Docker from 'dockerode';
 import type { Redis } from 'ioredis';
 import type { Keys, Stage } from '../core/keys';
+import { nodeCommand, PROJECT_ROOT, projectScript } from '../starter/project';
 import { ensurePipelineImage } from './image';
 import { isProcessRunning, processRunsCommand, readRegistration, readRegistrations, type WorkerKind } from './registry';
 
-export const PROJECT_ROOT = path.resolve(__dirname, '..');
-export const WORKER_SCRIPT = path.join(__dirname, 'worker.ts');
+export { PROJECT_ROOT };
+/** `pipeline/worker.js` compiled, `pipeline/worker.ts` from sources. */
+export const WORKER_SCRIPT = projectScript('pipeline/worker');
 /** Label on every pipeline container; `selfheal.prefix` holds the REDIS_KEY_PREFIX it serves. */
 export const PIPELINE_LABEL = 'selfheal.pipeline';
 export const PREFIX_LABEL = 'selfheal.prefix';
@@ -116,12 +117,6 @@ export function freePort(host = '127.0.0.1'): Promise<number> {
       server.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
     });
   });
-}
-
-/** `node --require <tsx/cjs> pipeline/worker.ts`: one process per worker, no tsx wrapper process. */
-export function workerCommand(): string[] {
-  const tsxCjs = createRequire(path.join(PROJECT_ROOT, 'package.json')).resolve('tsx/cjs');
-  return [process.execPath, '--require', tsxCjs, WORKER_SCRIPT];
 }
 
 function tail(file: string | undefined, lines = 15): string {
@@ -252,7 +247,8 @@ export function createPipelineRunner(opts: PipelineRunnerOptions): PipelineRunne
     mkdirSync(logDir, { recursive: true });
     const logFile = path.join(logDir, `${worker}.log`);
     const out = openSync(logFile, 'a');
-    const [exe, ...pre] = workerCommand() as [string, ...string[]];
+    // One process per worker, no wrapper: `node dist/pipeline/worker.js`, or from sources node with tsx's hook.
+    const [exe, ...pre] = nodeCommand(WORKER_SCRIPT);
     const args = [...pre, '--stage', stage, '--worker', worker, '--port', String(port), '--host', host, ...flags()];
     const env: NodeJS.ProcessEnv = {
       ...process.env,

@@ -3,8 +3,11 @@
 #
 #   scripts/dev.sh up        install what is missing, start Postgres/Redis/Docker, then `selfheal up`
 #   scripts/dev.sh test      install what is missing, start Postgres/Redis/Docker, then every test
-#   scripts/dev.sh setup     only install (idempotent)
+#   scripts/dev.sh setup     only install and build (idempotent)
 #   scripts/dev.sh services  only start Postgres, Redis and dockerd on 127.0.0.1 (idempotent)
+#   scripts/dev.sh docker    only start dockerd (idempotent)
+#   scripts/dev.sh compose up|down|logs|ps   the docker compose deployment, images built locally when they
+#                            cannot be pulled (scripts/compose.sh, docs/deployment.md)
 #
 # Everything here is idempotent: a second run only checks. Versions are pinned.
 set -euo pipefail
@@ -54,6 +57,11 @@ setup() {
     npm ci --no-audit --no-fund --loglevel=error
     echo "$lock_sum" >node_modules/.selfheal-lock
   fi
+
+  # The compiled CLI and workers in dist/ (what `selfheal` runs); incremental, so a second run only checks.
+  # A type error still emits JavaScript: it is reported here and counted as a failed check by .ci/run.
+  log "npm run build"
+  npm run --silent build || log "npm run build reported errors (above)"
 }
 
 start_postgres() {
@@ -106,7 +114,9 @@ export PYTHONPATH="$TOOLS/python${PYTHONPATH:+:$PYTHONPATH}"
 case "${1:-}" in
   setup) setup ;;
   services) services ;;
+  docker) start_docker ;;
+  compose) shift; exec bash "$ROOT/scripts/compose.sh" "$@" ;;
   up) setup; services; shift; exec npx --no-install selfheal up "$@" ;;
   test) setup; services; shift; exec npm test -- "$@" ;;
-  *) echo "usage: scripts/dev.sh up|test|setup|services" >&2; exit 64 ;;
+  *) echo "usage: scripts/dev.sh up|test|setup|services|docker|compose" >&2; exit 64 ;;
 esac

@@ -3,22 +3,36 @@
  * prints one clear line on failure and exits non-zero; read commands take `--json`.
  */
 import { Command, Option } from 'commander';
-import { Redis } from 'ioredis';
-import { createKeys } from '../core/keys';
-import { generateDocuments } from '../pipeline/generator';
-import { runChaosCommand } from './chaos-command';
-import { startReferencePipeline } from './pipeline-up';
-import { selfhealDatabaseUrl, type Config } from '../core/config';
-import { createPool } from '../db/pool';
-import { migrate } from '../db/migrate';
-import { loadConfigOrExit } from '../workers/env';
-import { doctorExitCode, runDoctor } from './doctor';
-import { decideHealing, listHealings, parseDuration, readAudit, showHealing, withClient } from './healings';
-import { printTable } from './output';
-import { registerDemoCommand } from './demo';
-import { registerScheduleCommand } from './schedule-command';
-import { registerStatusCommand } from './status';
-import { up } from './up';
+import type { Config } from '../core/config';
+import type * as ConfigModule from '../core/config';
+import type * as Generator from '../pipeline/generator';
+import { CHAOS_FAULTS } from '../pipeline/faults';
+import type * as Audit from './audit';
+import type * as ChaosCommand from './chaos-command';
+import type * as Demo from './demo';
+import { DEMO_APPROVER } from './demo-settings';
+import type * as Doctor from './doctor';
+import type * as Healings from './healings';
+import type * as Keys from '../core/keys';
+import type * as Migrate from '../db/migrate';
+import type * as Output from './output';
+import type * as PipelineUp from './pipeline-up';
+import type * as Pool from '../db/pool';
+import type * as Redis from 'ioredis';
+import type * as ScheduleCommand from './schedule-command';
+import type * as Status from './status';
+import type * as Up from './up';
+import type * as WorkerEnv from '../workers/env';
+
+/**
+ * Loads a command's modules when it runs, so that `selfheal --help` and a light command do not pay for the heavy
+ * ones (the Temporal client, pg, ioredis, dockerode, zod...). `require`, not `import()`: tsx's CommonJS hook, which
+ * runs the sources in development and tests, does not resolve a dynamic import of a `.ts` file.
+ */
+function load<T>(id: string): T {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return require(id) as T;
+}
 
 function fail(err: unknown): never {
   const msg = err instanceof Error ? err.message : String(err);
@@ -29,13 +43,19 @@ function fail(err: unknown): never {
 /** Runs a command body with the parsed config; errors become one line and exit 1. */
 function withConfig<A extends unknown[]>(body: (config: Config, ...args: A) => Promise<void>) {
   return async (...args: A) => {
-    const config = loadConfigOrExit();
+    const config = load<typeof WorkerEnv>('../workers/env').loadConfigOrExit();
     try {
       await body(config, ...args);
     } catch (err) {
       fail(err);
     }
   };
+}
+
+/** `selfheal chaos --help`: every fault of CHAOS_FAULTS with its arguments. */
+function faultList(): string {
+  const rows = Object.entries(CHAOS_FAULTS).map(([fault, args]) => `${fault} ${args}`.trim());
+  return `\nFaults:\n${rows.map((r) => `  ${r}`).join('\n')}\n`;
 }
 
 export function buildCli(): Command {
@@ -52,24 +72,8 @@ export function buildCli(): Command {
     )
     .action(
       withConfig(async (config, opts: { pipeline: boolean; uiPort: number }) => {
-        const handle = await up({
-          config,
-          env: process.env,
-          pipeline: opts.pipeline,
-          uiPort: opts.uiPort,
-          say: (line) => process.stdout.write(`${line}\n`),
-          startPipeline: startReferencePipeline,
-        });
-        process.stdout.write(
-          `selfheal is up in ${handle.startupSeconds.toFixed(1)} s.${handle.webUi ? ` Temporal Web UI: ${handle.webUi}.` : ''} Ctrl-C stops everything.\n`,
-        );
-        await new Promise<void>((resolve) => {
-          process.once('SIGINT', resolve);
-          process.once('SIGTERM', resolve);
-        });
-        process.stdout.write('stopping...\n');
-        await handle.stop();
-        process.stdout.write('stopped.\n');
+        const { startReferencePipeline } = load<typeof PipelineUp>('./pipeline-up');
+        await load<typeof Up>('./up').upCommand(config, { ...opts, startPipeline: startReferencePipeline });
       }),
     );
 
@@ -78,9 +82,13 @@ export function buildCli(): Command {
     .description("apply selfheal's own schema, db/init.sql, to SELFHEAL_DATABASE_URL (idempotent)")
     .action(
       withConfig(async (config) => {
-        const pool = createPool(selfhealDatabaseUrl(config), { max: 1, application: 'selfheal-migrate' });
+        const { selfhealDatabaseUrl } = load<typeof ConfigModule>('../core/config');
+        const pool = load<typeof Pool>('../db/pool').createPool(selfhealDatabaseUrl(config), {
+          max: 1,
+          application: 'selfheal-migrate',
+        });
         try {
-          await migrate(pool);
+          await load<typeof Migrate>('../db/migrate').migrate(pool);
         } finally {
           await pool.end();
         }
@@ -94,10 +102,11 @@ export function buildCli(): Command {
     .option('--json', 'print JSON')
     .action(
       withConfig(async (config, opts: { json?: boolean }) => {
+        const { doctorExitCode, runDoctor } = load<typeof Doctor>('./doctor');
         const rows = await runDoctor(config);
         if (opts.json) process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
         else
-          printTable(
+          load<typeof Output>('./output').printTable(
             ['dependency', 'status', 'detail', 'hint'],
             rows.map((r) => [r.dependency, r.status, r.detail, r.hint]),
           );
@@ -112,9 +121,10 @@ export function buildCli(): Command {
     .option('--json', 'print JSON')
     .action(
       withConfig(async (config, opts: { open?: boolean; json?: boolean }) => {
+        const { listHealings, withClient } = load<typeof Healings>('./healings');
         const rows = await withClient(config, (client) => listHealings(client, { open: opts.open }));
         if (opts.json) return void process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
-        printTable(
+        load<typeof Output>('./output').printTable(
           ['workflow', 'status', 'phase', 'action', 'severity', 'started'],
           rows.map((r) => [r.workflowId, r.status.toLowerCase(), r.phase, r.action, r.severity, r.startedAt]),
         );
@@ -128,6 +138,7 @@ export function buildCli(): Command {
     .option('--json', 'print JSON')
     .action(
       withConfig(async (config, workflowId: string, opts: { json?: boolean }) => {
+        const { showHealing, withClient } = load<typeof Healings>('./healings');
         const { status, healing } = await withClient(config, (client) => showHealing(client, workflowId));
         if (opts.json)
           return void process.stdout.write(JSON.stringify({ workflowId, status, ...healing }, null, 2) + '\n');
@@ -166,6 +177,7 @@ export function buildCli(): Command {
       withConfig(
         async (config, workflowId: string, opts: { by: string; reason?: string; plan?: string; json?: boolean }) => {
           if (!opts.by.trim()) throw new Error('--by must name who decides');
+          const { decideHealing, withClient } = load<typeof Healings>('./healings');
           const r = await withClient(config, (client) =>
             decideHealing(
               client,
@@ -192,9 +204,10 @@ export function buildCli(): Command {
     .option('--json', 'print JSON')
     .action(
       withConfig(async (config, opts: { since: string; workflow?: string; json?: boolean }) => {
+        const { parseDuration, readAudit } = load<typeof Audit>('./audit');
         const rows = await readAudit(config, { sinceMs: parseDuration(opts.since), workflowId: opts.workflow });
         if (opts.json) return void process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
-        printTable(
+        load<typeof Output>('./output').printTable(
           ['time', 'workflow', 'step', 'action', 'by', 'outcome'],
           rows.map((r) => [
             r.created_at.toISOString(),
@@ -217,10 +230,18 @@ export function buildCli(): Command {
         const n = Number(count);
         if (!/^\d+$/.test(count) || n < 1 || n > 1_000_000)
           throw new Error(`count: expected a whole number from 1 to 1000000, got "${count}"`);
-        const pool = createPool(config.DATABASE_URL, { max: 2, application: 'selfheal-generate' });
-        const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 2 });
+        const pool = load<typeof Pool>('../db/pool').createPool(config.DATABASE_URL, {
+          max: 2,
+          application: 'selfheal-generate',
+        });
+        const redis = new (load<typeof Redis>('ioredis').Redis)(config.REDIS_URL, { maxRetriesPerRequest: 2 });
         try {
-          const ids = await generateDocuments({ pool, redis, keys: createKeys(config.REDIS_KEY_PREFIX), count: n });
+          const ids = await load<typeof Generator>('../pipeline/generator').generateDocuments({
+            pool,
+            redis,
+            keys: load<typeof Keys>('../core/keys').createKeys(config.REDIS_KEY_PREFIX),
+            count: n,
+          });
           process.stdout.write(`queued ${ids.length} documents (ids ${ids[0]}..${ids[ids.length - 1]})\n`);
         } finally {
           redis.disconnect();
@@ -231,30 +252,74 @@ export function buildCli(): Command {
 
   program
     .command('chaos')
-    .description(
-      'inject a real fault into the reference pipeline: kill-worker <worker> | hang-worker <worker> | ' +
-        'error-rate <stage> <fraction> | slow <stage> <factor> | stale-lock <n> | stuck-documents <n> | llm-down | clear',
-    )
+    .description('inject a real fault into the reference pipeline (the faults are listed below)')
     .argument('<fault>', 'the fault, or clear to undo every fault')
     .argument('[args...]', 'arguments of the fault')
     .option('--json', 'print what was done as JSON')
+    .addHelpText('after', faultList())
     .action(
       withConfig(async (config, fault: string, args: string[], opts: { json?: boolean }) => {
-        const result = await runChaosCommand(config, fault, args);
+        const result = await load<typeof ChaosCommand>('./chaos-command').runChaosCommand(config, fault, args);
         process.stdout.write(
           opts.json ? JSON.stringify(result, null, 2) + '\n' : `${fault}: ${JSON.stringify(result)}\n`,
         );
       }),
     );
 
-  registerStatusCommand(program, withConfig);
-  registerScheduleCommand(program, withConfig);
-  registerDemoCommand(program);
+  program
+    .command('status')
+    .description('one screen: Temporal, the monitor Schedule, pollers per task queue, open healings, open anomalies')
+    .option('--json', 'print JSON')
+    .action(
+      withConfig((config, opts: { json?: boolean }) => load<typeof Status>('./status').statusCommand(config, opts)),
+    );
+
+  program
+    .command('schedule')
+    .description('pause, resume or trigger the monitor Schedule (selfheal-monitor)')
+    .argument('<command>', 'pause | resume | trigger (a cycle now; the overlap policy applies)')
+    .option('--note <text>', 'why (pause, resume); the note records who and when too')
+    .option('--json', 'print JSON')
+    .action(
+      withConfig((config, command: string, opts: { note?: string; json?: boolean }) =>
+        load<typeof ScheduleCommand>('./schedule-command').scheduleCommand(config, command, opts),
+      ),
+    );
+
+  // The demo parses its own configuration: it adds its defaults to the environment first.
+  program
+    .command('demo')
+    .description(
+      'start the local system with the reference pipeline, inject one fault per seed class and follow each healing',
+    )
+    .option('--auto-approve', `approve plans awaiting approval (as "${DEMO_APPROVER}", bound to the plan id)`)
+    .option('--json', 'print the summary as JSON (the timeline goes to stderr)')
+    .addOption(
+      new Option('--ui-port <port>', 'Web UI port of a dev server that demo starts, and of the links')
+        .default('8233')
+        .argParser(Number),
+    )
+    .action((opts: { autoApprove?: boolean; json?: boolean; uiPort: number }) =>
+      load<typeof Demo>('./demo').demoCommand(opts),
+    );
 
   return program;
 }
 
+/**
+ * Output to a pipe whose reader is gone (`selfheal up | tee log`, Ctrl-C killed tee first) is dropped instead of
+ * crashing the CLI with EPIPE: a command that started things must still get to stop them.
+ */
+function dropOutputToClosedPipes(): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE' && err.code !== 'ERR_STREAM_DESTROYED') throw err;
+    });
+  }
+}
+
 export function main(argv = process.argv): void {
+  dropOutputToClosedPipes();
   buildCli()
     .parseAsync(argv)
     .catch((err: unknown) => fail(err));

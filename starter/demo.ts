@@ -13,7 +13,6 @@ import {
   WorkflowNotFoundError,
   type WorkflowExecutionInfo,
 } from '@temporalio/client';
-import { Option, type Command } from 'commander';
 import Docker from 'dockerode';
 import { Redis } from 'ioredis';
 import type pg from 'pg';
@@ -38,29 +37,10 @@ import { formatTable } from './output';
 import { startReferencePipeline } from './pipeline-up';
 import { ensureMonitorSchedule } from './schedule';
 import { temporalAnswers } from './temporal-local';
+import { DEMO_APPROVER, DEMO_DEFAULTS } from './demo-settings';
 import { dataDir, up, type UpHandle } from './up';
 
-/**
- * Demo-scaled settings, used only for variables the environment does not set: 1 s cycles, thresholds of a few
- * seconds, a short verification delay, no restart cooldown, a budget the scripted faults cannot spend, and an
- * approval wait a person at the terminal can meet.
- */
-export const DEMO_DEFAULTS: Readonly<Record<string, string>> = {
-  MONITOR_INTERVAL: '1',
-  QUEUE_STALL_THRESHOLD: '5',
-  ERROR_RATE_MIN_SAMPLES: '10',
-  ERROR_RATE_WINDOW: '5',
-  SLOWDOWN_MIN_SAMPLES: '5',
-  STUCK_DOCUMENT_THRESHOLD: '5',
-  HEALTH_FAILURES_BEFORE_UNHEALTHY: '2',
-  VERIFY_DELAY: '3',
-  RESTART_COOLDOWN: '0',
-  MAX_ACTIONS_PER_HOUR: '100',
-  APPROVAL_TIMEOUT: '300',
-};
-
-/** Who approves with `--auto-approve` (must be in APPROVERS when that is set). */
-export const DEMO_APPROVER = 'selfheal-demo';
+export { DEMO_APPROVER, DEMO_DEFAULTS };
 
 /** Phases a healing ends in. */
 const TERMINAL: readonly string[] = ['healed', 'escalated', 'rejected', 'failed'] satisfies HealPhase[];
@@ -768,53 +748,42 @@ export function formatDemoSummary(result: DemoResult): string {
   return formatTable(['fault', 'detected after', 'action', 'outcome', 'time to heal', 'workflow'], rows);
 }
 
-/** `selfheal demo`: its own configuration parse, since the demo adds its defaults to the environment first. */
-export function registerDemoCommand(program: Command): void {
-  program
-    .command('demo')
-    .description(
-      'start the local system with the reference pipeline, inject one fault per seed class and follow each healing',
-    )
-    .option('--auto-approve', `approve plans awaiting approval (as "${DEMO_APPROVER}", bound to the plan id)`)
-    .option('--json', 'print the summary as JSON (the timeline goes to stderr)')
-    .addOption(
-      new Option('--ui-port <port>', 'Web UI port of a dev server that demo starts, and of the links')
-        .default('8233')
-        .argParser(Number),
-    )
-    .action(async (opts: { autoApprove?: boolean; json?: boolean; uiPort: number }) => {
-      const parsed = parseConfig(demoEnvironment(process.env).env);
-      if (!parsed.ok) {
-        process.stderr.write(formatConfigProblems(parsed.problems) + '\n');
-        process.exit(CONFIG_EXIT_CODE);
-      }
-      const out = opts.json ? process.stderr : process.stdout;
-      const controller = new AbortController();
-      let interrupts = 0;
-      const onSignal = () => {
-        if (++interrupts > 1) process.exit(130);
-        out.write('\ninterrupted: stopping everything the demo started (Ctrl-C again to quit at once)\n');
-        controller.abort();
-      };
-      process.on('SIGINT', onSignal);
-      process.on('SIGTERM', onSignal);
-      try {
-        const result = await runDemo({
-          env: process.env,
-          autoApprove: Boolean(opts.autoApprove),
-          uiPort: opts.uiPort,
-          say: (line) => out.write(`${line}\n`),
-          signal: controller.signal,
-        });
-        if (opts.json) process.stdout.write(JSON.stringify(result, null, 2) + '\n');
-        else process.stdout.write(`\n${formatDemoSummary(result)}\ndemo took ${result.totalSeconds} s\n`);
-        process.exitCode = result.interrupted ? 130 : result.ok ? 0 : 1;
-      } catch (err) {
-        process.stderr.write(`selfheal: ${(err instanceof Error ? err.message : String(err)).split('\n')[0]}\n`);
-        process.exitCode = 1;
-      } finally {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-      }
+/**
+ * `selfheal demo`'s action (cli.ts defines the command): its own configuration parse, since the demo adds its
+ * defaults to the environment first.
+ */
+export async function demoCommand(opts: { autoApprove?: boolean; json?: boolean; uiPort: number }): Promise<void> {
+  const parsed = parseConfig(demoEnvironment(process.env).env);
+  if (!parsed.ok) {
+    process.stderr.write(formatConfigProblems(parsed.problems) + '\n');
+    process.exit(CONFIG_EXIT_CODE);
+  }
+  const out = opts.json ? process.stderr : process.stdout;
+  const controller = new AbortController();
+  let interrupts = 0;
+  const onSignal = () => {
+    if (++interrupts > 1) process.exit(130);
+    out.write('\ninterrupted: stopping everything the demo started (Ctrl-C again to quit at once)\n');
+    controller.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    const result = await runDemo({
+      env: process.env,
+      autoApprove: Boolean(opts.autoApprove),
+      uiPort: opts.uiPort,
+      say: (line) => out.write(`${line}\n`),
+      signal: controller.signal,
     });
+    if (opts.json) process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+    else process.stdout.write(`\n${formatDemoSummary(result)}\ndemo took ${result.totalSeconds} s\n`);
+    process.exitCode = result.interrupted ? 130 : result.ok ? 0 : 1;
+  } catch (err) {
+    process.stderr.write(`selfheal: ${(err instanceof Error ? err.message : String(err)).split('\n')[0]}\n`);
+    process.exitCode = 1;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
 }

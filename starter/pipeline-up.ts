@@ -25,7 +25,7 @@ export async function startReferencePipeline(ctx: {
   config: Config;
   env: NodeJS.ProcessEnv;
   logDir: string;
-}): Promise<{ components: Component[]; healthTargets: string }> {
+}): Promise<{ components: Component[]; workers: number; healthTargets: string }> {
   const { config, env } = ctx;
   // The pipeline's own tables, in the pipeline's database (DATABASE_URL), before any worker starts.
   const pool = createPool(config.DATABASE_URL, { max: 1, application: 'selfheal-pipeline-setup' });
@@ -67,7 +67,7 @@ export async function startReferencePipeline(ctx: {
         stop: () => runner.stopWorker(w.worker),
       })),
     ];
-    return { components, healthTargets: runner.healthTargets() };
+    return { components, workers: workers.length, healthTargets: runner.healthTargets() };
   } catch (err) {
     await runnerComponent.stop();
     throw err;

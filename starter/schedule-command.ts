@@ -4,10 +4,9 @@
  */
 import os from 'node:os';
 import { ScheduleNotFoundError, type Client, type ScheduleDescription } from '@temporalio/client';
+import type { Config } from '../core/config';
 import { MONITOR_SCHEDULE_ID } from '../workflows/definitions';
-import type { Command } from 'commander';
 import { CliError, withClient } from './healings';
-import type { WithConfig } from './status';
 
 export const ScheduleSubcommand = { pause: 'pause', resume: 'resume', trigger: 'trigger' } as const;
 export type ScheduleSubcommand = (typeof ScheduleSubcommand)[keyof typeof ScheduleSubcommand];
@@ -117,18 +116,13 @@ export function formatScheduleResult(r: ScheduleCommandResult): string {
   }
 }
 
-export function registerScheduleCommand(program: Command, withConfig: WithConfig): void {
-  program
-    .command('schedule')
-    .description(`pause, resume or trigger the monitor Schedule ${MONITOR_SCHEDULE_ID}`)
-    .argument('<command>', 'pause | resume | trigger (a cycle now; the overlap policy applies)')
-    .option('--note <text>', 'why (pause, resume); the note records who and when too')
-    .option('--json', 'print JSON')
-    .action(
-      withConfig(async (config, command: string, opts: { note?: string; json?: boolean }) => {
-        const subcommand = parseScheduleSubcommand(command);
-        const r = await withClient(config, (client) => runScheduleCommand(client, subcommand, { note: opts.note }));
-        process.stdout.write(opts.json ? JSON.stringify(r) + '\n' : formatScheduleResult(r) + '\n');
-      }),
-    );
+/** `selfheal schedule pause|resume|trigger [--note TEXT] [--json]` (cli.ts defines the command). */
+export async function scheduleCommand(
+  config: Config,
+  command: string,
+  opts: { note?: string; json?: boolean },
+): Promise<void> {
+  const subcommand = parseScheduleSubcommand(command);
+  const r = await withClient(config, (client) => runScheduleCommand(client, subcommand, { note: opts.note }));
+  process.stdout.write(opts.json ? JSON.stringify(r) + '\n' : formatScheduleResult(r) + '\n');
 }

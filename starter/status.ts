@@ -5,7 +5,6 @@
  * /metrics shows, read from the Redis stream `monitoring:metrics`).
  */
 import { ScheduleNotFoundError, WorkflowNotFoundError, type Client } from '@temporalio/client';
-import type { Command } from 'commander';
 import { temporal } from '@temporalio/proto';
 import { Redis } from 'ioredis';
 import { parseRecord } from '../activities/detection';
@@ -247,20 +246,8 @@ export function formatStatus(r: StatusReport, now = Date.now()): string {
   return lines.join('\n') + '\n';
 }
 
-/** cli.ts's wrapper: parses the configuration once, turns an error into one line and exit 1. */
-export type WithConfig = <A extends unknown[]>(
-  body: (config: Config, ...args: A) => Promise<void>,
-) => (...args: A) => Promise<void>;
-
-export function registerStatusCommand(program: Command, withConfig: WithConfig): void {
-  program
-    .command('status')
-    .description('one screen: Temporal, the monitor Schedule, pollers per task queue, open healings, open anomalies')
-    .option('--json', 'print JSON')
-    .action(
-      withConfig(async (config, opts: { json?: boolean }) => {
-        const report = await withClient(config, (client) => collectStatus(client, config));
-        process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : formatStatus(report));
-      }),
-    );
+/** `selfheal status [--json]` (cli.ts defines the command). */
+export async function statusCommand(config: Config, opts: { json?: boolean }): Promise<void> {
+  const report = await withClient(config, (client) => collectStatus(client, config));
+  process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : formatStatus(report));
 }

@@ -5,9 +5,10 @@ import path from 'node:path';
 import { Connection } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import { SearchAttr } from '../workflows/definitions';
+import { PROJECT_ROOT } from './project';
 
+export { PROJECT_ROOT };
 /** Where the project installs its pinned Temporal binaries (scripts/dev.sh setup). */
-export const PROJECT_ROOT = path.resolve(__dirname, '..');
 export const PROJECT_TOOLS_BIN = path.join(PROJECT_ROOT, '.tools', 'python', 'bin');
 
 export const INSTALL_HINT =

@@ -8,7 +8,6 @@ import { createPool } from '../db/pool';
 import {
   findTemporalCli,
   INSTALL_HINT,
-  PROJECT_ROOT,
   registerSearchAttributes,
   startDevServer,
   stopProcessGroup,
@@ -16,6 +15,7 @@ import {
   waitForPollers,
 } from './temporal-local';
 import { TaskQueue } from '../workflows/definitions';
+import { nodeCommand, PROJECT_ROOT, projectScript } from './project';
 
 /** Where `selfheal up` keeps its state: the Temporal database, logs, the run file. */
 export function dataDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -23,7 +23,15 @@ export function dataDir(env: NodeJS.ProcessEnv = process.env): string {
 }
 
 export class UpError extends Error {
-  readonly type = 'up_failed';
+  readonly type: 'up_failed' | 'interrupted' = 'up_failed';
+}
+
+/** Thrown by `up` when its signal aborts the start: everything started so far is stopped first. */
+export class UpInterrupted extends UpError {
+  override readonly type = 'interrupted';
+  constructor() {
+    super('interrupted while starting; everything started so far is stopped');
+  }
 }
 
 export interface Component {
@@ -42,11 +50,17 @@ export interface UpOptions {
   uiPort: number;
   /** Progress lines for the terminal. */
   say: (line: string) => void;
-  /** Starts the reference pipeline; returns its components and the HEALTH_TARGETS value describing it. */
+  /**
+   * Starts the reference pipeline; returns its components (the workers and what manages them), the number of
+   * workers, and the HEALTH_TARGETS value describing them.
+   */
   startPipeline?: (ctx: { config: Config; env: NodeJS.ProcessEnv; logDir: string }) => Promise<{
     components: Component[];
+    workers: number;
     healthTargets: string;
   }>;
+  /** Aborting it (SIGINT while starting) stops what is started so far and makes `up` throw UpInterrupted. */
+  signal?: AbortSignal;
 }
 
 export interface UpHandle {
@@ -58,14 +72,10 @@ export interface UpHandle {
   stop(): Promise<void>;
 }
 
-/** Node with tsx's CommonJS hook: one process per component, no tsx wrapper process. */
-function nodeArgs(script: string): string[] {
-  return ['--require', require.resolve('tsx/cjs'), path.join(PROJECT_ROOT, script)];
-}
-
 /**
  * Spawns a selfheal process with an IPC channel: when `up` goes away, even by SIGKILL, the channel closes
- * and the child shuts down, so nothing outlives it.
+ * and the child shuts down, so nothing outlives it. `script` is named as in the sources without extension
+ * (`workers/monitor`): the compiled `.js` when `up` runs compiled, the `.ts` through tsx's hook from sources.
  */
 export function spawnComponent(
   name: string,
@@ -76,7 +86,8 @@ export function spawnComponent(
 ): Component & { child: ChildProcess } {
   mkdirSync(logDir, { recursive: true });
   const out = openSync(path.join(logDir, `${name}.log`), 'a');
-  const child = spawn(process.execPath, [...nodeArgs(script), ...args], { env, stdio: ['ignore', out, out, 'ipc'] });
+  const [exe, ...argv] = nodeCommand(projectScript(script));
+  const child = spawn(exe, [...argv, ...args], { env, stdio: ['ignore', out, out, 'ipc'] });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   return {
     name,
@@ -95,7 +106,7 @@ export function spawnComponent(
 /** Builds the workflow bundle into the data directory; returns its path. */
 async function bundleWorkflows(root: string, env: NodeJS.ProcessEnv, logDir: string): Promise<string> {
   const out = path.join(root, 'workflow-bundle.js');
-  const c = spawnComponent('selfheal-bundle', 'workers/bundle-workflows.ts', { ...env }, logDir, [out]);
+  const c = spawnComponent('selfheal-bundle', 'workers/bundle-workflows', { ...env }, logDir, [out]);
   const code = await new Promise<number | null>((resolve) => c.child.once('exit', resolve));
   if (code !== 0) throw new UpError(`bundling the workflows failed (exit ${code}); see ${logDir}/selfheal-bundle.log`);
   return out;
@@ -138,6 +149,15 @@ export async function up(opts: UpOptions): Promise<UpHandle> {
   const logDir = path.join(root, 'logs');
   mkdirSync(logDir, { recursive: true });
   const components: Component[] = [];
+  const checkInterrupted = () => {
+    if (opts.signal?.aborted) throw new UpInterrupted();
+  };
+  // For the one long wait (the workers' first polls); the steps before it end on their own and are checked after.
+  const interrupted = new Promise<never>((_, reject) => {
+    if (opts.signal?.aborted) reject(new UpInterrupted());
+    opts.signal?.addEventListener('abort', () => reject(new UpInterrupted()), { once: true });
+  });
+  interrupted.catch(() => undefined);
   const stopAll = async () => {
     for (const c of [...components].reverse()) {
       await c.stop().catch(() => undefined);
@@ -177,6 +197,7 @@ export async function up(opts: UpOptions): Promise<UpHandle> {
       temporalStarted = true;
       webUi = `http://127.0.0.1:${opts.uiPort}`;
     }
+    checkInterrupted();
     const connection = await Connection.connect({ address: config.TEMPORAL_ADDRESS });
     try {
       const added = await registerSearchAttributes(connection, config.TEMPORAL_NAMESPACE);
@@ -198,14 +219,18 @@ export async function up(opts: UpOptions): Promise<UpHandle> {
       await pool.end();
     }
     say(`Postgres: selfheal's schema applied (${where})`);
+    checkInterrupted();
 
     // 3. Reference pipeline (first, so the monitor sees its health targets)
     const env: NodeJS.ProcessEnv = { ...opts.env };
+    // Escalations link to the run in the Web UI of the dev server started here, unless the operator named one.
+    if (webUi && !env.TEMPORAL_UI_URL) env.TEMPORAL_UI_URL = webUi;
     if (opts.pipeline && opts.startPipeline) {
       const pipeline = await opts.startPipeline({ config, env, logDir });
       components.push(...pipeline.components);
       if (!env.HEALTH_TARGETS) env.HEALTH_TARGETS = pipeline.healthTargets;
-      say(`Pipeline: ${pipeline.components.length} workers (${pipeline.healthTargets})`);
+      say(`Pipeline: ${pipeline.workers} workers (${pipeline.healthTargets})`);
+      checkInterrupted();
     }
 
     // 4. The workflow bundle, built once in a process of its own (the workers then load it instead of each running
@@ -213,13 +238,14 @@ export async function up(opts: UpOptions): Promise<UpHandle> {
     const bundleStarted = Date.now();
     env.SELFHEAL_WORKFLOW_BUNDLE = await bundleWorkflows(root, env, logDir);
     say(`Workflows: bundled in ${((Date.now() - bundleStarted) / 1000).toFixed(1)} s`);
+    checkInterrupted();
 
     // 5. selfheal workers and the HTTP server
     const started = [
-      spawnComponent('selfheal-monitor', 'workers/monitor.ts', env, logDir),
-      spawnComponent('selfheal-healing', 'workers/healing.ts', env, logDir),
-      spawnComponent('selfheal-actions', 'workers/actions.ts', env, logDir),
-      spawnComponent('selfheal-http', 'workers/metrics-server.ts', env, logDir),
+      spawnComponent('selfheal-monitor', 'workers/monitor', env, logDir),
+      spawnComponent('selfheal-healing', 'workers/healing', env, logDir),
+      spawnComponent('selfheal-actions', 'workers/actions', env, logDir),
+      spawnComponent('selfheal-http', 'workers/metrics-server', env, logDir),
     ];
     components.push(...started);
     await Promise.all(started.map((c) => waitAlive(c)));
@@ -245,12 +271,14 @@ export async function up(opts: UpOptions): Promise<UpHandle> {
           { name: TaskQueue.actions, type: 'activity' },
         ]),
         ...exited,
+        interrupted,
       ]);
     } finally {
       await pollConnection.close();
     }
     const healthUrl = `http://${config.METRICS_HOST}:${config.METRICS_PORT}/health`;
     if (!(await waitHttp(healthUrl, 30_000))) throw new UpError(`the HTTP server did not answer at ${healthUrl}`);
+    checkInterrupted();
     say(`Workers: monitor, healing, actions polling; HTTP ${healthUrl.replace('/health', '')}`);
 
     const startupSeconds = (Date.now() - t0) / 1000;
@@ -270,6 +298,54 @@ export async function up(opts: UpOptions): Promise<UpHandle> {
     return { components, startupSeconds, temporalStarted, webUi, stop: stopAll };
   } catch (err) {
     await stopAll();
+    // A Ctrl-C reaches the whole foreground job: a child that it ended first is not the cause.
+    if (opts.signal?.aborted) throw new UpInterrupted();
     throw err;
+  }
+}
+
+/** What stops `selfheal up`: Ctrl-C, `kill`, and the terminal going away. */
+const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
+/**
+ * `selfheal up`'s action (cli.ts defines the command): starts everything, then stops it all on the first SIGINT,
+ * SIGTERM or SIGHUP, also one that comes while starting. Later signals are ignored rather than left to their
+ * default (exit at once): a second Ctrl-C, or the same one forwarded by npx, must not cut the clean-up short (each
+ * stop has its own bound, SIGKILL after a grace period). Output written to a closed pipe is dropped (cli.ts), so
+ * `selfheal up | tee log` cleans up too when Ctrl-C has killed tee.
+ */
+export async function upCommand(
+  config: Config,
+  opts: { pipeline: boolean; uiPort: number; startPipeline: UpOptions['startPipeline'] },
+): Promise<void> {
+  const stopping = new AbortController();
+  const onSignal = () => stopping.abort();
+  for (const s of STOP_SIGNALS) process.on(s, onSignal);
+  const say = (line: string) => process.stdout.write(`${line}\n`);
+  try {
+    const handle = await up({
+      config,
+      env: process.env,
+      pipeline: opts.pipeline,
+      uiPort: opts.uiPort,
+      say,
+      startPipeline: opts.startPipeline,
+      signal: stopping.signal,
+    });
+    say(
+      `selfheal is up in ${handle.startupSeconds.toFixed(1)} s.${handle.webUi ? ` Temporal Web UI: ${handle.webUi}.` : ''} Ctrl-C stops everything.`,
+    );
+    if (!stopping.signal.aborted) {
+      await new Promise<void>((resolve) => stopping.signal.addEventListener('abort', () => resolve(), { once: true }));
+    }
+    say('stopping...');
+    await handle.stop();
+    say('stopped.');
+  } catch (err) {
+    if (!(err instanceof UpInterrupted)) throw err;
+    say('interrupted while starting: stopped what was started.');
+    process.exitCode = 130;
+  } finally {
+    for (const s of STOP_SIGNALS) process.off(s, onSignal);
   }
 }

@@ -4,6 +4,7 @@
  */
 import { selfhealDatabaseUrl } from '../core/config';
 import { createPool } from '../db/pool';
+import { projectScript } from '../starter/project';
 import { TaskQueue } from '../workflows/definitions';
 import { healingActivities } from './activities';
 import { createFailFastRedis } from './clients';
@@ -19,7 +20,7 @@ runWorker({
   name: 'selfheal-healing',
   config,
   taskQueue: TaskQueue.healing,
-  workflowsPath: require.resolve('../workflows'),
+  workflowsPath: projectScript('workflows/index'),
   activities: healingActivities(config, { pool, redis }),
   onShutdown: async () => {
     redis.disconnect();

@@ -4,6 +4,7 @@
  */
 import { Client, Connection } from '@temporalio/client';
 import { createPools } from '../db/pool';
+import { projectScript } from '../starter/project';
 import { ensureMonitorSchedule } from '../starter/schedule';
 import { TaskQueue } from '../workflows/definitions';
 import { monitorActivities } from './activities';
@@ -29,7 +30,7 @@ async function main(): Promise<void> {
     name: 'selfheal-monitor',
     config,
     taskQueue: TaskQueue.monitor,
-    workflowsPath: require.resolve('../workflows'),
+    workflowsPath: projectScript('workflows/index'),
     activities: monitorActivities(config, { pool: pools.selfheal, pipelinePool: pools.pipeline, redis }),
     onShutdown: async () => {
       redis.disconnect();

@@ -8,10 +8,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { inject } from 'vitest';
 import { freePort } from '../../starter/temporal-local';
+import { CLI } from './cli';
 import { waitFor, type TestEnv } from './env';
 
-export const ROOT = path.resolve(__dirname, '../..');
-export const CLI = path.join(ROOT, 'bin/selfheal.cjs');
+export { CLI, ROOT } from './cli';
 
 /** Test-scaled configuration: 1 s cycles and thresholds of a few seconds. */
 export const FAST_CONFIG: Record<string, string> = {
@@ -58,7 +58,7 @@ export async function startSelfheal(
     ...extra,
   };
   let out = '';
-  const child: ChildProcess = spawn(process.execPath, [CLI, 'up', '--no-pipeline'], {
+  const child: ChildProcess = spawn(process.execPath, [...CLI, 'up', '--no-pipeline'], {
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -77,7 +77,7 @@ export async function startSelfheal(
     metricsUrl: `http://127.0.0.1:${metricsPort}`,
     output: () => out,
     cli(args, timeoutMs = 60_000) {
-      const r = spawnSync(process.execPath, [CLI, ...args], { env, encoding: 'utf8', timeout: timeoutMs });
+      const r = spawnSync(process.execPath, [...CLI, ...args], { env, encoding: 'utf8', timeout: timeoutMs });
       return { status: r.status, stdout: r.stdout, stderr: r.stderr };
     },
     async stop() {

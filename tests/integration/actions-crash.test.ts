@@ -7,14 +7,13 @@
  * event stream, and the retry visible both in the audit (`attempted` rows) and in the workflow history.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createRequire } from 'node:module';
-import path from 'node:path';
 import { Connection } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { parseConfig, type Config } from '../../core/config';
 import { ensurePipelineImage } from '../../pipeline/image';
 import type { PipelineRunner, RunningWorker } from '../../pipeline/runner';
+import { nodeCommand, projectScript } from '../../starter/project';
 import { ensureMonitorSchedule } from '../../starter/schedule';
 import { waitForPollers } from '../../starter/temporal-local';
 import { healingWorkflowId, MONITOR_SCHEDULE_ID, TaskQueue } from '../../workflows/definitions';
@@ -22,12 +21,10 @@ import type { HealingStatus } from '../../workflows/healing';
 import { createTestEnv, type TestEnv, waitFor } from '../helpers/env';
 import { startFakeOllama, type FakeOllama } from '../helpers/fake-ollama';
 import { createTestRunner, stopTestPipeline, testDocker } from '../helpers/pipeline';
-import { FAST_CONFIG, ROOT } from '../helpers/selfheal';
+import { CLI, FAST_CONFIG } from '../helpers/selfheal';
 import { allocateNamespace, connectClient, recordHistories } from '../helpers/temporal';
 import { createTestWorkers } from '../helpers/workers';
 import { watchDockerEvents } from '../helpers/docker-events';
-
-const TSX_CJS = createRequire(path.join(ROOT, 'package.json')).resolve('tsx/cjs');
 
 describe('actions worker killed mid-restart', () => {
   const docker = testDocker();
@@ -42,10 +39,8 @@ describe('actions worker killed mid-restart', () => {
 
   /** The real actions worker entry point as a child process; resolves once its task queue has a poller. */
   async function startActionsWorker(connection: Connection): Promise<ChildProcess> {
-    const child = spawn(process.execPath, ['--require', TSX_CJS, path.join(ROOT, 'workers/actions.ts')], {
-      env,
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
+    const [exe, ...args] = nodeCommand(projectScript('workers/actions'));
+    const child = spawn(exe, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
     children.push(child);
     let stderr = '';
     child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -189,7 +184,7 @@ describe('actions worker killed mid-restart', () => {
 
   function spawnCli(args: string[]): Promise<number | null> {
     return new Promise((resolve) => {
-      const c = spawn(process.execPath, [path.join(ROOT, 'bin/selfheal.cjs'), ...args], { env, stdio: 'ignore' });
+      const c = spawn(process.execPath, [...CLI, ...args], { env, stdio: 'ignore' });
       c.once('exit', (code) => resolve(code));
     });
   }

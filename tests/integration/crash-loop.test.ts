@@ -138,7 +138,7 @@ describe('R9 crash-looping container', () => {
     const watch = await watchDockerEvents(docker, [name]);
 
     const first = await new Promise<number | null>((resolve) =>
-      spawn(process.execPath, [CLI, 'chaos', 'kill-worker', victim.worker], {
+      spawn(process.execPath, [...CLI, 'chaos', 'kill-worker', victim.worker], {
         env: selfheal.env,
         stdio: 'ignore',
       }).once('exit', resolve),

@@ -51,7 +51,7 @@ describe('selfheal demo --auto-approve --json', () => {
     };
     const child = spawn(
       process.execPath,
-      [CLI, 'demo', '--auto-approve', '--json', '--ui-port', String(inject('temporalUiPort'))],
+      [...CLI, 'demo', '--auto-approve', '--json', '--ui-port', String(inject('temporalUiPort'))],
       { env, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let stdout = '';

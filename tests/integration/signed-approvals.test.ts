@@ -62,7 +62,7 @@ describe('signed approvals (APPROVAL_SECRET set)', () => {
     const e = { ...env };
     if (!withSecret) delete e.APPROVAL_SECRET;
     return new Promise((resolve) => {
-      const child = spawn(process.execPath, [CLI, ...args], { env: e, stdio: ['ignore', 'ignore', 'pipe'] });
+      const child = spawn(process.execPath, [...CLI, ...args], { env: e, stdio: ['ignore', 'ignore', 'pipe'] });
       let stderr = '';
       child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
       child.once('exit', (status) => resolve({ status, stderr }));

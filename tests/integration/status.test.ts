@@ -186,7 +186,7 @@ describe('selfheal status and selfheal schedule, without workers', () => {
       TEMPORAL_ADDRESS: address,
       TEMPORAL_NAMESPACE: ns,
     };
-    const r = spawnSync(process.execPath, [CLI, ...args], { env, encoding: 'utf8', timeout: 60_000 });
+    const r = spawnSync(process.execPath, [...CLI, ...args], { env, encoding: 'utf8', timeout: 60_000 });
     return { status: r.status, stdout: r.stdout, stderr: r.stderr };
   }
 

@@ -41,10 +41,19 @@ const TEST_ENV: Record<string, string> = Object.fromEntries(
   REQUIRED_SECRETS.map((name, i) => [name, `test-secret-${i}-0123456789abcdef`]),
 );
 /** Services whose ports are published (bound to 127.0.0.1 by default); no other service publishes any. */
-const UI_SERVICES = new Set(['temporal-ui', 'prometheus', 'metrics']);
+const UI_SERVICES = new Set(['temporal', 'temporal-ui', 'prometheus', 'metrics']);
 const PROXY_SERVICE = 'docker-socket-proxy';
-const ACTIONS_SERVICE = 'actions';
+const ACTIONS_SERVICE = 'actions-agent';
 const DOCKER_API_NETWORK = 'docker-api';
+/** Addresses whose compose default is a service of the compose file (or its published Web UI), not core/config.ts's
+ * 127.0.0.1 default. */
+const SERVICE_ADDRESSES = new Set([
+  'DATABASE_URL',
+  'SELFHEAL_DATABASE_URL',
+  'REDIS_URL',
+  'OLLAMA_HOST',
+  'TEMPORAL_UI_URL',
+]);
 /** Environment of selfheal services besides core/config.ts's variables. */
 const EXTRA_ENV = new Set(['DOCKER_HOST', 'PIPELINE_CONTAINER']);
 
@@ -195,7 +204,7 @@ function schemaValidator(): (doc: Doc) => string[] {
     validate(doc) ? [] : (validate.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message ?? 'invalid'}`);
 }
 
-/** (b) Every selfheal service's environment passes core/config.ts; non-demo ones spell out every variable. */
+/** (b) Every selfheal service's environment passes core/config.ts; non-pipeline ones spell out every variable. */
 function envProblems(doc: Doc): string[] {
   const problems: string[] = [];
   const keys = Object.keys(configSchema.shape);
@@ -206,7 +215,7 @@ function envProblems(doc: Doc): string[] {
     if (!result.ok) {
       problems.push(...result.problems.map((p) => `${name}: ${p.variable}: ${p.expected}`));
     }
-    if (profilesOf(service).includes('demo')) continue;
+    if (profilesOf(service).includes('pipeline')) continue;
     for (const key of keys) if (!(key in env)) problems.push(`${name}: ${key} is not set explicitly`);
     for (const key of Object.keys(env)) {
       if (!keys.includes(key) && !EXTRA_ENV.has(key)) problems.push(`${name}: unknown variable ${key}`);
@@ -223,7 +232,7 @@ function defaultDriftProblems(raw: Doc): string[] {
   for (const [name, service] of Object.entries(services(raw))) {
     for (const [key, value] of Object.entries(envOf(service))) {
       const m = /^\$\{([A-Za-z_][A-Za-z0-9_]*):-(.*)\}$/.exec(value ?? '');
-      if (!m || m[1] !== key || !(key in configSchema.shape)) continue;
+      if (!m || m[1] !== key || !(key in configSchema.shape) || SERVICE_ADDRESSES.has(key)) continue;
       const parsed = parseConfig({ [key]: m[2] });
       const want = JSON.stringify(defaults.config[key as keyof typeof defaults.config]);
       const got = parsed.ok ? JSON.stringify(parsed.config[key as keyof typeof parsed.config]) : '(invalid)';
@@ -497,7 +506,7 @@ describe('docker-compose.yml: Compose Specification schema', () => {
     services(typo).postgres!.imagee = 'postgres:17.6-alpine';
     expect(validate(typo).join('\n')).toMatch(/additional properties/);
     const badDepends = clone(doc);
-    services(badDepends).monitor!.depends_on = 5;
+    services(badDepends)['monitor-agent']!.depends_on = 5;
     expect(validate(badDepends)).not.toEqual([]);
     const badTest = clone(doc);
     (services(badTest).redis!.healthcheck as Record<string, unknown>).test = { cmd: 'ping' };
@@ -509,20 +518,25 @@ describe('docker-compose.yml: selfheal environment', () => {
   it('every selfheal service passes core/config.ts, and the non-demo ones set every variable explicitly', () => {
     const doc = loadCompose();
     const built = Object.entries(services(doc)).filter(([, s]) => isBuilt(s));
-    expect(built.map(([n]) => n)).toEqual(expect.arrayContaining(['monitor', 'healing', 'actions', 'metrics']));
+    expect(built.map(([n]) => n)).toEqual(
+      expect.arrayContaining(['monitor-agent', 'healing-agent', 'actions-agent', 'metrics']),
+    );
     expect(envProblems(doc)).toEqual([]);
   });
 
-  it('the workers are the entry points of workers/, each started the way `selfheal up` starts them', () => {
+  it('the agents are the compiled entry points of workers/, never run through tsx', () => {
     const all = services(loadCompose());
     for (const [name, file] of [
-      ['monitor', 'workers/monitor.ts'],
-      ['healing', 'workers/healing.ts'],
-      ['actions', 'workers/actions.ts'],
-      ['metrics', 'workers/metrics-server.ts'],
+      ['monitor-agent', 'workers/monitor'],
+      ['healing-agent', 'workers/healing'],
+      ['actions-agent', 'workers/actions'],
+      ['metrics', 'workers/metrics-server'],
     ] as const) {
-      expect(all[name]!.command).toEqual(['node', '--require', 'tsx/cjs', file]);
-      expect(existsSync(path.join(ROOT, file))).toBe(true);
+      expect(all[name]!.command).toEqual(['node', `dist/${file}.js`]);
+      expect(existsSync(path.join(ROOT, `${file}.ts`))).toBe(true);
+    }
+    for (const [name, service] of Object.entries(all)) {
+      expect(JSON.stringify([service.command, service.entrypoint]), name).not.toMatch(/tsx|\.ts"/);
     }
   });
 
@@ -533,17 +547,20 @@ describe('docker-compose.yml: selfheal environment', () => {
   it('finds bad, missing, unknown and drifting variables', () => {
     const doc = loadCompose();
     const bad = clone(doc);
-    (services(bad).monitor!.environment as Record<string, string>).MONITOR_INTERVAL = 'soon';
-    expect(envProblems(bad)).toEqual([expect.stringMatching(/^monitor: MONITOR_INTERVAL: /)]);
+    (services(bad)['monitor-agent']!.environment as Record<string, string>).MONITOR_INTERVAL = 'soon';
+    expect(envProblems(bad)).toEqual([expect.stringMatching(/^monitor-agent: MONITOR_INTERVAL: /)]);
     const missing = clone(doc);
-    delete (services(missing).healing!.environment as Record<string, string>).APPROVAL_TIMEOUT;
-    expect(envProblems(missing)).toEqual(['healing: APPROVAL_TIMEOUT is not set explicitly']);
+    delete (services(missing)['healing-agent']!.environment as Record<string, string>).APPROVAL_TIMEOUT;
+    expect(envProblems(missing)).toEqual(['healing-agent: APPROVAL_TIMEOUT is not set explicitly']);
     const unknown = clone(doc);
-    (services(unknown).actions!.environment as Record<string, string>).MONITOR_INTERVALL = '60';
-    expect(envProblems(unknown)).toEqual(['actions: unknown variable MONITOR_INTERVALL']);
+    (services(unknown)['actions-agent']!.environment as Record<string, string>).MONITOR_INTERVALL = '60';
+    expect(envProblems(unknown)).toEqual(['actions-agent: unknown variable MONITOR_INTERVALL']);
     const drift = clone(readRawCompose());
-    (services(drift).monitor!.environment as Record<string, string>).MONITOR_INTERVAL = '${MONITOR_INTERVAL:-30}';
-    expect(defaultDriftProblems(drift)).toEqual([expect.stringMatching(/^monitor: default of MONITOR_INTERVAL is 30/)]);
+    (services(drift)['monitor-agent']!.environment as Record<string, string>).MONITOR_INTERVAL =
+      '${MONITOR_INTERVAL:-30}';
+    expect(defaultDriftProblems(drift)).toEqual([
+      expect.stringMatching(/^monitor-agent: default of MONITOR_INTERVAL is 30/),
+    ]);
   });
 });
 
@@ -599,27 +616,31 @@ describe('docker-compose.yml: exposure and Docker access', () => {
     const doc = loadCompose();
     const cases: [string, (d: Doc) => void, RegExp][] = [
       ['postgres port', (d) => (services(d).postgres!.ports = ['127.0.0.1:5432:5432']), /^postgres: internal service/],
-      ['ui on all interfaces', (d) => (services(d)['temporal-ui']!.ports = ['8233:8080']), /every interface/],
+      ['ui on all interfaces', (d) => (services(d)['temporal-ui']!.ports = ['8080:8080']), /every interface/],
       ['long syntax', (d) => (services(d).metrics!.ports = [{ target: 8001, published: 8001 }]), /every interface/],
       [
         'socket in a worker',
-        (d) => (services(d).monitor!.volumes = ['/var/run/docker.sock:/var/run/docker.sock']),
-        /^monitor: mounts the Docker socket/,
+        (d) => (services(d)['monitor-agent']!.volumes = ['/var/run/docker.sock:/var/run/docker.sock']),
+        /^monitor-agent: mounts the Docker socket/,
       ],
       [
         'DOCKER_HOST in a worker',
-        (d) => ((services(d).healing!.environment as Env).DOCKER_HOST = 'tcp://docker-socket-proxy:2375'),
-        /^healing: has DOCKER_HOST/,
+        (d) => ((services(d)['healing-agent']!.environment as Env).DOCKER_HOST = 'tcp://docker-socket-proxy:2375'),
+        /^healing-agent: has DOCKER_HOST/,
       ],
       [
         'actions straight to the engine',
-        (d) => ((services(d).actions!.environment as Env).DOCKER_HOST = 'unix:///var/run/docker.sock'),
-        /^actions: DOCKER_HOST is unix/,
+        (d) => ((services(d)['actions-agent']!.environment as Env).DOCKER_HOST = 'unix:///var/run/docker.sock'),
+        /^actions-agent: DOCKER_HOST is unix/,
       ],
       ['exec allowed', (d) => ((services(d)[PROXY_SERVICE]!.environment as Env).EXEC = '1'), /EXEC=1/],
       ['ping by default', (d) => delete (services(d)[PROXY_SERVICE]!.environment as Env).PING, /PING must be 0/],
       ['proxy on default network', (d) => delete services(d)[PROXY_SERVICE]!.networks, /is not on network|is on/],
-      ['host network', (d) => (services(d).healing!.network_mode = 'host'), /^healing: network_mode "host"/],
+      [
+        'host network',
+        (d) => (services(d)['healing-agent']!.network_mode = 'host'),
+        /^healing-agent: network_mode "host"/,
+      ],
     ];
     for (const [what, mutate, want] of cases) {
       const copy = clone(doc);
@@ -637,7 +658,9 @@ describe('docker-compose.yml: structure', () => {
   it('finds a dangling dependency, a missing healthcheck and a restarting one-shot', () => {
     const doc = loadCompose();
     const dangling = clone(doc);
-    (services(dangling).monitor!.depends_on as Record<string, unknown>).temporl = { condition: 'service_healthy' };
+    (services(dangling)['monitor-agent']!.depends_on as Record<string, unknown>).temporl = {
+      condition: 'service_healthy',
+    };
     expect(structureProblems(dangling).join('\n')).toMatch(/unknown service temporl/);
     const noHealth = clone(doc);
     delete services(noHealth).temporal!.healthcheck;
@@ -651,14 +674,14 @@ describe('docker-compose.yml: structure', () => {
   });
 });
 
-describe('docs/deployment.md: the demo HEALTH_TARGETS line', () => {
-  it('parses, and names every demo container with its health URL', () => {
+describe('docs/deployment.md: the pipeline HEALTH_TARGETS line', () => {
+  it('parses, and names every pipeline worker container with its health URL', () => {
     const docs = readFileSync(path.join(ROOT, 'docs', 'deployment.md'), 'utf8');
     const line = /^HEALTH_TARGETS=(.+)$/m.exec(docs);
     expect(line, 'a HEALTH_TARGETS= line in docs/deployment.md').not.toBeNull();
     const parsed = parseConfig({ HEALTH_TARGETS: line![1] });
     if (!parsed.ok) throw new Error(JSON.stringify(parsed.problems));
-    const demo = Object.values(services(loadCompose())).filter((s) => profilesOf(s).includes('demo'));
+    const demo = Object.values(services(loadCompose())).filter((s) => s.container_name !== undefined);
     const port = /--port\s+(\d+)/.exec(String((demo[0]?.entrypoint as string[] | undefined)?.join(' ')))?.[1];
     expect(parsed.config.HEALTH_TARGETS).toEqual(
       demo.map((s) => ({

@@ -1,6 +1,5 @@
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   CONFIG_EXIT_CODE,
@@ -10,8 +9,7 @@ import {
   selfhealDatabaseUrl,
 } from '../../core/config';
 import { ENV_EXAMPLE_PATH, README_PATH, renderEnvExample, renderReadme } from '../../starter/config-docs';
-
-const ROOT = path.resolve(__dirname, '../..');
+import { CLI } from '../helpers/cli';
 
 describe('parseConfig: good environments', () => {
   const cases: { name: string; env: Record<string, string>; expect: Record<string, unknown> }[] = [
@@ -202,7 +200,7 @@ describe('parseConfig: bad environments list every bad variable', () => {
 
 describe('the CLI with a bad environment', () => {
   it('exits 2 before doing anything and names every bad variable', () => {
-    const run = spawnSync(process.execPath, [path.join(ROOT, 'bin/selfheal.cjs'), 'migrate'], {
+    const run = spawnSync(process.execPath, [...CLI, 'migrate'], {
       env: { PATH: process.env.PATH, MONITOR_INTERVAL: 'abc', DATABASE_URL: 'nope', METRICS_PORT: '0' },
       encoding: 'utf8',
       timeout: 60_000,
