@@ -289,10 +289,11 @@ describe('selfheal watching an existing pipeline (only the contract documents ta
     expect(feedError).toBeUndefined();
     // The container answering 204 never failed its check; only the expected anomalies fired.
     expect([...new Set((await alerts(started)).map((a) => `${a.type}:${a.target}`))].sort()).toEqual(expected);
-    expect(fired.get('error_rate_spike:index')!.evidence).toMatchObject({
-      threshold: Number(FAST_CONFIG.ERROR_RATE_THRESHOLD),
-    });
-    expect(fired.get('error_rate_spike:index')!.evidence.errorRate).toBeGreaterThan(0.5);
+    // It fires as soon as the window's rate passes the threshold (the window still holds earlier completions).
+    const spike = fired.get('error_rate_spike:index')!.evidence;
+    expect(spike).toMatchObject({ threshold: Number(FAST_CONFIG.ERROR_RATE_THRESHOLD), suspects: [] });
+    expect(spike.errorRate).toBeGreaterThan(Number(FAST_CONFIG.ERROR_RATE_THRESHOLD));
+    expect(spike.failed as number).toBeGreaterThanOrEqual(3);
     expect(fired.get('processing_time_anomaly:ocr')!.evidence).toMatchObject({ baselineMs: 20 });
     expect(fired.get('stuck_documents:ocr')!.evidence).toMatchObject({
       documentIds: [Number(stuck.rows[0]!.id)],
