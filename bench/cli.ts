@@ -5,6 +5,11 @@
  * own (started as `selfheal up` starts one), with the search attributes and the monitor Schedule, and the local Redis;
  * no worker runs, so it reports no pollers. `temporal schedule describe` against the same server is listed too: the
  * Go CLI doing one round trip, for scale.
+ *
+ * Where the environment sets NODE_EXTRA_CA_CERTS (this machine does, for the TLS proxy in front of the registries),
+ * node parses that certificate bundle at every start, before any of our code runs: about 70 ms here. The node commands
+ * are then measured twice, as the environment is and without that variable (what a machine without such a proxy
+ * runs), and the targets are judged on the second; the Go CLI reads certificates only when it opens a TLS connection.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -31,10 +36,19 @@ export const CLI_TARGET_RATIO = 1.5;
 interface Command {
   name: string;
   argv: [string, ...string[]];
+  /** Variables removed from the environment for this command. */
+  without?: string[];
 }
 
+/** The variable that makes every node start parse a certificate bundle. */
+const EXTRA_CA = 'NODE_EXTRA_CA_CERTS';
+/** Suffix of the rows measured without EXTRA_CA. */
+export const WITHOUT_EXTRA_CA = ` (without ${EXTRA_CA})`;
+
 /** Wall-clock milliseconds of one run; throws when the command fails (a fast failure is no measurement). */
-function timeOnce(c: Command, env: NodeJS.ProcessEnv): number {
+function timeOnce(c: Command, base: NodeJS.ProcessEnv): number {
+  const env = { ...base };
+  for (const name of c.without ?? []) delete env[name];
   const t0 = performance.now();
   const r = spawnSync(c.argv[0], c.argv.slice(1), { env, stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
   const elapsed = performance.now() - t0;
@@ -80,6 +94,11 @@ export async function benchCli(runs = 30, warmup = 3): Promise<Row[]> {
       },
       { name: 'node -e 0', argv: [process.execPath, '-e', '0'] },
     ];
+    if (process.env[EXTRA_CA]) {
+      for (const c of commands.filter((c) => c.argv[0] === process.execPath)) {
+        commands.push({ ...c, name: c.name + WITHOUT_EXTRA_CA, without: [EXTRA_CA] });
+      }
+    }
     const samples = new Map<string, number[]>(commands.map((c) => [c.name, []]));
     progress(`cli: ${warmup} warm-up and ${runs} measured runs of each, interleaved`);
     for (let round = 0; round < warmup + runs; round++) {
@@ -113,23 +132,30 @@ export function cliTargets(rows: Row[]): TargetResult[] {
   const base = get('temporal --help');
   if (!base) return [];
   const out: TargetResult[] = [];
-  for (const name of ['selfheal --help', 'selfheal status']) {
+  // Judged without the machine's NODE_EXTRA_CA_CERTS where it was measured both ways (see the top of this file).
+  const clean = (name: string) => (get(name + WITHOUT_EXTRA_CA) ? name + WITHOUT_EXTRA_CA : name);
+  for (const plain of ['selfheal --help', 'selfheal status']) {
+    const name = clean(plain);
     const r = get(name);
     if (!r) continue;
+    const node = get(clean('node -e 0'));
     const ratio = Number(r.over_temporal_help);
     out.push({
       target: `${name} starts within ${CLI_TARGET_RATIO}x temporal --help (medians)`,
       measured: `${r.median_ms} ms median, p95 ${r.p95_ms} ms = ${ratio}x temporal --help (${base.median_ms} ms, p95 ${base.p95_ms} ms)`,
       met: ratio <= CLI_TARGET_RATIO,
-      ...(name === 'selfheal --help' && ratio > CLI_TARGET_RATIO && get('node -e 0')
+      ...(plain === 'selfheal --help' && ratio > CLI_TARGET_RATIO && node
         ? {
             note:
-              `node's own start (\`node -e 0\`) took ${get('node -e 0')!.median_ms} ms = ${get('node -e 0')!.over_temporal_help}x ` +
+              `node's own start (\`node -e 0\`) took ${node.median_ms} ms = ${node.over_temporal_help}x ` +
               `temporal --help in the same run; --help adds the CLI's own loading (bin, commander, the command tree) ` +
-              `(${round1(Number(r.median_ms) - Number(get('node -e 0')!.median_ms))} ms)`,
+              `(${round1(Number(r.median_ms) - Number(node.median_ms))} ms)`,
           }
         : {}),
-      ...(name === 'selfheal status' && ratio > CLI_TARGET_RATIO
+      ...(name !== plain && get(plain)
+        ? { note: `with the machine's ${EXTRA_CA}: ${get(plain)!.median_ms} ms = ${get(plain)!.over_temporal_help}x` }
+        : {}),
+      ...(plain === 'selfheal status' && ratio > CLI_TARGET_RATIO
         ? {
             note:
               'status must load what it talks with: the configuration schema (zod), the Temporal client (gRPC and ' +
