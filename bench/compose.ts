@@ -10,35 +10,15 @@
  *   no-op        `up` again while everything runs
  *   fault        `docker kill pipeline-extract-1` → the healing `heal-unhealthy_container-pipeline-extract-1` healed
  */
-import { execFileSync, spawnSync } from 'node:child_process';
-import path from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { Client, Connection } from '@temporalio/client';
+import { compose } from '../tests/helpers/compose';
 import { healingWorkflowId, statusQuery } from '../workflows/definitions';
 import { type Row, progress, round1 } from './common';
 
-const ROOT = path.resolve(__dirname, '..');
-const DEV = path.join(ROOT, 'scripts/dev.sh');
-
-/** The stack's settings for the fault measurement (the deploy test's). */
-const STACK_ENV: Record<string, string> = {
-  AUTO_FIX_ENABLED: 'true',
-  MONITOR_INTERVAL: '5',
-  VERIFY_DELAY: '5',
-  RESTART_COOLDOWN: '0',
-  MAX_ACTIONS_PER_HOUR: '50',
-  LOG_LEVEL: 'warn',
-  TEMPORAL_NUM_HISTORY_SHARDS: '4',
-};
-
-function compose(args: string[]): number {
+function timed(args: string[]): number {
   const t0 = performance.now();
-  const r = spawnSync('bash', [DEV, 'compose', ...args], {
-    cwd: ROOT,
-    env: { ...process.env, ...STACK_ENV },
-    stdio: ['ignore', 'ignore', 'inherit'],
-    timeout: 3_600_000,
-  });
-  if (r.status !== 0) throw new Error(`scripts/dev.sh compose ${args.join(' ')} exited ${r.status ?? r.signal}`);
+  compose(args, {}, 3_600_000);
   return round1((performance.now() - t0) / 1000);
 }
 
@@ -80,26 +60,26 @@ async function faultToHealed(): Promise<number> {
 export async function benchCompose(opts: { cold: boolean }): Promise<Row[]> {
   const rows: Row[] = [];
   progress('compose: down --volumes (a clean slate)');
-  compose(['down', '--volumes']);
+  timed(['down', '--volumes']);
   if (opts.cold) {
     progress('compose: removing the locally built images');
     removeLocalImages();
-    const s = compose(['up']);
+    const s = timed(['up']);
     rows.push({ start: 'cold (images built locally, then first start)', seconds: s });
     progress(`compose: cold ${s} s`);
     compose(['down', '--volumes']);
   }
-  const first = compose(['up']);
+  const first = timed(['up']);
   rows.push({ start: 'first start (images here, fresh volumes)', seconds: first });
   progress(`compose: first start ${first} s`);
   const fault = await faultToHealed();
   rows.push({ start: 'fault: docker kill of a pipeline worker → healed', seconds: fault });
   progress(`compose: fault → healed ${fault} s`);
   compose(['down']);
-  const warm = compose(['up']);
+  const warm = timed(['up']);
   rows.push({ start: 'warm (after down, volumes kept)', seconds: warm });
   progress(`compose: warm ${warm} s`);
-  const noop = compose(['up']);
+  const noop = timed(['up']);
   rows.push({ start: 'no-op (up while running)', seconds: noop });
   progress(`compose: no-op ${noop} s`);
   compose(['down', '--volumes']);

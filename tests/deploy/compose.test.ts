@@ -12,40 +12,17 @@ import { Client, Connection } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { HealingStatus } from '../../workflows/healing';
 import { decideUpdate, healingWorkflowId, MONITOR_SCHEDULE_ID, statusQuery } from '../../workflows/definitions';
+import { compose, ROOT } from '../helpers/compose';
 import { waitFor } from '../helpers/env';
 
-const ROOT = path.resolve(__dirname, '../..');
-const DEV = path.join(ROOT, 'scripts/dev.sh');
 const TEMPORAL = path.join(ROOT, '.tools/python/bin/temporal');
 const PROJECT = 'selfheal';
 const ADDRESS = '127.0.0.1:7233';
 
-/** Short cycles and waits for the test; everything else is the compose file's default. */
-const STACK_ENV: Record<string, string> = {
-  AUTO_FIX_ENABLED: 'true',
-  MONITOR_INTERVAL: '5',
-  VERIFY_DELAY: '5',
-  RESTART_COOLDOWN: '0',
-  MAX_ACTIONS_PER_HOUR: '50',
-  LOG_LEVEL: 'warn',
-  TEMPORAL_NUM_HISTORY_SHARDS: '4',
-};
-
-function run(cmd: string, args: string[], env: Record<string, string> = {}, timeoutMs = 1_200_000): string {
-  const r = spawnSync(cmd, args, {
-    cwd: ROOT,
-    env: { ...process.env, ...STACK_ENV, ...env },
-    encoding: 'utf8',
-    timeout: timeoutMs,
-    maxBuffer: 64 * 1024 * 1024,
-  });
-  if (r.status !== 0) {
-    throw new Error(`${cmd} ${args.join(' ')} exited ${r.status ?? r.signal}\n${r.stdout}\n${r.stderr}`.slice(-8000));
-  }
-  return r.stdout;
+function run(cmd: string, args: string[]): string {
+  return execFileSync(cmd, args, { cwd: ROOT, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
 }
 
-const compose = (args: string[], env: Record<string, string> = {}) => run('bash', [DEV, 'compose', ...args], env);
 const docker = (...args: string[]) => execFileSync('docker', args, { encoding: 'utf8' }).trim();
 
 interface PsEntry {
@@ -114,7 +91,11 @@ describe('docker compose deployment', () => {
   afterAll(async () => {
     await connection?.close();
     // Leaves nothing behind even when a test failed (the last test checks this on the success path).
-    spawnSync('bash', [DEV, 'compose', 'down', '--volumes'], { cwd: ROOT, stdio: 'ignore', timeout: 300_000 });
+    spawnSync('bash', [path.join(ROOT, 'scripts/dev.sh'), 'compose', 'down', '--volumes'], {
+      cwd: ROOT,
+      stdio: 'ignore',
+      timeout: 300_000,
+    });
   }, 300_000);
 
   it('every long-running service is running (healthy where it has a healthcheck), every one-shot exited 0', () => {
