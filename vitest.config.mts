@@ -23,8 +23,9 @@ export default defineConfig({
       {
         test: {
           // The compose deployment (tests/deploy/): its own Temporal, Postgres and containers on the host's ports
-          // 7233, 8080 and 8001. It runs after the other projects, alone, so that its containers (labelled like the
-          // reference pipeline's) never meet an integration test's.
+          // 7233, 8080 and 8001. A group of its own (groupOrder 1, after the unit tests; vitest runs the integration
+          // files, one at a time, as a group after that), so that its containers (labelled like the reference
+          // pipeline's) never meet an integration test's.
           name: 'deploy',
           include: ['tests/deploy/**/*.test.ts'],
           fileParallelism: false,
