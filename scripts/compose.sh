@@ -288,11 +288,12 @@ images() {
 
 # ---- compose ----------------------------------------------------------------------------------------------------
 
-# The four secrets the compose file requires, made once and kept with the volumes they were initialized with.
+# The four secrets the compose file requires, made once and kept with the volumes they were initialized with: those
+# belong to the engine's project `selfheal`, not to a clone, so the secrets live in the cache, not in .data.
 secrets_file() {
-  local f="$STATE/secrets.env"
+  local f="$CACHE/compose/secrets.env"
   if [ ! -s "$f" ]; then
-    mkdir -p "$STATE"
+    mkdir -p "$(dirname "$f")"
     umask 077
     for v in POSTGRES_PASSWORD TEMPORAL_DB_PASSWORD SELFHEAL_DB_PASSWORD REDIS_PASSWORD; do
       echo "$v=$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')"
