@@ -19,6 +19,7 @@ import { nodeCommand, PROJECT_ROOT, projectScript } from './project';
 import {
   decideLocalOllama,
   defaultLoopbackListen,
+  LOCAL_MODEL,
   localModelFor,
   LocalOllamaSkip,
   modelListed,
@@ -249,7 +250,7 @@ export async function up(opts: UpOptions): Promise<UpHandle> {
       ? ''
       : modelListed(listed.models, model)
         ? ' (listed)'
-        : ` (not listed: ${ollamaStarted ? '`scripts/dev.sh llm` registers it' : `ollama pull ${model}`})`;
+        : ` (not listed: ${model === LOCAL_MODEL ? '`scripts/dev.sh llm` registers it' : `ollama pull ${model}`}; the runbook plans meanwhile)`;
     if (ollamaStarted) {
       say(
         `Model: local Ollama server started on ${config.OLLAMA_HOST} (log ${path.join(logDir, 'ollama.log')}), model ${model}${modelNote}`,
