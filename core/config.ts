@@ -157,13 +157,17 @@ export const configSchema = z.object({
     .regex(/^[A-Za-z0-9:._-]*$/, { error: 'expected letters, digits and : . _ -' })
     .default('')
     .describe('Prefix of every Redis key (queues, locks, streams).'),
-  OLLAMA_HOST: url(['http:', 'https:'], 'http://127.0.0.1:11434').describe('Ollama server used for diagnosis.'),
+  OLLAMA_HOST: url(['http:', 'https:'], 'http://127.0.0.1:11434').describe(
+    'Ollama server used for diagnosis; at this default, `selfheal up` starts the local one when nothing answers.',
+  ),
   OLLAMA_MODEL: z
     .string()
     .trim()
     .min(1, { error: 'expected a model name' })
     .default('llama3.2:3b')
-    .describe('Ollama model name.'),
+    .describe(
+      "Ollama model name (for production: a few billion parameters); unset, `selfheal up`'s own local server uses `smollm2:135m`.",
+    ),
   LLM_TIMEOUT_MS: integer(30_000, 100, 600_000, 'number of milliseconds').describe(
     'Milliseconds an LLM call may take before the runbook is used instead.',
   ),

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # The compose deployment on this machine: `scripts/dev.sh compose up|down|logs|ps [args]` (see docs/deployment.md).
 #
-#   up [args]          Compose v2 (built from its Go module when `docker compose version` fails), every image the
+#   up [--profile P]... [args]
+#                      Compose v2 (built from its Go module when `docker compose version` fails), every image the
 #                      stack needs (pulled where it can be, else built locally), then
-#                      `docker compose --profile pipeline up -d --wait [args]` and the addresses
+#                      `docker compose --profile pipeline [--profile P]... up -d --wait [args]` and the addresses.
+#                      `--profile llm` (or llm in COMPOSE_PROFILES) adds Ollama: OLLAMA_IMAGE is resolved like the
+#                      others (the stand-in holds the small model smollm2:135m, which then becomes OLLAMA_MODEL unless
+#                      it is set), and the one-shot ollama-pull is started after the wait, not waited for
 #   down [--volumes]   stops and removes the containers of every profile; volumes stay unless --volumes
 #   logs [args], ps [args]
 #                      `docker compose logs|ps` with the same files, profiles and variables
@@ -26,6 +30,7 @@ NPM_VERSION=10.8.2                       # the npm that Node.js 20.20.2 ships
 DEBIAN_SUITE=bookworm
 OFFLINE_PREFIX=selfheal-offline          # repository prefix of the locally built stand-ins
 PROFILES=(pipeline llm prometheus cli)   # every profile of docker-compose.yml, for down/logs/ps
+OLLAMA_PUBLIC_IMAGE=ollama/ollama:0.13.5 # its stand-in's binary and model: scripts/llm.sh (versions pinned there)
 
 CACHE="${SELFHEAL_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/selfheal}"
 STATE="$ROOT/.data/compose"
@@ -241,6 +246,31 @@ offline_temporal_ui() {
   OFFLINE_REF=$tag
 }
 
+offline_ollama() {
+  # The binary and the model file of `scripts/dev.sh llm` (built or downloaded into the cache when missing).
+  local paths bin gguf model version
+  paths=$(bash "$ROOT/scripts/llm.sh" paths) || die "installing Ollama and the model failed (scripts/dev.sh llm)"
+  bin=$(sed -n 's/^OLLAMA_BIN=//p' <<<"$paths")
+  gguf=$(sed -n 's/^MODEL_GGUF=//p' <<<"$paths")
+  model=$(sed -n 's/^MODEL_NAME=//p' <<<"$paths")
+  version=$(sed -n 's/^OLLAMA_VERSION=//p' <<<"$paths")
+  local tag="$OFFLINE_PREFIX/ollama:$version-${model//:/-}"
+  local stamp
+  stamp=$(stamp_of deploy/offline/ollama "$version $model $(cat "$gguf.sha256") $(base_id)")
+  if [ "$(image_stamp "$tag")" != "$stamp" ]; then
+    local tmp
+    tmp=$(mktemp -d)
+    mkdir -p "$tmp/model"
+    cp "$bin" "$tmp/ollama"
+    cp "$gguf" "$tmp/model/"
+    printf 'FROM ./%s\n' "$(basename "$gguf")" >"$tmp/model/Modelfile"
+    build_image "$tag" ollama "$stamp" "$tmp/ollama" "$tmp/model"
+    rm -rf "$tmp"
+  fi
+  OFFLINE_REF=$tag
+  OFFLINE_MODEL=$model
+}
+
 base_id() { docker image inspect -f '{{ .Id }}' "$OFFLINE_PREFIX/debian:$DEBIAN_SUITE" | cut -c8-19; }
 
 # resolve VAR PUBLIC BUILDER: exports VAR as the image the stack will use, and says where it came from.
@@ -283,6 +313,17 @@ images() {
   resolve_image TEMPORAL_IMAGE temporalio/server:1.32.0 offline_temporal_server
   resolve_image TEMPORAL_UI_IMAGE temporalio/ui:2.54.1 offline_temporal_ui
   resolve_image DOCKER_SOCKET_PROXY_IMAGE tecnativa/docker-socket-proxy:0.4.1 offline_socket_proxy
+  if [ "$LLM" = 1 ]; then
+    OFFLINE_MODEL=
+    resolve_image OLLAMA_IMAGE "$OLLAMA_PUBLIC_IMAGE" offline_ollama
+    # The stand-in holds one small model: the agents use it unless OLLAMA_MODEL is set (here or in .env), since
+    # OLLAMA_MODEL's default (llama3.2:3b) cannot be pulled where the image itself could not be.
+    if [[ $OLLAMA_IMAGE == "$OFFLINE_PREFIX/"* ]] && [ -z "${OLLAMA_MODEL:-}" ] &&
+      ! grep -qE '^[[:space:]]*OLLAMA_MODEL=' "$ROOT/.env" 2>/dev/null; then
+      export OLLAMA_MODEL=${OFFLINE_MODEL:-$(docker image inspect -f '{{ index .Config.Labels "selfheal.model" }}' "$OLLAMA_IMAGE")}
+      log "$(printf '%-30s %-52s %s' OLLAMA_MODEL "$OLLAMA_MODEL" "the model inside $OLLAMA_IMAGE")"
+    fi
+  fi
   selfheal_image
 }
 
@@ -339,29 +380,67 @@ ports_free() {
   die "127.0.0.1 port(s) ${busy[*]} are taken by another process (a selfheal up on 7233?): stop it first"
 }
 
+# The profiles asked for beyond pipeline: `--profile P` / `--profile=P` arguments (taken out of ARGS: they are
+# options of `docker compose`, not of `up`) and COMPOSE_PROFILES (which docker compose reads itself). Sets LLM.
+LLM=0
+EXTRA_PROFILES=()
+ARGS=()
+parse_profiles() {
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --profile) [ $# -ge 2 ] || die "--profile needs a name"; EXTRA_PROFILES+=("$2"); shift 2 ;;
+      --profile=*) EXTRA_PROFILES+=("${1#--profile=}"); shift ;;
+      *) ARGS+=("$1"); shift ;;
+    esac
+  done
+  local p
+  for p in ${EXTRA_PROFILES[@]+"${EXTRA_PROFILES[@]}"}; do [ "$p" = llm ] && LLM=1; done
+  [[ ",${COMPOSE_PROFILES:-}," == *,llm,* ]] && LLM=1
+  return 0
+}
+
 cmd_up() {
   local t0
   t0=$(now)
+  parse_profiles "$@"
+  set -- ${ARGS[@]+"${ARGS[@]}"}
+  local profiles=(--profile pipeline) p
+  for p in ${EXTRA_PROFILES[@]+"${EXTRA_PROFILES[@]}"}; do profiles+=(--profile "$p"); done
   bash "$ROOT/scripts/dev.sh" docker
   ensure_compose
   images
   mkdir -p "$STATE"
-  env | grep -E '^(SELFHEAL_NODE_IMAGE|SELFHEAL_IMAGE|POSTGRES_IMAGE|REDIS_IMAGE|TEMPORAL_ADMIN_TOOLS_IMAGE|TEMPORAL_IMAGE|TEMPORAL_UI_IMAGE|DOCKER_SOCKET_PROXY_IMAGE)=' \
+  env | grep -E '^(SELFHEAL_NODE_IMAGE|SELFHEAL_IMAGE|POSTGRES_IMAGE|REDIS_IMAGE|TEMPORAL_ADMIN_TOOLS_IMAGE|TEMPORAL_IMAGE|TEMPORAL_UI_IMAGE|DOCKER_SOCKET_PROXY_IMAGE|OLLAMA_IMAGE|OLLAMA_MODEL)=' \
     >"$(images_file)" || true
   ports_free
-  log "docker compose --profile pipeline up -d --wait $*"
+  # --wait fails on a one-shot that exits unless a service waits for it: ollama-pull (which nothing waits for, so
+  # that a long pull never holds the stack) is left out of the wait and started right after it.
+  local services=()
+  if [ "$LLM" = 1 ]; then
+    mapfile -t services < <(dc "${profiles[@]}" config --services | grep -vx ollama-pull)
+  fi
+  log "docker compose ${profiles[*]} up -d --wait $*"
   local t1
   t1=$(now)
-  dc --profile pipeline up -d --wait --no-build --remove-orphans "$@" ||
+  dc "${profiles[@]}" up -d --wait --no-build --remove-orphans "$@" ${services[@]+"${services[@]}"} ||
     die "docker compose up failed: scripts/dev.sh compose ps, scripts/dev.sh compose logs SERVICE"
+  if [ "$LLM" = 1 ]; then
+    dc "${profiles[@]}" up -d --no-build --no-deps ollama-pull ||
+      die "starting ollama-pull failed: scripts/dev.sh compose logs ollama-pull"
+  fi
   log "stack up in $(($(now) - t1)) s (images and all: $(($(now) - t0)) s)"
+  local model_line=''
+  if [ "$LLM" = 1 ]; then
+    model_line="  model           ${OLLAMA_MODEL:-llama3.2:3b} on ollama:11434 (scripts/dev.sh compose logs ollama-pull; exec ollama ollama list)"
+  fi
   cat <<EOF
 
   Temporal        127.0.0.1:7233       (temporal --address 127.0.0.1:7233 workflow list)
   Web UI          http://127.0.0.1:8080
   metrics         http://127.0.0.1:8001/metrics  (/health, /metrics/prometheus)
   logs            scripts/dev.sh compose logs -f healing-agent
-  stop            scripts/dev.sh compose down  (add --volumes to drop the data)
+${model_line:+$model_line
+}  stop            scripts/dev.sh compose down  (add --volumes to drop the data)
 
 EOF
 }
@@ -384,6 +463,6 @@ case "${1:-}" in
   up) shift; cmd_up "$@" ;;
   down) shift; cmd_down "$@" ;;
   logs | ps) cmd_passthrough "$@" ;;
-  images) ensure_compose; images ;;
+  images) shift; parse_profiles "$@"; ensure_compose; images ;;
   *) echo "usage: scripts/dev.sh compose up|down|logs|ps [args]" >&2; exit 64 ;;
 esac

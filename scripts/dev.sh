@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The one entry point for a fresh machine, used by the README's Quickstart and by .ci/run.
 #
-#   scripts/dev.sh up        install what is missing, start Postgres/Redis/Docker, then `selfheal up`
+#   scripts/dev.sh up [--no-llm] [selfheal up options]
+#                            install what is missing (and the local model unless --no-llm), start Postgres/Redis/Docker,
+#                            then `selfheal up` (which starts the local model server when OLLAMA_HOST is the default)
 #   scripts/dev.sh test      install what is missing, start Postgres/Redis/Docker, then every test
 #   scripts/dev.sh setup     only install and build (idempotent)
 #   scripts/dev.sh services  only start Postgres, Redis and dockerd on 127.0.0.1 (idempotent)
 #   scripts/dev.sh docker    only start dockerd (idempotent)
+#   scripts/dev.sh llm       only install Ollama and the small model smollm2:135m into the cache (scripts/llm.sh)
 #   scripts/dev.sh compose up|down|logs|ps   the docker compose deployment, images built locally when they
 #                            cannot be pulled (scripts/compose.sh, docs/deployment.md)
 #
@@ -116,7 +119,18 @@ case "${1:-}" in
   services) services ;;
   docker) start_docker ;;
   compose) shift; exec bash "$ROOT/scripts/compose.sh" "$@" ;;
-  up) setup; services; shift; exec npx --no-install selfheal up "$@" ;;
+  llm) shift; exec bash "$ROOT/scripts/llm.sh" "$@" ;;
+  up)
+    shift
+    # --no-llm is ours, not selfheal up's: strip it from what is passed on.
+    llm=1 args=()
+    for a in "$@"; do if [ "$a" = --no-llm ]; then llm=0; else args+=("$a"); fi; done
+    setup
+    if [ "$llm" = 1 ]; then
+      bash "$ROOT/scripts/llm.sh" || { log "installing the local model failed (above); scripts/dev.sh up --no-llm skips it"; exit 1; }
+    fi
+    services
+    exec npx --no-install selfheal up ${args[@]+"${args[@]}"} ;;
   test) setup; services; shift; exec npm test -- "$@" ;;
-  *) echo "usage: scripts/dev.sh up|test|setup|services|docker|compose" >&2; exit 64 ;;
+  *) echo "usage: scripts/dev.sh up|test|setup|services|docker|llm|compose" >&2; exit 64 ;;
 esac

@@ -4,6 +4,8 @@ import Docker from 'dockerode';
 import { Redis } from 'ioredis';
 import { selfhealDatabaseUrl, type Config } from '../core/config';
 import { createPools } from '../db/pool';
+import { defaultLoopbackListen, LOCAL_MODEL } from '../core/local-model';
+import { findOllamaBin, ollamaState } from './ollama-local';
 import { findTemporalCli, INSTALL_HINT, temporalAnswers } from './temporal-local';
 
 export const CheckStatus = { ok: 'ok', degraded: 'degraded', missing: 'missing' } as const;
@@ -192,34 +194,47 @@ async function checkDocker(): Promise<DoctorRow> {
   }
 }
 
+/**
+ * The model server and the configured model (`/api/tags` lists it). Never required: without either, analysis falls
+ * back to the rule-based runbook.
+ */
 async function checkOllama(config: Config): Promise<DoctorRow> {
-  try {
-    const res = await withTimeout(
-      fetch(new URL('/api/tags', config.OLLAMA_HOST), { signal: AbortSignal.timeout(TIMEOUT_MS) }),
-    );
-    if (!res.ok) throw new Error(`HTTP ${res.status}`);
-    const body = (await res.json()) as { models?: { name?: string; model?: string }[] };
-    const names = (body.models ?? []).map((m) => m.name ?? m.model ?? '');
-    const wanted = config.OLLAMA_MODEL;
-    const present = names.some((n) => n === wanted || n === `${wanted}:latest` || n.split(':')[0] === wanted);
-    return present
-      ? { dependency: 'Ollama', status: 'ok', detail: `${wanted} available`, hint: '', required: false }
-      : {
-          dependency: 'Ollama',
-          status: 'degraded',
-          detail: `answers, but model ${wanted} is not pulled`,
-          hint: `ollama pull ${wanted}; meanwhile diagnosis uses the rule-based runbook`,
-          required: false,
-        };
-  } catch (err) {
+  const wanted = config.OLLAMA_MODEL;
+  const state = await ollamaState(config.OLLAMA_HOST, wanted, TIMEOUT_MS);
+  if (!state.answers) {
+    const local = defaultLoopbackListen(config.OLLAMA_HOST) !== undefined;
+    const installed = findOllamaBin() !== undefined;
     return {
       dependency: 'Ollama',
       status: 'degraded',
-      detail: `no answer at ${config.OLLAMA_HOST}: ${message(err)}`,
-      hint: 'diagnosis falls back to the rule-based runbook; start Ollama or set OLLAMA_HOST',
+      detail: `no model server answers at ${config.OLLAMA_HOST}: ${state.error ?? 'no answer'}`,
+      hint: `diagnosis falls back to the rule-based runbook; ${
+        local
+          ? installed
+            ? '`selfheal up` starts the local one'
+            : '`scripts/dev.sh llm` installs a local one, which `selfheal up` then starts'
+          : 'start Ollama or set OLLAMA_HOST'
+      }`,
       required: false,
     };
   }
+  return state.modelPresent
+    ? {
+        dependency: 'Ollama',
+        status: 'ok',
+        detail: `answers at ${config.OLLAMA_HOST}, model ${wanted} present`,
+        hint: '',
+        required: false,
+      }
+    : {
+        dependency: 'Ollama',
+        status: 'degraded',
+        detail: `answers at ${config.OLLAMA_HOST}, but model ${wanted} is not listed`,
+        hint: `${
+          wanted === LOCAL_MODEL ? '`scripts/dev.sh llm` registers it' : `ollama pull ${wanted}`
+        }; meanwhile diagnosis uses the rule-based runbook`,
+        required: false,
+      };
 }
 
 async function checkTemporalCli(config: Config): Promise<DoctorRow> {

@@ -2,6 +2,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
+import { ollamaState } from '../starter/ollama-local';
 import { temporalAnswers } from '../starter/temporal-local';
 import type { createMetricsState } from './metrics-state';
 
@@ -12,13 +13,36 @@ export interface HttpServerDeps {
   pipelinePool?: pg.Pool;
   redis: Redis;
   temporalAddress: string;
+  /** The model server (OLLAMA_HOST) and model (OLLAMA_MODEL): reported, never failing (the runbook stands in). */
+  ollama?: { host: string; model: string };
   metrics: ReturnType<typeof createMetricsState>;
 }
 
 export interface DependencyHealth {
-  name: 'postgres' | 'redis' | 'temporal';
+  name: 'postgres' | 'redis' | 'temporal' | 'ollama';
   ok: boolean;
   error?: string;
+  /** Only degrades when not ok (ollama: analysis falls back to the runbook); 200 still. */
+  optional?: boolean;
+  /** ollama: whether the server answers and whether `/api/tags` lists OLLAMA_MODEL. */
+  answers?: boolean;
+  model?: string;
+  modelPresent?: boolean;
+}
+
+/** The model server as /health reports it: ok when it answers and lists the model. */
+async function probeOllama(host: string, model: string): Promise<DependencyHealth> {
+  const state = await ollamaState(host, model, 2_000);
+  const base = {
+    name: 'ollama' as const,
+    optional: true,
+    answers: state.answers,
+    model,
+    modelPresent: state.modelPresent,
+  };
+  if (!state.answers) return { ...base, ok: false, error: `no answer at ${host}: ${state.error ?? 'no answer'}` };
+  if (!state.modelPresent) return { ...base, ok: false, error: `model ${model} is not listed at ${host}` };
+  return { ...base, ok: true };
 }
 
 async function probe(name: DependencyHealth['name'], check: () => Promise<unknown>): Promise<DependencyHealth> {
@@ -33,7 +57,10 @@ async function probe(name: DependencyHealth['name'], check: () => Promise<unknow
   }
 }
 
-/** Health of selfheal's own dependencies: 200 when all answer, 503 naming each one that does not. */
+/**
+ * Health of selfheal's own dependencies: 200 when all the required ones answer, 503 naming each one that does not.
+ * The model server is reported (`degraded`) but never fails it: without it the runbook plans.
+ */
 export async function checkHealth(deps: HttpServerDeps): Promise<{ status: number; body: unknown }> {
   const results = await Promise.all([
     // Both databases, when they are two: the monitor cannot see the pipeline without one, nor audit without the other.
@@ -59,13 +86,16 @@ export async function checkHealth(deps: HttpServerDeps): Promise<{ status: numbe
       if (!(await temporalAnswers(deps.temporalAddress, 2_000)))
         throw new Error(`no answer at ${deps.temporalAddress}`);
     }),
+    ...(deps.ollama ? [probeOllama(deps.ollama.host, deps.ollama.model)] : []),
   ]);
-  const failing = results.filter((r) => !r.ok);
+  const failing = results.filter((r) => !r.ok && !r.optional);
+  const degraded = results.filter((r) => !r.ok && r.optional);
   return {
     status: failing.length === 0 ? 200 : 503,
     body: {
-      status: failing.length === 0 ? 'ok' : 'unhealthy',
+      status: failing.length > 0 ? 'unhealthy' : degraded.length > 0 ? 'degraded' : 'ok',
       failing: failing.map((r) => r.name),
+      degraded: degraded.map((r) => r.name),
       dependencies: results,
     },
   };

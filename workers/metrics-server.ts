@@ -18,6 +18,7 @@ async function main(): Promise<void> {
     pipelinePool: pools.pipeline,
     redis,
     temporalAddress: config.TEMPORAL_ADDRESS,
+    ollama: { host: config.OLLAMA_HOST, model: config.OLLAMA_MODEL },
     metrics,
   });
   const addr = await listen(server, config.METRICS_PORT, config.METRICS_HOST);

@@ -55,6 +55,9 @@ export async function startSelfheal(
     TEMPORAL_NAMESPACE: namespace,
     METRICS_PORT: String(metricsPort),
     SELFHEAL_DATA_DIR: dataDir,
+    // Nothing listens there unless a test says otherwise (a fake Ollama's URL in `extra`): at the default address, up
+    // would start the real local model server (tests/integration/local-model.test.ts covers that).
+    OLLAMA_HOST: `http://127.0.0.1:${await freePort()}`,
     ...extra,
   };
   let out = '';
