@@ -112,26 +112,26 @@ export function createEvidenceActivities({ docker, pool }: { docker?: Docker; po
     return logTail(demuxDockerLog(buf));
   }
 
-  return {
-    async gatherEvidence(input: GatherEvidenceInput): Promise<AnalysisEvidence> {
-      const { anomaly } = input;
-      const evidence: AnalysisEvidence = { documentErrors: [] };
-      if (EVIDENCE_SKIPPED_TYPES.includes(anomaly.type)) return evidence;
-      const unavailable: string[] = [];
-      // The container a restart would act on: the same derivation as the runbook's, never the model's.
-      const restart = deriveParams(anomaly, 'restart_worker', { containers: [...(input.containers ?? [])] });
-      const container = restart.ok ? restart.value.container : undefined;
-      const [errors, log] = await Promise.allSettled([
-        withTimeout(documentErrors(anomaly), 'documents'),
-        container ? withTimeout(containerLog(container), `logs of ${container}`) : Promise.resolve(null),
-      ]);
-      if (errors.status === 'fulfilled') evidence.documentErrors = distinctDocumentErrors(errors.value);
-      else unavailable.push(`document errors: ${firstLine(errors.reason)}`);
-      if (log.status === 'fulfilled') {
-        if (log.value && container) evidence.containerLog = { container, lines: log.value };
-      } else unavailable.push(`container log: ${firstLine(log.reason)}`);
-      if (unavailable.length > 0) evidence.unavailable = unavailable;
-      return boundEvidence(evidence) ?? { documentErrors: [] };
-    },
-  };
+  async function gatherEvidence(input: GatherEvidenceInput): Promise<AnalysisEvidence> {
+    const { anomaly } = input;
+    const evidence: AnalysisEvidence = { documentErrors: [] };
+    if (EVIDENCE_SKIPPED_TYPES.includes(anomaly.type)) return evidence;
+    const unavailable: string[] = [];
+    // The container a restart would act on: the same derivation as the runbook's, never the model's.
+    const restart = deriveParams(anomaly, 'restart_worker', { containers: [...(input.containers ?? [])] });
+    const container = restart.ok ? restart.value.container : undefined;
+    const [errors, log] = await Promise.allSettled([
+      withTimeout(documentErrors(anomaly), 'documents'),
+      container ? withTimeout(containerLog(container), `logs of ${container}`) : Promise.resolve(null),
+    ]);
+    if (errors.status === 'fulfilled') evidence.documentErrors = distinctDocumentErrors(errors.value);
+    else unavailable.push(`document errors: ${firstLine(errors.reason)}`);
+    if (log.status === 'fulfilled') {
+      if (log.value && container) evidence.containerLog = { container, lines: log.value };
+    } else unavailable.push(`container log: ${firstLine(log.reason)}`);
+    if (unavailable.length > 0) evidence.unavailable = unavailable;
+    return boundEvidence(evidence) ?? { documentErrors: [] };
+  }
+
+  return { gatherEvidence };
 }
