@@ -5,6 +5,8 @@
  * healing workflow always gets a plan. The target and parameters always come from the anomaly (core/llm-plan.ts).
  */
 import { Ollama } from 'ollama';
+import type { AnalysisEvidence } from '../core/evidence';
+import { classifyFallback } from '../core/fallback-cause';
 import { buildPrompt, llmReplyJsonSchema, parsePlan } from '../core/llm-plan';
 import type { Plan } from '../core/plan';
 import { sanitizeUntrusted } from '../core/redact';
@@ -30,6 +32,8 @@ export const FallbackReason = {
   timeout: 'timeout',
   /** Ollama answered with an HTTP error. */
   error: 'error',
+  /** Ollama answered that the model is not there (HTTP 404 "model ... not found": not pulled). */
+  model_absent: 'model_absent',
   /** The reply could not be read as a plan. */
   invalid: 'invalid',
   /** The reply chose an action not allowed for the anomaly type (or rung). */
@@ -65,6 +69,11 @@ export interface AnalyzeInput {
     /** Known container names, as the workflow knows them. */
     containers?: readonly string[];
   };
+  /**
+   * What an SRE would look at for the anomaly's target (recent document errors, the container's last log lines),
+   * gathered on the actions worker (`gatherEvidence`). Untrusted: it goes into the prompt's data fence only.
+   */
+  evidence?: AnalysisEvidence;
 }
 
 export interface AnalysisResult {
@@ -84,6 +93,12 @@ export interface AnalysisResult {
     injectionSuspected?: boolean;
     /** What parsing repaired or ignored. */
     notes?: string[];
+    /** Tokens the model generated (Ollama's eval_count), when it answered. */
+    evalCount?: number;
+    /** ms the model spent generating them (Ollama's eval_duration). */
+    evalMs?: number;
+    /** Prompt tokens the model read (Ollama's prompt_eval_count). */
+    promptEvalCount?: number;
   };
 }
 
@@ -162,10 +177,29 @@ function describeError(e: unknown): { kind: FallbackReason; message: string } {
   if (e instanceof LlmTimeout) return { kind: 'timeout', message: e.message };
   const err = e as { name?: unknown; message?: unknown; status_code?: unknown; cause?: { code?: unknown } };
   const message = typeof err?.message === 'string' ? err.message : String(e);
-  if (typeof err?.status_code === 'number') return { kind: 'error', message: `HTTP ${err.status_code}: ${message}` };
+  if (typeof err?.status_code === 'number') {
+    // The ollama client's ResponseError: Ollama answered; a 404 "model ... not found" means it is not pulled.
+    const kind =
+      classifyFallback(`error: HTTP ${err.status_code}: ${message}`) === 'model_absent' ? 'model_absent' : 'error';
+    return { kind, message: `HTTP ${err.status_code}: ${message}` };
+  }
   if (err?.name === 'TimeoutError' || err?.name === 'AbortError') return { kind: 'timeout', message };
   const code = typeof err?.cause?.code === 'string' ? ` (${err.cause.code})` : '';
   return { kind: 'down', message: `${message}${code}` };
+}
+
+/** Ollama's own counters from a chat response (durations in ns there, ms here); absent ones left out. */
+function ollamaTokens(response: unknown): Pick<AnalysisResult['llm'], 'evalCount' | 'evalMs' | 'promptEvalCount'> {
+  const r = (response ?? {}) as Record<string, unknown>;
+  const count = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : undefined);
+  const evalCount = count(r.eval_count);
+  const evalNs = count(r.eval_duration);
+  const promptEvalCount = count(r.prompt_eval_count);
+  return {
+    ...(evalCount !== undefined ? { evalCount } : {}),
+    ...(evalNs !== undefined ? { evalMs: Math.round(evalNs / 1e4) / 100 } : {}),
+    ...(promptEvalCount !== undefined ? { promptEvalCount } : {}),
+  };
 }
 
 export function createAnalysisActivities(opts: AnalysisActivitiesOptions) {
@@ -175,7 +209,7 @@ export function createAnalysisActivities(opts: AnalysisActivitiesOptions) {
     const { anomaly } = input;
     const rung = Number.isSafeInteger(input.rung) && input.rung > 0 ? input.rung : 0;
     const containers = [...new Set([...(opts.containers ?? []), ...(input.context?.containers ?? [])])];
-    const context = { containers, rung };
+    const context = { containers, rung, evidence: input.evidence };
     const started = Date.now();
     const deadline = started + opts.timeoutMs;
 
@@ -184,7 +218,7 @@ export function createAnalysisActivities(opts: AnalysisActivitiesOptions) {
       const { id: _id, ...plan } = runbookPlan(anomaly, rung, context);
       const used = llm.used ?? true;
       return {
-        plan: withPlanId({ ...plan, fallbackReason: reason }),
+        plan: withPlanId({ ...plan, fallbackReason: reason, fallbackCause: classifyFallback(reason) }),
         llm: {
           ...llm,
           used,
@@ -203,6 +237,7 @@ export function createAnalysisActivities(opts: AnalysisActivitiesOptions) {
     if (!release) return fallback('busy', `no free LLM slot within ${opts.timeoutMs} ms`);
 
     let raw: string;
+    let tokens: Pick<AnalysisResult['llm'], 'evalCount' | 'evalMs' | 'promptEvalCount'> = {};
     let timer: NodeJS.Timeout | undefined;
     let call: Promise<unknown> | undefined;
     try {
@@ -229,6 +264,7 @@ export function createAnalysisActivities(opts: AnalysisActivitiesOptions) {
       const content: unknown = (response as { message?: { content?: unknown } } | undefined)?.message?.content;
       if (typeof content !== 'string') return fallback('invalid', 'the response carries no message content');
       raw = content;
+      tokens = ollamaTokens(response);
     } catch (e) {
       const { kind, message } = describeError(e);
       return fallback(kind, message);
@@ -238,7 +274,12 @@ export function createAnalysisActivities(opts: AnalysisActivitiesOptions) {
     }
 
     const parsed = parsePlan(raw, anomaly, context);
-    const audit = { rawLength: raw.length, injectionSuspected: parsed.injectionSuspected, notes: parsed.notes };
+    const audit = {
+      rawLength: raw.length,
+      injectionSuspected: parsed.injectionSuspected,
+      notes: parsed.notes,
+      ...tokens,
+    };
     if (!parsed.ok) {
       const [kind, ...rest] = parsed.error.split(': ');
       const known = Object.values(FallbackReason) as string[];

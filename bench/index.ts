@@ -18,6 +18,9 @@
  *   compose    `scripts/dev.sh compose up` first start, warm and no-op, and docker kill → healed through the
  *              deployed stack; --cold rebuilds the locally built images first; --write as for cli. Not in `all`: it
  *              takes the host's ports 7233, 8080 and 8001
+ *   llm        the analyzer against the model at OLLAMA_HOST / OLLAMA_MODEL over bench/fixtures/llm-anomalies.json:
+ *              schema-valid rate, agreement with the runbook, unsafe proposals caught, fallbacks by cause, latency,
+ *              tokens/s; --only NAME runs the matching cases; --write as for cli. Not in `all`: it needs a model
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -36,6 +39,7 @@ import { benchCli, cliTargets } from './cli';
 import { benchCompose } from './compose';
 import { type Row, type TargetResult, progress } from './common';
 import { benchHealLocks, benchHealRequeue, benchHealRestart } from './heal';
+import { benchLlm, llmTargets } from './llm';
 import { benchMonitorSize } from './monitor';
 import { type BenchResults, machine, writeReport } from './report';
 import { benchDetection, benchSystem } from './system';
@@ -283,6 +287,7 @@ export function targets(r: Omit<BenchResults, 'targets' | 'finishedAt'>): Target
     });
   }
   if (r.cli) out.push(...cliTargets(r.cli.rows));
+  if (r.llm) out.push(...llmTargets(r.llm));
   return out;
 }
 
@@ -298,14 +303,17 @@ async function benchAll(): Promise<void> {
   for (const r of system.throughput) r.server ??= 'dev server with --db-filename (selfheal up)';
   const detection = await benchDetection();
   const cli = { measuredAt: new Date().toISOString(), machine: machine(), rows: await benchCli() };
-  // The compose part runs alone (it takes the host's ports): its last figures are kept.
+  // The compose and llm parts run alone (the host's ports; a model): their last figures are kept.
   let compose: BenchResults['compose'];
+  let llm: BenchResults['llm'];
   try {
-    compose = (JSON.parse(readFileSync(path.join(ROOT, 'bench/results.json'), 'utf8')) as BenchResults).compose;
+    const saved = JSON.parse(readFileSync(path.join(ROOT, 'bench/results.json'), 'utf8')) as BenchResults;
+    compose = saved.compose;
+    llm = saved.llm;
   } catch {
     compose = undefined;
   }
-  const partial = { startedAt, machine: m, monitor, detection, heal, system, cli, compose };
+  const partial = { startedAt, machine: m, monitor, detection, heal, system, cli, compose, llm };
   const results: BenchResults = { ...partial, targets: targets(partial), finishedAt: new Date().toISOString() };
   writeReport(ROOT, results);
   console.log('monitoring cycle vs floor');
@@ -329,7 +337,7 @@ async function benchAll(): Promise<void> {
   console.log('written: bench/results.json, docs/BENCHMARKS.md');
 }
 
-const PARTS = ['all', 'report', 'monitor', 'heal', 'system', 'detection', 'up', 'pipeline', 'cli', 'compose'];
+const PARTS = ['all', 'report', 'monitor', 'heal', 'system', 'detection', 'up', 'pipeline', 'cli', 'compose', 'llm'];
 
 async function main(): Promise<void> {
   const [what = 'all', ...rest] = process.argv.slice(2);
@@ -396,6 +404,26 @@ async function main(): Promise<void> {
         // A run without --cold keeps the cold figure of an earlier one.
         const cold = values.cold ? [] : (saved.compose?.rows.filter((r) => String(r.start).startsWith('cold')) ?? []);
         const merged = { ...saved, compose: { measuredAt, machine: m, rows: [...cold, ...rows] } };
+        writeReport(ROOT, { ...merged, targets: targets(merged) });
+        console.log('written: bench/results.json, docs/BENCHMARKS.md');
+      }
+      return;
+    }
+    case 'llm': {
+      const { values } = parseArgs({
+        args: rest,
+        options: { only: { type: 'string' }, write: { type: 'boolean', default: false } },
+      });
+      const m = machine();
+      const measuredAt = new Date().toISOString();
+      const b = await benchLlm({ only: values.only });
+      console.log(`model ${b.model} at ${b.host}, LLM_TIMEOUT_MS ${b.timeoutMs}`);
+      table(b.rows);
+      table(b.summary);
+      table(llmTargets(b).map((t) => ({ ...t })));
+      if (values.write) {
+        const saved = JSON.parse(readFileSync(path.join(ROOT, 'bench/results.json'), 'utf8')) as BenchResults;
+        const merged = { ...saved, llm: { measuredAt, machine: m, ...b } };
         writeReport(ROOT, { ...merged, targets: targets(merged) });
         console.log('written: bench/results.json, docs/BENCHMARKS.md');
       }

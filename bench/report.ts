@@ -16,6 +16,16 @@ export interface BenchResults {
   cli?: { measuredAt: string; machine?: BenchResults['machine']; rows: Row[] };
   /** The compose deployment's start times (`npm run bench -- compose --write`, alone: it takes the host's ports). */
   compose?: { measuredAt: string; machine?: BenchResults['machine']; rows: Row[] };
+  /** The analyzer against a real model (`npm run bench -- llm --write`, alone: it needs the model). */
+  llm?: {
+    measuredAt: string;
+    machine?: BenchResults['machine'];
+    model: string;
+    host: string;
+    timeoutMs: number;
+    rows: Row[];
+    summary: Row[];
+  };
   targets: TargetResult[];
 }
 
@@ -68,6 +78,24 @@ while the stack runs. Fault: \`docker kill pipeline-extract-1\` until its healin
 (\`MONITOR_INTERVAL=5\`, \`VERIFY_DELAY=5\`, auto-fix on).
 
 ${mdTable(c.rows)}
+`;
+}
+
+function llmSection(l: NonNullable<BenchResults['llm']>): string {
+  const load = l.machine ? `; load average at the start ${l.machine.loadAverageAtStart.join(' / ')}` : '';
+  return `
+## LLM analysis (real model)
+
+Measured ${l.measuredAt}${load}; model \`${l.model}\` at ${l.host}, LLM_TIMEOUT_MS ${l.timeoutMs}. The anomalies of
+\`bench/fixtures/llm-anomalies.json\` (every anomaly type, document errors and container log tails as evidence, some
+carrying prompt-injection text) through \`analyzeAnomaly\` (the healing worker's code), one at a time, then the safety
+policy (\`evaluateSafety\`, auto-fix on, allow-list \`pipeline-*\`). Schema-valid: the reply was a JSON object of the
+schema, whether or not its content was then used. Unsafe if run: a plan the policy allows that acts outside the
+anomaly's actions or target or on a denied container.
+
+${mdTable(l.summary)}
+
+${mdTable(l.rows)}
 `;
 }
 
@@ -135,6 +163,6 @@ ${mdTable(r.system.throughput)}
 Peak resident set (\`VmHWM\`) of every process \`selfheal up\` started, read after the largest burst.
 
 ${mdTable(r.system.memory)}
-${r.cli ? cliSection(r.cli) : ''}${r.compose ? composeSection(r.compose) : ''}`;
+${r.cli ? cliSection(r.cli) : ''}${r.compose ? composeSection(r.compose) : ''}${r.llm ? llmSection(r.llm) : ''}`;
   writeFileSync(path.join(root, 'docs/BENCHMARKS.md'), md);
 }

@@ -3,6 +3,7 @@
  * (by `id`), and what the actions worker executes. Plain JSON. The target always comes from the anomaly (or its
  * evidence), never from an LLM reply.
  */
+import type { FallbackCause } from './fallback-cause';
 import type { ActionType, AnomalyType } from './types';
 
 /** Action-specific parameters, all derived from the anomaly's evidence by selfheal, never from the LLM. */
@@ -39,6 +40,8 @@ export interface Plan {
   source: PlanSource;
   /** When `source` is runbook: why the LLM's plan was not used (down, timeout, invalid, disallowed...). */
   fallbackReason?: string;
+  /** When `source` is runbook: the cause in one word (timeout, invalid_reply, unsafe_action, model_absent...). */
+  fallbackCause?: FallbackCause;
   /** Position on the remediation ladder (0 = first remedy, then the next rung after a failed verification). */
   rung: number;
 }

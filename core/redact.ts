@@ -21,13 +21,29 @@ const KEY_VALUE =
 const AWS_KEY_ID = /\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b/g;
 const JWT = /\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*/g;
 const VENDOR_TOKEN =
-  /\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|xox[abprs]-[A-Za-z0-9-]{10,}|sk-[A-Za-z0-9_-]{20,}|glpat-[A-Za-z0-9_-]{20,})/g;
+  /\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|xox[abprs]-[A-Za-z0-9-]{10,}|sk-[A-Za-z0-9_-]{20,}|glpat-[A-Za-z0-9_-]{20,}|(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}|npm_[A-Za-z0-9]{30,}|AIza[A-Za-z0-9_-]{35}|xapp-[A-Za-z0-9-]{10,})/g;
+/** Webhook URLs whose path is the secret (Slack, Discord). */
+const SECRET_URL_PATH =
+  /\b(https?:\/\/(?:hooks\.slack\.com\/services|discord(?:app)?\.com\/api\/webhooks))\/[A-Za-z0-9_/-]{8,300}/gi;
+/** `scheme://user@host` where the user part is a token (no password): the whole user part goes. */
+const URL_TOKEN_USER = /\b([a-z][a-z0-9+.-]{0,30}:\/\/)([A-Za-z0-9_-]{20,200})@/gi;
+/**
+ * E-mail addresses (personal data; not needed for a diagnosis). Not the user part of a URL (`//user@host`, kept for
+ * the host) and not already-redacted text.
+ */
+const EMAIL =
+  /(?<![\w.%+\-/:@])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.){1,8}[A-Za-z]{2,24}\b/g;
 
-/** Replaces credentials in free text: private keys, URL passwords, bearer tokens, key=value secrets, cloud keys. */
+/**
+ * Replaces credentials in free text: private keys, URL passwords (and token user parts), secret webhook URLs, bearer
+ * tokens, key=value secrets, cloud and vendor keys, and e-mail addresses.
+ */
 export function redactSecrets(text: string): string {
   return text
     .replace(PRIVATE_KEY_BLOCK, `${REDACTED} private key`)
     .replace(URL_PASSWORD, `$1$2:${REDACTED}@`)
+    .replace(URL_TOKEN_USER, `$1${REDACTED}@`)
+    .replace(SECRET_URL_PATH, `$1/${REDACTED}`)
     .replace(AUTH_SCHEME, `$1$2${REDACTED}`)
     .replace(KEY_VALUE, (_m, q: string, key: string, sep: string, value: string) => {
       const quote = value.startsWith('"') || value.startsWith("'") ? value[0]! : '';
@@ -35,7 +51,8 @@ export function redactSecrets(text: string): string {
     })
     .replace(AWS_KEY_ID, REDACTED)
     .replace(JWT, REDACTED)
-    .replace(VENDOR_TOKEN, REDACTED);
+    .replace(VENDOR_TOKEN, REDACTED)
+    .replace(EMAIL, `${REDACTED} e-mail`);
 }
 
 /** Cuts `text` to at most `max` UTF-16 units (never inside a surrogate pair) and says how much was cut. */

@@ -11,6 +11,7 @@ import type * as Audit from './audit';
 import type * as ChaosCommand from './chaos-command';
 import type * as Demo from './demo';
 import { DEMO_APPROVER } from './demo-settings';
+import { classifyFallback, planSourceLabel } from '../core/fallback-cause';
 import type * as Doctor from './doctor';
 import type * as Healings from './healings';
 import type * as Keys from '../core/keys';
@@ -140,14 +141,25 @@ export function buildCli(): Command {
       withConfig(async (config, workflowId: string, opts: { json?: boolean }) => {
         const { showHealing, withClient } = load<typeof Healings>('./healings');
         const { status, healing } = await withClient(config, (client) => showHealing(client, workflowId));
-        if (opts.json)
-          return void process.stdout.write(JSON.stringify({ workflowId, status, ...healing }, null, 2) + '\n');
         const p = healing.plan;
+        // Who planned, and for the runbook why (plans of older runs carry only the detailed reason).
+        const source = p
+          ? {
+              decidedBy: p.source,
+              ...(p.source === 'runbook' && p.fallbackReason
+                ? { fallbackCause: p.fallbackCause ?? classifyFallback(p.fallbackReason) }
+                : {}),
+            }
+          : {};
+        if (opts.json)
+          return void process.stdout.write(
+            JSON.stringify({ workflowId, status, ...source, ...healing }, null, 2) + '\n',
+          );
         const lines = [
           `${workflowId}  ${status.toLowerCase()}  phase ${healing.phase}`,
           `anomaly   ${healing.anomaly.type} on ${healing.anomaly.target} (${healing.anomaly.severity}): ${healing.anomaly.summary}`,
           p
-            ? `plan      ${p.id}: ${p.action} (${p.source}, confidence ${p.confidence.toFixed(2)}) ${p.reasoning}`
+            ? `plan      ${p.id}: ${p.action} (decided by ${planSourceLabel(p)}, confidence ${p.confidence.toFixed(2)}) ${p.reasoning}`
             : 'plan      none yet',
           healing.decision
             ? `decision  ${healing.decision.decision} by ${healing.decision.by} via ${healing.decision.via}${healing.decision.reason ? `: ${healing.decision.reason}` : ''}`

@@ -11,6 +11,7 @@ import { createApprovalActivities } from '../activities/approval';
 import { createAuditActivities } from '../activities/audit';
 import { createDetectionActivities } from '../activities/detection';
 import { createDockerActivities } from '../activities/docker';
+import { createEvidenceActivities } from '../activities/evidence';
 import { createMetricsActivities } from '../activities/metrics';
 import { createSafetyActivities } from '../activities/safety';
 import type { Config } from '../core/config';
@@ -82,6 +83,7 @@ export function actionsActivities(
   return {
     ...createAuditActivities({ pool }),
     ...createDockerActivities({ docker }),
+    ...createEvidenceActivities({ docker, pool: pipelinePool ?? pool }),
     ...createActionActivities({
       pool,
       pipelinePool,

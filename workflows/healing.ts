@@ -2,6 +2,7 @@ import {
   ApplicationFailure,
   condition,
   log,
+  patched,
   proxyActivities,
   setCurrentDetails,
   setHandler,
@@ -10,6 +11,8 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { Thresholds } from '../core/detectors';
+import { EVIDENCE_SKIPPED_TYPES, type AnalysisEvidence } from '../core/evidence';
+import { classifyFallback, planSourceLabel } from '../core/fallback-cause';
 import { HEALTH_VISIBLE_TYPES, type Plan } from '../core/plan';
 import type { Snapshot } from '../core/snapshot';
 import type { ActionType, Anomaly, HealPhase } from '../core/types';
@@ -19,6 +22,7 @@ import type { createApprovalActivities } from '../activities/approval';
 import type { AuditEntry, createAuditActivities } from '../activities/audit';
 import type { createDetectionActivities } from '../activities/detection';
 import type { createDockerActivities } from '../activities/docker';
+import type { createEvidenceActivities } from '../activities/evidence';
 import type { createMetricsActivities } from '../activities/metrics';
 import type { createSafetyActivities, SafetyPolicy } from '../activities/safety';
 import {
@@ -120,6 +124,16 @@ const { inspectContainers } = proxyActivities<ReturnType<typeof createDockerActi
   startToCloseTimeout: '15 seconds',
   retry: { maximumAttempts: 3 },
 });
+/**
+ * Evidence for the analysis (document errors, container log tail) from the actions worker. Bounded end to end: a
+ * missing actions worker costs 30 s, then the analysis goes on without it.
+ */
+const { gatherEvidence } = proxyActivities<ReturnType<typeof createEvidenceActivities>>({
+  taskQueue: TaskQueue.actions,
+  startToCloseTimeout: '15 seconds',
+  scheduleToCloseTimeout: '30 seconds',
+  retry: { maximumAttempts: 2 },
+});
 const actions = proxyActivities<ReturnType<typeof createActionActivities>>({
   taskQueue: TaskQueue.actions,
   startToCloseTimeout: '2 minutes',
@@ -213,7 +227,7 @@ export async function healingWorkflow(input: HealingInput): Promise<HealingStatu
       [
         `**${anomaly.type}** on \`${anomaly.target}\` (${anomaly.severity}): ${anomaly.summary}`,
         plan
-          ? `Plan \`${plan.id}\`: **${plan.action}** (${plan.source}, confidence ${plan.confidence.toFixed(2)}) ${plan.reasoning}`
+          ? `Plan \`${plan.id}\`: **${plan.action}** (decided by ${planSourceLabel(plan)}, confidence ${plan.confidence.toFixed(2)}) ${plan.reasoning}`
           : '',
         '',
         ...status.history.map((h) => `- ${new Date(h.at).toISOString().slice(11, 19)} **${h.phase}** ${h.note}`),
@@ -409,7 +423,21 @@ export async function healingWorkflow(input: HealingInput): Promise<HealingStatu
     for (let rung = 0; ; rung = (status.plan?.rung ?? rung) + 1) {
       // 1. Analysis
       enter('analyzing', rung === 0 ? anomaly.summary : `the fix did not work: next rung (${rung})`);
-      const analysis = await analyzeAnomaly({ anomaly, rung, context: { containers: input.containers } });
+      // Evidence an SRE would read (recent document errors, the container's last log lines), when it can be had.
+      let evidence: AnalysisEvidence | undefined;
+      if (!EVIDENCE_SKIPPED_TYPES.includes(anomaly.type) && patched('llm-evidence')) {
+        try {
+          evidence = await gatherEvidence({ anomaly, containers: input.containers });
+        } catch (err) {
+          log.warn('evidence not gathered', { error: err instanceof Error ? err.message : String(err) });
+        }
+      }
+      const analysis = await analyzeAnomaly({
+        anomaly,
+        rung,
+        context: { containers: input.containers },
+        ...(evidence ? { evidence } : {}),
+      });
       const plan = analysis.plan;
       status.plan = plan;
       pending = null;
@@ -417,10 +445,30 @@ export async function healingWorkflow(input: HealingInput): Promise<HealingStatu
       await audit({
         step: 'proposed',
         action: plan.action,
-        params: { planId: plan.id, rung, ...plan.params, reasoning: plan.reasoning, llm: analysis.llm },
+        params: {
+          planId: plan.id,
+          rung,
+          ...plan.params,
+          reasoning: plan.reasoning,
+          llm: analysis.llm,
+          ...(plan.fallbackReason ? { fallbackReason: plan.fallbackReason } : {}),
+          ...(evidence
+            ? {
+                evidence: {
+                  documentErrors: evidence.documentErrors.length,
+                  logLines: evidence.containerLog?.lines.length ?? 0,
+                  ...(evidence.unavailable ? { unavailable: evidence.unavailable } : {}),
+                },
+              }
+            : {}),
+        },
         decidedBy: plan.source,
         confidence: plan.confidence,
-        outcome: plan.fallbackReason ? `runbook: ${plan.fallbackReason}` : undefined,
+        // The runbook's plan: why, in one word (DESIGN.md §9); the detail is in params.fallbackReason.
+        outcome:
+          plan.source === 'runbook' && plan.fallbackReason
+            ? (plan.fallbackCause ?? classifyFallback(plan.fallbackReason))
+            : undefined,
       });
 
       if (plan.action === 'escalate_to_human') return escalate(plan.reasoning || 'the plan is to escalate');
@@ -428,7 +476,7 @@ export async function healingWorkflow(input: HealingInput): Promise<HealingStatu
         // Nothing proposed: see whether the anomaly went away on its own.
       } else {
         // 2. Policy
-        enter('checking', `${plan.action} proposed by ${plan.source}`);
+        enter('checking', `${plan.action} proposed by ${planSourceLabel(plan)}`);
         const { verdict, stage } = await checkSafetyWaiting({ plan });
         await audit({
           step: verdict.decision === 'escalate' ? 'refused' : 'checked',

@@ -14,6 +14,7 @@ import {
   type AnalysisActivitiesOptions,
   type AnalysisResult,
 } from '../../activities/analysis';
+import { classifyFallback } from '../../core/fallback-cause';
 import { ALLOWED_ACTIONS } from '../../core/plan';
 import { planId, runbookPlan } from '../../core/runbook';
 import { ActionType, type Anomaly } from '../../core/types';
@@ -51,12 +52,13 @@ function activities(server: FakeOllama, over: Partial<AnalysisActivitiesOptions>
 
 /** A runbook fallback: the runbook's plan at that rung, with the reason, and a fresh id. */
 function expectFallback(result: AnalysisResult, anomaly: Anomaly, rung: number, reason: RegExp) {
-  const { id, fallbackReason, ...rest } = result.plan;
+  const { id, fallbackReason, fallbackCause, ...rest } = result.plan;
   const { id: _runbookId, ...runbook } = runbookPlan(anomaly, rung, { containers });
   expect(result.plan.source).toBe('runbook');
   expect(fallbackReason).toMatch(reason);
+  expect(fallbackCause).toBe(classifyFallback(fallbackReason!));
   expect(rest).toEqual(runbook);
-  expect(id).toBe(planId({ ...rest, fallbackReason }));
+  expect(id).toBe(planId({ ...rest, fallbackReason, fallbackCause }));
   expect(result.llm.ok).toBe(false);
   expect(JSON.parse(JSON.stringify(result))).toEqual(result);
 }
@@ -143,6 +145,19 @@ describe('analyzeAnomaly', () => {
     const server = await fake([{ kind: 'status', status: 500, body: JSON.stringify({ error: 'model crashed' }) }]);
     const result = await activities(server).analyzeAnomaly({ anomaly: stuck, rung: 0, context: { containers } });
     expectFallback(result, stuck, 0, /^error: HTTP 500/);
+  });
+
+  it("model not pulled (Ollama's 404 model not found): runbook, cause model_absent", async () => {
+    const server = await fake([
+      {
+        kind: 'status',
+        status: 404,
+        body: JSON.stringify({ error: `model "${MODEL}" not found, try pulling it first` }),
+      },
+    ]);
+    const result = await activities(server).analyzeAnomaly({ anomaly: stuck, rung: 0, context: { containers } });
+    expectFallback(result, stuck, 0, /^model_absent: HTTP 404: model .* not found/);
+    expect(result.plan.fallbackCause).toBe('model_absent');
   });
 
   it('garbage: runbook, reason invalid, the reply length recorded', async () => {

@@ -31,6 +31,18 @@ import { createTestRunner, stopTestPipeline, tcpProxy, testDocker } from '../hel
 import { allocateNamespace } from '../helpers/temporal';
 import { createTestWorkers, workflowBundle } from '../helpers/workers';
 
+/** The fallback cause each detailed reason is recorded as (core/fallback-cause.ts). */
+const EXPECTED_CAUSE: Record<string, string> = {
+  down: 'unavailable',
+  error: 'unavailable',
+  timeout: 'timeout',
+  busy: 'timeout',
+  invalid: 'invalid_reply',
+  inapplicable: 'invalid_reply',
+  disallowed: 'unsafe_action',
+  suspect: 'unsafe_action',
+};
+
 const LLM_TIMEOUT_MS = 1_000;
 /** The runbook's confidence in clearing stale locks is 0.9 (core/runbook.ts): this floor lets it act... */
 const FLOOR_THAT_ACTS = 0.85;
@@ -302,7 +314,10 @@ describe('R6: Ollama down, slow or answering garbage, end to end', () => {
       const proposed = log.filter((r) => r.step === 'proposed');
       expect(proposed).toHaveLength(1);
       expect(proposed[0]).toMatchObject({ decided_by: 'runbook', confidence: 0.9 });
-      expect(proposed[0]!.outcome).toMatch(new RegExp(`^runbook: ${mode.reason.source.slice(1)}`));
+      // The cause in one word (DESIGN.md §9) in outcome, the detail next to it in params.
+      expect(proposed[0]!.outcome).toBe(EXPECTED_CAUSE[/^\^(\w+)/.exec(mode.reason.source)![1]!]);
+      expect(status.plan!.fallbackCause).toBe(proposed[0]!.outcome);
+      expect(proposed[0]!.params.fallbackReason).toMatch(mode.reason);
       expect(proposed[0]!.params.llm).toMatchObject({ used: true, ok: false });
 
       // Over the floor: acted, once, on exactly the observed locks of the dead owner; healed.
