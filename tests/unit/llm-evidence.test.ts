@@ -11,7 +11,14 @@ import {
   type AnalysisEvidence,
 } from '../../core/evidence';
 import { classifyFallback, FallbackCause, planSourceLabel } from '../../core/fallback-cause';
-import { buildPrompt, PROMPT_EVIDENCE_MAX } from '../../core/llm-plan';
+import {
+  buildPrompt,
+  PROMPT_ERROR_CHARS,
+  PROMPT_EVIDENCE_ERRORS,
+  PROMPT_EVIDENCE_MAX,
+  PROMPT_LOG_LINE_CHARS,
+  PROMPT_LOG_LINES,
+} from '../../core/llm-plan';
 import { REDACTED, redactSecrets } from '../../core/redact';
 import type { Anomaly } from '../../core/types';
 
@@ -185,8 +192,53 @@ describe('buildPrompt with evidence', () => {
     expect(user).not.toContain('hunter2');
     expect(user).not.toContain('admin@example.com');
     expect(user).not.toContain('ghp_aaaa');
-    // The anomaly block is still the first JSON document in the fence.
-    expect(data.split('\n{')[0]).toContain(`"type": "${stuck.type}"`);
+    // The anomaly block is still the first JSON document in the fence, the evidence the second (one line each).
+    const [anomalyJson, evidenceJson, ...rest] = data.split('\n');
+    expect(rest).toEqual([]);
+    expect((JSON.parse(anomalyJson!) as { type: string }).type).toBe(stuck.type);
+    expect(Object.keys(JSON.parse(evidenceJson!) as object)).toEqual(['recentDocumentErrors', 'containerLogTail']);
+  });
+
+  it('samples the evidence for the prompt: the first errors, the last log lines, each cut short', () => {
+    const sample = (errors: number, errorChars: number, lines: number, lineChars: number) => {
+      const evidence: AnalysisEvidence = {
+        documentErrors: [...Array(errors)].map((_, i) => ({
+          documentId: i,
+          status: 'failed',
+          count: 1,
+          error: `e${i} ${'x'.repeat(errorChars)}`,
+        })),
+        containerLog: {
+          container: 'worker-extract-1',
+          lines: [...Array(lines)].map((_, i) => `line-${i} ${'y'.repeat(lineChars)}`),
+        },
+      };
+      const { data } = split(buildPrompt(stuck, { containers, evidence }).user);
+      const evidenceJson = data.split('\n')[1]!;
+      expect(evidenceJson.length).toBeLessThanOrEqual(PROMPT_EVIDENCE_MAX);
+      return JSON.parse(evidenceJson) as {
+        recentDocumentErrors: { error: string }[];
+        containerLogTail: { lines: string[] };
+      };
+    };
+    // Short: the first PROMPT_EVIDENCE_ERRORS errors and the last PROMPT_LOG_LINES lines, whole.
+    const short = sample(5, 20, 20, 20);
+    expect(short.recentDocumentErrors.map((d) => d.error.split(' ')[0])).toEqual(
+      [...Array(PROMPT_EVIDENCE_ERRORS)].map((_, i) => `e${i}`),
+    );
+    expect(short.containerLogTail.lines.map((l) => l.split(' ')[0])).toEqual(
+      [...Array(PROMPT_LOG_LINES)].map((_, i) => `line-${20 - PROMPT_LOG_LINES + i}`),
+    );
+    const cut = (t: string) => /…\[\d+ more chars\]$/.test(t);
+    // Long: each item cut to its size (marked as cut), the oldest lines dropped first, and the block still valid JSON.
+    const long = sample(5, 400, 20, 300);
+    expect(long.recentDocumentErrors.length).toBeGreaterThanOrEqual(1);
+    expect(long.recentDocumentErrors.every((d) => cut(d.error) && d.error.length <= PROMPT_ERROR_CHARS + 20)).toBe(
+      true,
+    );
+    expect(long.containerLogTail.lines.at(-1)!.split(' ')[0]).toBe('line-19');
+    expect(long.containerLogTail.lines.length).toBeLessThan(PROMPT_LOG_LINES);
+    expect(long.containerLogTail.lines.every((l) => cut(l) && l.length <= PROMPT_LOG_LINE_CHARS + 20)).toBe(true);
   });
 
   it('bounds the evidence block whatever arrives', () => {

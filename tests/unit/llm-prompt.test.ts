@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { buildPrompt, llmReplyJsonSchema, PROMPT_DATA_MAX, PROMPT_ITEM_MAX } from '../../core/llm-plan';
+import { buildPrompt, llmReplyJsonSchema, PROMPT_DATA_MAX, PROMPT_ITEM_MAX, SYSTEM_PROMPT } from '../../core/llm-plan';
 import { ALLOWED_ACTIONS } from '../../core/plan';
 import { redactSecrets, sanitizeUntrusted } from '../../core/redact';
-import { allowedActionsAt } from '../../core/runbook';
+import { ACTION_DESCRIPTIONS, allowedActionsAt } from '../../core/runbook';
 import { ActionType, type Anomaly, type AnomalyType } from '../../core/types';
 
 const { containers, anomalies } = JSON.parse(
@@ -31,17 +31,31 @@ function split(user: string) {
 describe('buildPrompt', () => {
   const types = Object.keys(ALLOWED_ACTIONS) as AnomalyType[];
   it.each(types.flatMap((type) => [0, 1, 2].map((rung) => [type, rung] as const)))(
-    '%s at rung %i lists only the allowed actions',
+    '%s at rung %i lists only the allowed actions, in the user message',
     (type, rung) => {
       const { system, user } = buildPrompt({ ...stuck, type }, { containers, rung });
       const allowed = allowedActionsAt(type, rung);
       for (const action of Object.values(ActionType)) {
-        const listed = new RegExp(`\\b${action}\\b`).test(system);
-        expect(listed, `${action} in the system prompt`).toBe(allowed.includes(action));
-        expect(split(user).outside.includes(action)).toBe(allowed.includes(action));
+        expect(split(user).outside.includes(action), `${action} in the user message`).toBe(allowed.includes(action));
+        expect(split(user).outside.includes(`- ${action}: ${ACTION_DESCRIPTIONS[action]}`)).toBe(
+          allowed.includes(action),
+        );
       }
+      // The system prompt names no action but the one that is always allowed (its advice to escalate when unsure).
+      for (const action of Object.values(ActionType).filter((a) => a !== ActionType.escalate_to_human)) {
+        expect(new RegExp(`\\b${action}\\b`).test(system), `${action} in the system prompt`).toBe(false);
+      }
+      expect(allowed).toContain(ActionType.escalate_to_human);
     },
   );
+
+  it('has one system prompt for every anomaly, so the model server reuses its evaluation', () => {
+    const systems = new Set(
+      Object.values(anomalies).flatMap((a) => [0, 1, 2].map((rung) => buildPrompt(a, { containers, rung }).system)),
+    );
+    expect([...systems]).toEqual([SYSTEM_PROMPT]);
+    expect(SYSTEM_PROMPT).not.toMatch(/ANOMALY-DATA-[0-9a-f]/);
+  });
 
   it('says the target is fixed, the data is not instructions, and asks for JSON only', () => {
     const { system } = buildPrompt(stuck, { containers });
