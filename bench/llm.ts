@@ -112,7 +112,10 @@ export async function benchLlm(opts: { host?: string; model?: string; timeoutMs?
       'tokens/s': tps,
     };
     rows.push(row);
-    progress(`llm ${i + 1}/${cases.length} ${c.name}: ${r.plan.source}${cause ? ` (${cause})` : ''} ${r.plan.action}`);
+    const why = r.plan.fallbackReason ? `: ${r.plan.fallbackReason.slice(0, 160)}` : '';
+    progress(
+      `llm ${i + 1}/${cases.length} ${c.name}: ${r.plan.source}${cause ? ` (${cause})` : ''} ${r.plan.action}${why}`,
+    );
   }
 
   const asked = results.filter((x) => x.r.llm.used);

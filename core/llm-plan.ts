@@ -1,5 +1,5 @@
 /**
- * The LLM's side of analysis, pure: the prompt (only the actions allowed, untrusted text fenced, redacted and
+ * The LLM's side of analysis, pure: the prompt (only the actions offered, untrusted text fenced, redacted and
  * bounded), the JSON schema the model must answer in, and `parsePlan`, which turns whatever came back into a safe
  * plan or a refusal, never an exception. The model chooses an action and explains it; the target and every
  * parameter come from the anomaly and the runbook, whatever the reply says.
@@ -65,9 +65,20 @@ export const llmReplySchema = z.object({
 });
 export type LlmReply = z.infer<typeof llmReplySchema>;
 
-/** The reply schema narrowed to the actions allowed for `type` at `rung` (what the model is constrained to). */
+/**
+ * The actions offered to the model for `type` at `rung`: those allowed there, except `no_action`. The monitor's
+ * detectors are thresholds over measured state, not guesses, so "a false alarm, do nothing" is not a call to leave to
+ * a model: a small one offered it took it for two stuck-document anomalies in three (bench llm and a sample of 12),
+ * and a healing that does nothing only escalates one verification later. A reply that says no_action anyway (a
+ * server that ignores the schema) is still an allowed action and parsed as such.
+ */
+export function offeredActionsAt(type: AnomalyType, rung = 0): ActionType[] {
+  return allowedActionsAt(type, rung).filter((a) => a !== 'no_action');
+}
+
+/** The reply schema narrowed to the actions offered for `type` at `rung` (what the model is constrained to). */
 export function llmReplySchemaFor(type: AnomalyType, rung = 0) {
-  return llmReplySchema.extend({ action: z.enum(allowedActionsAt(type, rung)) });
+  return llmReplySchema.extend({ action: z.enum(offeredActionsAt(type, rung)) });
 }
 
 /** JSON Schema of the reply for Ollama's `format` (grammar-constrained output), from the zod schema. */
@@ -177,20 +188,23 @@ export const SYSTEM_PROMPT = [
 
 /**
  * The chat prompt for one anomaly. The system prompt is fixed (`SYSTEM_PROMPT`); the user prompt lists only the
- * actions allowed for the anomaly's type (and rung) and carries the anomaly and its evidence as compact JSON between
+ * actions offered for the anomaly's type (and rung: `offeredActionsAt`), names the runbook's usual remedy, and carries the anomaly and its evidence as compact JSON between
  * fence markers unique to its content; every string in it is redacted, bounded and stripped of fence characters.
  */
 export function buildPrompt(anomaly: Anomaly, context: LlmPlanContext): { system: string; user: string } {
   const rung = Number.isSafeInteger(context.rung) && context.rung! > 0 ? context.rung! : 0;
-  const actions = allowedActionsAt(anomaly.type, rung);
+  const actions = offeredActionsAt(anomaly.type, rung);
   const extra = evidenceBlock(context.evidence);
   const data = extra ? `${anomalyBlock(anomaly)}\n${extra}` : anomalyBlock(anomaly);
   const fence = `ANOMALY-DATA-${fnv1a64(data).slice(0, 12)}`;
+  // The model confirms the runbook's rung or overrides it with the evidence.
+  const usual = runbookPlan(anomaly, rung, context).action;
   const user = [
     rung > 0
       ? `Anomaly (rung ${rung}: an earlier remedy was applied and did not heal it). The actions allowed:`
       : 'Anomaly (first analysis). The actions allowed:',
     ...actions.map((a) => `- ${a}: ${ACTION_DESCRIPTIONS[a]}`),
+    `The runbook's usual remedy here is ${usual}. Prefer it unless the data shows it cannot help.`,
     `<<<${fence}>>>`,
     data,
     `<<<END-${fence}>>>`,
@@ -524,6 +538,12 @@ export function parsePlan(raw: string, anomaly: Anomaly, context: LlmPlanContext
     if (typeof confidence === 'string' && /^\s*(?:0(?:\.\d+)?|1(?:\.0+)?|\.\d+)\s*$/.test(confidence)) {
       note(`confidence "${confidence}" read as a number`);
       confidence = Number(confidence);
+    }
+    // Small models often answer a percentage (85, 100) where a fraction was asked for: a whole number from 2 to 100
+    // is read as c/100. Anything else out of 0..1 (1.5, 1000000, -1) is refused.
+    if (typeof confidence === 'number' && Number.isInteger(confidence) && confidence >= 2 && confidence <= 100) {
+      note(`confidence ${confidence} read as a percentage`);
+      confidence = confidence / 100;
     }
     const reply = llmReplySchema.safeParse({ action, reasoning: obj.reasoning, confidence });
     if (!reply.success) {

@@ -1,7 +1,14 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { buildPrompt, llmReplyJsonSchema, PROMPT_DATA_MAX, PROMPT_ITEM_MAX, SYSTEM_PROMPT } from '../../core/llm-plan';
+import {
+  buildPrompt,
+  llmReplyJsonSchema,
+  offeredActionsAt,
+  PROMPT_DATA_MAX,
+  PROMPT_ITEM_MAX,
+  SYSTEM_PROMPT,
+} from '../../core/llm-plan';
 import { ALLOWED_ACTIONS } from '../../core/plan';
 import { redactSecrets, sanitizeUntrusted } from '../../core/redact';
 import { ACTION_DESCRIPTIONS, allowedActionsAt } from '../../core/runbook';
@@ -31,10 +38,11 @@ function split(user: string) {
 describe('buildPrompt', () => {
   const types = Object.keys(ALLOWED_ACTIONS) as AnomalyType[];
   it.each(types.flatMap((type) => [0, 1, 2].map((rung) => [type, rung] as const)))(
-    '%s at rung %i lists only the allowed actions, in the user message',
+    '%s at rung %i lists only the allowed actions but no_action, in the user message',
     (type, rung) => {
       const { system, user } = buildPrompt({ ...stuck, type }, { containers, rung });
-      const allowed = allowedActionsAt(type, rung);
+      const allowed: string[] = allowedActionsAt(type, rung).filter((a) => a !== 'no_action');
+      expect(allowed).toEqual(offeredActionsAt(type, rung));
       for (const action of Object.values(ActionType)) {
         expect(split(user).outside.includes(action), `${action} in the user message`).toBe(allowed.includes(action));
         expect(split(user).outside.includes(`- ${action}: ${ACTION_DESCRIPTIONS[action]}`)).toBe(
@@ -158,7 +166,7 @@ describe('buildPrompt', () => {
 });
 
 describe('llmReplyJsonSchema (Ollama format)', () => {
-  it.each(Object.keys(ALLOWED_ACTIONS) as AnomalyType[])('%s: only the allowed actions, no target field', (type) => {
+  it.each(Object.keys(ALLOWED_ACTIONS) as AnomalyType[])('%s: only the offered actions, no target field', (type) => {
     const schema = llmReplyJsonSchema(type) as {
       type: string;
       properties: Record<string, { enum?: string[]; type?: string; minimum?: number; maximum?: number }>;
@@ -166,7 +174,7 @@ describe('llmReplyJsonSchema (Ollama format)', () => {
     };
     expect(schema.type).toBe('object');
     expect(Object.keys(schema.properties).sort()).toEqual(['action', 'confidence', 'reasoning']);
-    expect(schema.properties.action!.enum).toEqual([...ALLOWED_ACTIONS[type]]);
+    expect(schema.properties.action!.enum).toEqual(ALLOWED_ACTIONS[type].filter((a) => a !== 'no_action'));
     expect(schema.properties.confidence).toMatchObject({ type: 'number', minimum: 0, maximum: 1 });
     expect(schema.required.sort()).toEqual(['action', 'confidence', 'reasoning']);
   });

@@ -150,6 +150,25 @@ describe('parsePlan never throws and never leaves the anomaly', () => {
     expect(parsePlan(`${fit} `, anomaly, { containers }).ok).toBe(false);
   });
 
+  it('reads a whole-number confidence of 2 to 100 as a percentage, with a note; refuses other values out of 0..1', () => {
+    const anomaly = anomalies.stuck!;
+    const reply = (c: string) => `{"action": "requeue_documents", "reasoning": "dead owner", "confidence": ${c}}`;
+    const fraction = parsePlan(reply('0.85'), anomaly, { containers });
+    const percent = parsePlan(reply('85'), anomaly, { containers });
+    expect(fraction.ok && percent.ok).toBe(true);
+    if (fraction.ok && percent.ok) expect(percent.value.confidence).toBe(fraction.value.confidence);
+    expect(percent.notes).toContain('confidence 85 read as a percentage');
+    expect(fraction.notes).toEqual([]);
+    const full = parsePlan(reply('100'), anomaly, { containers });
+    const one = parsePlan(reply('1'), anomaly, { containers });
+    expect(full.ok && one.ok && full.value.confidence === one.value.confidence).toBe(true);
+    for (const bad of ['1.5', '100.5', '101', '1000000', '-0.5', '-50']) {
+      const r = parsePlan(reply(bad), anomaly, { containers });
+      expect(r.ok, bad).toBe(false);
+      if (!r.ok) expect(r.error).toMatch(/^invalid: confidence/);
+    }
+  });
+
   it('ignores the reply on the target and params: the same plan whatever it names', () => {
     const anomaly = anomalies.stalled!;
     const plain = parsePlan('{"action": "restart_worker", "reasoning": "hung", "confidence": 0.7}', anomaly, {
