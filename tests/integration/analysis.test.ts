@@ -15,6 +15,7 @@ import {
   type AnalysisResult,
 } from '../../activities/analysis';
 import { classifyFallback } from '../../core/fallback-cause';
+import { SYSTEM_PROMPT } from '../../core/llm-plan';
 import { ALLOWED_ACTIONS } from '../../core/plan';
 import { planId, runbookPlan } from '../../core/runbook';
 import { ActionType, type Anomaly } from '../../core/types';
@@ -81,7 +82,7 @@ describe('analyzeAnomaly', () => {
     expect(result.llm.latencyMs).toBeGreaterThanOrEqual(0);
   });
 
-  it('sends the JSON schema as format, temperature 0, no streaming, and a prompt with only the allowed actions', async () => {
+  it('sends the JSON schema as format, temperature 0, no streaming, and a prompt with only the offered actions', async () => {
     const server = await fake([reply('clear_stale_locks')]);
     const anomaly = anomalies.stale!;
     await activities(server).analyzeAnomaly({ anomaly, rung: 0 });
@@ -93,12 +94,15 @@ describe('analyzeAnomaly', () => {
     expect(body.options).toMatchObject({ temperature: 0 });
     const format = body.format as { type: string; properties: { action: { enum: string[] } }; required: string[] };
     expect(format.type).toBe('object');
-    expect(format.properties.action.enum).toEqual([...ALLOWED_ACTIONS.stale_locks]);
+    const offered: string[] = ALLOWED_ACTIONS.stale_locks.filter((a) => a !== 'no_action');
+    expect(format.properties.action.enum).toEqual(offered);
     expect(format.required).toEqual(expect.arrayContaining(['action', 'reasoning', 'confidence']));
     const messages = body.messages as { role: string; content: string }[];
     expect(messages.map((m) => m.role)).toEqual(['system', 'user']);
+    // The actions are listed in the user message (the system prompt is the same for every anomaly).
+    expect(messages[0]!.content).toBe(SYSTEM_PROMPT);
     for (const action of Object.values(ActionType)) {
-      expect(messages[0]!.content.includes(action), action).toBe(ALLOWED_ACTIONS.stale_locks.includes(action));
+      expect(messages[1]!.content.includes(`- ${action}: `), action).toBe(offered.includes(action));
     }
     expect(messages[1]!.content).toContain('extract-2');
     expect(messages[1]!.content).not.toContain('t-7'); // lock tokens are not the model's business
