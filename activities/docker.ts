@@ -3,18 +3,15 @@
  * with a Docker client. Read access is limited to inspecting the pipeline's containers.
  */
 import type Docker from 'dockerode';
-import type { ContainerState } from '../core/snapshot';
+import type { ContainerState, ContainersView } from '../core/snapshot';
 
 /** Label that marks the containers of the monitored pipeline. */
 export const PIPELINE_LABEL = 'selfheal.pipeline';
 /** Label naming the stage a pipeline container serves. */
 export const STAGE_LABEL = 'selfheal.stage';
 
-export interface InspectResult {
-  ok: boolean;
-  error?: string;
-  containers: ContainerState[];
-}
+/** Docker's view of the containers (core/snapshot.ts: `withContainers` puts it in a snapshot). */
+export type InspectResult = ContainersView;
 
 export function createDockerActivities({ docker }: { docker: Docker }) {
   return {

@@ -7,7 +7,7 @@ import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import type { Keys } from '../core/keys';
 import type { Plan } from '../core/plan';
-import { evaluateSafety, type SafetyContext, type Verdict } from '../core/safety';
+import { evaluateSafety, type SafetyContext, type SafetyPolicy, type Verdict } from '../core/safety';
 import { parseRecord } from './detection';
 
 /** How long a reserved restart counts as in flight at most (the actions' retry policy ends well before). */
@@ -16,18 +16,7 @@ const IN_FLIGHT_MAX_MS = 15 * 60_000;
 /** Serializes permit reservations (any constant unique to selfheal). */
 const PERMIT_LOCK = 0x5e1f4ea2;
 
-/** The configured part of the policy context (the rest is state read here). */
-export type SafetyPolicy = Pick<
-  SafetyContext,
-  | 'autoFix'
-  | 'minConfidence'
-  | 'allowlist'
-  | 'denylist'
-  | 'cooldownSeconds'
-  | 'breakerRestarts'
-  | 'breakerWindowSeconds'
-  | 'requeueCap'
->;
+export type { SafetyPolicy } from '../core/safety';
 
 export interface CheckSafetyInput {
   plan: Plan;

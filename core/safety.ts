@@ -31,6 +31,19 @@ export interface SafetyContext {
   healthyWorkersInStage?: number;
 }
 
+/** The configured part of the policy context (the rest is state the safety activities read). */
+export type SafetyPolicy = Pick<
+  SafetyContext,
+  | 'autoFix'
+  | 'minConfidence'
+  | 'allowlist'
+  | 'denylist'
+  | 'cooldownSeconds'
+  | 'breakerRestarts'
+  | 'breakerWindowSeconds'
+  | 'requeueCap'
+>;
+
 export const VerdictDecision = {
   /** Act now (a permit is still needed). */
   allow: 'allow',

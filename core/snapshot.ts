@@ -168,3 +168,19 @@ export interface CycleRecord {
   /** Whole cycle up to detection, ms (collection, Docker inspection, history read). */
   cycleMs?: number;
 }
+
+/** What Docker told about the containers (the actions worker's `inspectContainers`). */
+export interface ContainersView {
+  ok: boolean;
+  error?: string;
+  containers: ContainerState[];
+}
+
+/** The snapshot with Docker's view of the containers in it, and Docker as one of its sources. */
+export function withContainers(snapshot: Snapshot, docker: ContainersView): Snapshot {
+  return {
+    ...snapshot,
+    containers: docker.containers,
+    sources: { ...snapshot.sources, docker: docker.ok ? { ok: true } : { ok: false, error: docker.error } },
+  };
+}

@@ -1,11 +1,16 @@
 /**
- * The one contract file shared by workflows, workers and every Temporal client (CLI, schedule setup, tests):
- * task queues, workflow-id builders, signals, queries, updates and search-attribute keys (DESIGN.md §6).
+ * The one contract file shared by workflows, workers and every Temporal client (CLI, schedule setup, tests): task
+ * queues, workflow-id builders, every type that crosses the workflow boundary (the inputs, the policy, the `status`
+ * answer, the cycle result), signals, queries, updates and search-attribute keys (docs/ARCHITECTURE.md).
  * The CLI never spells a signal name as a string: it imports the definitions from here.
  */
 import { defineSearchAttributeKey } from '@temporalio/common';
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
+import type { Thresholds } from '../core/detectors';
 import { sanitizeTargetPart } from '../core/ids';
+import type { Plan } from '../core/plan';
+import type { SafetyPolicy } from '../core/safety';
+import type { ActionType, Anomaly, HealPhase } from '../core/types';
 
 export const TaskQueue = {
   monitor: 'selfheal-monitor',
@@ -50,6 +55,91 @@ export interface DecideInput {
   planId?: string;
   /** Hex HMAC-SHA256 of workflow id, plan id, decision and approver; required when APPROVAL_SECRET is set. */
   signature?: string;
+}
+
+/** Everything a healing run needs from the configuration; it arrives as input, never from globals. */
+export interface HealingPolicy extends SafetyPolicy {
+  /** s to wait for a decision; no answer rejects. */
+  approvalTimeoutSeconds: number;
+  /** s between an action and its verification. */
+  verifyDelaySeconds: number;
+  /** The global budget of actions per rolling hour. */
+  maxActionsPerHour: number;
+  /** s a workflow may wait for a permit before it escalates instead. */
+  maxRateLimitWaitSeconds: number;
+  /** Names allowed to approve or reject; empty means anyone. */
+  approvers: string[];
+  /** LLM_TIMEOUT_MS. */
+  llmTimeoutMs: number;
+  /**
+   * APPROVAL_SECRET is set: a decision counts only with a valid signature, checked by the healing worker's
+   * `verifyApproval` activity (the secret is never in the workflow). Absent in older inputs: unsigned.
+   */
+  signedApprovals?: boolean;
+}
+
+/** The input of `healingWorkflow`. */
+export interface HealingInput {
+  anomaly: Anomaly;
+  policy: HealingPolicy;
+  thresholds: Thresholds;
+  /** Containers the pipeline has (for restart plans), and the labels that find them. */
+  containers: string[];
+  containerLabels: string[];
+}
+
+/** The input of `monitoringCycleWorkflow` (the Schedule's action). */
+export interface MonitoringInput {
+  thresholds: Thresholds;
+  /** Containers named by HEALTH_TARGETS: inspected even without the pipeline label. */
+  containerNames: string[];
+  /** Extra label filters of the pipeline's containers (e.g. one pipeline among several on a host). */
+  containerLabels: string[];
+  /** Handed to every healing workflow this cycle starts. */
+  policy: HealingPolicy;
+}
+
+/** The result of one monitoring cycle. */
+export interface CycleResult {
+  at: number;
+  durationMs: number;
+  degraded: string[];
+  active: string[];
+  started: string[];
+  signalled: string[];
+}
+
+export interface Decision {
+  decision: 'approve' | 'reject';
+  by: string;
+  reason?: string;
+  planId: string;
+  at: number;
+  via: 'signal' | 'update' | 'timeout';
+}
+
+export interface ActionRecord {
+  action: ActionType;
+  planId: string;
+  idempotencyKey: string;
+  outcome: string;
+  details?: Record<string, unknown>;
+  at: number;
+}
+
+/** The answer of the `status` query (and the result of a healing). */
+export interface HealingStatus {
+  phase: HealPhase;
+  anomaly: Anomaly;
+  plan: Plan | null;
+  decision: Decision | null;
+  actions: ActionRecord[];
+  verification: { at: number; healed: boolean; note: string } | null;
+  history: { at: number; phase: HealPhase; note: string }[];
+  /** Times the anomaly fired again (cleared and came back) while this run was open. */
+  seen: number;
+  /** Signals and updates that arrived when they could change nothing (late, duplicate, not an approver). */
+  ignored: { at: number; what: string }[];
 }
 
 export const approveSignal = defineSignal<[ApproveInput]>('approve');

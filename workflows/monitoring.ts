@@ -1,32 +1,23 @@
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import { ParentClosePolicy, getExternalWorkflowHandle, log, proxyActivities, startChild } from '@temporalio/workflow';
-import type { Thresholds } from '../core/detectors';
-import type { Snapshot } from '../core/snapshot';
+import { errorMessage } from '../core/errors';
+import { withContainers, type Snapshot } from '../core/snapshot';
 import type { Anomaly } from '../core/types';
 import type { createDetectionActivities } from '../activities/detection';
 import type { createDockerActivities } from '../activities/docker';
 import type { createMetricsActivities } from '../activities/metrics';
-import { anomalySeenSignal, healingWorkflowId, SearchAttr, TaskQueue } from './definitions';
-import { healingWorkflow, type HealingInput, type HealingPolicy } from './healing';
+import {
+  anomalySeenSignal,
+  healingWorkflowId,
+  SearchAttr,
+  TaskQueue,
+  type CycleResult,
+  type HealingInput,
+  type MonitoringInput,
+} from './definitions';
+import { healingWorkflow } from './healing';
 
-export interface MonitoringInput {
-  thresholds: Thresholds;
-  /** Containers named by HEALTH_TARGETS: inspected even without the pipeline label. */
-  containerNames: string[];
-  /** Extra label filters of the pipeline's containers (e.g. one pipeline among several on a host). */
-  containerLabels: string[];
-  /** Handed to every healing workflow this cycle starts. */
-  policy: HealingPolicy;
-}
-
-export interface CycleResult {
-  at: number;
-  durationMs: number;
-  degraded: string[];
-  active: string[];
-  started: string[];
-  signalled: string[];
-}
+export type { CycleResult, MonitoringInput } from './definitions';
 
 const { collectMetrics } = proxyActivities<ReturnType<typeof createMetricsActivities>>({
   startToCloseTimeout: '30 seconds',
@@ -73,15 +64,11 @@ export async function monitoringCycleWorkflow(input: MonitoringInput): Promise<C
     collectMetrics(),
     inspectContainers({ names: input.containerNames, labels: input.containerLabels }).catch((err: unknown) => ({
       ok: false,
-      error: err instanceof Error ? err.message : String(err),
+      error: errorMessage(err),
       containers: [],
     })),
   ]);
-  const merged: Snapshot = {
-    ...snapshot,
-    containers: docker.containers,
-    sources: { ...snapshot.sources, docker: docker.ok ? { ok: true } : { ok: false, error: docker.error } },
-  };
+  const merged = withContainers(snapshot, docker);
   const result = await detectAnomalies({ snapshot: merged, thresholds: input.thresholds, cycleStartedAt: startedAt });
 
   const started: string[] = [];

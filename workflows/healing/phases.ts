@@ -1,0 +1,286 @@
+/**
+ * The phases of a healing, in the order the main loop walks them: analyze, check the policy (waiting while it says
+ * so), wait for a permit of the global budget, check again before acting, act, verify. Approval is in approval.ts.
+ */
+import { log, patched, sleep } from '@temporalio/workflow';
+import { errorMessage } from '../../core/errors';
+import { EVIDENCE_SKIPPED_TYPES, type AnalysisEvidence } from '../../core/evidence';
+import { classifyFallback } from '../../core/fallback-cause';
+import { HEALTH_VISIBLE_TYPES, type Plan } from '../../core/plan';
+import { withContainers } from '../../core/snapshot';
+import type { HealingInput, HealingStatus } from '../definitions';
+import {
+  analysisProxy,
+  checkSafety,
+  collectMetrics,
+  finishPermit,
+  gatherEvidence,
+  inspectContainers,
+  recheckAnomaly,
+  reservePermit,
+  runAction,
+} from './proxies';
+import type { HealingRun } from './run';
+
+const WINDOW_MS = 3_600_000;
+
+/** 1. Analysis: evidence an SRE would read (when it can be had), then the plan, audited with its source. */
+export async function analyze(run: HealingRun, rung: number): Promise<Plan> {
+  const { anomaly, input, status } = run;
+  run.enter('analyzing', rung === 0 ? anomaly.summary : `the fix did not work: next rung (${rung})`);
+  // Evidence an SRE would read (recent document errors, the container's last log lines), when it can be had.
+  let evidence: AnalysisEvidence | undefined;
+  if (!EVIDENCE_SKIPPED_TYPES.includes(anomaly.type) && patched('llm-evidence')) {
+    try {
+      evidence = await gatherEvidence({ anomaly, containers: input.containers });
+    } catch (err) {
+      log.warn('evidence not gathered', { error: errorMessage(err) });
+    }
+  }
+  const { analyzeAnomaly } = analysisProxy(run.policy.llmTimeoutMs);
+  const analysis = await analyzeAnomaly({
+    anomaly,
+    rung,
+    context: { containers: input.containers },
+    ...(evidence ? { evidence } : {}),
+  });
+  const plan = analysis.plan;
+  status.plan = plan;
+  run.pending = null;
+  status.decision = null;
+  await run.audit({
+    step: 'proposed',
+    action: plan.action,
+    params: {
+      planId: plan.id,
+      rung,
+      ...plan.params,
+      reasoning: plan.reasoning,
+      llm: analysis.llm,
+      ...(plan.fallbackReason ? { fallbackReason: plan.fallbackReason } : {}),
+      ...(evidence
+        ? {
+            evidence: {
+              documentErrors: evidence.documentErrors.length,
+              logLines: evidence.containerLog?.lines.length ?? 0,
+              ...(evidence.unavailable ? { unavailable: evidence.unavailable } : {}),
+            },
+          }
+        : {}),
+    },
+    decidedBy: plan.source,
+    confidence: plan.confidence,
+    // The runbook's plan: why, in one word; the detail is in params.fallbackReason.
+    outcome:
+      plan.source === 'runbook' && plan.fallbackReason
+        ? (plan.fallbackCause ?? classifyFallback(plan.fallbackReason))
+        : undefined,
+  });
+  return plan;
+}
+
+/**
+ * The policy's verdict, waiting while it says `wait` (another restart of the stage is in flight) on durable timers
+ * that back off from 5 s to 60 s, up to RATE_LIMIT_MAX_WAIT; past that the verdict is an escalation. The first wait
+ * is audited (`rate_limited`), not every check.
+ */
+export async function checkSafetyWaiting(run: HealingRun, args: { plan: Plan; ownPermitKey?: string }) {
+  const { policy } = run;
+  const since = Date.now();
+  let pauseMs = 5_000;
+  let waited = false;
+  for (;;) {
+    const r = await checkSafety({ ...args, policy, workflowId: run.info.workflowId, now: Date.now() });
+    if (r.verdict.decision !== 'wait') return r;
+    const why = r.verdict.reasons.join('; ');
+    if (Date.now() - since + pauseMs > policy.maxRateLimitWaitSeconds * 1000) {
+      return {
+        ...r,
+        verdict: {
+          ...r.verdict,
+          decision: 'escalate' as const,
+          reasons: [...r.verdict.reasons, `still so after ${Math.round((Date.now() - since) / 1000)} s`],
+        },
+      };
+    }
+    if (!waited) {
+      waited = true;
+      run.enter('rate_limited', `waiting: ${why}`);
+      await run.audit({
+        step: 'rate_limited',
+        action: args.plan.action,
+        params: { planId: args.plan.id, reasons: r.verdict.reasons },
+        decidedBy: 'policy',
+        outcome: 'wait',
+      });
+    }
+    await sleep(pauseMs);
+    pauseMs = Math.min(pauseMs * 2, 60_000);
+  }
+}
+
+/**
+ * 4. A permit of the global budget: waits on a durable timer while it is spent, up to RATE_LIMIT_MAX_WAIT. Returns
+ * the escalation's status when the wait would be longer, undefined once the permit is granted.
+ */
+export async function waitForPermit(
+  run: HealingRun,
+  plan: Plan,
+  stage: string | undefined,
+  key: string,
+): Promise<HealingStatus | undefined> {
+  const { policy } = run;
+  const waitedSince = Date.now();
+  for (;;) {
+    const permit = await reservePermit({
+      idempotencyKey: key,
+      workflowId: run.info.workflowId,
+      plan,
+      stage,
+      now: Date.now(),
+      maxPerWindow: policy.maxActionsPerHour,
+      windowMs: WINDOW_MS,
+    });
+    if (permit.granted) return undefined;
+    const waitMs = permit.nextFreeAt - Date.now();
+    if (Date.now() + waitMs - waitedSince > policy.maxRateLimitWaitSeconds * 1000) {
+      await run.audit({
+        step: 'rate_limited',
+        action: plan.action,
+        params: { planId: plan.id, used: permit.used },
+        decidedBy: 'policy',
+        outcome: 'escalated',
+      });
+      return run.escalate(
+        `the action budget (${policy.maxActionsPerHour}/h) stays spent past ${policy.maxRateLimitWaitSeconds} s`,
+      );
+    }
+    run.enter(
+      'rate_limited',
+      `budget of ${policy.maxActionsPerHour}/h spent: next permit in ${Math.ceil(waitMs / 1000)} s`,
+    );
+    await run.audit({
+      step: 'rate_limited',
+      action: plan.action,
+      params: { planId: plan.id, used: permit.used, nextFreeAt: permit.nextFreeAt },
+      decidedBy: 'policy',
+    });
+    await sleep(Math.max(waitMs, 1_000));
+  }
+}
+
+/**
+ * Before acting, after waiting for approval or a permit: the policy again (its verdict may be stale), and for a
+ * restart a health check cannot justify (errors, slowness, a stall), the detector again: only while it still finds
+ * the anomaly. Blind (Redis or Postgres unreadable) is not "still there": a human decides. Returns the run's end when
+ * it must not act, undefined to act.
+ */
+export async function beforeActing(run: HealingRun, plan: Plan, key: string): Promise<HealingStatus | undefined> {
+  const recheck = await checkSafetyWaiting(run, { plan, ownPermitKey: key });
+  if (recheck.verdict.decision === 'escalate') {
+    await finishPermit({ idempotencyKey: key, now: Date.now(), outcome: 'refused' });
+    await run.audit({
+      step: 'refused',
+      action: plan.action,
+      params: { planId: plan.id, reasons: recheck.verdict.reasons, recheck: true },
+      decidedBy: 'policy',
+      outcome: 'escalate',
+    });
+    return run.escalate(`refused by policy before acting: ${recheck.verdict.reasons.join('; ')}`);
+  }
+  if (plan.action === 'restart_worker' && !HEALTH_VISIBLE_TYPES.includes(run.anomaly.type)) {
+    const still = await verify(run.input);
+    if (still.healed || still.blind) {
+      await finishPermit({ idempotencyKey: key, now: Date.now(), outcome: 'nothing_to_do' });
+      await run.audit({
+        step: 'skipped',
+        action: plan.action,
+        params: { planId: plan.id },
+        decidedBy: 'policy',
+        outcome: still.note,
+      });
+      if (still.blind) return run.escalate(`${plan.action} not run: ${still.note}`);
+      return run.finish('healed', `gone before acting: ${still.note}`);
+    }
+  }
+  return undefined;
+}
+
+/** 5. Act through the actions worker; the permit is closed with the outcome. Returns the run's end on a failure. */
+export async function execute(run: HealingRun, plan: Plan, key: string): Promise<HealingStatus | undefined> {
+  const { status } = run;
+  run.enter('executing', `${plan.action}${plan.params.container ? ` ${plan.params.container}` : ''}`);
+  let result: { outcome: string; details?: Record<string, unknown>; escalate?: boolean };
+  try {
+    result = await runAction(plan, key);
+  } catch (err) {
+    const message = errorMessage(err);
+    await finishPermit({ idempotencyKey: key, now: Date.now(), outcome: 'failed' });
+    status.actions.push({
+      action: plan.action,
+      planId: plan.id,
+      idempotencyKey: key,
+      outcome: 'failed',
+      at: Date.now(),
+    });
+    await run.audit({
+      step: 'failed',
+      action: plan.action,
+      params: { planId: plan.id },
+      error: message,
+      idempotencyKey: key,
+    });
+    return run.escalate(`${plan.action} failed: ${message}`);
+  }
+  await finishPermit({ idempotencyKey: key, now: Date.now(), outcome: result.outcome });
+  status.actions.push({
+    action: plan.action,
+    planId: plan.id,
+    idempotencyKey: key,
+    outcome: result.outcome,
+    details: result.details,
+    at: Date.now(),
+  });
+  if (result.outcome === 'refused') return run.escalate(`${plan.action} refused by the actions worker`);
+  if (result.escalate) return run.escalate(`${plan.action}: ${JSON.stringify(result.details ?? {})}`);
+  return undefined;
+}
+
+/**
+ * 6. Verify: wait, then re-run the anomaly's detector. Rates and means over a window still hold the outcomes from
+ * before the fix until the window has passed, so those wait at least the window.
+ */
+export async function verifyFix(run: HealingRun, plan: Plan, rung: number) {
+  const { anomaly, policy, input, status } = run;
+  const windowed = anomaly.type === 'error_rate_spike' || anomaly.type === 'processing_time_anomaly';
+  const verifyDelaySeconds = windowed
+    ? Math.max(policy.verifyDelaySeconds, input.thresholds.errorRateWindowSeconds)
+    : policy.verifyDelaySeconds;
+  run.enter('verifying', `waiting ${verifyDelaySeconds} s, then re-running the ${anomaly.type} detector`);
+  await sleep(verifyDelaySeconds * 1000);
+  const healed = await verify(input);
+  status.verification = { at: Date.now(), healed: healed.healed, note: healed.note };
+  await run.audit({
+    step: 'verified',
+    action: plan.action,
+    params: { planId: plan.id, rung },
+    outcome: healed.healed ? 'healed' : `not healed: ${healed.note}`,
+  });
+  return healed;
+}
+
+/** Re-collects the snapshot (and the containers) and re-runs the same detector. */
+async function verify(input: HealingInput): Promise<{ healed: boolean; blind?: boolean; note: string }> {
+  const [snapshot, docker] = await Promise.all([
+    collectMetrics(),
+    inspectContainers({ names: input.containers, labels: input.containerLabels }),
+  ]);
+  const merged = withContainers(snapshot, docker);
+  const r = await recheckAnomaly({ anomaly: input.anomaly, snapshot: merged, thresholds: input.thresholds });
+  // Container anomalies cannot be verified without Docker's view of the containers.
+  const needed = input.anomaly.type === 'unhealthy_container' ? ['redis', 'postgres', 'docker'] : ['redis', 'postgres'];
+  const blind = r.degraded.filter((s) => needed.includes(s));
+  if (blind.length > 0) return { healed: false, blind: true, note: `cannot verify: ${blind.join(', ')} unreadable` };
+  if (r.present) return { healed: false, note: r.current?.summary ?? 'still detected' };
+  return { healed: true, note: `${input.anomaly.type} no longer detected on ${input.anomaly.target}` };
+}

@@ -1,0 +1,127 @@
+/**
+ * One healing run's state and the steps every phase uses: the `status` the query answers, entering a phase (search
+ * attributes and the Web UI's markdown details), the audit, finishing and escalating.
+ */
+import { log, setCurrentDetails, upsertSearchAttributes, workflowInfo, type WorkflowInfo } from '@temporalio/workflow';
+import { planSourceLabel } from '../../core/fallback-cause';
+import type { Plan } from '../../core/plan';
+import type { Anomaly, HealPhase } from '../../core/types';
+import type { AuditEntry } from '../../activities/audit';
+import { SearchAttr, type Decision, type HealingInput, type HealingPolicy, type HealingStatus } from '../definitions';
+import { actions, appendHealingLog } from './proxies';
+
+export type Finish = 'healed' | 'escalated' | 'rejected' | 'failed';
+
+export interface HealingRun {
+  input: HealingInput;
+  anomaly: Anomaly;
+  policy: HealingPolicy;
+  info: WorkflowInfo;
+  status: HealingStatus;
+  /** The decision that applies to the current plan (a new plan needs a new decision). */
+  pending: Decision | null;
+  audit(entry: Omit<AuditEntry, 'anomalyType' | 'target'>): Promise<unknown>;
+  enter(phase: HealPhase, note: string): void;
+  finish(phase: Finish, note: string, extra?: Partial<AuditEntry>): Promise<HealingStatus>;
+  escalate(why: string): Promise<HealingStatus>;
+  /** Adds a line to `status.ignored` (bounded: a flood of late signals must not grow the query answer). */
+  ignore(what: string): void;
+}
+
+/** An escalation plan: the runbook's, at the current rung. */
+function escalationPlan(run: HealingRun, suffix: string, why: string): Plan {
+  return {
+    id: `${run.status.plan?.id ?? 'none'}-${suffix}`,
+    anomalyType: run.anomaly.type,
+    action: 'escalate_to_human',
+    target: run.anomaly.target,
+    params: { reason: why },
+    reasoning: why,
+    confidence: 1,
+    source: 'runbook',
+    rung: run.status.plan?.rung ?? 0,
+  };
+}
+
+export function createHealingRun(input: HealingInput): HealingRun {
+  const { anomaly, policy } = input;
+  const info = workflowInfo();
+  const status: HealingStatus = {
+    phase: 'analyzing',
+    anomaly,
+    plan: null,
+    decision: null,
+    actions: [],
+    verification: null,
+    history: [],
+    seen: 1,
+    ignored: [],
+  };
+  const run: HealingRun = {
+    input,
+    anomaly,
+    policy,
+    info,
+    status,
+    pending: null,
+    audit: (entry) => appendHealingLog({ anomalyType: anomaly.type, target: anomaly.target, ...entry }),
+    enter(phase, note) {
+      status.phase = phase;
+      status.history.push({ at: Date.now(), phase, note });
+      upsertSearchAttributes([
+        { key: SearchAttr.HealPhase, value: phase },
+        { key: SearchAttr.HealAction, value: status.plan?.action ?? 'none' },
+        ...(status.plan ? [{ key: SearchAttr.HealConfidence, value: status.plan.confidence }] : []),
+      ]);
+      const plan = status.plan;
+      setCurrentDetails(
+        [
+          `**${anomaly.type}** on \`${anomaly.target}\` (${anomaly.severity}): ${anomaly.summary}`,
+          plan
+            ? `Plan \`${plan.id}\`: **${plan.action}** (decided by ${planSourceLabel(plan)}, confidence ${plan.confidence.toFixed(2)}) ${plan.reasoning}`
+            : '',
+          '',
+          ...status.history.map((h) => `- ${new Date(h.at).toISOString().slice(11, 19)} **${h.phase}** ${h.note}`),
+        ]
+          .filter((l, i) => l !== '' || i === 2)
+          .join('\n'),
+      );
+    },
+    async finish(phase, note, extra = {}) {
+      run.enter(phase, note);
+      await run.audit({ step: phase, action: status.plan?.action, outcome: note, decidedBy: 'policy', ...extra });
+      return status;
+    },
+    async escalate(why) {
+      const plan = escalationPlan(run, 'escalation', why);
+      const key = `${info.workflowId}:${info.runId}:escalate`;
+      const r = await actions.escalateToHuman({ plan, idempotencyKey: key });
+      status.actions.push({
+        action: 'escalate_to_human',
+        planId: plan.id,
+        idempotencyKey: key,
+        outcome: r.outcome,
+        at: Date.now(),
+      });
+      return run.finish('escalated', why, { action: 'escalate_to_human', params: { reason: why } });
+    },
+    ignore(what) {
+      if (status.ignored.length < 50) status.ignored.push({ at: Date.now(), what });
+    },
+  };
+  return run;
+}
+
+/** After an activity ran out of retries: the failure is audited and a human is told; a run never ends silently. */
+export async function failHealing(run: HealingRun, message: string): Promise<void> {
+  run.enter('failed', `healing failed: ${message}`);
+  await run.audit({ step: 'failed', action: run.status.plan?.action, error: message, decidedBy: 'policy' });
+  try {
+    await actions.escalateToHuman({
+      plan: escalationPlan(run, 'failure', `healing failed: ${message}`),
+      idempotencyKey: `${run.info.workflowId}:${run.info.runId}:failure`,
+    });
+  } catch {
+    log.error('escalation after a failure could not be sent', { workflowId: run.info.workflowId });
+  }
+}
