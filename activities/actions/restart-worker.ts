@@ -1,0 +1,161 @@
+import { ApplicationFailure, Context } from '@temporalio/activity';
+import type Docker from 'dockerode';
+import { HEALTH_VISIBLE_TYPES } from '../../core/plan';
+import { containerAllowed } from '../../core/safety';
+import { isHealthyStatus } from '../../core/snapshot';
+import type { ActionContext } from './context';
+import { record } from './executed-row';
+import { checkInput, invalid } from './helpers';
+import { ActionErrorType, type ActionInput, type ActionResult } from './types';
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** HTTP status of a GET, or 0 when nothing answered within the timeout. */
+export async function httpStatus(url: string, timeoutMs = 2_000): Promise<number> {
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+    await res.body?.cancel();
+    return res.status;
+  } catch {
+    return 0;
+  }
+}
+
+export function createRestartWorker({ pool, docker, config, priorResult, lastAttempt, recordAttempt }: ActionContext) {
+  const healthUrls = new Map(config.healthTargets.map((t) => [t.container, t.url]));
+  const restartHealthTimeoutMs = config.restartHealthTimeoutMs ?? 30_000;
+
+  async function isHealthy(url: string | undefined, running: boolean): Promise<{ healthy: boolean; status?: number }> {
+    if (!running) return { healthy: false };
+    if (!url) return { healthy: true };
+    const status = await httpStatus(url);
+    return { healthy: isHealthyStatus(status), status };
+  }
+
+  /**
+   * Restarts a container through the Docker engine (inspect, then restart: no other Docker call), unless the
+   * anomaly is about its health (unhealthy container, dead owner) and it is running and its health URL answers 2xx. Refused, without any Docker call, when the allow/deny lists forbid it.
+   *
+   * Before the restart call an `attempted` row records the container's StartedAt; the executed row is written
+   * right after the call returns. A crash between the two (the worker killed mid-restart) leaves an attempt and no
+   * executed row: the retry sees StartedAt changed since that attempt, so the container was restarted, and records
+   * that restart as done (naming the attempt that did it) instead of restarting a second time.
+   */
+  async function restartWorker(input: ActionInput): Promise<ActionResult> {
+    const plan = checkInput(input, 'restart_worker');
+    const name = plan.params.container;
+    if (typeof name !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(name)) {
+      invalid(`restart_worker: params.container must be a container name, got ${JSON.stringify(name)}`);
+    }
+    // The policy checked this before; checked again here, where the restart happens (deny wins).
+    const permitted = containerAllowed(name, config.containerAllowlist, config.containerDenylist);
+    if (!permitted.ok) {
+      return { action: 'restart_worker', outcome: 'refused', details: { container: name, reason: permitted.why } };
+    }
+    const prior = await priorResult('restart_worker', input.idempotencyKey);
+    if (prior) return prior;
+
+    const container = docker.getContainer(name);
+    let inspected: Docker.ContainerInspectInfo;
+    try {
+      inspected = await container.inspect();
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404) {
+        throw ApplicationFailure.nonRetryable(`container ${name} does not exist`, ActionErrorType.container_not_found);
+      }
+      throw err;
+    }
+    const url = healthUrls.get(name);
+    const attempted = await lastAttempt(input.idempotencyKey);
+    if (attempted && attempted.container === name && attempted.startedAtBefore !== inspected.State.StartedAt) {
+      const done: ActionResult = {
+        action: 'restart_worker',
+        outcome: 'done',
+        details: {
+          container: name,
+          allowed: permitted.why,
+          restartedByAttempt: attempted.attempt,
+          startedAtBefore: attempted.startedAtBefore,
+          startedAt: inspected.State.StartedAt,
+          note: 'an earlier attempt restarted the container and stopped before recording it; not restarted again',
+        },
+      };
+      await record(pool, input, done);
+      return waitForHealth(name, url, done, performance.now());
+    }
+    const before = await isHealthy(url, inspected.State.Running);
+    // Health is the problem only for an unhealthy container or a dead lock owner. A worker that fails, crawls or
+    // hangs behind a 2xx is restarted while "healthy": the workflow re-ran its detector right before this call.
+    if (before.healthy && HEALTH_VISIBLE_TYPES.includes(plan.anomalyType)) {
+      const result: ActionResult = {
+        action: 'restart_worker',
+        outcome: 'nothing_to_do',
+        details: {
+          container: name,
+          state: inspected.State.Status,
+          ...(url ? { healthStatus: before.status } : { health: 'no health URL configured; running' }),
+        },
+      };
+      await record(pool, input, result);
+      return result;
+    }
+
+    await recordAttempt(input, { container: name, startedAtBefore: inspected.State.StartedAt });
+    const t0 = performance.now();
+    // The stop timeout may be long: keep heartbeating through the call.
+    const beat = () => Context.current().heartbeat({ container: name, waiting: 'restart' });
+    beat();
+    const beating = setInterval(beat, 5_000);
+    try {
+      await container.restart({ t: config.restartStopTimeoutSeconds });
+    } finally {
+      clearInterval(beating);
+    }
+    const restartMs = Math.round(performance.now() - t0);
+    const done: ActionResult = {
+      action: 'restart_worker',
+      outcome: 'done',
+      details: {
+        container: name,
+        allowed: permitted.why,
+        stateBefore: inspected.State.Status,
+        healthStatusBefore: before.status ?? null,
+        restartMs,
+      },
+    };
+    await record(pool, input, done);
+    return waitForHealth(name, url, done, t0);
+  }
+
+  /** Back to health after a restart, bounded. Without a health URL, running is all that can be known. */
+  async function waitForHealth(
+    name: string,
+    url: string | undefined,
+    done: ActionResult,
+    t0: number,
+  ): Promise<ActionResult> {
+    const container = docker.getContainer(name);
+    const deadline = Date.now() + restartHealthTimeoutMs;
+    let last: { healthy: boolean; status?: number } = { healthy: false };
+    for (;;) {
+      Context.current().heartbeat({ container: name, waiting: 'health' });
+      last = url ? await isHealthy(url, true) : await isHealthy(undefined, (await container.inspect()).State.Running);
+      if (last.healthy || Date.now() > deadline) break;
+      await sleep(200);
+    }
+    const healthyAfterMs = Math.round(performance.now() - t0);
+    return {
+      action: 'restart_worker',
+      outcome: last.healthy ? 'done' : 'partial',
+      details: {
+        ...done.details,
+        healthy: last.healthy,
+        ...(last.healthy
+          ? { healthyAfterMs }
+          : { healthTimeoutMs: restartHealthTimeoutMs, lastHealthStatus: last.status ?? null }),
+      },
+    };
+  }
+
+  return { restartWorker };
+}
