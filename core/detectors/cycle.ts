@@ -1,0 +1,132 @@
+/** One monitoring cycle: every detector over a snapshot (`detectAll`), then noise control (`applyHysteresis`). */
+import { anomaly, type Detector, type Thresholds } from './common';
+import { detectLlmUnavailable, detectUnhealthyContainer } from './containers';
+import { detectLostDocuments, detectPoisonDocument, detectStaleLocks, detectStuckDocuments } from './documents';
+import { detectOrphanedEntries, detectStalledQueue } from './queues';
+import { detectErrorRateSpike, detectProcessingTimeAnomaly } from './rates';
+import type { CycleRecord, Snapshot } from '../snapshot';
+import type { Anomaly } from '../types';
+
+/** Pipeline detectors: they run only when Redis and Postgres could both be read. */
+export const PIPELINE_DETECTORS: Detector[] = [
+  detectStalledQueue,
+  detectErrorRateSpike,
+  detectProcessingTimeAnomaly,
+  detectUnhealthyContainer,
+  detectStuckDocuments,
+  detectStaleLocks,
+  detectLostDocuments,
+  detectOrphanedEntries,
+  detectPoisonDocument,
+];
+
+/** Redis or Postgres could not be read: the snapshot says nothing true about the pipeline. */
+export function isBlind(snapshot: Snapshot): boolean {
+  return !snapshot.sources.redis.ok || !snapshot.sources.postgres.ok;
+}
+
+/** The anomaly types a blind cycle still evaluates (every other type it cannot see). */
+const SEEN_WHEN_BLIND: ReadonlySet<string> = new Set(['monitoring_degraded', 'llm_unavailable']);
+
+/**
+ * Every detector over one snapshot. When Redis or Postgres cannot be read, the snapshot says nothing true about
+ * the pipeline: only `monitoring_degraded` (and the LLM's state) is reported, never a pipeline anomaly.
+ */
+export function detectAll(snapshot: Snapshot, history: CycleRecord[], t: Thresholds, now: number): Anomaly[] {
+  const out = detectLlmUnavailable(snapshot, history, t, now);
+  const down = (['redis', 'postgres'] as const).filter((s) => !snapshot.sources[s].ok);
+  if (down.length > 0) {
+    for (const source of down) {
+      out.push(
+        anomaly(
+          'monitoring_degraded',
+          source,
+          'critical',
+          `monitoring degraded: ${source} cannot be read (${snapshot.sources[source].error ?? 'unknown error'})`,
+          { source, error: snapshot.sources[source].error ?? null },
+          now,
+        ),
+      );
+    }
+    return out;
+  }
+  // Pipeline history from degraded cycles would read as "empty queues" and "no health": leave it out.
+  const usable = history.filter((r) => !isBlind(r.snapshot));
+  for (const detector of PIPELINE_DETECTORS) out.push(...detector(snapshot, usable, t, now));
+  return out;
+}
+
+export interface HysteresisResult {
+  /** Open anomalies after noise control. */
+  active: Anomaly[];
+  /** The subset of `active` that fired in this cycle (was not active in the previous one). */
+  fired: Anomaly[];
+  /** Fingerprints that were active and cleared in this cycle. */
+  cleared: string[];
+}
+
+/**
+ * Noise control. A candidate fires when it was seen in this cycle and the `fireAfterCycles - 1` cycles before it;
+ * an active anomaly clears only after `clearAfterCycles` consecutive cycles without it. While it lingers it keeps
+ * its last evidence.
+ */
+export function applyHysteresis(
+  candidates: Anomaly[],
+  history: CycleRecord[],
+  t: Thresholds,
+  blindNow = false,
+): HysteresisResult {
+  const previous = history[history.length - 1];
+  const previousActive = new Map((previous?.active ?? []).map((a) => [a.fingerprint, a]));
+  const current = new Map(candidates.map((a) => [a.fingerprint, a]));
+  const active: Anomaly[] = [];
+  const fired: Anomaly[] = [];
+  const cleared: string[] = [];
+
+  for (const [fp, a] of current) {
+    if (previousActive.has(fp)) {
+      active.push(a);
+      continue;
+    }
+    let streak = 1;
+    for (let i = history.length - 1; i >= 0 && streak < t.fireAfterCycles; i--) {
+      if (!history[i]!.candidates.some((c) => c.fingerprint === fp)) break;
+      streak++;
+    }
+    if (streak >= t.fireAfterCycles) {
+      active.push(a);
+      fired.push(a);
+    }
+  }
+  for (const [fp, a] of previousActive) {
+    if (current.has(fp)) continue;
+    // A cycle that could not read Redis or Postgres saw nothing of the pipeline: it is no evidence that a pipeline
+    // anomaly went away. Counting it as absence cleared every open anomaly during an outage, and each fired again
+    // afterwards as a new healing (asking again for an approval a human had just refused).
+    const unseen = (r: { snapshot: Snapshot }) => isBlind(r.snapshot) && !SEEN_WHEN_BLIND.has(a.type);
+    if (blindNow && !SEEN_WHEN_BLIND.has(a.type)) {
+      active.push(a);
+      continue;
+    }
+    let absent = 1;
+    for (let i = history.length - 1; i >= 0 && absent < t.clearAfterCycles; i--) {
+      if (unseen(history[i]!)) continue;
+      if (history[i]!.candidates.some((c) => c.fingerprint === fp)) break;
+      absent++;
+    }
+    if (absent >= t.clearAfterCycles) cleared.push(fp);
+    else active.push(a);
+  }
+  return { active, fired, cleared };
+}
+
+/** One cycle's decision: detect, then apply noise control against the previous cycles. */
+export function evaluateCycle(
+  snapshot: Snapshot,
+  history: CycleRecord[],
+  t: Thresholds,
+  now: number,
+): HysteresisResult & { candidates: Anomaly[] } {
+  const candidates = detectAll(snapshot, history, t, now);
+  return { candidates, ...applyHysteresis(candidates, history, t, isBlind(snapshot)) };
+}

@@ -1,0 +1,163 @@
+/** Rate detectors over a stage's recent window: the error rate and the processing time, stage-wide or per worker. */
+import { anomaly, stageContainers, type Detector, type Thresholds } from './common';
+import type { CycleRecord, Snapshot, WorkerWindow } from '../snapshot';
+import type { Anomaly } from '../types';
+
+/** Per-worker rows listed in evidence (the suspects are always among them). */
+const EVIDENCE_WORKER_CAP = 10;
+
+const rateOf = (w: { completed: number; failed: number }) =>
+  w.completed + w.failed > 0 ? w.failed / (w.completed + w.failed) : 0;
+
+/**
+ * The workers of a stage that are bad while their peers, doing the same work on the same kind of input, are fine:
+ * the only case where a restart is a remedy rather than a guess. Empty when every worker is affected alike (the
+ * input or a dependency), when no peer has enough samples to compare with, or when the stage has one worker.
+ */
+function outliers(
+  workers: WorkerWindow[],
+  bad: (w: WorkerWindow) => boolean,
+  peersFine: (peers: WorkerWindow[]) => boolean,
+): string[] {
+  const suspects = workers.filter(bad);
+  if (suspects.length === 0 || suspects.length === workers.length) return [];
+  const peers = workers.filter((w) => !suspects.includes(w));
+  return peersFine(peers) ? suspects.map((w) => w.worker).sort() : [];
+}
+
+/** Suspect workers that are containers serving the stage: the only ones a restart may act on. */
+function suspectContainers(snapshot: Snapshot, stage: string, suspects: string[]): string[] {
+  const names = new Set(stageContainers(snapshot, stage).map((c) => c.name));
+  return suspects.filter((w) => names.has(w));
+}
+
+function workerEvidence(workers: WorkerWindow[], suspects: string[]): WorkerWindow[] {
+  const listed = workers.filter((w) => suspects.includes(w.worker));
+  for (const w of workers) {
+    if (listed.length >= EVIDENCE_WORKER_CAP) break;
+    if (!listed.includes(w)) listed.push(w);
+  }
+  return listed;
+}
+
+const sum = (workers: WorkerWindow[]) =>
+  workers.reduce(
+    (a, w) => ({
+      completed: a.completed + w.completed,
+      failed: a.failed + w.failed,
+      totalMs: a.totalMs + (w.meanMs ?? 0) * w.completed,
+    }),
+    { completed: 0, failed: 0, totalMs: 0 },
+  );
+
+export const detectErrorRateSpike: Detector = (snapshot, _history, t) => {
+  const out: Anomaly[] = [];
+  for (const stage of snapshot.stages) {
+    const workers = stage.workers ?? [];
+    const suspects = outliers(
+      workers,
+      (w) => w.completed + w.failed >= t.errorRateMinSamples && rateOf(w) > t.errorRateThreshold,
+      (peers) => {
+        const p = sum(peers);
+        return p.completed + p.failed >= t.errorRateMinSamples && rateOf(p) <= t.errorRateThreshold;
+      },
+    );
+    const samples = stage.windowCompleted + stage.windowFailed;
+    const rate = samples > 0 ? stage.windowFailed / samples : 0;
+    const stageWide = samples >= t.errorRateMinSamples && rate > t.errorRateThreshold;
+    if (!stageWide && suspects.length === 0) continue;
+    const byWorker = suspects.map((w) => {
+      const row = workers.find((x) => x.worker === w)!;
+      return `${w} ${(rateOf(row) * 100).toFixed(0)}%`;
+    });
+    out.push(
+      anomaly(
+        'error_rate_spike',
+        stage.stage,
+        rate >= 0.5 ? 'critical' : 'warning',
+        `${stage.stage}: ${(rate * 100).toFixed(0)}% of ${samples} documents failed in the last ${t.errorRateWindowSeconds} s` +
+          (suspects.length > 0 ? `; failing: ${byWorker.join(', ')}, peers fine` : ''),
+        {
+          errorRate: rate,
+          failed: stage.windowFailed,
+          completed: stage.windowCompleted,
+          threshold: t.errorRateThreshold,
+          workers: workerEvidence(workers, suspects),
+          suspects,
+          containers: suspectContainers(snapshot, stage.stage, suspects),
+        },
+        snapshot.at,
+      ),
+    );
+  }
+  return out;
+};
+
+function median(values: number[]): number | null {
+  if (values.length === 0) return null;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/**
+ * Baseline of a stage's processing time: the median of the recent means recorded by earlier cycles that lie
+ * wholly before the current window (so a slowdown does not raise its own baseline), or null when fewer than
+ * `slowdownMinSamples` such cycles exist.
+ */
+export function stageBaselineMs(stage: string, history: CycleRecord[], t: Thresholds, now: number): number | null {
+  const cutoff = now - t.errorRateWindowSeconds * 1000;
+  const means = history
+    .filter((r) => r.snapshot.at <= cutoff)
+    .map((r) => r.snapshot.stages.find((s) => s.stage === stage))
+    .filter((s) => s !== undefined && s.recentMeanMs !== null && s.recentSamples >= t.slowdownMinSamples)
+    .map((s) => s!.recentMeanMs!);
+  return means.length >= t.slowdownMinSamples ? median(means) : null;
+}
+
+export const detectProcessingTimeAnomaly: Detector = (snapshot, history, t, now) => {
+  const out: Anomaly[] = [];
+  for (const stage of snapshot.stages) {
+    const baseline = stageBaselineMs(stage.stage, history, t, now);
+    if (baseline === null || baseline <= 0) continue;
+    const workers = stage.workers ?? [];
+    const slow = (w: { completed: number; meanMs: number | null }) =>
+      w.completed >= t.slowdownMinSamples && w.meanMs !== null && w.meanMs / baseline > t.slowdownFactor;
+    const suspects = outliers(workers, slow, (peers) => {
+      const p = sum(peers);
+      return p.completed >= t.slowdownMinSamples && !slow({ completed: p.completed, meanMs: p.totalMs / p.completed });
+    });
+    // One slow worker of several hardly moves the stage mean (it finishes fewer documents): it fires on its own.
+    const stageSlow =
+      stage.recentMeanMs !== null &&
+      stage.recentSamples >= t.slowdownMinSamples &&
+      stage.recentMeanMs / baseline > t.slowdownFactor;
+    if (!stageSlow && suspects.length === 0) continue;
+    const worst = Math.max(
+      stage.recentMeanMs ?? 0,
+      ...workers.filter((w) => suspects.includes(w.worker)).map((w) => w.meanMs ?? 0),
+    );
+    const factor = worst / baseline;
+    out.push(
+      anomaly(
+        'processing_time_anomaly',
+        stage.stage,
+        factor >= t.slowdownFactor * 3 ? 'critical' : 'warning',
+        suspects.length > 0
+          ? `${stage.stage}: ${suspects.join(', ')} take${suspects.length === 1 ? 's' : ''} ${factor.toFixed(1)}x the baseline (${Math.round(worst)} ms vs ${Math.round(baseline)} ms), peers fine`
+          : `${stage.stage}: processing takes ${factor.toFixed(1)}x its baseline (${Math.round(worst)} ms vs ${Math.round(baseline)} ms)`,
+        {
+          recentMeanMs: stage.recentMeanMs,
+          baselineMs: baseline,
+          factor,
+          samples: stage.recentSamples,
+          workers: workerEvidence(workers, suspects),
+          suspects,
+          containers: suspectContainers(snapshot, stage.stage, suspects),
+        },
+        now,
+      ),
+    );
+  }
+  return out;
+};
