@@ -1,5 +1,5 @@
 /** `bench/results.json` and `docs/BENCHMARKS.md` from one run's results: each figure next to its baseline. */
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Row, TargetResult } from './common';
@@ -97,6 +97,11 @@ ${mdTable(l.summary)}
 
 ${mdTable(l.rows)}
 `;
+}
+
+/** The results of the last run, as `writeReport` left them in bench/results.json. */
+export function readResults(root: string): BenchResults {
+  return JSON.parse(readFileSync(path.join(root, 'bench/results.json'), 'utf8')) as BenchResults;
 }
 
 export function writeReport(root: string, r: BenchResults): void {

@@ -6,48 +6,31 @@
  */
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import {
-  Client,
-  Connection,
-  ScheduleNotFoundError,
-  WorkflowNotFoundError,
-  type WorkflowExecutionInfo,
-} from '@temporalio/client';
+import { Client, Connection, ScheduleNotFoundError } from '@temporalio/client';
 import Docker from 'dockerode';
 import { Redis } from 'ioredis';
 import type pg from 'pg';
 import { CONFIG_EXIT_CODE, formatConfigProblems, parseConfig } from '../core/config';
-import { createKeys, STAGES, type Keys } from '../core/keys';
-import type { AnomalyType, HealPhase } from '../core/types';
+import { createKeys } from '../core/keys';
 import { createPool } from '../db/pool';
 import { createChaos, runChaos, type Chaos, type ChaosResult } from '../pipeline/chaos';
-import { generateDocuments } from '../pipeline/generator';
 import { readRegistrations, type WorkerRegistration } from '../pipeline/registry';
 import { answers200 } from '../pipeline/runner';
-import {
-  approveSignal,
-  healingWorkflowId,
-  MONITOR_SCHEDULE_ID,
-  SearchAttr,
-  statusQuery,
-  WorkflowType,
-} from '../workflows/definitions';
-import type { HealingStatus } from '../workflows/healing';
-import { formatTable } from './output';
-import { startReferencePipeline } from './pipeline-up';
-import { ensureMonitorSchedule } from './schedule';
-import { temporalAnswers } from './temporal-local';
+import { healingWorkflowId, MONITOR_SCHEDULE_ID } from '../workflows/definitions';
+import { announceSettings, describeInjection, formatDemoSummary } from './demo-output';
 import { DEMO_APPROVER, DEMO_DEFAULTS } from './demo-settings';
+import { demoSteps } from './demo-steps';
+import { stopDemo } from './demo-stop';
+import { createTracker, fillRow, POLL_MS, stepHealing, type Tracked } from './demo-tracker';
+import { startTraffic, TRAFFIC } from './demo-traffic';
+import { DemoError, DemoInterrupted, TERMINAL, type DemoResult, type DemoStepResult } from './demo-types';
+import { startReferencePipeline } from './pipeline-up';
+import { temporalAnswers } from './temporal-local';
 import { dataDir, up, type UpHandle } from './up';
 
 export { DEMO_APPROVER, DEMO_DEFAULTS };
-
-/** Phases a healing ends in. */
-const TERMINAL: readonly string[] = ['healed', 'escalated', 'rejected', 'failed'] satisfies HealPhase[];
-
-/** Documents per tick and tick length of the steady traffic: 40 documents/s. */
-const TRAFFIC = { perTick: 10, tickMs: 250 };
-const POLL_MS = 500;
+export { demoSteps, formatDemoSummary, DemoError };
+export type { DemoResult, DemoStepResult, OtherHealing, StepOutcome } from './demo-types';
 
 const isSet = (v: string | undefined) => v !== undefined && v.trim() !== '';
 
@@ -73,181 +56,6 @@ export function demoEnvironment(env: NodeJS.ProcessEnv): {
       applied.PIPELINE_CONTAINER_PREFIX = `pipeline-demo-${randomBytes(3).toString('hex')}`;
   }
   return { env: out, applied, kept };
-}
-
-export class DemoError extends Error {
-  readonly type = 'demo_failed';
-}
-class DemoInterrupted extends Error {
-  readonly type = 'interrupted';
-}
-
-/** Outcome of a step: the healing's terminal phase, or why there is none. */
-export type StepOutcome = HealPhase | 'not_detected' | 'timed_out' | 'injection_failed' | 'interrupted';
-
-export interface DemoStepResult {
-  /** Seed fault class, as `selfheal chaos` names it. */
-  fault: string;
-  /** The `selfheal chaos` invocations that injected it. */
-  chaos: string[];
-  anomalyType: AnomalyType;
-  target: string;
-  workflowId: string | null;
-  runId: string | null;
-  webUi: string | null;
-  /** Seconds from injection to the monitor's detection. */
-  detectedSeconds: number | null;
-  /** Actions taken, in order (a ladder may take several). */
-  actions: string[];
-  /** The remedy: the last action taken, else the plan's action. */
-  action: string | null;
-  outcome: StepOutcome;
-  /** Seconds from injection to the terminal phase. */
-  healSeconds: number | null;
-  decidedBy: string | null;
-  note: string | null;
-}
-
-export interface OtherHealing {
-  workflowId: string;
-  anomalyType: string;
-  target: string;
-  phase: string;
-  /** The fault being demonstrated when it started, or `baseline`. */
-  during: string;
-}
-
-export interface DemoResult {
-  ok: boolean;
-  interrupted: boolean;
-  namespace: string;
-  temporalAddress: string;
-  webUi: string;
-  autoApprove: boolean;
-  /** Demo-scaled settings applied (variables the environment did not set). */
-  settings: Record<string, string>;
-  pipeline: { worker: string; stage: string; kind: string; container: string | null }[];
-  baseline: { seconds: number; documentsPerSecond: number } | null;
-  steps: DemoStepResult[];
-  otherHealings: OtherHealing[];
-  totalSeconds: number;
-}
-
-/** One scripted fault: what to inject and which healing it must lead to. */
-interface StepSpec {
-  fault: string;
-  chaos: string[][];
-  type: AnomalyType;
-  /** The anomaly's target; stale locks are named by their owner, which the injection makes up. */
-  target: (results: ChaosResult[]) => string;
-}
-
-/**
- * One fault per seed class, in order. Restarts are spread over the containers (kill: a worker of the last stage;
- * errors: the second worker of the first stage; slowness: the first) so that no container nears the circuit
- * breaker (3 restarts an hour).
- */
-export function demoSteps(workers: WorkerRegistration[]): StepSpec[] {
-  const first = STAGES[0];
-  const last = STAGES[STAGES.length - 1]!;
-  const of = (stage: string) => workers.filter((w) => w.stage === stage);
-  const [a, b] = of(first);
-  const victim = of(last)[0];
-  if (!a || !b || !victim) {
-    throw new DemoError(`the demo needs two ${first} workers and a ${last} worker; found ${workers.length} workers`);
-  }
-  const name = (w: WorkerRegistration) => w.container ?? w.worker;
-  return [
-    {
-      fault: 'stuck-documents',
-      chaos: [['stuck-documents', '5', first]],
-      type: 'stuck_documents',
-      target: () => first,
-    },
-    {
-      fault: 'kill-worker',
-      chaos: [['kill-worker', victim.worker]],
-      type: 'unhealthy_container',
-      target: () => name(victim),
-    },
-    {
-      fault: 'error-rate',
-      chaos: [['error-rate', first, '0.9', b.worker]],
-      type: 'error_rate_spike',
-      target: () => first,
-    },
-    { fault: 'slow', chaos: [['slow', first, '25', a.worker]], type: 'processing_time_anomaly', target: () => first },
-    {
-      fault: `hang-worker silent (every ${first} worker)`,
-      chaos: [
-        ['hang-worker', a.worker, 'silent'],
-        ['hang-worker', b.worker, 'silent'],
-      ],
-      type: 'stalled_queue',
-      target: () => first,
-    },
-    {
-      fault: 'stale-lock',
-      chaos: [['stale-lock', '3']],
-      type: 'stale_locks',
-      target: (results) => {
-        const owner = results[0]?.owner;
-        return typeof owner === 'string' ? owner : '';
-      },
-    },
-  ];
-}
-
-/** One line saying what a fault really did. */
-function describeInjection(r: ChaosResult): string {
-  const s = (v: unknown) => (typeof v === 'string' || typeof v === 'number' ? String(v) : JSON.stringify(v));
-  switch (r.fault) {
-    case 'stuck-documents':
-      return `${(r.documents as unknown[]).length} documents left processing on ${s(r.stage)} by ${s(r.owner)}, a worker with no heartbeat`;
-    case 'kill-worker':
-      return r.kind === 'container'
-        ? `docker kill of container ${s(r.container)}`
-        : `SIGKILL of ${s(r.worker)} (pid ${s(r.pid)})`;
-    case 'error-rate':
-      return `${Number(r.fraction) * 100}% of ${r.worker ? `${s(r.worker)}'s` : 'the'} ${s(r.stage)} documents fail`;
-    case 'slow':
-      return `${r.worker ? `${s(r.worker)}'s` : 'the'} ${s(r.stage)} processing ${s(r.factor)}x slower`;
-    case 'hang-worker':
-      return `${s(r.worker)} stops taking documents${r.silent ? ', /health still answers 200' : ', /health answers 503'}`;
-    case 'stale-lock':
-      return `${(r.documents as unknown[]).length} document locks held by ${s(r.owner)}, which has no heartbeat`;
-    default:
-      return JSON.stringify(r);
-  }
-}
-
-const PHASE_LABEL: Partial<Record<HealPhase, string>> = {
-  analyzing: 'analysing',
-  awaiting_approval: 'awaiting approval',
-  rate_limited: 'rate limited',
-};
-
-const oneLine = (text: string, max = 160) => {
-  const t = text.replace(/\s+/g, ' ').trim();
-  return t.length > max ? `${t.slice(0, max - 1)}…` : t;
-};
-
-/** A healing workflow run the demo has seen start. */
-interface Tracked {
-  workflowId: string;
-  runId: string;
-  type: string;
-  target: string;
-  startedAt: number;
-  /** Step it started during (-1: the baseline), and the time its elapsed seconds count from. */
-  step: number;
-  t0: number;
-  closed: boolean;
-  status?: HealingStatus;
-  printed: number;
-  decisionShown: boolean;
-  /** Plan ids approved by the demo, or whose approve/reject commands were shown. */
-  handledPlans: Set<string>;
 }
 
 export interface DemoOptions {
@@ -280,22 +88,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   const uiBase = `http://localhost:${opts.uiPort}/namespaces/${encodeURIComponent(ns)}/workflows`;
   const link = (workflowId: string) => `${uiBase}/${encodeURIComponent(workflowId)}`;
 
-  const applied = Object.entries(demo.applied).map(([k, v]) => `${k}=${v}`);
-  say(
-    applied.length > 0
-      ? `demo: demo-scaled settings for variables your environment does not set: ${applied.join(' ')}`
-      : 'demo: every demo setting comes from your environment',
-  );
-  if (Object.keys(demo.kept).length > 0) {
-    say(
-      `demo: kept from your environment: ${Object.entries(demo.kept)
-        .map(([k, v]) => `${k}=${v}`)
-        .join(' ')}`,
-    );
-  }
-  say(
-    `demo: ${config.AUTO_FIX_ENABLED ? 'AUTO_FIX_ENABLED=true' : 'auto-fix is off'}; ${autoApprove ? `plans awaiting approval are approved by "${DEMO_APPROVER}"` : 'plans awaiting approval wait for you (the commands are shown)'}`,
-  );
+  announceSettings(say, demo, config.AUTO_FIX_ENABLED, autoApprove);
 
   const result: DemoResult = {
     ok: false,
@@ -352,27 +145,6 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   const tracked = new Map<string, Tracked>();
   /** The step under way, so that an interrupt still reports what its healing had reached. */
   let current: { row: DemoStepResult; injectedAt: number } | undefined;
-  /** The step's row from its healing (found by workflow id, started after the injection). */
-  const fillRow = (row: DemoStepResult, injectedAt: number) => {
-    const t = [...tracked.values()].find((x) => x.workflowId === row.workflowId && x.startedAt >= injectedAt - 1_000);
-    if (!t) return;
-    row.runId = t.runId;
-    const st = t.status;
-    if (st) {
-      row.detectedSeconds = Number(((st.anomaly.detectedAt - injectedAt) / 1000).toFixed(1));
-      row.actions = st.actions.map((a) => a.action);
-      row.action = row.actions.at(-1) ?? st.plan?.action ?? null;
-      row.decidedBy = st.decision ? st.decision.by : null;
-      if (t.closed) {
-        row.outcome = TERMINAL.includes(st.phase) ? st.phase : 'failed';
-        row.healSeconds = Number((((st.history.at(-1)?.at ?? Date.now()) - injectedAt) / 1000).toFixed(1));
-        row.note = st.history.at(-1)?.note ?? null;
-      }
-    } else if (t.closed) {
-      row.outcome = 'failed';
-      row.note = 'the workflow run did not complete';
-    }
-  };
 
   try {
     handle = await up({
@@ -412,108 +184,18 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     }));
     const steps = demoSteps(workers);
 
-    // ---- the tracker: every healing started since the demo began, followed through its status query ---------
-    let currentStep = -1;
-    let stepT0 = Date.now();
-    const since = new Date(t00 - 1_000).toISOString();
-    const stamp = (t: Tracked | undefined, at: number) => {
-      const s = ((at - (t?.t0 ?? stepT0)) / 1000).toFixed(1);
-      return `[${s.padStart(6)}s]`;
-    };
-
-    const follow = async (t: Tracked, listed: WorkflowExecutionInfo) => {
-      const h = client.workflow.getHandle(t.workflowId, t.runId);
-      const name = listed.status.name;
-      if (name === 'RUNNING') {
-        const st = (await h.query(statusQuery).catch(() => undefined)) as HealingStatus | undefined;
-        if (st) t.status = st;
-      } else if (name === 'COMPLETED') {
-        t.status = (await h.result()) as HealingStatus;
-        t.closed = true;
-      } else {
-        t.closed = true;
-        say(`${stamp(t, Date.now())} ${t.workflowId}  ${name.toLowerCase()} (the run did not complete)`);
-      }
-      const st = t.status;
-      if (!st) return;
-      // New timeline entries and the decision, in the workflow's order.
-      const events = st.history
-        .slice(t.printed)
-        .map((e) => ({ at: e.at, text: `${PHASE_LABEL[e.phase] ?? e.phase}: ${oneLine(e.note)}` }));
-      if (st.decision && !t.decisionShown) {
-        t.decisionShown = true;
-        const d = st.decision;
-        events.push({
-          at: d.at,
-          text: `${d.decision === 'approve' ? 'approved' : 'rejected'} by ${d.by} (${d.via}, plan ${d.planId})`,
-        });
-      }
-      for (const e of events.sort((x, y) => x.at - y.at)) say(`${stamp(t, e.at)} ${t.workflowId}  ${e.text}`);
-      t.printed = st.history.length;
-      if (!st.decision) t.decisionShown = false;
-      const plan = st.plan;
-      if (!t.closed && st.phase === 'awaiting_approval' && plan && !st.decision && !t.handledPlans.has(plan.id)) {
-        t.handledPlans.add(plan.id);
-        if (autoApprove) {
-          await h.signal(approveSignal, { by: DEMO_APPROVER, reason: 'selfheal demo --auto-approve', planId: plan.id });
-        } else {
-          const cli = 'selfheal';
-          say(
-            `           ${t.workflowId} waits for you: ${plan.action} (plan ${plan.id}, ${plan.source}, confidence ${plan.confidence.toFixed(2)})`,
-          );
-          say(`             approve: ${cli} approve ${t.workflowId} --by NAME --plan ${plan.id}`);
-          say(`             reject:  ${cli} reject ${t.workflowId} --by NAME --reason TEXT --plan ${plan.id}`);
-          say(`             (no decision within ${config.APPROVAL_TIMEOUT} s rejects it)`);
-        }
-      }
-    };
-
-    const poll = async () => {
-      const query = `WorkflowType = '${WorkflowType.healing}' AND StartTime >= '${since}'`;
-      for await (const wf of client.workflow.list({ query })) {
-        let t = tracked.get(wf.runId);
-        if (!t) {
-          const sa = wf.typedSearchAttributes;
-          t = {
-            workflowId: wf.workflowId,
-            runId: wf.runId,
-            type: sa.get(SearchAttr.AnomalyType) ?? '?',
-            target: sa.get(SearchAttr.HealTarget) ?? '?',
-            startedAt: wf.startTime.getTime(),
-            step: currentStep,
-            t0: stepT0,
-            closed: false,
-            printed: 0,
-            decisionShown: false,
-            handledPlans: new Set(),
-          };
-          tracked.set(wf.runId, t);
-          say(
-            `${stamp(t, t.startedAt)} detected: ${t.type} on ${t.target}, workflow ${t.workflowId} started  ${link(t.workflowId)}`,
-          );
-        }
-        if (!t.closed) await follow(t, wf);
-      }
-    };
-    const awaitingApproval = () =>
-      [...tracked.values()].some((t) => !t.closed && t.status?.phase === 'awaiting_approval');
-
-    /**
-     * Polls until `done()` or `boundMs` of active time pass; time while a healing awaits approval does not count
-     * (that wait has its own bound, APPROVAL_TIMEOUT, after which the workflow rejects).
-     */
-    const pollUntil = async (done: () => boolean | Promise<boolean>, boundMs: number): Promise<boolean> => {
-      let active = 0;
-      for (;;) {
-        checkAbort();
-        await poll();
-        if (await done()) return true;
-        if (active > boundMs) return false;
-        const before = Date.now();
-        await sleep(POLL_MS);
-        if (!awaitingApproval()) active += Date.now() - before;
-      }
-    };
+    const tracker = createTracker({
+      client,
+      tracked,
+      since: new Date(t00 - 1_000).toISOString(),
+      autoApprove,
+      approvalTimeout: config.APPROVAL_TIMEOUT,
+      link,
+      say,
+      sleep,
+      checkAbort,
+    });
+    const { poll, stamp, awaitingApproval, pollUntil } = tracker;
 
     // ---- traffic and baseline -------------------------------------------------------------------------------
     traffic = startTraffic(pool, redis, keys, (err) => say(`traffic: ${err}`), sleep, signal);
@@ -568,8 +250,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
       say('');
       say(`── ${i + 1}/${steps.length} ${spec.fault}: selfheal chaos ${commands.join(' ; selfheal chaos ')}`);
       const injectedAt = Date.now();
-      currentStep = i;
-      stepT0 = injectedAt;
+      tracker.startStep(i, injectedAt);
       const row: DemoStepResult = {
         fault: spec.fault,
         chaos: commands,
@@ -605,8 +286,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
         const id = healingWorkflowId(spec.type, row.target);
         row.workflowId = id;
         row.webUi = link(id);
-        const primary = () =>
-          [...tracked.values()].find((t) => t.workflowId === id && t.startedAt >= injectedAt - 1_000);
+        const primary = () => stepHealing(tracked, id, injectedAt);
         let active = 0;
         for (;;) {
           checkAbort();
@@ -628,7 +308,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
           await sleep(POLL_MS);
           if (t && !awaitingApproval()) active += Date.now() - before;
         }
-        fillRow(row, injectedAt);
+        fillRow(tracked, row, injectedAt);
       }
       // Undo what is left of the fault (a restart cures the process faults; the peer of a stalled stage is still
       // hung; a killed worker the healing did not restart is started again).
@@ -643,109 +323,16 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   } catch (err) {
     if (!(err instanceof DemoInterrupted)) throw err;
     result.interrupted = true;
-    if (current) fillRow(current.row, current.injectedAt);
+    if (current) fillRow(tracked, current.row, current.injectedAt);
     for (const s of result.steps) if (!TERMINAL.includes(s.outcome)) s.outcome = 'interrupted';
   } finally {
-    say('');
-    say('stopping: traffic, faults, open healings, the Schedule, then everything up started...');
-    const quietly = async (what: string, body: () => Promise<unknown>) => {
-      try {
-        await body();
-      } catch (err) {
-        say(`stopping: ${what}: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
-      }
-    };
-    if (traffic) await quietly('traffic', () => traffic!.stop());
-    if (chaos) await quietly('clearing faults', () => chaos!.clear());
-    if (connection) {
-      const client = new Client({ connection, namespace: ns });
-      for (const t of tracked.values()) {
-        if (t.closed) continue;
-        await quietly(`terminating ${t.workflowId}`, async () => {
-          try {
-            await client.workflow.getHandle(t.workflowId, t.runId).terminate('selfheal demo stopped');
-            say(`stopping: terminated ${t.workflowId} (still ${t.status?.phase ?? 'running'})`);
-          } catch (err) {
-            // It ended between the last poll and now: nothing to stop.
-            if (!(err instanceof WorkflowNotFoundError)) throw err;
-          }
-        });
-      }
-      await quietly('the Schedule', async () => {
-        if (scheduleExisted === false) {
-          await client.schedule.getHandle(MONITOR_SCHEDULE_ID).delete();
-          say(`stopping: Schedule ${MONITOR_SCHEDULE_ID} deleted (the demo created it)`);
-        } else if (userConfig.ok) {
-          await ensureMonitorSchedule(client, userConfig.config);
-          say(`stopping: Schedule ${MONITOR_SCHEDULE_ID} set back to your configuration`);
-        }
-      });
-    }
-    for (const t of tracked.values()) {
-      const primary = result.steps.some((s) => s.runId === t.runId);
-      if (primary) continue;
-      result.otherHealings.push({
-        workflowId: t.workflowId,
-        anomalyType: t.type,
-        target: t.target,
-        phase: t.status?.phase ?? (t.closed ? 'failed' : 'running'),
-        during: t.step < 0 ? 'baseline' : (result.steps[t.step]?.fault ?? '?'),
-      });
-    }
-    redis?.disconnect();
-    if (pool) await quietly('Postgres pool', () => pool!.end());
-    if (connection) await quietly('Temporal connection', () => connection!.close());
-    if (handle) await quietly('up', () => handle!.stop());
-    say('stopped.');
+    await stopDemo(
+      { handle, connection, pool, redis, chaos, traffic },
+      { say, namespace: ns, tracked, result, scheduleExisted, userConfig },
+    );
   }
   result.totalSeconds = Number(((Date.now() - t00) / 1000).toFixed(1));
   return result;
-}
-
-/** New documents at a steady rate until stopped: error rates and processing means need traffic. */
-function startTraffic(
-  pool: pg.Pool,
-  redis: Redis,
-  keys: Keys,
-  onError: (message: string) => void,
-  sleep: (ms: number) => Promise<void>,
-  signal: AbortSignal,
-): { stop(): Promise<void> } {
-  let stopped = false;
-  let lastError = '';
-  const done = (async () => {
-    while (!stopped && !signal.aborted) {
-      try {
-        await generateDocuments({ pool, redis, keys, count: TRAFFIC.perTick });
-        lastError = '';
-      } catch (err) {
-        const message = err instanceof Error ? err.message : String(err);
-        if (message !== lastError) onError(message);
-        lastError = message;
-      }
-      await sleep(TRAFFIC.tickMs);
-    }
-  })();
-  return {
-    async stop() {
-      stopped = true;
-      await done;
-    },
-  };
-}
-
-/** The summary as a table: one row per fault. */
-export function formatDemoSummary(result: DemoResult): string {
-  const secs = (v: number | null) => (v === null ? '-' : `${v.toFixed(1)} s`);
-  const rows = result.steps.map((s) => [
-    s.fault,
-    secs(s.detectedSeconds),
-    s.actions.length > 0 ? s.actions.join(' -> ') : s.action ? `${s.action} (not run)` : '-',
-    s.outcome,
-    secs(s.healSeconds),
-    s.workflowId ?? '-',
-  ]);
-  return formatTable(['fault', 'detected after', 'action', 'outcome', 'time to heal', 'workflow'], rows);
 }
 
 /**

@@ -16,15 +16,7 @@ import {
 } from './temporal-local';
 import { TaskQueue } from '../workflows/definitions';
 import { nodeCommand, PROJECT_ROOT, projectScript } from './project';
-import {
-  decideLocalOllama,
-  defaultLoopbackListen,
-  LOCAL_MODEL,
-  localModelFor,
-  LocalOllamaSkip,
-  modelListed,
-} from '../core/local-model';
-import { findOllamaBin, ollamaModelsDir, ollamaTags, startOllamaServer } from './ollama-local';
+import { startModel } from './up-model';
 
 /** Where `selfheal up` keeps its state: the Temporal database, logs, the run file. */
 export function dataDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -219,53 +211,9 @@ export async function up(opts: UpOptions): Promise<UpHandle> {
       await connection.close();
     }
 
-    // 1b. The model server: started here like the dev server, but only at Ollama's default loopback address (any other
-    // address is a server of the operator's) and only when `scripts/dev.sh llm` installed it. Without it, analysis
-    // falls back to the runbook: never a reason not to come up.
+    // 1b. The model server (up-model.ts): started here, or an operator's, or none (then the runbook plans).
     const env: NodeJS.ProcessEnv = { ...opts.env };
-    let ollamaStarted = false;
-    const tags = await ollamaTags(config.OLLAMA_HOST);
-    const decision = decideLocalOllama({
-      host: config.OLLAMA_HOST,
-      answers: tags.answers,
-      binary: findOllamaBin(opts.env),
-    });
-    if (decision.start) {
-      const modelsDir = ollamaModelsDir(opts.env);
-      const server = await startOllamaServer({
-        binary: decision.binary,
-        listen: decision.listen,
-        modelsDir,
-        logFile: path.join(logDir, 'ollama.log'),
-        env: opts.env,
-      });
-      components.push({ name: 'ollama', pid: server.pid, stop: () => stopProcessGroup(server) });
-      ollamaStarted = true;
-    }
-    const localModel = localModelFor(opts.env.OLLAMA_MODEL, ollamaStarted);
-    if (localModel) env.OLLAMA_MODEL = localModel;
-    const model = localModel ?? config.OLLAMA_MODEL;
-    const listed = ollamaStarted ? await ollamaTags(config.OLLAMA_HOST) : tags;
-    const modelNote = !listed.answers
-      ? ''
-      : modelListed(listed.models, model)
-        ? ' (listed)'
-        : ` (not listed: ${model === LOCAL_MODEL ? '`scripts/dev.sh llm` registers it' : `ollama pull ${model}`}; the runbook plans meanwhile)`;
-    if (ollamaStarted) {
-      say(
-        `Model: local Ollama server started on ${config.OLLAMA_HOST} (log ${path.join(logDir, 'ollama.log')}), model ${model}${modelNote}`,
-      );
-    } else if (tags.answers) {
-      say(`Model: using the Ollama server at ${config.OLLAMA_HOST}, model ${model}${modelNote}`);
-    } else {
-      const why =
-        decision.start === false && decision.reason === LocalOllamaSkip.notInstalled
-          ? 'Ollama is not installed (`scripts/dev.sh llm`, or OLLAMA_BIN)'
-          : defaultLoopbackListen(config.OLLAMA_HOST)
-            ? 'nothing answers'
-            : 'nothing answers, and up only starts one at http://127.0.0.1:11434';
-      say(`Model: none at ${config.OLLAMA_HOST} (${why}); diagnosis uses the rule-based runbook`);
-    }
+    const { ollamaStarted, model } = await startModel({ config, callerEnv: opts.env, env, logDir, components, say });
     checkInterrupted();
 
     // 2. selfheal's own schema (the reference pipeline creates its tables itself, in step 3)
