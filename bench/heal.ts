@@ -13,7 +13,7 @@ import { createActionActivities, type ActionInput, type ActionResult } from '../
 import type { Plan, PlanParams } from '../core/plan';
 import type { ActionType } from '../core/types';
 import { ensurePipelineImage } from '../pipeline/image';
-import { COMPARE_AND_DELETE } from '../pipeline/lua';
+import { COMPARE_AND_DELETE, defineScript } from '../pipeline/lua';
 import { uniqueId, waitFor, type TestEnv } from '../tests/helpers/env';
 import { createTestRunner, httpStatus, stopTestPipeline } from '../tests/helpers/pipeline';
 import { ms, type Row } from './common';
@@ -259,11 +259,10 @@ export async function benchHealLocks(t: TestEnv, n: number): Promise<Row[]> {
   });
 
   await setLocks();
-  t.redis.defineCommand('benchCompareAndDelete', { numberOfKeys: 1, lua: COMPARE_AND_DELETE });
-  const cad = t.redis as unknown as { benchCompareAndDelete(k: string, v: string): Promise<number> };
+  const compareAndDelete = defineScript(t.redis, 'benchCompareAndDelete', COMPARE_AND_DELETE);
   t0 = performance.now();
   const results = await Promise.all(
-    locks.map((l) => cad.benchCompareAndDelete(t.keys.lock(l.documentId), `${l.owner}:${l.token}`)),
+    locks.map((l) => compareAndDelete([t.keys.lock(l.documentId)], [`${l.owner}:${l.token}`])),
   );
   elapsed = ms(t0);
   rows.push({
