@@ -17,15 +17,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { parseConfig } from '../core/config';
-import { ensureMonitorSchedule } from '../starter/schedule';
-import {
-  findTemporalCli,
-  freePort,
-  INSTALL_HINT,
-  registerSearchAttributes,
-  startDevServer,
-  stopProcessGroup,
-} from '../starter/temporal-local';
+import { ensureMonitorSchedule } from '../workers/schedule';
+import { findTemporalCli, freePort, INSTALL_HINT, startDevServer, stopProcessGroup } from '../starter/temporal-local';
+import { registerSearchAttributes } from '../workers/temporal-connection';
 import { MONITOR_SCHEDULE_ID } from '../workflows/definitions';
 import { percentile, progress, round1, type Row, type TargetResult } from './common';
 

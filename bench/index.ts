@@ -30,7 +30,7 @@ import { parseArgs } from 'node:util';
 import Docker from 'dockerode';
 import { generateDocuments } from '../pipeline/generator';
 import { ensurePipelineImage } from '../pipeline/image';
-import { nodeCommand, projectScript } from '../starter/project';
+import { nodeCommand, projectScript } from '../workers/project';
 import { freePort } from '../starter/temporal-local';
 import { createTestEnv, waitFor } from '../tests/helpers/env';
 import { createTestRunner, stopTestPipeline, waitForDocuments } from '../tests/helpers/pipeline';

@@ -2,7 +2,7 @@
 import { spawn } from 'node:child_process';
 import { closeSync, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
-import { PROJECT_ROOT } from '../starter/project';
+import { PROJECT_ROOT } from '../workers/project';
 import { chaosKey, type ChaosContext, type ChaosRecord, type ChaosResult } from './chaos-context';
 import { COMPARE_AND_DELETE, defineScript } from './lua';
 import { processRunsCommand, readRegistration, type WorkerRegistration } from './registry';

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import type Docker from 'dockerode';
 import { build } from 'esbuild';
-import { projectScript } from '../starter/project';
+import { projectScript } from '../workers/project';
 
 const run = promisify(execFile);
 

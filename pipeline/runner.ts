@@ -9,7 +9,7 @@ import path from 'node:path';
 import type Docker from 'dockerode';
 import type { Redis } from 'ioredis';
 import type { Keys, Stage } from '../core/keys';
-import { nodeCommand, PROJECT_ROOT, projectScript } from '../starter/project';
+import { nodeCommand, PROJECT_ROOT, projectScript } from '../workers/project';
 import { ensurePipelineImage } from './image';
 import { processRunsCommand, readRegistration, type WorkerKind } from './registry';
 import {

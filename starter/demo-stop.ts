@@ -7,7 +7,7 @@ import type { Chaos } from '../pipeline/chaos';
 import { MONITOR_SCHEDULE_ID } from '../workflows/definitions';
 import { otherHealings, type Tracked } from './demo-tracker';
 import type { DemoResult } from './demo-types';
-import { ensureMonitorSchedule } from './schedule';
+import { ensureMonitorSchedule } from '../workers/schedule';
 import type { UpHandle } from './up';
 
 /** What the demo has started so far (a step that failed, or an interrupt, leaves the later ones undefined). */

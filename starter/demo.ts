@@ -25,7 +25,7 @@ import { createTracker, fillRow, POLL_MS, stepHealing, type Tracked } from './de
 import { startTraffic, TRAFFIC } from './demo-traffic';
 import { DemoError, DemoInterrupted, TERMINAL, type DemoResult, type DemoStepResult } from './demo-types';
 import { startReferencePipeline } from './pipeline-up';
-import { temporalAnswers } from './temporal-local';
+import { temporalAnswers } from '../workers/temporal-connection';
 import { dataDir, up, type UpHandle } from './up';
 
 export { DEMO_APPROVER, DEMO_DEFAULTS };

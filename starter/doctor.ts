@@ -5,8 +5,10 @@ import { Redis } from 'ioredis';
 import { selfhealDatabaseUrl, type Config } from '../core/config';
 import { createPools } from '../db/pool';
 import { defaultLoopbackListen, LOCAL_MODEL } from '../core/local-model';
-import { findOllamaBin, ollamaState } from './ollama-local';
-import { findTemporalCli, INSTALL_HINT, temporalAnswers } from './temporal-local';
+import { findOllamaBin } from './ollama-local';
+import { ollamaState } from '../workers/ollama-probe';
+import { findTemporalCli, INSTALL_HINT } from './temporal-local';
+import { temporalAnswers } from '../workers/temporal-connection';
 
 export const CheckStatus = { ok: 'ok', degraded: 'degraded', missing: 'missing' } as const;
 export type CheckStatus = (typeof CheckStatus)[keyof typeof CheckStatus];

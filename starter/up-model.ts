@@ -9,7 +9,8 @@ import {
   LocalOllamaSkip,
   modelListed,
 } from '../core/local-model';
-import { findOllamaBin, ollamaModelsDir, ollamaTags, startOllamaServer } from './ollama-local';
+import { findOllamaBin, ollamaModelsDir, startOllamaServer } from './ollama-local';
+import { ollamaTags } from '../workers/ollama-probe';
 import { stopProcessGroup } from './temporal-local';
 import type { Component } from './up';
 

@@ -5,17 +5,10 @@ import { Connection } from '@temporalio/client';
 import { selfhealDatabaseUrl, type Config } from '../core/config';
 import { migrate } from '../db/migrate';
 import { createPool } from '../db/pool';
-import {
-  findTemporalCli,
-  INSTALL_HINT,
-  registerSearchAttributes,
-  startDevServer,
-  stopProcessGroup,
-  temporalAnswers,
-  waitForPollers,
-} from './temporal-local';
+import { findTemporalCli, INSTALL_HINT, startDevServer, stopProcessGroup } from './temporal-local';
+import { registerSearchAttributes, temporalAnswers, waitForPollers } from '../workers/temporal-connection';
 import { TaskQueue } from '../workflows/definitions';
-import { nodeCommand, PROJECT_ROOT, projectScript } from './project';
+import { nodeCommand, PROJECT_ROOT, projectScript } from '../workers/project';
 import { startModel } from './up-model';
 
 /** Where `selfheal up` keeps its state: the Temporal database, logs, the run file. */

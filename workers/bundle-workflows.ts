@@ -6,7 +6,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { bundleWorkflowCode } from '@temporalio/worker';
-import { projectScript } from '../starter/project';
+import { projectScript } from './project';
 
 async function main(): Promise<void> {
   const out = process.argv[2];

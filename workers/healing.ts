@@ -4,7 +4,7 @@
  */
 import { selfhealDatabaseUrl } from '../core/config';
 import { createPool } from '../db/pool';
-import { projectScript } from '../starter/project';
+import { projectScript } from './project';
 import { TaskQueue } from '../workflows/definitions';
 import { healingActivities } from './activities';
 import { createFailFastRedis } from './clients';

@@ -2,8 +2,8 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
-import { ollamaState } from '../starter/ollama-local';
-import { temporalAnswers } from '../starter/temporal-local';
+import { ollamaState } from './ollama-probe';
+import { temporalAnswers } from './temporal-connection';
 import type { createMetricsState } from './metrics-state';
 
 export interface HttpServerDeps {

@@ -4,8 +4,8 @@
  */
 import { Client, Connection } from '@temporalio/client';
 import { createPools } from '../db/pool';
-import { projectScript } from '../starter/project';
-import { ensureMonitorSchedule } from '../starter/schedule';
+import { projectScript } from './project';
+import { ensureMonitorSchedule } from './schedule';
 import { TaskQueue } from '../workflows/definitions';
 import { monitorActivities } from './activities';
 import { createFailFastRedis } from './clients';

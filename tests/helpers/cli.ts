@@ -4,7 +4,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
-import { nodeCommand } from '../../starter/project';
+import { nodeCommand } from '../../workers/project';
 
 export const ROOT = path.resolve(__dirname, '../..');
 

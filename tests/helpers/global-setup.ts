@@ -13,10 +13,10 @@ import {
   freePort,
   INSTALL_HINT,
   PROJECT_ROOT,
-  registerSearchAttributes,
   startDevServer,
   stopProcessGroup,
 } from '../../starter/temporal-local';
+import { registerSearchAttributes } from '../../workers/temporal-connection';
 
 /**
  * Namespaces available to the tests of one run (each test file or describe takes its own; the suite needs about 30,

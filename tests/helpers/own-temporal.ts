@@ -8,13 +8,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
-import {
-  findTemporalCli,
-  freePort,
-  INSTALL_HINT,
-  registerSearchAttributes,
-  startDevServer,
-} from '../../starter/temporal-local';
+import { findTemporalCli, freePort, INSTALL_HINT, startDevServer } from '../../starter/temporal-local';
+import { registerSearchAttributes } from '../../workers/temporal-connection';
 
 export interface OwnTemporal {
   address: string;

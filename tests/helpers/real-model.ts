@@ -9,14 +9,15 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { LOCAL_MODEL, modelListed } from '../../core/local-model';
-import { findOllamaBin, ollamaModelsDir, ollamaTags, startOllamaServer } from '../../starter/ollama-local';
+import { findOllamaBin, ollamaModelsDir, startOllamaServer } from '../../starter/ollama-local';
+import { ollamaTags } from '../../workers/ollama-probe';
 import { freePort, stopProcessGroup } from '../../starter/temporal-local';
 
 export type RealModel =
   | { problem: undefined; host: string; model: string; stop: () => Promise<void> }
   | { problem: string; host?: undefined; model?: undefined; stop: () => Promise<void> };
 
-const none = async () => undefined;
+const none = () => Promise.resolve();
 
 export async function realModel(): Promise<RealModel> {
   const envHost = process.env.SELFHEAL_TEST_OLLAMA_HOST;
@@ -26,7 +27,10 @@ export async function realModel(): Promise<RealModel> {
     const tags = await ollamaTags(host, 5_000);
     if (!tags.answers) return { problem: `no Ollama answers at ${host}: ${tags.error}`, stop: none };
     if (!modelListed(tags.models, model)) {
-      return { problem: `the model ${model} is not at ${host} (it has: ${tags.models.join(', ') || 'none'})`, stop: none };
+      return {
+        problem: `the model ${model} is not at ${host} (it has: ${tags.models.join(', ') || 'none'})`,
+        stop: none,
+      };
     }
     return { problem: undefined, host, model, stop: none };
   }

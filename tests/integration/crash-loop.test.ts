@@ -20,7 +20,7 @@ import { parseRecord } from '../../activities/detection';
 import { parseConfig } from '../../core/config';
 import { ensurePipelineImage } from '../../pipeline/image';
 import type { PipelineRunner, RunningWorker } from '../../pipeline/runner';
-import { healingPolicy } from '../../starter/schedule';
+import { healingPolicy } from '../../workers/schedule';
 import { healingWorkflowId, statusQuery } from '../../workflows/definitions';
 import type { HealingStatus } from '../../workflows/healing';
 import { createTestEnv, type TestEnv, waitFor } from '../helpers/env';

@@ -19,7 +19,7 @@ import { parseConfig, thresholdsFrom, type Config } from '../../core/config';
 import { detectAll } from '../../core/detectors';
 import { ALLOWED_ACTIONS } from '../../core/plan';
 import type { Anomaly } from '../../core/types';
-import { healingPolicy } from '../../starter/schedule';
+import { healingPolicy } from '../../workers/schedule';
 import { monitorActivities } from '../../workers/activities';
 import { healingWorkflowId, TaskQueue } from '../../workflows/definitions';
 import { healingWorkflow, type HealingPolicy, type HealingStatus } from '../../workflows/healing';

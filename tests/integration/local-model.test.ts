@@ -13,8 +13,10 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LOCAL_MODEL, modelListed } from '../../core/local-model';
 import type { DoctorRow } from '../../starter/doctor';
-import { findOllamaBin, ollamaModelsDir, ollamaTags, startOllamaServer } from '../../starter/ollama-local';
-import { freePort, isPortOpen, stopProcessGroup } from '../../starter/temporal-local';
+import { findOllamaBin, ollamaModelsDir, startOllamaServer } from '../../starter/ollama-local';
+import { ollamaTags } from '../../workers/ollama-probe';
+import { freePort, stopProcessGroup } from '../../starter/temporal-local';
+import { isPortOpen } from '../../workers/temporal-connection';
 import { CLI } from '../helpers/cli';
 import { createTestEnv, type TestEnv, waitFor } from '../helpers/env';
 

@@ -21,7 +21,7 @@ import { detectAll } from '../../core/detectors';
 import type { Anomaly } from '../../core/types';
 import { ensurePipelineImage } from '../../pipeline/image';
 import type { PipelineRunner, RunningWorker } from '../../pipeline/runner';
-import { healingPolicy } from '../../starter/schedule';
+import { healingPolicy } from '../../workers/schedule';
 import { monitorActivities } from '../../workers/activities';
 import { healingWorkflowId, TaskQueue } from '../../workflows/definitions';
 import { healingWorkflow, type HealingPolicy } from '../../workflows/healing';

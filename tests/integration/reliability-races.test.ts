@@ -18,7 +18,7 @@ import type { Anomaly } from '../../core/types';
 import { generateDocuments } from '../../pipeline/generator';
 import type { PipelineRunner, RunningWorker } from '../../pipeline/runner';
 import { freePort } from '../../starter/temporal-local';
-import { healingPolicy } from '../../starter/schedule';
+import { healingPolicy } from '../../workers/schedule';
 import { monitorActivities } from '../../workers/activities';
 import { approveSignal, healingWorkflowId, statusQuery, TaskQueue } from '../../workflows/definitions';
 import { healingWorkflow, type HealingPolicy, type HealingStatus } from '../../workflows/healing';

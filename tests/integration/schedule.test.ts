@@ -5,7 +5,7 @@
 import type { Client } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig, type Config } from '../../core/config';
-import { ensureMonitorSchedule, monitoringInput } from '../../starter/schedule';
+import { ensureMonitorSchedule, monitoringInput } from '../../workers/schedule';
 import { MONITOR_SCHEDULE_ID } from '../../workflows/definitions';
 import { allocateNamespace, connectClient } from '../helpers/temporal';
 

@@ -25,7 +25,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { parseConfig, type Config } from '../../core/config';
 import { ensurePipelineImage } from '../../pipeline/image';
 import type { PipelineRunner } from '../../pipeline/runner';
-import { monitoringInput } from '../../starter/schedule';
+import { monitoringInput } from '../../workers/schedule';
 import { healingWorkflowId, TaskQueue } from '../../workflows/definitions';
 import type { HealingStatus } from '../../workflows/healing';
 import { monitoringCycleWorkflow } from '../../workflows/monitoring';

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { signApproval } from '../../activities/approval';
 import { parseConfig, thresholdsFrom, type Config } from '../../core/config';
 import type { Anomaly } from '../../core/types';
-import { healingPolicy } from '../../starter/schedule';
+import { healingPolicy } from '../../workers/schedule';
 import { approveSignal, decideUpdate, healingWorkflowId, statusQuery, TaskQueue } from '../../workflows/definitions';
 import { healingWorkflow, type HealingStatus } from '../../workflows/healing';
 import { createTestEnv, waitFor, type TestEnv } from '../helpers/env';

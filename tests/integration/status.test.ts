@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { parseConfig } from '../../core/config';
 import { listHealings } from '../../starter/healings';
 import type { ScheduleCommandResult } from '../../starter/schedule-command';
-import { ensureMonitorSchedule } from '../../starter/schedule';
+import { ensureMonitorSchedule } from '../../workers/schedule';
 import type { StatusReport } from '../../starter/status';
 import { freePort } from '../../starter/temporal-local';
 import { healingWorkflowId, MONITOR_SCHEDULE_ID, statusQuery, TaskQueue } from '../../workflows/definitions';

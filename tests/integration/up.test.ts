@@ -14,7 +14,8 @@ import { Client, Connection } from '@temporalio/client';
 import Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DoctorRow } from '../../starter/doctor';
-import { freePort, temporalAnswers } from '../../starter/temporal-local';
+import { freePort } from '../../starter/temporal-local';
+import { temporalAnswers } from '../../workers/temporal-connection';
 import { buildOnce, CLI, COMPILED_CLI, ROOT } from '../helpers/cli';
 import { createTestEnv, type TestEnv, waitFor } from '../helpers/env';
 
