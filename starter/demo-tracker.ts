@@ -102,7 +102,7 @@ export function createTracker(opts: TrackerOptions) {
     const h = client.workflow.getHandle(t.workflowId, t.runId);
     const name = listed.status.name;
     if (name === 'RUNNING') {
-      const st = (await h.query(statusQuery).catch(() => undefined)) as HealingStatus | undefined;
+      const st = await h.query(statusQuery).catch(() => undefined);
       if (st) t.status = st;
     } else if (name === 'COMPLETED') {
       t.status = (await h.result()) as HealingStatus;

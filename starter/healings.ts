@@ -88,7 +88,7 @@ export async function showHealing(
   }
   const healing =
     described.status.name === 'RUNNING' ? await handle.query(statusQuery) : ((await handle.result()) as HealingStatus);
-  return { status: described.status.name, healing: healing as HealingStatus };
+  return { status: described.status.name, healing: healing };
 }
 
 /**

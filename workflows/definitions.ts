@@ -146,7 +146,7 @@ export const approveSignal = defineSignal<[ApproveInput]>('approve');
 export const rejectSignal = defineSignal<[RejectInput]>('reject');
 export const anomalySeenSignal = defineSignal<[{ detectedAt: number; fingerprint: string }]>('anomalySeen');
 export const decideUpdate = defineUpdate<DecideInput['decision'], [DecideInput]>('decide');
-export const statusQuery = defineQuery<unknown>('status');
+export const statusQuery = defineQuery<HealingStatus>('status');
 
 /** Search attributes of healing workflows (registered by `selfheal up` and the test harness). */
 export const SearchAttr = {

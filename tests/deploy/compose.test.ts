@@ -77,7 +77,7 @@ async function completedHealing(workflowId: string): Promise<{ status: HealingSt
     what: `${workflowId} completed`,
   });
   const desc = await handle.describe();
-  return { status: (await handle.query(statusQuery)) as HealingStatus, runId: desc.runId };
+  return { status: await handle.query(statusQuery), runId: desc.runId };
 }
 
 describe('docker compose deployment', () => {
@@ -197,12 +197,11 @@ describe('docker compose deployment', () => {
     const workflowId = healingWorkflowId('unhealthy_container', target);
     docker('kill', target);
     const handle = client.workflow.getHandle(workflowId);
-    await waitFor(
-      async () =>
-        ((await handle.query(statusQuery).catch(() => undefined)) as HealingStatus | undefined)?.phase ===
-        'awaiting_approval',
-      { timeoutMs: 180_000, intervalMs: 1000, what: `${workflowId} awaiting approval` },
-    );
+    await waitFor(async () => (await handle.query(statusQuery).catch(() => undefined))?.phase === 'awaiting_approval', {
+      timeoutMs: 180_000,
+      intervalMs: 1000,
+      what: `${workflowId} awaiting approval`,
+    });
 
     // The agent that ran the healing's last workflow task (identity <pid>@<container hostname>) holds it in its cache.
     const identities = ((await handle.fetchHistory()).events ?? [])

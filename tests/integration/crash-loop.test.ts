@@ -230,7 +230,7 @@ describe('R9 crash-looping container', () => {
       { timeoutMs: 120_000, intervalMs: 200, what: `a healing run of ${name}` },
     );
     const handle = client.workflow.getHandle(id, runId);
-    await waitFor(async () => ((await handle.query(statusQuery)) as HealingStatus).phase === 'verifying', {
+    await waitFor(async () => (await handle.query(statusQuery)).phase === 'verifying', {
       timeoutMs: 120_000,
       intervalMs: 50,
       what: `${id} to verify`,

@@ -92,7 +92,7 @@ describe('R7: the same anomaly over many cycles', () => {
     const fingerprint = `stale_locks:${owner}`;
     const id = healingWorkflowId('stale_locks', owner);
     const handle = client.workflow.getHandle(id);
-    const status = async () => (await handle.query(statusQuery)) as HealingStatus;
+    const status = async () => await handle.query(statusQuery);
 
     const waiting = await waitFor(
       async () => {

@@ -146,7 +146,7 @@ describe('healing workflow, time-skipping', () => {
         workflowId: healingWorkflowId(a.type, a.target),
         args: [input(cfg, a)],
       });
-      await waitFor(async () => ((await handle.query(statusQuery)) as HealingStatus).phase === 'awaiting_approval', {
+      await waitFor(async () => (await handle.query(statusQuery)).phase === 'awaiting_approval', {
         what: 'awaiting approval',
       });
       await handle.signal(approveSignal, { by: 'alice', reason: 'looks right' });
@@ -175,7 +175,7 @@ describe('healing workflow, time-skipping', () => {
       });
       const s = await waitFor(
         async () => {
-          const st = (await handle.query(statusQuery)) as HealingStatus;
+          const st = await handle.query(statusQuery);
           return st.phase === 'awaiting_approval' ? st : undefined;
         },
         { what: 'awaiting approval' },

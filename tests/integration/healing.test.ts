@@ -343,7 +343,7 @@ describe('healing end to end, escalate-only (auto-fix off)', () => {
     await waitFor(
       async () => {
         const h = s.client.workflow.getHandle(id);
-        const st = (await h.query(statusQuery).catch(() => undefined)) as HealingStatus | undefined;
+        const st = await h.query(statusQuery).catch(() => undefined);
         return st?.phase === 'awaiting_approval';
       },
       { timeoutMs: 60_000, what: `${id} awaiting approval` },
@@ -359,7 +359,7 @@ describe('healing end to end, escalate-only (auto-fix off)', () => {
 
   it('a healing awaiting approval notifies with the commands bound to its plan, and that exact command approves', async () => {
     const id = await awaitingApproval(injectStaleLock());
-    const status = (await s.client.workflow.getHandle(id).query(statusQuery)) as HealingStatus;
+    const status = await s.client.workflow.getHandle(id).query(statusQuery);
     const notice = await waitFor(
       () => receiver.bodies.find((b) => b.workflowId === id && b.event === 'approval_requested'),
       { what: `the approval notice of ${id}` },

@@ -15,7 +15,6 @@ import { parseConfig, type Config } from '../../core/config';
 import { monitoringInput } from '../../workers/schedule';
 import { registerSearchAttributes } from '../../workers/temporal-connection';
 import { healingWorkflowId, statusQuery, TaskQueue } from '../../workflows/definitions';
-import type { HealingStatus } from '../../workflows/healing';
 import { monitoringCycleWorkflow, type CycleResult } from '../../workflows/monitoring';
 import { createTestEnv, type TestEnv, uniqueId } from '../helpers/env';
 import { startFakeOllama, type FakeOllama } from '../helpers/fake-ollama';
@@ -120,7 +119,7 @@ describe('24 hours of monitoring cycles, time-skipping', () => {
     // Still open, still waiting for a human a day later; its history did not grow in the second half of the day.
     const healing = env.client.workflow.getHandle(healingId);
     expect((await healing.describe()).status.name).toBe('RUNNING');
-    expect(((await healing.query(statusQuery)) as HealingStatus).phase).toBe('awaiting_approval');
+    expect((await healing.query(statusQuery)).phase).toBe('awaiting_approval');
     expect(lengthAt12h).toBeDefined();
     expect(lengthAt24h).toBe(lengthAt12h);
     expect(lengthAt24h).toBeLessThan(HISTORY_WARNING / 100);

@@ -100,7 +100,7 @@ async function cycleResults(client: Client): Promise<CycleResult[]> {
 
 async function phaseOf(client: Client, workflowId: string): Promise<string | undefined> {
   try {
-    return ((await client.workflow.getHandle(workflowId).query(statusQuery)) as HealingStatus).phase;
+    return (await client.workflow.getHandle(workflowId).query(statusQuery)).phase;
   } catch {
     return undefined;
   }

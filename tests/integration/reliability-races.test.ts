@@ -423,7 +423,7 @@ describe('R12: a stale lock re-acquired by a live worker just before the clear',
     const handle = await h.start(anomaly, thresholds, { autoFix: false, approvalTimeoutSeconds: 600 });
     const waiting = await waitFor(
       async () => {
-        const st = (await handle.query(statusQuery)) as HealingStatus;
+        const st = await handle.query(statusQuery);
         return st.phase === 'awaiting_approval' ? st : undefined;
       },
       { what: 'awaiting approval' },
@@ -444,7 +444,7 @@ describe('R12: a stale lock re-acquired by a live worker just before the clear',
     await handle.signal(approveSignal, { by: 'alice', planId: waiting.plan!.id });
     const acted = await waitFor(
       async () => {
-        const st = (await handle.query(statusQuery)) as HealingStatus;
+        const st = await handle.query(statusQuery);
         return st.actions.length > 0 ? st : undefined;
       },
       { what: 'the clear' },

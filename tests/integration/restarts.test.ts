@@ -49,10 +49,10 @@ function alive(pid: number): boolean {
 }
 
 async function phaseOf(client: Client, id: string): Promise<string | undefined> {
-  const st = (await client.workflow
+  const st = await client.workflow
     .getHandle(id)
     .query(statusQuery)
-    .catch(() => undefined)) as HealingStatus | undefined;
+    .catch(() => undefined);
   return st?.phase;
 }
 

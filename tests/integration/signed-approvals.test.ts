@@ -13,7 +13,7 @@ import { parseConfig, thresholdsFrom, type Config } from '../../core/config';
 import type { Anomaly } from '../../core/types';
 import { healingPolicy } from '../../workers/schedule';
 import { approveSignal, decideUpdate, healingWorkflowId, statusQuery, TaskQueue } from '../../workflows/definitions';
-import { healingWorkflow, type HealingStatus } from '../../workflows/healing';
+import { healingWorkflow } from '../../workflows/healing';
 import { createTestEnv, waitFor, type TestEnv } from '../helpers/env';
 import { startFakeOllama, type FakeOllama } from '../helpers/fake-ollama';
 import { CLI, FAST_CONFIG } from '../helpers/selfheal';
@@ -116,7 +116,7 @@ describe('signed approvals (APPROVAL_SECRET set)', () => {
         });
         const waiting = await waitFor(
           async () => {
-            const st = (await handle.query(statusQuery)) as HealingStatus;
+            const st = await handle.query(statusQuery);
             return st.phase === 'awaiting_approval' ? st : undefined;
           },
           { what: 'awaiting approval' },
@@ -154,7 +154,7 @@ describe('signed approvals (APPROVAL_SECRET set)', () => {
         await handle.signal(approveSignal, { by: 'mallory' });
         const ignored = await waitFor(
           async () => {
-            const st = (await handle.query(statusQuery)) as HealingStatus;
+            const st = await handle.query(statusQuery);
             return st.ignored.some((i) => /signal approve by mallory: signature refused/.test(i.what)) ? st : undefined;
           },
           { what: 'the unsigned signal to be ignored' },

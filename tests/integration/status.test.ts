@@ -16,7 +16,6 @@ import { ensureMonitorSchedule } from '../../workers/schedule';
 import type { StatusReport } from '../../starter/status';
 import { freePort } from '../../starter/temporal-local';
 import { healingWorkflowId, MONITOR_SCHEDULE_ID, statusQuery, TaskQueue } from '../../workflows/definitions';
-import type { HealingStatus } from '../../workflows/healing';
 import { createTestEnv, type TestEnv, uniqueId, waitFor } from '../helpers/env';
 import { startFakeOllama, type FakeOllama } from '../helpers/fake-ollama';
 import { CLI, startSelfheal, type RunningSelfheal } from '../helpers/selfheal';
@@ -56,10 +55,10 @@ describe('selfheal status and selfheal schedule, with selfheal up running', () =
     const id = healingWorkflowId('stale_locks', owner);
     await waitFor(
       async () => {
-        const st = (await client.workflow
+        const st = await client.workflow
           .getHandle(id)
           .query(statusQuery)
-          .catch(() => undefined)) as HealingStatus | undefined;
+          .catch(() => undefined);
         return st?.phase === 'awaiting_approval';
       },
       { timeoutMs: 60_000, what: `${id} awaiting approval` },

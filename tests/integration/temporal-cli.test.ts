@@ -73,10 +73,10 @@ describe('the README temporal CLI commands', () => {
   }
 
   async function status(id: string): Promise<HealingStatus | undefined> {
-    return (await client.workflow
+    return await client.workflow
       .getHandle(id)
       .query(statusQuery)
-      .catch(() => undefined)) as HealingStatus | undefined;
+      .catch(() => undefined);
   }
 
   beforeAll(async () => {

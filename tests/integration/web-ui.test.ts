@@ -43,10 +43,10 @@ describe('the Temporal Web UI shows the healings', () => {
   const listUrl = (query: string) => `${ui()}/namespaces/${ns}/workflows?query=${encodeURIComponent(query)}`;
 
   async function status(id: string): Promise<HealingStatus | undefined> {
-    return (await client.workflow
+    return await client.workflow
       .getHandle(id)
       .query(statusQuery)
-      .catch(() => undefined)) as HealingStatus | undefined;
+      .catch(() => undefined);
   }
 
   /** Workflow ids the server's visibility lists for `query` (what the UI's list is built from). */
