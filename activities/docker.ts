@@ -4,6 +4,7 @@
  */
 import type Docker from 'dockerode';
 import type { ContainerState, ContainersView } from '../core/snapshot';
+import { errorMessage } from '../core/errors';
 
 /** Label that marks the containers of the monitored pipeline. */
 export const PIPELINE_LABEL = 'selfheal.pipeline';
@@ -49,7 +50,7 @@ export function createDockerActivities({ docker }: { docker: Docker }) {
         );
         return { ok: true, containers: containers.sort((a, b) => a.name.localeCompare(b.name)) };
       } catch (err) {
-        return { ok: false, error: (err instanceof Error ? err.message : String(err)).split('\n')[0], containers: [] };
+        return { ok: false, error: errorMessage(err).split('\n')[0], containers: [] };
       }
     },
   };

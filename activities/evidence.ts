@@ -19,6 +19,7 @@ import {
 } from '../core/evidence';
 import { deriveParams } from '../core/runbook';
 import type { Anomaly, AnomalyType } from '../core/types';
+import { errorMessage } from '../core/errors';
 
 /** Rows read to find the distinct recent messages. */
 const ERROR_ROWS = 50;
@@ -65,7 +66,7 @@ function withTimeout<T>(p: Promise<T>, what: string): Promise<T> {
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
-const firstLine = (e: unknown) => (e instanceof Error ? e.message : String(e)).split('\n')[0]!.slice(0, 160);
+const firstLine = (e: unknown) => errorMessage(e).split('\n')[0]!.slice(0, 160);
 
 export function createEvidenceActivities({ docker, pool }: { docker?: Docker; pool?: pg.Pool }) {
   async function documentErrors(anomaly: Anomaly): Promise<ErrorRow[]> {

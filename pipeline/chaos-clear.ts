@@ -7,7 +7,7 @@ import { chaosKey, type ChaosContext, type ChaosRecord, type ChaosResult } from 
 import { COMPARE_AND_DELETE, defineScript } from './lua';
 import { processRunsCommand, readRegistration, type WorkerRegistration } from './registry';
 import { answers200 } from './runner-support';
-import { errorText } from './util';
+import { errorMessage } from '../core/errors';
 
 export function clearFaults(ctx: ChaosContext) {
   const { opts, pool, redis, keys, needDocker, waitFor } = ctx;
@@ -129,7 +129,7 @@ export function clearFaults(ctx: ChaosContext) {
       try {
         undone.push(await undo(r));
       } catch (err) {
-        failed.push({ record: r, error: errorText(err) });
+        failed.push({ record: r, error: errorMessage(err) });
       }
     }
     // Keep what could not be undone, so a later clear can try again.

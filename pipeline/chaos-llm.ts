@@ -8,7 +8,7 @@ import {
   type LlmProcess,
 } from './chaos-context';
 import { processRunsCommand } from './registry';
-import { errorText } from './util';
+import { errorMessage } from '../core/errors';
 
 export function llmFaults(ctx: ChaosContext) {
   const { opts, redis, keys, record, waitFor } = ctx;
@@ -38,7 +38,7 @@ export function llmFaults(ctx: ChaosContext) {
       try {
         running = (await c.inspect()).State.Running;
       } catch (err) {
-        dockerNote = (err as { statusCode?: number }).statusCode === 404 ? 'no such container' : errorText(err);
+        dockerNote = (err as { statusCode?: number }).statusCode === 404 ? 'no such container' : errorMessage(err);
       }
       if (running === false) return { fault: 'llm-down', via: 'container', container: name, alreadyStopped: true };
       if (running) {

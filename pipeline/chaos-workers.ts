@@ -2,7 +2,7 @@
 import type { Stage } from '../core/keys';
 import { ChaosError, checkStage, type ChaosContext, type ChaosResult } from './chaos-context';
 import { isProcessRunning, processRunsCommand } from './registry';
-import { errorText } from './util';
+import { errorMessage } from '../core/errors';
 
 export function workerFaults(ctx: ChaosContext) {
   const { redis, keys, record, registration, needDocker, waitFor } = ctx;
@@ -17,7 +17,7 @@ export function workerFaults(ctx: ChaosContext) {
       try {
         running = (await c.inspect()).State.Running;
       } catch (err) {
-        throw new ChaosError('not_running', `container ${name} of worker ${worker} not found: ${errorText(err)}`);
+        throw new ChaosError('not_running', `container ${name} of worker ${worker} not found: ${errorMessage(err)}`);
       }
       if (!running) throw new ChaosError('not_running', `container ${name} of worker ${worker} is not running`);
       await c.kill({ signal: 'SIGKILL' });

@@ -12,6 +12,7 @@ import { z } from 'zod';
 import { configSchema } from '../core/config';
 import { createKeys, STAGES, type Keys } from '../core/keys';
 import { createPool } from '../db/pool';
+import { errorMessage } from '../core/errors';
 
 /** Ids per LPUSH command: large enough to be fast, small enough not to block Redis. */
 const PUSH_BATCH = 1_000;
@@ -83,9 +84,7 @@ async function main(): Promise<void> {
     if (!parsed.success) throw new Error('--count: expected a whole number between 1 and 1000000');
     count = parsed.data;
   } catch (err) {
-    process.stderr.write(
-      `generator: ${err instanceof Error ? err.message : String(err)}\nusage: generator --count N\n`,
-    );
+    process.stderr.write(`generator: ${errorMessage(err)}\nusage: generator --count N\n`);
     process.exit(2);
   }
   const env = configSchema
@@ -116,7 +115,7 @@ async function main(): Promise<void> {
 
 if (require.main === module) {
   main().catch((err: unknown) => {
-    process.stderr.write(`generator: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.stderr.write(`generator: ${errorMessage(err)}\n`);
     process.exit(1);
   });
 }

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { configSchema } from '../core/config';
 import { STAGES } from '../core/keys';
 import { processCommandLine, workerIdSchema } from './registry';
-import { errorText } from './util';
+import { errorMessage } from '../core/errors';
 import type { PipelineWorkerOptions } from './worker-options';
 
 const cliNumber = (flag: string, opts: { int?: boolean; min: number; max: number }) =>
@@ -54,7 +54,7 @@ export function parseWorkerCli(argv: string[], env: Record<string, string | unde
       options: Object.fromEntries(Object.keys(cliSchema.shape).map((k) => [k, { type: 'string' as const }])),
     }).values;
   } catch (err) {
-    return { ok: false, error: errorText(err) };
+    return { ok: false, error: errorMessage(err) };
   }
   const problems: string[] = [];
   const args = cliSchema.safeParse(values);

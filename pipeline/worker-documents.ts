@@ -1,7 +1,8 @@
 /** Processing one document, and the worker's own processing list (recovery at start, sweep at shutdown). */
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { errorText, sleep } from './util';
+import { errorMessage } from '../core/errors';
+import { sleep } from './util';
 import type { WorkerRuntime } from './worker-runtime';
 
 /** Longest error text stored per document (errors are untrusted and may be anything). */
@@ -49,7 +50,7 @@ export function documentProcessing(rt: WorkerRuntime) {
         return await fn();
       } catch (err) {
         if (attempt >= 5) throw err;
-        log.warn({ err: errorText(err), attempt }, `${what} failed, retrying`);
+        log.warn({ err: errorMessage(err), attempt }, `${what} failed, retrying`);
         await sleep(100 * 2 ** attempt);
       }
     }
@@ -116,7 +117,7 @@ export function documentProcessing(rt: WorkerRuntime) {
     try {
       await simulateWork();
     } catch (err) {
-      failure = errorText(err).slice(0, MAX_ERROR_LENGTH);
+      failure = errorMessage(err).slice(0, MAX_ERROR_LENGTH);
     }
     const ms = Math.max(0, Math.round(performance.now() - t0));
     clearInterval(renew);

@@ -1,6 +1,6 @@
 /** The `GET /health` server of a pipeline worker. */
 import http from 'node:http';
-import { errorText } from './util';
+import { errorMessage } from '../core/errors';
 import type { WorkerRuntime } from './worker-runtime';
 
 /** Resolves with the promise's outcome, or a timeout error; never leaves a rejection unhandled. */
@@ -17,7 +17,7 @@ function settle<T>(
       },
       (err: unknown) => {
         clearTimeout(timer);
-        resolve({ ok: false, error: errorText(err) });
+        resolve({ ok: false, error: errorMessage(err) });
       },
     );
   });
@@ -65,7 +65,7 @@ export async function startHealthServer(
       (err: unknown) =>
         res
           .writeHead(503, { 'content-type': 'application/json' })
-          .end(JSON.stringify({ status: 'unhealthy', problems: [errorText(err)] })),
+          .end(JSON.stringify({ status: 'unhealthy', problems: [errorMessage(err)] })),
     );
   });
   await new Promise<void>((resolve, reject) => {

@@ -1,7 +1,7 @@
 /** Registration, heartbeat and fault polling of a pipeline worker. */
 import type http from 'node:http';
 import type { WorkerRegistration } from './registry';
-import { errorText } from './util';
+import { errorMessage } from '../core/errors';
 import { parseFaults } from './worker-options';
 import type { WorkerRuntime } from './worker-runtime';
 
@@ -48,13 +48,13 @@ export async function startHeartbeat(
     redis.disconnect();
     blocking.disconnect();
     await pool.end();
-    throw new Error(`cannot register worker ${worker} in Redis: ${errorText(err)}`);
+    throw new Error(`cannot register worker ${worker} in Redis: ${errorMessage(err)}`);
   }
   // In-flight beat, awaited at shutdown so a late HSET cannot re-register a stopped worker.
   let beating: Promise<void> | undefined;
   const timers = [
     setInterval(() => {
-      beating = beat().catch((err: unknown) => log.warn({ err: errorText(err) }, 'heartbeat failed'));
+      beating = beat().catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'heartbeat failed'));
     }, opts.heartbeatMs),
     setInterval(() => void pollFaults().catch(() => undefined), opts.faultPollMs),
   ];

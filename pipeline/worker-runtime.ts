@@ -14,7 +14,7 @@ import {
   GIVE_BACK,
   type ScriptRunner,
 } from './lua';
-import { errorText } from './util';
+import { errorMessage } from '../core/errors';
 import type { Faults, WorkerOptions, WorkerState, WorkerStats } from './worker-options';
 
 /** The Lua scripts of a worker (pipeline/lua.ts), registered on its Redis client. */
@@ -71,7 +71,7 @@ export function createWorkerRuntime(opts: WorkerOptions): WorkerRuntime {
   const redis = new Redis(opts.redisUrl, redisOptions);
   // BLMOVE blocks its connection: it gets one of its own.
   const blocking = new Redis(opts.redisUrl, redisOptions);
-  for (const client of [redis, blocking]) client.on('error', (err) => log.debug({ err: errorText(err) }, 'redis'));
+  for (const client of [redis, blocking]) client.on('error', (err) => log.debug({ err: errorMessage(err) }, 'redis'));
 
   return {
     opts,

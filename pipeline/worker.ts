@@ -14,7 +14,8 @@
 import { STAGES } from '../core/keys';
 import { createPool } from '../db/pool';
 import { ensurePipelineSchema } from './schema';
-import { errorText, sleep } from './util';
+import { errorMessage } from '../core/errors';
+import { sleep } from './util';
 import { parseWorkerCli } from './worker-cli';
 import { documentProcessing } from './worker-documents';
 import { startHealthServer } from './worker-health';
@@ -56,7 +57,7 @@ export async function startPipelineWorker(input: PipelineWorkerOptions): Promise
           await recoverOwnList();
           recover = false;
         } catch (err) {
-          log.warn({ err: errorText(err) }, 'recovery of own processing list failed; retrying');
+          log.warn({ err: errorMessage(err) }, 'recovery of own processing list failed; retrying');
           await sleep(500);
           continue;
         }
@@ -74,7 +75,7 @@ export async function startPipelineWorker(input: PipelineWorkerOptions): Promise
         id = await blocking.blmove(queueKey, processingKey, 'RIGHT', 'LEFT', opts.blockTimeoutS);
       } catch (err) {
         if (rt.stopping) break;
-        log.warn({ err: errorText(err) }, 'BLMOVE failed; backing off');
+        log.warn({ err: errorMessage(err) }, 'BLMOVE failed; backing off');
         recover = true; // the move may have happened with its reply lost
         await sleep(500);
         continue;
@@ -89,7 +90,7 @@ export async function startPipelineWorker(input: PipelineWorkerOptions): Promise
       try {
         await handleDocument(id);
       } catch (err) {
-        log.error({ id, err: errorText(err) }, 'document processing failed on infrastructure; backing off');
+        log.error({ id, err: errorMessage(err) }, 'document processing failed on infrastructure; backing off');
         recover = true;
         await sleep(500);
       }
@@ -111,7 +112,7 @@ export async function startPipelineWorker(input: PipelineWorkerOptions): Promise
       await sweepOwnList();
       await redis.multi().hdel(keys.pipelineWorkers(), worker).del(keys.heartbeat(worker)).exec();
     } catch (err) {
-      log.warn({ err: errorText(err) }, 'clean-up at shutdown failed');
+      log.warn({ err: errorMessage(err) }, 'clean-up at shutdown failed');
     }
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     server.closeAllConnections(); // keep-alive clients would otherwise hold close() open
@@ -150,7 +151,7 @@ export async function main(argv = process.argv.slice(2), env: Record<string, str
   try {
     await ensurePipelineSchema(setup);
   } catch (err) {
-    process.stderr.write(`pipeline worker: could not ensure the pipeline's tables: ${errorText(err)}\n`);
+    process.stderr.write(`pipeline worker: could not ensure the pipeline's tables: ${errorMessage(err)}\n`);
   } finally {
     await setup.end().catch(() => undefined);
   }
@@ -158,7 +159,7 @@ export async function main(argv = process.argv.slice(2), env: Record<string, str
   try {
     handle = await startPipelineWorker(parsed.options);
   } catch (err) {
-    process.stderr.write(`pipeline worker: ${errorText(err)}\n`);
+    process.stderr.write(`pipeline worker: ${errorMessage(err)}\n`);
     process.exit(1);
   }
   let signalled = false;

@@ -24,6 +24,7 @@ import type * as ScheduleCommand from './schedule-command';
 import type * as Status from './status';
 import type * as Up from './up';
 import type * as WorkerEnv from '../workers/env';
+import { errorMessage } from '../core/errors';
 
 /**
  * Loads a command's modules when it runs, so that `selfheal --help` and a light command do not pay for the heavy
@@ -36,7 +37,7 @@ function load<T>(id: string): T {
 }
 
 function fail(err: unknown): never {
-  const msg = err instanceof Error ? err.message : String(err);
+  const msg = errorMessage(err);
   process.stderr.write(`selfheal: ${msg.split('\n')[0]}\n`);
   process.exit(1);
 }

@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import type { Keys } from '../core/keys';
 import { generateDocuments } from '../pipeline/generator';
+import { errorMessage } from '../core/errors';
 
 /** Documents per tick and tick length of the steady traffic: 40 documents/s. */
 export const TRAFFIC = { perTick: 10, tickMs: 250 };
@@ -24,7 +25,7 @@ export function startTraffic(
         await generateDocuments({ pool, redis, keys, count: TRAFFIC.perTick });
         lastError = '';
       } catch (err) {
-        const message = err instanceof Error ? err.message : String(err);
+        const message = errorMessage(err);
         if (message !== lastError) onError(message);
         lastError = message;
       }

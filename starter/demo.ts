@@ -27,6 +27,7 @@ import { DemoError, DemoInterrupted, TERMINAL, type DemoResult, type DemoStepRes
 import { startReferencePipeline } from './pipeline-up';
 import { temporalAnswers } from '../workers/temporal-connection';
 import { dataDir, up, type UpHandle } from './up';
+import { errorMessage } from '../core/errors';
 
 export { DEMO_APPROVER, DEMO_DEFAULTS };
 export { demoSteps, formatDemoSummary, DemoError };
@@ -278,7 +279,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
         }
       } catch (err) {
         row.outcome = 'injection_failed';
-        row.note = err instanceof Error ? err.message : String(err);
+        row.note = errorMessage(err);
         say(`${stamp(undefined, Date.now())} injection failed: ${row.note}`);
       }
       if (row.outcome !== 'injection_failed') {
@@ -367,7 +368,7 @@ export async function demoCommand(opts: { autoApprove?: boolean; json?: boolean;
     else process.stdout.write(`\n${formatDemoSummary(result)}\ndemo took ${result.totalSeconds} s\n`);
     process.exitCode = result.interrupted ? 130 : result.ok ? 0 : 1;
   } catch (err) {
-    process.stderr.write(`selfheal: ${(err instanceof Error ? err.message : String(err)).split('\n')[0]}\n`);
+    process.stderr.write(`selfheal: ${errorMessage(err).split('\n')[0]}\n`);
     process.exitCode = 1;
   } finally {
     process.off('SIGINT', onSignal);

@@ -4,6 +4,7 @@ import { signApproval } from '../activities/approval';
 import type { Config } from '../core/config';
 import { decideUpdate, SearchAttr, statusQuery, WorkflowType } from '../workflows/definitions';
 import type { HealingStatus } from '../workflows/healing';
+import { errorMessage } from '../core/errors';
 
 export class CliError extends Error {
   constructor(
@@ -17,9 +18,7 @@ export class CliError extends Error {
 export async function withClient<T>(config: Config, body: (client: Client) => Promise<T>): Promise<T> {
   const connection = await Connection.connect({ address: config.TEMPORAL_ADDRESS, connectTimeout: 5_000 }).catch(
     (err: unknown) => {
-      throw new Error(
-        `cannot reach Temporal at ${config.TEMPORAL_ADDRESS}: ${err instanceof Error ? err.message : String(err)}`,
-      );
+      throw new Error(`cannot reach Temporal at ${config.TEMPORAL_ADDRESS}: ${errorMessage(err)}`);
     },
   );
   try {

@@ -10,6 +10,7 @@ import { registerSearchAttributes, temporalAnswers, waitForPollers } from '../wo
 import { TaskQueue } from '../workflows/definitions';
 import { nodeCommand, PROJECT_ROOT, projectScript } from '../workers/project';
 import { startModel } from './up-model';
+import { errorMessage } from '../core/errors';
 
 /** Where `selfheal up` keeps its state: the Temporal database, logs, the run file. */
 export function dataDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -215,9 +216,7 @@ export async function up(opts: UpOptions): Promise<UpHandle> {
     try {
       await migrate(pool);
     } catch (err) {
-      throw new UpError(
-        `Postgres at ${where}: ${err instanceof Error ? err.message : String(err)} (start it with scripts/dev.sh services)`,
-      );
+      throw new UpError(`Postgres at ${where}: ${errorMessage(err)} (start it with scripts/dev.sh services)`);
     } finally {
       await pool.end();
     }

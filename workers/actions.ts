@@ -9,6 +9,7 @@ import { actionsActivities } from './activities';
 import { createFailFastRedis } from './clients';
 import { loadConfigOrExit } from './env';
 import { runWorker } from './run-worker';
+import { errorMessage } from '../core/errors';
 
 const config = loadConfigOrExit();
 const pools = createPools(config, { application: 'selfheal-actions' });
@@ -30,6 +31,6 @@ runWorker({
     await pools.end();
   },
 }).catch((err: unknown) => {
-  process.stderr.write(`selfheal-actions: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.stderr.write(`selfheal-actions: ${errorMessage(err)}\n`);
   process.exit(1);
 });

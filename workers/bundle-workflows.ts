@@ -7,6 +7,7 @@
 import { writeFileSync } from 'node:fs';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { projectScript } from './project';
+import { errorMessage } from '../core/errors';
 
 async function main(): Promise<void> {
   const out = process.argv[2];
@@ -19,6 +20,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`bundle-workflows: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.stderr.write(`bundle-workflows: ${errorMessage(err)}\n`);
   process.exit(1);
 });

@@ -10,6 +10,7 @@ import { healingActivities } from './activities';
 import { createFailFastRedis } from './clients';
 import { loadConfigOrExit } from './env';
 import { runWorker } from './run-worker';
+import { errorMessage } from '../core/errors';
 
 const config = loadConfigOrExit();
 // Only selfheal's own tables (audit, permits): the healing worker never reads the watched pipeline's database.
@@ -27,6 +28,6 @@ runWorker({
     await pool.end();
   },
 }).catch((err: unknown) => {
-  process.stderr.write(`selfheal-healing: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.stderr.write(`selfheal-healing: ${errorMessage(err)}\n`);
   process.exit(1);
 });

@@ -5,6 +5,7 @@ import type pg from 'pg';
 import { ollamaState } from './ollama-probe';
 import { temporalAnswers } from './temporal-connection';
 import type { createMetricsState } from './metrics-state';
+import { errorMessage } from '../core/errors';
 
 export interface HttpServerDeps {
   /** selfheal's own tables (SELFHEAL_DATABASE_URL). */
@@ -53,7 +54,7 @@ async function probe(name: DependencyHealth['name'], check: () => Promise<unknow
     ]);
     return { name, ok: true };
   } catch (err) {
-    return { name, ok: false, error: err instanceof Error ? err.message : String(err) };
+    return { name, ok: false, error: errorMessage(err) };
   }
 }
 
@@ -76,7 +77,7 @@ export async function checkHealth(deps: HttpServerDeps): Promise<{ status: numbe
       return Promise.all(
         databases.map(([name, p]) =>
           p.query('SELECT 1').catch((err: unknown) => {
-            throw new Error(`${name}: ${err instanceof Error ? err.message : String(err)}`);
+            throw new Error(`${name}: ${errorMessage(err)}`);
           }),
         ),
       );
@@ -122,7 +123,7 @@ export function createHttpServer(deps: HttpServerDeps): http.Server {
     if (path === '/metrics') {
       deps.metrics.view().then(
         (view) => send(res, 200, view),
-        (err: unknown) => send(res, 503, { error: err instanceof Error ? err.message : String(err) }),
+        (err: unknown) => send(res, 503, { error: errorMessage(err) }),
       );
       return;
     }

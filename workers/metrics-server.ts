@@ -6,6 +6,7 @@ import { loadConfigOrExit, stopWhenParentGoes } from './env';
 import { createHttpServer, listen } from './http-server';
 import { createLogger } from './logger';
 import { createMetricsState } from './metrics-state';
+import { errorMessage } from '../core/errors';
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
@@ -35,6 +36,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`selfheal-http: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.stderr.write(`selfheal-http: ${errorMessage(err)}\n`);
   process.exit(1);
 });

@@ -12,6 +12,7 @@ import { createFailFastRedis } from './clients';
 import { loadConfigOrExit } from './env';
 import { createLogger } from './logger';
 import { runWorker } from './run-worker';
+import { errorMessage } from '../core/errors';
 
 const config = loadConfigOrExit();
 const log = createLogger('selfheal-monitor', config.LOG_LEVEL);
@@ -40,6 +41,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`selfheal-monitor: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.stderr.write(`selfheal-monitor: ${errorMessage(err)}\n`);
   process.exit(1);
 });

@@ -7,6 +7,7 @@ import type { Anomaly } from '../types';
 import { combineConfidence, evidenceStrength } from './confidence';
 import { balancedObjects, repairJson } from './repair-json';
 import { ACTIONS, llmReplySchema, type LlmPlanContext } from './schema';
+import { errorMessage } from '../errors';
 
 /** Replies longer than this (UTF-16 units, ~20 kB) are refused unread: no model answers a plan at this length. */
 export const MAX_REPLY_CHARS = 20_000;
@@ -205,6 +206,6 @@ export function parsePlan(raw: string, anomaly: Anomaly, context: LlmPlanContext
     return { ok: true, value: plan, injectionSuspected, notes };
   } catch (e) {
     // Unreachable by design; the promise of never throwing outweighs a stack trace.
-    return fail(`invalid: parser error (${e instanceof Error ? e.message : String(e)})`);
+    return fail(`invalid: parser error (${errorMessage(e)})`);
   }
 }

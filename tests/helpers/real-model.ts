@@ -12,6 +12,7 @@ import { LOCAL_MODEL, modelListed } from '../../core/local-model';
 import { findOllamaBin, ollamaModelsDir, startOllamaServer } from '../../starter/ollama-local';
 import { ollamaTags } from '../../workers/ollama-probe';
 import { freePort, stopProcessGroup } from '../../starter/temporal-local';
+import { errorMessage } from '../../core/errors';
 
 export type RealModel =
   | { problem: undefined; host: string; model: string; stop: () => Promise<void> }
@@ -47,7 +48,7 @@ export async function realModel(): Promise<RealModel> {
       logFile: path.join(logDir, 'ollama.log'),
     });
   } catch (err) {
-    return { problem: err instanceof Error ? err.message : String(err), stop: none };
+    return { problem: errorMessage(err), stop: none };
   }
   const stop = async () => {
     await stopProcessGroup(server);
