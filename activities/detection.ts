@@ -8,6 +8,7 @@ import { detectAll, evaluateCycle, type HysteresisResult, type Thresholds } from
 import type { Keys } from '../core/keys';
 import type { CycleRecord, Snapshot } from '../core/snapshot';
 import type { Anomaly } from '../core/types';
+import { latestCycleRecords } from './metrics-stream';
 
 export interface DetectionDeps {
   redis: Redis;
@@ -29,29 +30,13 @@ export type DetectResult = HysteresisResult & { candidates: Anomaly[]; historyFr
 
 const ALERTS_MAXLEN = 10_000;
 
-export function parseRecord(fields: string[]): CycleRecord | undefined {
-  const i = fields.indexOf('record');
-  if (i < 0 || fields[i + 1] === undefined) return undefined;
-  try {
-    return JSON.parse(fields[i + 1]!) as CycleRecord;
-  } catch {
-    return undefined;
-  }
-}
-
 export function createDetectionActivities(deps: DetectionDeps) {
   const { redis, keys } = deps;
   // When Redis cannot be read, the last records this process wrote stand in for the stream, so noise control
   // still counts consecutive degraded cycles.
   let memory: CycleRecord[] = [];
 
-  async function readHistory(): Promise<CycleRecord[]> {
-    const entries = await redis.xrevrange(keys.metricsStream(), '+', '-', 'COUNT', deps.historyLimit);
-    return entries
-      .map(([, fields]) => parseRecord(fields))
-      .filter((r): r is CycleRecord => r !== undefined)
-      .reverse();
-  }
+  const readHistory = () => latestCycleRecords(redis, keys, deps.historyLimit);
 
   return {
     /**

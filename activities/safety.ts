@@ -8,7 +8,7 @@ import type pg from 'pg';
 import type { Keys } from '../core/keys';
 import type { Plan } from '../core/plan';
 import { evaluateSafety, type SafetyContext, type SafetyPolicy, type Verdict } from '../core/safety';
-import { parseRecord } from './detection';
+import { latestCycleRecord } from './metrics-stream';
 
 /** How long a reserved restart counts as in flight at most (the actions' retry policy ends well before). */
 const IN_FLIGHT_MAX_MS = 15 * 60_000;
@@ -46,9 +46,7 @@ export function createSafetyActivities({ pool, redis, keys }: { pool: pg.Pool; r
   async function containerView(
     container: string,
   ): Promise<{ stage?: string; healthy?: boolean; healthyInStage?: number }> {
-    const entries = await redis.xrevrange(keys.metricsStream(), '+', '-', 'COUNT', 1).catch(() => []);
-    const fields = entries[0]?.[1];
-    const record = fields ? parseRecord(fields) : undefined;
+    const record = await latestCycleRecord(redis, keys).catch(() => undefined);
     if (!record) return {};
     const s = record.snapshot;
     const healthOf = (name: string) => {

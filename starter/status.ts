@@ -7,7 +7,7 @@
 import { ScheduleNotFoundError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import { Redis } from 'ioredis';
-import { parseRecord } from '../activities/detection';
+import { latestCycleRecord } from '../activities/metrics-stream';
 import type { Config } from '../core/config';
 import { createKeys } from '../core/keys';
 import { MONITOR_SCHEDULE_ID, TaskQueue } from '../workflows/definitions';
@@ -156,9 +156,7 @@ export async function latestAnomalies(config: Config): Promise<AnomaliesStatus> 
   redis.on('error', () => undefined);
   try {
     await redis.connect();
-    const entries = await redis.xrevrange(createKeys(config.REDIS_KEY_PREFIX).metricsStream(), '+', '-', 'COUNT', 1);
-    const fields = entries[0]?.[1];
-    const record = fields ? parseRecord(fields) : undefined;
+    const record = await latestCycleRecord(redis, createKeys(config.REDIS_KEY_PREFIX));
     return {
       available: true,
       cycleAt: record ? new Date(record.snapshot.at).toISOString() : null,

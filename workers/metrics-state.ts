@@ -6,7 +6,7 @@
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import client from 'prom-client';
-import { parseRecord } from '../activities/detection';
+import { cycleRecordsAfter, latestCycleRecord } from '../activities/metrics-stream';
 import type { Keys } from '../core/keys';
 import type { CycleRecord } from '../core/snapshot';
 import { AnomalyType } from '../core/types';
@@ -71,23 +71,19 @@ export function createMetricsState(deps: MetricsStateDeps) {
     registers: [registry],
   });
 
-  let lastStreamId = '-';
+  let lastStreamId: string | undefined;
   let lastLogId = 0;
 
   async function latestRecord(): Promise<CycleRecord | null> {
-    const entries = await deps.redis.xrevrange(deps.keys.metricsStream(), '+', '-', 'COUNT', 1);
-    const fields = entries[0]?.[1];
-    return fields ? (parseRecord(fields) ?? null) : null;
+    return (await latestCycleRecord(deps.redis, deps.keys)) ?? null;
   }
 
   /** Observes the cycle durations of the records written since the last scrape (bounded read). */
   async function observeNewCycles(): Promise<void> {
-    const start = lastStreamId === '-' ? '-' : `(${lastStreamId}`;
-    const entries = await deps.redis.xrange(deps.keys.metricsStream(), start, '+', 'COUNT', 1000);
-    for (const [id, fields] of entries) {
+    const entries = await cycleRecordsAfter(deps.redis, deps.keys, lastStreamId, 1000);
+    for (const { id, record } of entries) {
       lastStreamId = id;
-      const r = parseRecord(fields);
-      if (r?.cycleMs !== undefined) cycleDuration.observe(r.cycleMs / 1000);
+      if (record?.cycleMs !== undefined) cycleDuration.observe(record.cycleMs / 1000);
     }
   }
 

@@ -16,7 +16,7 @@
 import { spawn } from 'node:child_process';
 import type { Client } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseRecord } from '../../activities/detection';
+import { parseRecord } from '../../activities/metrics-stream';
 import { parseConfig } from '../../core/config';
 import { ensurePipelineImage } from '../../pipeline/image';
 import type { PipelineRunner, RunningWorker } from '../../pipeline/runner';

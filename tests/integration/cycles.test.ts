@@ -12,7 +12,6 @@ import type { Client } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import type Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseRecord } from '../../activities/detection';
 import type { CycleRecord } from '../../core/snapshot';
 import { ensurePipelineImage } from '../../pipeline/image';
 import type { PipelineRunner, RunningWorker } from '../../pipeline/runner';
@@ -23,11 +22,11 @@ import { startFakeOllama, type FakeOllama } from '../helpers/fake-ollama';
 import { createTestRunner, stopTestPipeline, testDocker } from '../helpers/pipeline';
 import { startSelfheal, type RunningSelfheal } from '../helpers/selfheal';
 import { allocateNamespace, connectClient, recordHistories } from '../helpers/temporal';
+import { cycleRecords } from '../helpers/stream';
 
 /** Cycle records from the stream `monitoring:metrics`, oldest first (one per cycle). */
-async function records(t: TestEnv, sinceMs = 0): Promise<CycleRecord[]> {
-  const entries = await t.redis.xrange(t.keys.metricsStream(), String(sinceMs), '+');
-  return entries.map(([, f]) => parseRecord(f)).filter((r): r is CycleRecord => r !== undefined);
+function records(t: TestEnv, sinceMs = 0): Promise<CycleRecord[]> {
+  return cycleRecords(t.redis, t.keys, sinceMs);
 }
 
 const isActive = (r: CycleRecord | undefined, fingerprint: string) =>

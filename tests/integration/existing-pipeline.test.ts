@@ -23,10 +23,8 @@ import type pg from 'pg';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActionActivities, type ActionInput, type ActionResult } from '../../activities/actions';
-import { parseRecord } from '../../activities/detection';
 import { createKeys, type Keys } from '../../core/keys';
 import type { Plan } from '../../core/plan';
-import type { CycleRecord } from '../../core/snapshot';
 import type { Anomaly } from '../../core/types';
 import { migrate } from '../../db/migrate';
 import { createPool } from '../../db/pool';
@@ -36,6 +34,7 @@ import { TEST_DATABASE_URL, TEST_REDIS_URL, uniqueId, waitFor, withSearchPath, t
 import { startFakeOllama, type FakeOllama } from '../helpers/fake-ollama';
 import { FAST_CONFIG, startSelfheal, type RunningSelfheal } from '../helpers/selfheal';
 import { allocateNamespace, connectClient } from '../helpers/temporal';
+import { cycleRecords } from '../helpers/stream';
 
 /** The contract's `documents` table and nothing more: DESIGN.md §3 columns, a primary key, no other index. */
 const CONTRACT_DOCUMENTS = `
@@ -162,10 +161,7 @@ describe('selfheal watching an existing pipeline (only the contract documents ta
     }
   }
 
-  async function records(sinceMs = 0): Promise<CycleRecord[]> {
-    const entries = await redis.xrange(keys.metricsStream(), String(sinceMs), '+');
-    return entries.map(([, f]) => parseRecord(f)).filter((r): r is CycleRecord => r !== undefined);
-  }
+  const records = (sinceMs = 0) => cycleRecords(redis, keys, sinceMs);
 
   async function alerts(sinceMs: number): Promise<Anomaly[]> {
     const entries = await redis.xrange(keys.alertsStream(), String(sinceMs), '+');

@@ -8,7 +8,6 @@ import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import type { Client } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseRecord } from '../../activities/detection';
 import type { CycleRecord } from '../../core/snapshot';
 import type { Anomaly } from '../../core/types';
 import { generateDocuments } from '../../pipeline/generator';
@@ -20,6 +19,7 @@ import { startFakeOllama, type FakeOllama } from '../helpers/fake-ollama';
 import { createTestRunner, stopTestPipeline, testDocker } from '../helpers/pipeline';
 import { FAST_CONFIG, ROOT, startSelfheal, type RunningSelfheal } from '../helpers/selfheal';
 import { allocateNamespace, connectClient, recordHistories } from '../helpers/temporal';
+import { cycleRecords } from '../helpers/stream';
 
 const INTERVAL_S = Number(FAST_CONFIG.MONITOR_INTERVAL);
 
@@ -36,10 +36,7 @@ describe('monitoring end to end', () => {
   let feeder: NodeJS.Timeout | undefined;
   const latencies: Record<string, number> = {};
 
-  async function records(sinceMs = 0): Promise<CycleRecord[]> {
-    const entries = await t.redis.xrange(t.keys.metricsStream(), String(sinceMs), '+');
-    return entries.map(([, f]) => parseRecord(f)).filter((r): r is CycleRecord => r !== undefined);
-  }
+  const records = (sinceMs = 0) => cycleRecords(t.redis, t.keys, sinceMs);
 
   async function alerts(sinceMs: number): Promise<Anomaly[]> {
     const entries = await t.redis.xrange(t.keys.alertsStream(), String(sinceMs), '+');

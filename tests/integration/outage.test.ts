@@ -24,7 +24,7 @@ import { createChaos } from '../../pipeline/chaos';
 import { generateDocuments } from '../../pipeline/generator';
 import { ensurePipelineImage } from '../../pipeline/image';
 import { PREFIX_LABEL, type PipelineRunner } from '../../pipeline/runner';
-import { parseRecord } from '../../activities/detection';
+import { parseRecord } from '../../activities/metrics-stream';
 import { healingWorkflowId, rejectSignal, statusQuery, WorkflowType } from '../../workflows/definitions';
 import type { HealingStatus } from '../../workflows/healing';
 import type { CycleResult } from '../../workflows/monitoring';
