@@ -1,5 +1,5 @@
 /**
- * The remediation actions (DESIGN.md §5). They run on the selfheal-actions task queue, whose worker is the only
+ * The remediation actions (docs/ARCHITECTURE.md, Actions). They run on the selfheal-actions task queue, whose worker is the only
  * process with a Docker client.
  *
  * Every action:

@@ -6,7 +6,7 @@
  * read with SCAN (never KEYS), and Postgres answers a fixed number of queries served by partial or range indexes
  * whose cost follows the live backlog (queued, processing, the error-rate window), not the table size.
  *
- * Postgres needs only the contract's `documents` table (DESIGN.md §3). Outcomes (error rates, processing times,
+ * Postgres needs only the contract's `documents` table (docs/ARCHITECTURE.md). Outcomes (error rates, processing times,
  * progress) come from `document_events` when the watched database has it (the reference pipeline does), else from
  * `documents` itself: failed = `status = 'failed'` updated in the window, completed = `status = 'completed'` with
  * `completed_at` in the window, processing time = their `processing_ms`. The snapshot says which (`outcomes`).

@@ -1,5 +1,5 @@
 /**
- * Reconciliation of the `documents` table with the Redis lists, part of each snapshot (DESIGN.md §4):
+ * Reconciliation of the `documents` table with the Redis lists, part of each snapshot (docs/ARCHITECTURE.md):
  * - lost documents: `queued` in Postgres for longer than LOST_DOCUMENT_THRESHOLD and in no queue or processing list;
  * - orphaned entries: queue entries whose document is completed, dead or missing, and ids present twice in a queue.
  *

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import type { Thresholds } from './detectors';
 
 /**
- * selfheal's configuration: every environment variable of DESIGN.md §7, validated once at each entry point.
+ * selfheal's configuration: every environment variable (docs/ARCHITECTURE.md, Configuration), validated once at each entry point.
  * Defaults are the conservative ones, so a fresh install observes and escalates but never acts on its own.
  * Each field's documentation (units, default) is its `.describe()` text, from which `.env.example` and the
  * README's configuration table are generated (`npm run docs:config`) and checked by a test.

@@ -1,5 +1,5 @@
 /**
- * Why the runbook, not the LLM, planned (DESIGN.md §9): one word from a closed vocabulary, written to healing_log's
+ * Why the runbook, not the LLM, planned (docs/ARCHITECTURE.md, Analysis): one word from a closed vocabulary, written to healing_log's
  * `proposed` row as `outcome` and shown in the status query, the Web UI and `selfheal show`. The detailed reason
  * (`Plan.fallbackReason`, e.g. `down: fetch failed (ECONNREFUSED)`) stays next to it for the human.
  */

@@ -1,5 +1,5 @@
 /**
- * Redis key names of the monitored pipeline (DESIGN.md §3). Every key takes the configured prefix
+ * Redis key names of the monitored pipeline (docs/ARCHITECTURE.md). Every key takes the configured prefix
  * (`REDIS_KEY_PREFIX`, default none) so one Redis can host several pipelines.
  */
 

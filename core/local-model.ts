@@ -1,5 +1,5 @@
 /**
- * The local model server of `selfheal up` (DESIGN.md §9): when up starts Ollama itself, and which model the local
+ * The local model server of `selfheal up` (docs/ARCHITECTURE.md, Analysis): when up starts Ollama itself, and which model the local
  * stack then uses. Pure: the caller says whether something answers and whether the binary is installed.
  */
 

@@ -47,7 +47,7 @@ export interface Plan {
 }
 
 /**
- * Actions the LLM may choose among, per anomaly type (DESIGN.md §5). The first listed is the runbook's first rung;
+ * Actions the LLM may choose among, per anomaly type (docs/ARCHITECTURE.md, Actions). The first listed is the runbook's first rung;
  * the order is the ladder (requeue, then restart, then escalate). `escalate_to_human` is always allowed.
  */
 /**

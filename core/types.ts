@@ -21,7 +21,7 @@ export type AnomalyType = (typeof AnomalyType)[keyof typeof AnomalyType];
 export const Severity = { info: 'info', warning: 'warning', critical: 'critical' } as const;
 export type Severity = (typeof Severity)[keyof typeof Severity];
 
-/** The closed set of remediation actions (DESIGN.md §5). The LLM chooses among them, never the target. */
+/** The closed set of remediation actions (docs/ARCHITECTURE.md, Actions). The LLM chooses among them, never the target. */
 export const ActionType = {
   restart_worker: 'restart_worker',
   requeue_documents: 'requeue_documents',

@@ -2,7 +2,7 @@
 -- to SELFHEAL_DATABASE_URL (default DATABASE_URL). It never creates or alters a table of the watched pipeline: the
 -- reference pipeline's tables (`documents`, `document_events`) are created by the pipeline itself (pipeline/schema.ts).
 
--- Append-only audit of every healing step (DESIGN.md §8).
+-- Append-only audit of every healing step (docs/ARCHITECTURE.md).
 CREATE TABLE IF NOT EXISTS healing_log (
   id               bigserial   PRIMARY KEY,
   workflow_id      text        NOT NULL,

@@ -1,5 +1,5 @@
 /**
- * The reference pipeline's own tables: `documents` (DESIGN.md §3, plus the reference's `payload` and its indexes) and
+ * The reference pipeline's own tables: `documents` (docs/ARCHITECTURE.md's pipeline contract, plus the reference's `payload` and its indexes) and
  * `document_events` (one row per processing outcome). The pipeline creates them itself, on its setup path (`selfheal
  * up` and `demo` before starting it, each worker script on start, the test environments): selfheal's `migrate` never
  * creates or alters a table of the pipeline it watches. A real pipeline brings its own `documents` table (or a view of
@@ -11,7 +11,7 @@ import type pg from 'pg';
 import { applySchema } from '../db/migrate';
 
 export const PIPELINE_SCHEMA_SQL = `
--- The monitored pipeline's documents (DESIGN.md §3). A real pipeline with another schema exposes this shape as a view.
+-- The monitored pipeline's documents (the pipeline contract of docs/ARCHITECTURE.md). A real pipeline with another schema exposes this shape as a view.
 CREATE TABLE IF NOT EXISTS documents (
   id             bigserial PRIMARY KEY,
   stage          text        NOT NULL,

@@ -1,5 +1,5 @@
 /**
- * One worker of one stage of the reference document pipeline (DESIGN.md §3).
+ * One worker of one stage of the reference document pipeline (the pipeline contract of docs/ARCHITECTURE.md).
  *
  *   tsx pipeline/worker.ts --stage extract --worker extract-1 --port 9101
  *

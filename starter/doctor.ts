@@ -55,7 +55,7 @@ async function checkTemporal(config: Config): Promise<DoctorRow> {
       };
 }
 
-/** The partial index the stuck-document query relies on at scale (DESIGN.md §3). */
+/** The partial index the stuck-document query relies on at scale (db/README.md). */
 const PROCESSING_INDEX_SQL = "CREATE INDEX ON documents (updated_at) WHERE status = 'processing'";
 
 /**

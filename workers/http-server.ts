@@ -108,7 +108,7 @@ function send(res: http.ServerResponse, status: number, body: unknown, type = 'a
   res.end(text);
 }
 
-/** The HTTP server of DESIGN.md §8. Thin handlers; the work is in the functions above. */
+/** The HTTP server of docs/ARCHITECTURE.md (Workers and task queues). Thin handlers; the work is in the functions above. */
 export function createHttpServer(deps: HttpServerDeps): http.Server {
   return http.createServer((req, res) => {
     const path = new URL(req.url ?? '/', 'http://localhost').pathname;

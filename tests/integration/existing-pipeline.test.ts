@@ -1,6 +1,6 @@
 /**
- * Watching an existing pipeline: a Postgres schema holding only the contract's `documents` table (DESIGN.md §3
- * columns; no document_events, none of the reference pipeline's indexes or extra columns), its own Redis prefix and
+ * Watching an existing pipeline: a Postgres schema holding only the contract's `documents` table (the
+ * columns of docs/ARCHITECTURE.md; no document_events, none of the reference pipeline's indexes or extra columns), its own Redis prefix and
  * stages (`ingest`, `ocr`, `index`), and selfheal's tables in another schema given by SELFHEAL_DATABASE_URL.
  *
  * 1. selfheal itself (`selfheal up --no-pipeline`, the Schedule, 1 s cycles, the three workers) watches it while a
@@ -36,7 +36,7 @@ import { FAST_CONFIG, startSelfheal, type RunningSelfheal } from '../helpers/sel
 import { allocateNamespace, connectClient } from '../helpers/temporal';
 import { cycleRecords } from '../helpers/stream';
 
-/** The contract's `documents` table and nothing more: DESIGN.md §3 columns, a primary key, no other index. */
+/** The contract's `documents` table and nothing more: docs/ARCHITECTURE.md's columns, a primary key, no other index. */
 const CONTRACT_DOCUMENTS = `
   CREATE TABLE documents (
     id            bigserial   PRIMARY KEY,

@@ -1,5 +1,5 @@
 /**
- * The local model server (DESIGN.md §9), with the real Ollama and model that `scripts/dev.sh llm` installs (CI runs it
+ * The local model server (core/local-model.ts), with the real Ollama and model that `scripts/dev.sh llm` installs (CI runs it
  * after setup): `startOllamaServer`, the function `selfheal up` starts it with, on a free loopback port — the model is
  * listed, and stopping it leaves no process; then, when nothing holds Ollama's default port 11434, `selfheal up`
  * itself with OLLAMA_HOST at the default address: it starts the server, its workers get OLLAMA_MODEL=smollm2:135m,

@@ -314,7 +314,7 @@ describe('R6: Ollama down, slow or answering garbage, end to end', () => {
       const proposed = log.filter((r) => r.step === 'proposed');
       expect(proposed).toHaveLength(1);
       expect(proposed[0]).toMatchObject({ decided_by: 'runbook', confidence: 0.9 });
-      // The cause in one word (DESIGN.md §9) in outcome, the detail next to it in params.
+      // The cause in one word (core/fallback-cause.ts) in outcome, the detail next to it in params.
       expect(proposed[0]!.outcome).toBe(EXPECTED_CAUSE[/^\^(\w+)/.exec(mode.reason.source)![1]!]);
       expect(status.plan!.fallbackCause).toBe(proposed[0]!.outcome);
       expect(proposed[0]!.params.fallbackReason).toMatch(mode.reason);

@@ -17,7 +17,7 @@ import { SearchAttr } from '../../workflows/definitions';
 const ROOT = path.resolve(__dirname, '../..');
 const COMPOSE_PATH = path.join(ROOT, 'docker-compose.yml');
 /**
- * The Compose Specification schema, shared by the projects of this workspace (`../shared` of the working copy);
+ * The Compose Specification schema, shared by the projects of this workspace (a `shared/` folder beside the working copy);
  * read in place, never copied. A clone elsewhere (CI clones main to a fresh directory) finds it through
  * SELFHEAL_SHARED_DIR, a `shared/` folder next to any ancestor, or the workspace's own `/work/shared`.
  */
