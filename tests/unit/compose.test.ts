@@ -17,20 +17,14 @@ import { SearchAttr } from '../../workflows/definitions';
 const ROOT = path.resolve(__dirname, '../..');
 const COMPOSE_PATH = path.join(ROOT, 'docker-compose.yml');
 /**
- * The Compose Specification schema, shared by the projects of this workspace (a `shared/` folder beside the working copy);
- * read in place, never copied. A clone elsewhere (CI clones main to a fresh directory) finds it through
- * SELFHEAL_SHARED_DIR, a `shared/` folder next to any ancestor, or the workspace's own `/work/shared`.
+ * The Compose Specification schema as the Compose v2 CLI embeds it: `scripts/dev.sh setup` copies it from the Go
+ * module compose-go (COMPOSE_GO_VERSION there) into `.tools/`.
  */
-const SCHEMA_RELATIVE = 'schemas/compose-spec.json';
+const COMPOSE_GO_VERSION = 'v2.9.1';
 function findSchema(): string {
-  const candidates: string[] = [];
-  if (process.env.SELFHEAL_SHARED_DIR) candidates.push(path.join(process.env.SELFHEAL_SHARED_DIR, SCHEMA_RELATIVE));
-  for (let dir = ROOT; ; dir = path.dirname(dir)) {
-    candidates.push(path.join(dir, '..', 'shared', SCHEMA_RELATIVE));
-    if (path.dirname(dir) === dir) break;
-  }
-  candidates.push(path.join('/work/shared', SCHEMA_RELATIVE));
-  return candidates.find((c) => existsSync(c)) ?? path.resolve(ROOT, '../shared', SCHEMA_RELATIVE);
+  const file = path.join(ROOT, '.tools', `compose-spec-${COMPOSE_GO_VERSION}.json`);
+  if (!existsSync(file)) throw new Error(`${file} is missing: run scripts/dev.sh setup`);
+  return file;
 }
 const SCHEMA_PATH = findSchema();
 const NAMESPACE_SCRIPT = path.join(ROOT, 'temporal', 'setup-namespace.sh');
