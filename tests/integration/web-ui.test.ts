@@ -18,6 +18,7 @@ import { createTestEnv, type TestEnv, waitFor } from '../helpers/env';
 import { startFakeOllama, type FakeOllama } from '../helpers/fake-ollama';
 import { ROOT, startSelfheal, type RunningSelfheal } from '../helpers/selfheal';
 import { allocateNamespace, connectClient } from '../helpers/temporal';
+import { planSourceLabel } from '../../core/fallback-cause';
 
 const CHROMIUM = '/usr/bin/chromium';
 const IMAGES = path.join(ROOT, 'docs/images');
@@ -184,7 +185,11 @@ describe('the Temporal Web UI shows the healings', () => {
       // The current details the workflow keeps with setCurrentDetails (served by a query to the healing worker).
       const details = await frameText('user-metadata-current-details', `stale_locks on ${anomaly.target}`);
       expect(details).toContain(`stale_locks on ${anomaly.target} (warning): ${anomaly.summary}`);
-      expect(details).toContain(`Plan ${plan!.id}: clear_stale_locks (runbook, confidence 0.90)`);
+      // Who decided, and why the runbook when it was (here the model server is unreachable).
+      expect(details).toContain(
+        `Plan ${plan!.id}: clear_stale_locks (decided by ${planSourceLabel(plan!)}, confidence 0.90)`,
+      );
+      expect(planSourceLabel(plan!)).toMatch(/^runbook \(\w+\)$/);
       const phases = [...details.matchAll(/^\s*(?:• )?\d\d:\d\d:\d\d (\w+) /gm)].map((m) => m[1]);
       expect(phases).toEqual(st.history.map((h) => h.phase));
       expect(phases.at(-1)).toBe(which);
