@@ -9,6 +9,7 @@ import { findOllamaBin } from './ollama-local';
 import { ollamaState } from '../workers/ollama-probe';
 import { findTemporalCli, INSTALL_HINT } from './temporal-local';
 import { temporalAnswers } from '../workers/temporal-connection';
+import { redactSecrets } from '../core/redact';
 
 export const CheckStatus = { ok: 'ok', degraded: 'degraded', missing: 'missing' } as const;
 export type CheckStatus = (typeof CheckStatus)[keyof typeof CheckStatus];
@@ -209,7 +210,7 @@ async function checkOllama(config: Config): Promise<DoctorRow> {
     return {
       dependency: 'Ollama',
       status: 'degraded',
-      detail: `no model server answers at ${config.OLLAMA_HOST}: ${state.error ?? 'no answer'}`,
+      detail: `no model server answers at ${redactSecrets(config.OLLAMA_HOST)}: ${state.error ?? 'no answer'}`,
       hint: `diagnosis falls back to the rule-based runbook; ${
         local
           ? installed
@@ -224,14 +225,14 @@ async function checkOllama(config: Config): Promise<DoctorRow> {
     ? {
         dependency: 'Ollama',
         status: 'ok',
-        detail: `answers at ${config.OLLAMA_HOST}, model ${wanted} present`,
+        detail: `answers at ${redactSecrets(config.OLLAMA_HOST)}, model ${wanted} present`,
         hint: '',
         required: false,
       }
     : {
         dependency: 'Ollama',
         status: 'degraded',
-        detail: `answers at ${config.OLLAMA_HOST}, but model ${wanted} is not listed`,
+        detail: `answers at ${redactSecrets(config.OLLAMA_HOST)}, but model ${wanted} is not listed`,
         hint: `${
           wanted === LOCAL_MODEL ? '`scripts/dev.sh llm` registers it' : `ollama pull ${wanted}`
         }; meanwhile diagnosis uses the rule-based runbook`,

@@ -13,6 +13,7 @@ import { findOllamaBin, ollamaModelsDir, startOllamaServer } from './ollama-loca
 import { ollamaTags } from '../workers/ollama-probe';
 import { stopProcessGroup } from './temporal-local';
 import type { Component } from './up';
+import { redactSecrets } from '../core/redact';
 
 /**
  * The model server: started here like the dev server, but only at Ollama's default loopback address (any other
@@ -31,6 +32,8 @@ export async function startModel(opts: {
   say: (line: string) => void;
 }): Promise<{ ollamaStarted: boolean; model: string }> {
   const { config, env, logDir, components, say } = opts;
+  // The address as shown: a password in it (http://user:password@host) is never printed.
+  const shownHost = redactSecrets(config.OLLAMA_HOST);
   let ollamaStarted = false;
   const tags = await ollamaTags(config.OLLAMA_HOST);
   const decision = decideLocalOllama({
@@ -61,10 +64,10 @@ export async function startModel(opts: {
       : ` (not listed: ${model === LOCAL_MODEL ? '`scripts/dev.sh llm` registers it' : `ollama pull ${model}`}; the runbook plans meanwhile)`;
   if (ollamaStarted) {
     say(
-      `Model: local Ollama server started on ${config.OLLAMA_HOST} (log ${path.join(logDir, 'ollama.log')}), model ${model}${modelNote}`,
+      `Model: local Ollama server started on ${shownHost} (log ${path.join(logDir, 'ollama.log')}), model ${model}${modelNote}`,
     );
   } else if (tags.answers) {
-    say(`Model: using the Ollama server at ${config.OLLAMA_HOST}, model ${model}${modelNote}`);
+    say(`Model: using the Ollama server at ${shownHost}, model ${model}${modelNote}`);
   } else {
     const why =
       decision.start === false && decision.reason === LocalOllamaSkip.notInstalled
@@ -72,7 +75,7 @@ export async function startModel(opts: {
         : defaultLoopbackListen(config.OLLAMA_HOST)
           ? 'nothing answers'
           : 'nothing answers, and up only starts one at http://127.0.0.1:11434';
-    say(`Model: none at ${config.OLLAMA_HOST} (${why}); diagnosis uses the rule-based runbook`);
+    say(`Model: none at ${shownHost} (${why}); diagnosis uses the rule-based runbook`);
   }
   return { ollamaStarted, model };
 }

@@ -2,14 +2,18 @@
  * Is a model server there, and does it have the model: `GET /api/tags`, for the CLI (doctor, up) and the HTTP
  * server's /health alike.
  */
+import { withoutCredentials } from '../activities/url-credentials';
 import { modelListed } from '../core/local-model';
+import { redactSecrets } from '../core/redact';
 
 export type OllamaTags = { answers: true; models: string[] } | { answers: false; error: string };
 
 /** `GET /api/tags` at the host: whether an Ollama API answers, and the names of the models it has. */
 export async function ollamaTags(host: string, timeoutMs = 2_000): Promise<OllamaTags> {
   try {
-    const res = await fetch(new URL('/api/tags', host), { signal: AbortSignal.timeout(timeoutMs) });
+    // A password-protected server (http://user:password@host): the password goes as a header, never in an error.
+    const { url, headers } = withoutCredentials(new URL('/api/tags', host));
+    const res = await fetch(url, { headers, signal: AbortSignal.timeout(timeoutMs) });
     if (!res.ok) {
       await res.body?.cancel();
       return { answers: false, error: `HTTP ${res.status}` };
@@ -18,7 +22,10 @@ export async function ollamaTags(host: string, timeoutMs = 2_000): Promise<Ollam
     return { answers: true, models: (body.models ?? []).map((m) => m.name ?? m.model ?? '') };
   } catch (err) {
     const cause = (err as { cause?: { code?: string } }).cause?.code;
-    return { answers: false, error: cause ?? (err instanceof Error ? err.message.split('\n')[0]! : String(err)) };
+    return {
+      answers: false,
+      error: cause ?? redactSecrets(err instanceof Error ? err.message.split('\n')[0]! : String(err)),
+    };
   }
 }
 
