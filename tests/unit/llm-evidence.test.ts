@@ -1,5 +1,3 @@
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   boundEvidence,
@@ -20,22 +18,12 @@ import {
   PROMPT_LOG_LINES,
 } from '../../core/llm-plan';
 import { REDACTED, redactSecrets } from '../../core/redact';
-import type { Anomaly } from '../../core/types';
+import { analysisFixtures, splitPrompt } from '../helpers/prompt';
 
-const { containers, anomalies } = JSON.parse(
-  readFileSync(path.join(import.meta.dirname, '../fixtures/analysis-anomalies.json'), 'utf8'),
-) as { containers: string[]; anomalies: Record<string, Anomaly> };
+const { containers, anomalies } = analysisFixtures;
 const stuck = anomalies.stuck!;
 
-function split(user: string) {
-  const m = /^<<<(ANOMALY-DATA-[0-9a-f]{12})>>>$/m.exec(user);
-  expect(m).not.toBeNull();
-  const fence = m![1]!;
-  const start = user.indexOf(`<<<${fence}>>>\n`) + fence.length + 7;
-  const end = user.indexOf(`\n<<<END-${fence}>>>`);
-  expect(end).toBeGreaterThan(start);
-  return { data: user.slice(start, end), outside: user.slice(0, start) + user.slice(end) };
-}
+const split = splitPrompt;
 
 describe('classifyFallback', () => {
   it.each([

@@ -1,5 +1,3 @@
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   buildPrompt,
@@ -13,10 +11,9 @@ import { ALLOWED_ACTIONS } from '../../core/plan';
 import { redactSecrets, sanitizeUntrusted } from '../../core/redact';
 import { ACTION_DESCRIPTIONS, allowedActionsAt } from '../../core/runbook';
 import { ActionType, type Anomaly, type AnomalyType } from '../../core/types';
+import { analysisFixtures, splitPrompt } from '../helpers/prompt';
 
-const { containers, anomalies } = JSON.parse(
-  readFileSync(path.join(import.meta.dirname, '../fixtures/analysis-anomalies.json'), 'utf8'),
-) as { containers: string[]; anomalies: Record<string, Anomaly> };
+const { containers, anomalies } = analysisFixtures;
 const stuck = anomalies.stuck!;
 const withEvidence = (evidence: Record<string, unknown>, over: Partial<Anomaly> = {}): Anomaly => ({
   ...stuck,
@@ -24,16 +21,7 @@ const withEvidence = (evidence: Record<string, unknown>, over: Partial<Anomaly> 
   ...over,
 });
 
-/** The fenced data block of a user prompt, and what lies outside it. */
-function split(user: string) {
-  const m = /^<<<(ANOMALY-DATA-[0-9a-f]{12})>>>$/m.exec(user);
-  expect(m).not.toBeNull();
-  const fence = m![1]!;
-  const start = user.indexOf(`<<<${fence}>>>\n`) + fence.length + 7;
-  const end = user.indexOf(`\n<<<END-${fence}>>>`);
-  expect(end).toBeGreaterThan(start);
-  return { fence, data: user.slice(start, end), outside: user.slice(0, start) + user.slice(end) };
-}
+const split = splitPrompt;
 
 describe('buildPrompt', () => {
   const types = Object.keys(ALLOWED_ACTIONS) as AnomalyType[];
