@@ -35,10 +35,9 @@ OLLAMA_PUBLIC_IMAGE=ollama/ollama:0.13.5 # its stand-in's binary and model: scri
 CACHE="${SELFHEAL_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/selfheal}"
 STATE="$ROOT/.data/compose"
 
-log() { printf '[compose] %s\n' "$*" >&2; }
-die() { printf '[compose] error: %s\n' "$*" >&2; exit 1; }
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-now() { date +%s; }
+LOG_TAG=compose
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 # ---- Compose v2 -------------------------------------------------------------------------------------------------
 

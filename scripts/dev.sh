@@ -27,19 +27,9 @@ PG_USER=selfheal
 PG_PASSWORD=selfheal
 LOG_DIR="$ROOT/.data/logs"
 
-log() { printf '[dev] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-
-apt_install() {
-  local missing=()
-  for pkg in "$@"; do dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg"); done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  log "installing Debian packages: ${missing[*]}"
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
+LOG_TAG=dev
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 setup() {
   # postgresql/redis-server: the services; docker.io: dockerd for worker containers;

@@ -51,20 +51,10 @@ MODELS="$DIR/models"
 GGUF="$DIR/gguf/$MODEL_WHEEL-$MODEL_WHEEL_VERSION/$(basename "$MODEL_WHEEL_FILE")"
 LOGS="$DIR/logs"
 
-log() { printf '[llm] %s\n' "$*" >&2; }
-die() { printf '[llm] error: %s\n' "$*" >&2; exit 1; }
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-now() { date +%s; }
+LOG_TAG=llm
+# shellcheck source=scripts/lib.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 step() { log "$(printf '%-28s %s' "$1" "$2")"; }
-
-apt_install() {
-  local missing=() pkg
-  for pkg in "$@"; do dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg"); done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  log "installing Debian packages: ${missing[*]}"
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
 
 # ---- 1. the Ollama binary ---------------------------------------------------------------------------------------
 
