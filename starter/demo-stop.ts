@@ -9,6 +9,7 @@ import { otherHealings, type Tracked } from './demo-tracker';
 import type { DemoResult } from './demo-types';
 import { ensureMonitorSchedule } from '../workers/schedule';
 import type { UpHandle } from './up';
+import { errorFirstLine } from '../core/errors';
 
 /** What the demo has started so far (a step that failed, or an interrupt, leaves the later ones undefined). */
 export interface DemoStarted {
@@ -45,7 +46,7 @@ export async function stopDemo(
     try {
       await body();
     } catch (err) {
-      say(`stopping: ${what}: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
+      say(`stopping: ${what}: ${errorFirstLine(err)}`);
     }
   };
   if (traffic) await quietly('traffic', () => traffic.stop());

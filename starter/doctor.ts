@@ -10,6 +10,7 @@ import { ollamaState } from '../workers/ollama-probe';
 import { findTemporalCli, INSTALL_HINT } from './temporal-local';
 import { temporalAnswers } from '../workers/temporal-connection';
 import { redactSecrets } from '../core/redact';
+import { errorFirstLine } from '../core/errors';
 
 export const CheckStatus = { ok: 'ok', degraded: 'degraded', missing: 'missing' } as const;
 export type CheckStatus = (typeof CheckStatus)[keyof typeof CheckStatus];
@@ -33,9 +34,7 @@ function withTimeout<T>(p: Promise<T>, ms = TIMEOUT_MS): Promise<T> {
   ]);
 }
 
-function message(err: unknown): string {
-  return err instanceof Error ? err.message.split('\n')[0]! : String(err);
-}
+const message = errorFirstLine;
 
 async function checkTemporal(config: Config): Promise<DoctorRow> {
   const ok = await temporalAnswers(config.TEMPORAL_ADDRESS, TIMEOUT_MS);

@@ -13,6 +13,7 @@ import { createKeys } from '../core/keys';
 import { MONITOR_SCHEDULE_ID, TaskQueue } from '../workflows/definitions';
 import { listHealings, withClient } from './healings';
 import { formatTable } from './output';
+import { errorFirstLine } from '../core/errors';
 
 /** Open healings listed to count phases; beyond this the counts say `truncated`. */
 const OPEN_HEALINGS_CAP = 1000;
@@ -163,7 +164,7 @@ export async function latestAnomalies(config: Config): Promise<AnomaliesStatus> 
       open: (record?.active ?? []).map(({ type, target, severity, summary }) => ({ type, target, severity, summary })),
     };
   } catch (err) {
-    return { available: false, error: err instanceof Error ? err.message.split('\n')[0]! : String(err) };
+    return { available: false, error: errorFirstLine(err) };
   } finally {
     redis.disconnect();
   }

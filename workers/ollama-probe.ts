@@ -5,6 +5,7 @@
 import { withoutCredentials } from '../activities/url-credentials';
 import { modelListed } from '../core/local-model';
 import { redactSecrets } from '../core/redact';
+import { errorFirstLine } from '../core/errors';
 
 export type OllamaTags = { answers: true; models: string[] } | { answers: false; error: string };
 
@@ -24,7 +25,7 @@ export async function ollamaTags(host: string, timeoutMs = 2_000): Promise<Ollam
     const cause = (err as { cause?: { code?: string } }).cause?.code;
     return {
       answers: false,
-      error: cause ?? redactSecrets(err instanceof Error ? err.message.split('\n')[0]! : String(err)),
+      error: cause ?? redactSecrets(errorFirstLine(err)),
     };
   }
 }

@@ -3,7 +3,7 @@ import type pg from 'pg';
 import type { HealthTarget } from '../../core/config';
 import type { Keys } from '../../core/keys';
 import { redactSecrets } from '../../core/redact';
-import { errorMessage } from '../../core/errors';
+import { errorFirstLine } from '../../core/errors';
 
 export interface MetricsDeps {
   redis: Redis;
@@ -31,5 +31,5 @@ export interface MetricsDeps {
 
 /** First line of an error, credentials redacted (errors quote URLs, and URLs may carry passwords). */
 export function errorLine(err: unknown): string {
-  return redactSecrets(errorMessage(err).split('\n')[0]!).slice(0, 300);
+  return redactSecrets(errorFirstLine(err)).slice(0, 300);
 }
