@@ -129,11 +129,12 @@ describe('analyzeAnomaly', () => {
     const elapsed = Date.now() - started;
     expectFallback(result, stuck, 0, /^timeout: /);
     expect(elapsed).toBeGreaterThanOrEqual(290);
-    expect(elapsed).toBeLessThan(2_000);
+    // Far below the hang (forever) with room for a loaded machine; how fast is the bench's business.
+    expect(elapsed).toBeLessThan(5_000);
   });
 
   it('a plain Ollama client (no abort) still falls back on time', async () => {
-    const server = await fake([{ kind: 'content', content: '{}', delayMs: 1_500 }]);
+    const server = await fake([{ kind: 'content', content: '{}', delayMs: 15_000 }]);
     const analysis = createAnalysisActivities({
       ollama: new Ollama({ host: server.url }),
       model: MODEL,
@@ -142,7 +143,8 @@ describe('analyzeAnomaly', () => {
     const started = Date.now();
     const result = await analysis.analyzeAnomaly({ anomaly: stuck, rung: 0, context: { containers } });
     expectFallback(result, stuck, 0, /^timeout: /);
-    expect(Date.now() - started).toBeLessThan(1_000);
+    // It did not wait for the reply (15 s away).
+    expect(Date.now() - started).toBeLessThan(5_000);
   });
 
   it('HTTP 500: runbook, reason error', async () => {
