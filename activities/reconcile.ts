@@ -11,6 +11,7 @@
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import type { Keys } from '../core/keys';
+import { defineScript } from '../core/redis-script';
 import type { LostDocument, OrphanEntry } from '../core/snapshot';
 import { LISTS_TO_SEARCH } from './actions-lua';
 
@@ -70,13 +71,11 @@ async function findLost(deps: ReconcileDeps): Promise<Pick<ReconcilePart, 'lost'
   if (rows.length === 0) return { lost: [], lostCandidates: 0 };
   const queues = stages.map((s) => keys.queue(s));
   const missing = new Set(
-    (await redis.eval(
+    (await defineScript(
+      redis,
+      'selfhealNotInLists',
       NOT_IN_LISTS,
-      queues.length,
-      ...queues,
-      keys.processingPattern(),
-      ...rows.map((r) => r.id),
-    )) as string[],
+    )(queues, [keys.processingPattern(), ...rows.map((r) => r.id)])) as string[],
   );
   const lost = rows
     .filter((r) => missing.has(r.id))

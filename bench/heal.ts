@@ -13,7 +13,8 @@ import { createActionActivities, type ActionInput, type ActionResult } from '../
 import type { Plan, PlanParams } from '../core/plan';
 import type { ActionType } from '../core/types';
 import { ensurePipelineImage } from '../pipeline/image';
-import { COMPARE_AND_DELETE, defineScript } from '../pipeline/lua';
+import { defineScript } from '../core/redis-script';
+import { COMPARE_AND_DELETE } from '../pipeline/lua';
 import { uniqueId, waitFor, type TestEnv } from '../tests/helpers/env';
 import { createTestRunner, httpStatus, stopTestPipeline } from '../tests/helpers/pipeline';
 import { ms, type Row } from './common';

@@ -1,25 +1,7 @@
 /**
  * Redis Lua scripts of the reference pipeline. Each runs atomically in Redis, which is the point: no other client
- * can observe the state between its steps.
+ * can observe the state between its steps. Registered with `defineScript` (core/redis-script.ts), like selfheal's own.
  */
-import type { Redis } from 'ioredis';
-
-export type ScriptRunner = (keys: string[], args: (string | number)[]) => Promise<unknown>;
-
-/**
- * Registers a script on a client (EVALSHA with a transparent EVAL fallback, by ioredis) and returns a typed caller.
- * The number of keys is passed per call, so one script can take optional keys.
- */
-export function defineScript(redis: Redis, name: string, lua: string): ScriptRunner {
-  redis.defineCommand(name, { lua });
-  const commands = redis as unknown as Record<string, (...args: (string | number)[]) => Promise<unknown>>;
-  return (keys, args) => {
-    const command = commands[name];
-    if (!command) throw new Error(`redis script ${name} is not defined`);
-    return command.call(redis, keys.length, ...keys, ...args);
-  };
-}
-
 /** Deletes KEYS[1] only if its value is still ARGV[1] (our lease). Returns 1 when deleted. */
 export const COMPARE_AND_DELETE = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then

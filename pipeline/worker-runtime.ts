@@ -6,14 +6,8 @@ import { Redis } from 'ioredis';
 import pino from 'pino';
 import { createKeys, STAGES, type Keys, type Stage } from '../core/keys';
 import { createPool } from '../db/pool';
-import {
-  COMPARE_AND_DELETE,
-  COMPARE_AND_PEXPIRE,
-  defineScript,
-  FINISH_DOCUMENT,
-  GIVE_BACK,
-  type ScriptRunner,
-} from './lua';
+import { defineScript, type ScriptRunner } from '../core/redis-script';
+import { COMPARE_AND_DELETE, COMPARE_AND_PEXPIRE, FINISH_DOCUMENT, GIVE_BACK } from './lua';
 import { errorMessage } from '../core/errors';
 import type { Faults, WorkerOptions, WorkerState, WorkerStats } from './worker-options';
 

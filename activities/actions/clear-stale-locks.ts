@@ -6,7 +6,7 @@ import type { ActionInput, ActionResult } from './types';
 /** Locks per Redis script call of clearStaleLocks. */
 const LOCK_SCRIPT_CHUNK = 1_000;
 
-export function createClearStaleLocks({ pool, keys, runScript, priorResult }: ActionContext) {
+export function createClearStaleLocks({ pool, keys, scripts, priorResult }: ActionContext) {
   /**
    * Deletes each observed lease only if its owner has no heartbeat and it still holds exactly the observed value
    * (one script per batch: check and delete are atomic). A lease re-acquired meanwhile, or whose owner came back,
@@ -37,11 +37,12 @@ export function createClearStaleLocks({ pool, keys, runScript, priorResult }: Ac
     for (let i = 0; i < locks.length; i += LOCK_SCRIPT_CHUNK) {
       const chunk = locks.slice(i, i + LOCK_SCRIPT_CHUNK);
       calls.push(
-        runScript(
-          'selfhealClearStaleLocks',
-          chunk.flatMap((l) => [keys.lock(l.documentId), keys.heartbeat(l.owner)]),
-          chunk.map((l) => `${l.owner}:${l.token}`),
-        ).then((r) => (r as number[]).forEach((code, j) => (codes[i + j] = code))),
+        scripts
+          .clearStaleLocks(
+            chunk.flatMap((l) => [keys.lock(l.documentId), keys.heartbeat(l.owner)]),
+            chunk.map((l) => `${l.owner}:${l.token}`),
+          )
+          .then((r) => (r as number[]).forEach((code, j) => (codes[i + j] = code))),
       );
     }
     await Promise.all(calls);

@@ -2,6 +2,7 @@ import type Docker from 'dockerode';
 import type pg from 'pg';
 import pino from 'pino';
 import type { Keys } from '../../core/keys';
+import { defineScript, type ScriptRunner } from '../../core/redis-script';
 import { CLEAR_STALE_LOCKS, REMOVE_ENTRIES, REQUEUE_CHUNK, REQUEUE_LOST_CHUNK } from '../actions-lua';
 import { createExecutedRows } from './executed-row';
 import type { ActionConfig, ActionDeps } from './types';
@@ -15,21 +16,27 @@ export interface ActionContext extends ReturnType<typeof createExecutedRows> {
   docker: Docker;
   config: ActionConfig;
   log: pino.Logger;
-  runScript: (name: string, keyList: string[], args: (string | number)[]) => Promise<unknown>;
+  /** The actions' Lua scripts (activities/actions-lua.ts), registered on the Redis client. */
+  scripts: ActionScripts;
+}
+
+export interface ActionScripts {
+  requeueChunk: ScriptRunner;
+  clearStaleLocks: ScriptRunner;
+  removeEntries: ScriptRunner;
+  requeueLostChunk: ScriptRunner;
 }
 
 export function createActionContext({ pool, pipelinePool, redis, keys, docker, config, log: logger }: ActionDeps) {
   const log = logger ?? pino({ name: 'selfheal-actions' }, pino.destination(2));
   const documentsPool = pipelinePool ?? pool;
 
-  // Scripts by SHA (EVALSHA with a transparent EVAL fallback, by ioredis); the number of keys is given per call.
-  const scripts = redis as unknown as Record<string, (...args: (string | number)[]) => Promise<unknown>>;
-  redis.defineCommand('selfhealRequeueChunk', { lua: REQUEUE_CHUNK });
-  redis.defineCommand('selfhealClearStaleLocks', { lua: CLEAR_STALE_LOCKS });
-  redis.defineCommand('selfhealRemoveEntries', { lua: REMOVE_ENTRIES });
-  redis.defineCommand('selfhealRequeueLostChunk', { lua: REQUEUE_LOST_CHUNK });
-  const runScript = (name: string, keyList: string[], args: (string | number)[]) =>
-    scripts[name]!.call(redis, keyList.length, ...keyList, ...args);
+  const scripts: ActionScripts = {
+    requeueChunk: defineScript(redis, 'selfhealRequeueChunk', REQUEUE_CHUNK),
+    clearStaleLocks: defineScript(redis, 'selfhealClearStaleLocks', CLEAR_STALE_LOCKS),
+    removeEntries: defineScript(redis, 'selfhealRemoveEntries', REMOVE_ENTRIES),
+    requeueLostChunk: defineScript(redis, 'selfhealRequeueLostChunk', REQUEUE_LOST_CHUNK),
+  };
 
   const ctx: ActionContext = {
     pool,
@@ -38,7 +45,7 @@ export function createActionContext({ pool, pipelinePool, redis, keys, docker, c
     docker,
     config,
     log,
-    runScript,
+    scripts,
     ...createExecutedRows(pool, documentsPool),
   };
   return ctx;

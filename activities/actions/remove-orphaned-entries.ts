@@ -3,7 +3,7 @@ import { record } from './executed-row';
 import { checkInput, invalid, STAGE_RE } from './helpers';
 import type { ActionInput, ActionResult } from './types';
 
-export function createRemoveOrphanedEntries({ pool, documentsPool, keys, runScript, priorResult }: ActionContext) {
+export function createRemoveOrphanedEntries({ pool, documentsPool, keys, scripts, priorResult }: ActionContext) {
   /** `queue` of an entry: a stage name, or `queue:<stage>` with or without the key prefix. */
   function queueKeyOf(queue: unknown): string {
     if (typeof queue !== 'string') invalid(`remove_orphaned_entries: bad queue ${JSON.stringify(queue)}`);
@@ -58,7 +58,7 @@ export function createRemoveOrphanedEntries({ pool, documentsPool, keys, runScri
         kept.push({ queue: e.key, id: e.id, why: `${doc.status} in ${doc.stage}` });
         continue;
       }
-      const n = Number(await runScript('selfhealRemoveEntries', [e.key], [e.id, e.count, keepOne ? '1' : '0']));
+      const n = Number(await scripts.removeEntries([e.key], [e.id, e.count, keepOne ? '1' : '0']));
       if (n > 0) removed.push({ queue: e.key, id: e.id, removed: n, why });
       else kept.push({ queue: e.key, id: e.id, why: `${why}, but no longer in the queue` });
     }

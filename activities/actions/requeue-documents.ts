@@ -17,7 +17,7 @@ interface RequeueGroup {
   drop: number[];
 }
 
-export function createRequeueDocuments({ keys, config, runScript, inTransaction }: ActionContext) {
+export function createRequeueDocuments({ keys, config, scripts, inTransaction }: ActionContext) {
   /**
    * The Redis half of a committed requeue, exactly once per chunk whatever the retries: each chunk's script sets a
    * marker (named by the idempotency key and the chunk's index) in the same atomic step as its push, and skips
@@ -38,25 +38,26 @@ export function createRequeueDocuments({ keys, config, runScript, inTransaction 
         const marker = `${keys.prefix}selfheal:requeue:${key}:${index++}`;
         // Issued together: ioredis pipelines them on one connection.
         calls.push(
-          runScript(
-            'selfhealRequeueChunk',
-            [
-              keys.queue(g.stage),
-              keys.processing(g.stage, g.owner ?? '-'),
-              marker,
-              ...chunk.map((id) => keys.lock(id)),
-            ],
-            [g.owner === null ? '' : `${g.owner}:`, npush, REQUEUE_MARKER_TTL_SECONDS, ...chunk],
-          ).then((r) => {
-            const [leases, removed] = r as [number, number, number];
-            if (leases < 0) {
-              chunksAlreadyApplied++;
-              return;
-            }
-            chunksApplied++;
-            leasesDeleted += leases;
-            processingEntriesRemoved += removed;
-          }),
+          scripts
+            .requeueChunk(
+              [
+                keys.queue(g.stage),
+                keys.processing(g.stage, g.owner ?? '-'),
+                marker,
+                ...chunk.map((id) => keys.lock(id)),
+              ],
+              [g.owner === null ? '' : `${g.owner}:`, npush, REQUEUE_MARKER_TTL_SECONDS, ...chunk],
+            )
+            .then((r) => {
+              const [leases, removed] = r as [number, number, number];
+              if (leases < 0) {
+                chunksAlreadyApplied++;
+                return;
+              }
+              chunksApplied++;
+              leasesDeleted += leases;
+              processingEntriesRemoved += removed;
+            }),
         );
       }
     }
@@ -226,8 +227,7 @@ export function createRequeueDocuments({ keys, config, runScript, inTransaction 
     for (let i = 0, index = 0; i < work.push.length; i += REQUEUE_SCRIPT_CHUNK, index++) {
       const chunk = work.push.slice(i, i + REQUEUE_SCRIPT_CHUNK).map(String);
       const marker = `${keys.prefix}selfheal:requeue-lost:${input.idempotencyKey}:${index}`;
-      const [n, present] = (await runScript(
-        'selfhealRequeueLostChunk',
+      const [n, present] = (await scripts.requeueLostChunk(
         [keys.queue(work.stage), marker, ...queues],
         [REQUEUE_MARKER_TTL_SECONDS, keys.processingPattern(), ...chunk],
       )) as [number, number];
