@@ -1,10 +1,18 @@
 /**
  * Docker activities. They run only on the selfheal-actions task queue: the actions worker is the only process
- * with a Docker client. Read access is limited to inspecting the pipeline's containers.
+ * with a Docker client. Read access is limited to listing and inspecting containers.
  */
 import type Docker from 'dockerode';
+import {
+  composeService,
+  dockerHealth,
+  healthLogEvidence,
+  scopeLabel,
+  type DockerHealth,
+} from '../core/container-scope';
 import type { ContainerState, ContainersView } from '../core/snapshot';
-import { errorMessage } from '../core/errors';
+import { globMatch } from '../core/safety';
+import { errorFirstLine } from '../core/errors';
 
 /** Label that marks the containers of the monitored pipeline. */
 export const PIPELINE_LABEL = 'selfheal.pipeline';
@@ -14,43 +22,86 @@ export const STAGE_LABEL = 'selfheal.stage';
 /** Docker's view of the containers (core/snapshot.ts: `withContainers` puts it in a snapshot). */
 export type InspectResult = ContainersView;
 
-export function createDockerActivities({ docker }: { docker: Docker }) {
+/** Which containers are watched besides the pipeline's and the named ones (CONTAINER_ALLOWLIST, AUTOHEAL_LABEL). */
+export interface WatchScope {
+  allowlist: string[];
+  autohealLabel: boolean;
+}
+
+const nameOf = (c: Docker.ContainerInfo) => (c.Names[0] ?? '').replace(/^\//, '');
+/** `docker ps` shows a health status in the container's status line: "Up 2 minutes (unhealthy)". */
+const listedUnhealthy = (c: Docker.ContainerInfo) => /\(unhealthy\)/.test(c.Status ?? '');
+
+export function createDockerActivities({ docker, scope }: { docker: Docker; scope: WatchScope }) {
+  /** Whether a listed container is watched: pipeline, in scope by name or label, or reported unhealthy. */
+  function watched(c: Docker.ContainerInfo): boolean {
+    const labels = c.Labels ?? {};
+    return (
+      labels[PIPELINE_LABEL] === 'true' ||
+      scopeLabel(labels, scope.autohealLabel) !== undefined ||
+      scope.allowlist.some((p) => globMatch(p, nameOf(c))) ||
+      // Out of scope, it is still seen, so that it is escalated (never touched).
+      listedUnhealthy(c)
+    );
+  }
+
+  /** Undefined when the container is gone since it was listed. */
+  async function inspectOne(name: string, info: Docker.ContainerInfo): Promise<ContainerState | undefined> {
+    let inspected: Docker.ContainerInspectInfo;
+    try {
+      inspected = await docker.getContainer(info.Id).inspect();
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404) return undefined;
+      throw err;
+    }
+    const state = inspected.State;
+    const started = Date.parse(state.StartedAt);
+    const labels = inspected.Config?.Labels ?? info.Labels ?? {};
+    const health: DockerHealth | undefined = dockerHealth(state.Health?.Status);
+    const label = scopeLabel(labels, scope.autohealLabel);
+    const service = composeService(labels);
+    return {
+      name,
+      state: state.Status,
+      running: state.Running,
+      restartCount: inspected.RestartCount,
+      startedAt: Number.isFinite(started) && started > 0 ? started : undefined,
+      stage: labels[STAGE_LABEL],
+      ...(health ? { health } : {}),
+      ...(health === 'unhealthy' ? { healthLog: healthLogEvidence(state.Health?.Log) } : {}),
+      ...(label ? { scopeLabel: label } : {}),
+      ...(service ? { service } : {}),
+      ...(state.Running ? {} : { exitCode: state.ExitCode, oomKilled: state.OOMKilled }),
+    };
+  }
+
   return {
     /**
-     * State of the pipeline's containers: those labelled `selfheal.pipeline=true` (and every label in `labels`),
-     * plus the named ones (the containers of HEALTH_TARGETS). Never throws for an unreachable engine: the snapshot marks Docker degraded.
+     * State of the watched containers: those labelled `selfheal.pipeline=true`, in scope for restart (a name on the
+     * allow list, `selfheal.enable=true`, `autoheal=true`), reported unhealthy by Docker, or named (the containers
+     * of HEALTH_TARGETS); every one carrying each label of `labels` (one pipeline among several on a host). Never
+     * throws for an unreachable engine: the snapshot marks Docker degraded.
      */
     async inspectContainers({ names, labels = [] }: { names: string[]; labels?: string[] }): Promise<InspectResult> {
       try {
         const listed = await docker.listContainers({
           all: true,
-          filters: { label: [`${PIPELINE_LABEL}=true`, ...labels] },
+          ...(labels.length > 0 ? { filters: { label: labels } } : {}),
         });
         const wanted = new Set(names);
         const byName = new Map<string, Docker.ContainerInfo>();
-        for (const c of listed) byName.set((c.Names[0] ?? '').replace(/^\//, ''), c);
+        for (const c of listed) if (watched(c) || wanted.has(nameOf(c))) byName.set(nameOf(c), c);
         const missing = [...wanted].filter((n) => !byName.has(n));
         if (missing.length > 0) {
           const extra = await docker.listContainers({ all: true, filters: { name: missing.map((n) => `^/${n}$`) } });
-          for (const c of extra) byName.set((c.Names[0] ?? '').replace(/^\//, ''), c);
+          for (const c of extra) byName.set(nameOf(c), c);
         }
-        const containers = await Promise.all(
-          [...byName.entries()].map(async ([name, info]): Promise<ContainerState> => {
-            const inspected = await docker.getContainer(info.Id).inspect();
-            const started = Date.parse(inspected.State.StartedAt);
-            return {
-              name,
-              state: inspected.State.Status,
-              running: inspected.State.Running,
-              restartCount: inspected.RestartCount,
-              startedAt: Number.isFinite(started) && started > 0 ? started : undefined,
-              stage: info.Labels[STAGE_LABEL],
-            };
-          }),
-        );
+        const containers = (
+          await Promise.all([...byName.entries()].map(([name, info]) => inspectOne(name, info)))
+        ).filter((c) => c !== undefined);
         return { ok: true, containers: containers.sort((a, b) => a.name.localeCompare(b.name)) };
       } catch (err) {
-        return { ok: false, error: errorMessage(err).split('\n')[0], containers: [] };
+        return { ok: false, error: errorFirstLine(err), containers: [] };
       }
     },
   };

@@ -8,7 +8,19 @@ import type pg from 'pg';
 import type { Keys } from '../core/keys';
 import type { Plan } from '../core/plan';
 import { evaluateSafety, type SafetyContext, type SafetyPolicy, type Verdict } from '../core/safety';
+import { containerWorking, type ContainerState } from '../core/snapshot';
 import { latestCycleRecord } from './metrics-stream';
+
+/** The target of a restart as the latest cycle saw it (`containerView`). */
+interface ContainerView {
+  known: boolean;
+  /** Key of its group: the stage, or `service:<project>/<service>`. */
+  group?: string;
+  groupName?: string;
+  healthy?: boolean;
+  healthyInGroup?: number;
+  scopeLabel?: string;
+}
 
 /** How long a reserved restart counts as in flight at most (the actions' retry policy ends well before). */
 const IN_FLIGHT_MAX_MS = 15 * 60_000;
@@ -42,25 +54,34 @@ export interface ReserveInput {
 export type ReserveResult = { granted: true; permitId: number } | { granted: false; nextFreeAt: number; used: number };
 
 export function createSafetyActivities({ pool, redis, keys }: { pool: pg.Pool; redis: Redis; keys: Keys }) {
-  /** Health and stage of the target container and the healthy workers of its stage, from the latest cycle. */
-  async function containerView(
-    container: string,
-  ): Promise<{ stage?: string; healthy?: boolean; healthyInStage?: number }> {
+  /**
+   * The target container as the latest cycle saw it: its health (running, not Docker-unhealthy, its HEALTH_TARGETS
+   * URL answering), its scope label, and its group, the replicas the last-healthy and in-flight rules count among:
+   * its pipeline stage, else its compose service, else none. `known` is false when no cycle saw it.
+   */
+  async function containerView(container: string): Promise<ContainerView> {
     const record = await latestCycleRecord(redis, keys).catch(() => undefined);
-    if (!record) return {};
-    const s = record.snapshot;
-    const healthOf = (name: string) => {
-      const c = s.containers.find((x) => x.name === name);
-      const h = s.health.find((x) => x.container === name);
-      return (c?.running ?? true) && (h?.ok ?? c?.running ?? false);
-    };
-    const target = s.containers.find((c) => c.name === container);
-    const stage = target?.stage;
-    const peers = stage ? s.containers.filter((c) => c.stage === stage).map((c) => c.name) : [];
+    const s = record?.snapshot;
+    const target = s?.containers.find((c) => c.name === container);
+    if (!s || !target) return { known: false };
+    const healthOf = (c: ContainerState) =>
+      containerWorking(c) && (s.health.find((x) => x.container === c.name)?.ok ?? true);
+    const group = target.stage
+      ? { key: target.stage, name: 'stage', peers: s.containers.filter((c) => c.stage === target.stage) }
+      : target.service
+        ? {
+            key: `service:${target.service}`,
+            name: 'compose service',
+            peers: s.containers.filter((c) => !c.stage && c.service === target.service),
+          }
+        : undefined;
     return {
-      stage,
-      healthy: target ? healthOf(container) : undefined,
-      healthyInStage: stage ? peers.filter(healthOf).length : undefined,
+      known: true,
+      group: group?.key,
+      groupName: group?.name,
+      healthy: healthOf(target),
+      healthyInGroup: group ? group.peers.filter(healthOf).length : undefined,
+      scopeLabel: target.scopeLabel,
     };
   }
 
@@ -70,7 +91,7 @@ export function createSafetyActivities({ pool, redis, keys }: { pool: pg.Pool; r
       const { plan, policy, now } = input;
       let recentRestartsOfTarget: number[] = [];
       let restartsInFlightInStage = 0;
-      let view: Awaited<ReturnType<typeof containerView>> = {};
+      let view: ContainerView = { known: false };
       if (plan.action === 'restart_worker' && plan.params.container) {
         view = await containerView(plan.params.container);
         const windowStart = now - Math.max(policy.breakerWindowSeconds, policy.cooldownSeconds) * 1000;
@@ -82,7 +103,7 @@ export function createSafetyActivities({ pool, redis, keys }: { pool: pg.Pool; r
           [plan.params.container, windowStart, input.ownPermitKey ?? ''],
         );
         recentRestartsOfTarget = rows.map((r) => Number(r.reserved_at_ms));
-        if (view.stage) {
+        if (view.group) {
           // A permit never finished (its workflow was terminated) stops counting after the longest action time.
           // Holding a permit of its own, a workflow counts only the permits reserved before it: of two restarts of
           // one stage that both got a permit, the later waits for the earlier, never both for each other.
@@ -93,7 +114,7 @@ export function createSafetyActivities({ pool, redis, keys }: { pool: pg.Pool; r
                 AND p.workflow_id <> $2 AND p.reserved_at_ms > $3
                 AND (NOT EXISTS (SELECT 1 FROM own)
                      OR (p.reserved_at_ms, p.idempotency_key) < (SELECT reserved_at_ms, idempotency_key FROM own))`,
-            [view.stage, input.workflowId, now - IN_FLIGHT_MAX_MS, input.ownPermitKey ?? ''],
+            [view.group, input.workflowId, now - IN_FLIGHT_MAX_MS, input.ownPermitKey ?? ''],
           );
           restartsInFlightInStage = inflight.rows[0]!.n;
         }
@@ -111,23 +132,28 @@ export function createSafetyActivities({ pool, redis, keys }: { pool: pg.Pool; r
         // State read above.
         recentRestartsOfTarget,
         restartsInFlightInStage,
+        targetScopeLabel: view.scopeLabel,
         targetHealthy: view.healthy,
-        healthyWorkersInStage: view.healthyInStage,
+        healthyWorkersInStage: view.healthyInGroup,
+        targetGroup: view.groupName,
       };
       const verdict = evaluateSafety(plan, context);
-      // Fail closed: a restart whose stage and peers cannot be read (no cycle record, Redis down, no stage label)
-      // cannot be checked against the in-flight and last-healthy rules.
-      if (plan.action === 'restart_worker' && verdict.decision !== 'escalate' && !view.stage) {
+      // Fail closed: a restart of a container no cycle has seen (no cycle record, Redis down, not watched) cannot be
+      // checked against its scope label and the in-flight and last-healthy rules.
+      if (plan.action === 'restart_worker' && verdict.decision !== 'escalate' && !view.known) {
         return {
           verdict: {
             decision: 'escalate',
-            reasons: [...verdict.reasons, `the stage and health of ${plan.params.container ?? '?'} are unknown`],
+            reasons: [
+              ...verdict.reasons,
+              `no monitoring cycle has seen ${plan.params.container ?? '?'}: its scope and health are unknown`,
+            ],
             needsPermit: false,
           },
           context,
         };
       }
-      return { verdict, context, stage: view.stage };
+      return { verdict, context, stage: view.group };
     },
 
     /**

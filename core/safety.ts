@@ -24,11 +24,17 @@ export interface SafetyContext {
   requeueCap: number;
   /** epoch ms of the restarts of this target executed in the breaker window, newest last. */
   recentRestartsOfTarget: number[];
-  /** Restarts in flight (reserved, not finished) for the same stage, other than this workflow's. */
+  /** Restarts in flight (reserved, not finished) for the same stage or service, other than this workflow's. */
   restartsInFlightInStage: number;
-  /** For restart_worker: is the container healthy now, and how many healthy workers its stage has. */
+  /** For restart_worker: the label that puts the container in scope (`selfheal.enable=true`, `autoheal=true`). */
+  targetScopeLabel?: string;
+  /**
+   * For restart_worker: is the container healthy now, and how many healthy replicas its group has: its pipeline
+   * stage, else its compose service (`targetGroup` names which); undefined when it belongs to neither.
+   */
   targetHealthy?: boolean;
   healthyWorkersInStage?: number;
+  targetGroup?: string;
 }
 
 /** The configured part of the policy context (the rest is state the safety activities read). */
@@ -83,13 +89,28 @@ export function globMatch(pattern: string, name: string): boolean {
   return new RegExp(`${re}$`).test(name);
 }
 
-/** Allowed when some allow pattern matches and no deny pattern does. */
-export function containerAllowed(name: string, allowlist: string[], denylist: string[]): { ok: boolean; why: string } {
+/** Why the deny list forbids touching the container, or undefined. */
+export function containerDenied(name: string, denylist: string[]): string | undefined {
   const denied = denylist.find((p) => globMatch(p, name));
-  if (denied) return { ok: false, why: `container ${name} is on the deny list (${denied})` };
+  return denied ? `container ${name} is on the deny list (${denied})` : undefined;
+}
+
+/**
+ * In scope for restart when no deny pattern matches and some allow pattern does, or the container carries a scope
+ * label (`label`: `selfheal.enable=true` or `autoheal=true`, core/container-scope.ts). The deny list wins.
+ */
+export function containerAllowed(
+  name: string,
+  allowlist: string[],
+  denylist: string[],
+  label?: string,
+): { ok: boolean; why: string } {
+  const denied = containerDenied(name, denylist);
+  if (denied) return { ok: false, why: denied };
   const allowed = allowlist.find((p) => globMatch(p, name));
-  if (!allowed) return { ok: false, why: `container ${name} matches no allow-list pattern` };
-  return { ok: true, why: `container ${name} allowed by ${allowed}` };
+  if (allowed) return { ok: true, why: `container ${name} allowed by ${allowed}` };
+  if (label) return { ok: true, why: `container ${name} in scope by its label ${label}` };
+  return { ok: false, why: `container ${name} matches no allow-list pattern and carries no scope label` };
 }
 
 export function evaluateSafety(plan: Plan, ctx: SafetyContext): Verdict {
@@ -103,7 +124,7 @@ export function evaluateSafety(plan: Plan, ctx: SafetyContext): Verdict {
   if (plan.action === 'restart_worker') {
     const container = plan.params.container;
     if (!container) return escalate('restart_worker without a container');
-    const allowed = containerAllowed(container, ctx.allowlist, ctx.denylist);
+    const allowed = containerAllowed(container, ctx.allowlist, ctx.denylist, ctx.targetScopeLabel);
     if (!allowed.ok) return escalate(allowed.why);
     reasons.push(allowed.why);
     const windowStart = ctx.now - ctx.breakerWindowSeconds * 1000;
@@ -119,8 +140,9 @@ export function evaluateSafety(plan: Plan, ctx: SafetyContext): Verdict {
         `cooldown: ${container} was restarted ${Math.round((ctx.now - last) / 1000)} s ago (cooldown ${ctx.cooldownSeconds} s)`,
       );
     }
-    if (ctx.targetHealthy && (ctx.healthyWorkersInStage ?? 0) <= 1) {
-      return escalate(`${container} is the last healthy worker of its stage`);
+    // Among the replicas of its stage or compose service; a container that has none is not counted against.
+    if (ctx.targetHealthy && ctx.healthyWorkersInStage !== undefined && ctx.healthyWorkersInStage <= 1) {
+      return escalate(`${container} is the last healthy worker of its ${ctx.targetGroup ?? 'stage'}`);
     }
     // One restart in flight per stage: a second dead worker of the stage waits for the first restart, it is not
     // given up on (two dead workers of one stage are both restarted, one after the other).

@@ -2,6 +2,7 @@
  * One monitoring cycle's view of the pipeline, as collected by `collectMetrics` and read by the detectors.
  * Plain JSON: times are epoch ms. Lists of ids are capped by the collector; counts are exact.
  */
+import type { DockerHealth, HealthCheckResult } from './container-scope';
 import type { DocumentStatus } from './keys';
 import type { Anomaly } from './types';
 
@@ -95,6 +96,22 @@ export interface ContainerState {
   startedAt?: number;
   /** Pipeline stage the container serves (label `selfheal.stage`), when labelled. */
   stage?: string;
+  /** Docker's health status when the container declares a HEALTHCHECK (`starting` is not unhealthy). */
+  health?: DockerHealth;
+  /** While unhealthy: the last health-check results, redacted and truncated. */
+  healthLog?: HealthCheckResult[];
+  /** The label that puts it in scope for restart (`selfheal.enable=true`, `autoheal=true`), if any. */
+  scopeLabel?: string;
+  /** Its compose service, `<project>/<service>`: the replicas the last-healthy-worker rule counts among. */
+  service?: string;
+  /** When not running: how it ended (`State.ExitCode`, `State.OOMKilled`). */
+  exitCode?: number;
+  oomKilled?: boolean;
+}
+
+/** Whether a container works, as far as Docker knows: running and not reported unhealthy by its HEALTHCHECK. */
+export function containerWorking(c: Pick<ContainerState, 'running' | 'health'>): boolean {
+  return c.running && c.health !== 'unhealthy';
 }
 
 export interface Snapshot {

@@ -82,7 +82,10 @@ export function actionsActivities(
 ) {
   return {
     ...createAuditActivities({ pool }),
-    ...createDockerActivities({ docker }),
+    ...createDockerActivities({
+      docker,
+      scope: { allowlist: config.CONTAINER_ALLOWLIST, autohealLabel: config.AUTOHEAL_LABEL },
+    }),
     ...createEvidenceActivities({ docker, pool: pipelinePool ?? pool }),
     ...createActionActivities({
       pool,
@@ -102,6 +105,7 @@ export function actionsActivities(
         temporalUiUrl: config.TEMPORAL_UI_URL,
         containerAllowlist: config.CONTAINER_ALLOWLIST,
         containerDenylist: config.CONTAINER_DENYLIST,
+        autohealLabel: config.AUTOHEAL_LABEL,
       },
     }),
   };

@@ -1,7 +1,8 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import type Docker from 'dockerode';
 import { HEALTH_VISIBLE_TYPES } from '../../core/plan';
-import { containerAllowed } from '../../core/safety';
+import { scopeLabel, stopTimeoutFromLabels } from '../../core/container-scope';
+import { containerAllowed, containerDenied } from '../../core/safety';
 import { isHealthyStatus } from '../../core/snapshot';
 import type { ActionContext } from './context';
 import { record } from './executed-row';
@@ -25,11 +26,23 @@ export function createRestartWorker({ pool, docker, config, priorResult, lastAtt
   const healthUrls = new Map(config.healthTargets.map((t) => [t.container, t.url]));
   const restartHealthTimeoutMs = config.restartHealthTimeoutMs ?? 30_000;
 
-  async function isHealthy(url: string | undefined, running: boolean): Promise<{ healthy: boolean; status?: number }> {
-    if (!running) return { healthy: false };
-    if (!url) return { healthy: true };
+  /**
+   * Healthy: running, not reported unhealthy by its Docker HEALTHCHECK (or, with `untilHealthy`, reported healthy:
+   * after a restart `starting` is not yet back), and its HEALTH_TARGETS URL, if any, answering 2xx.
+   */
+  async function isHealthy(
+    url: string | undefined,
+    state: Docker.ContainerInspectInfo['State'],
+    untilHealthy = false,
+  ): Promise<{ healthy: boolean; status?: number; dockerHealth?: string }> {
+    const dockerHealth = state.Health?.Status;
+    const declared = dockerHealth !== undefined && dockerHealth !== 'none';
+    const dockerOk = !declared || (untilHealthy ? dockerHealth === 'healthy' : dockerHealth !== 'unhealthy');
+    const health = declared ? { dockerHealth } : {};
+    if (!state.Running || !dockerOk) return { healthy: false, ...health };
+    if (!url) return { healthy: true, ...health };
     const status = await httpStatus(url);
-    return { healthy: isHealthyStatus(status), status };
+    return { healthy: isHealthyStatus(status), status, ...health };
   }
 
   /**
@@ -47,11 +60,10 @@ export function createRestartWorker({ pool, docker, config, priorResult, lastAtt
     if (typeof name !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(name)) {
       invalid(`restart_worker: params.container must be a container name, got ${JSON.stringify(name)}`);
     }
-    // The policy checked this before; checked again here, where the restart happens (deny wins).
-    const permitted = containerAllowed(name, config.containerAllowlist, config.containerDenylist);
-    if (!permitted.ok) {
-      return { action: 'restart_worker', outcome: 'refused', details: { container: name, reason: permitted.why } };
-    }
+    // The policy checked this before; checked again here, where the restart happens. The deny list wins, without
+    // any Docker call; a scope label is read from the inspection (a read, no change).
+    const denied = containerDenied(name, config.containerDenylist);
+    if (denied) return { action: 'restart_worker', outcome: 'refused', details: { container: name, reason: denied } };
     const prior = await priorResult('restart_worker', input.idempotencyKey);
     if (prior) return prior;
 
@@ -64,6 +76,16 @@ export function createRestartWorker({ pool, docker, config, priorResult, lastAtt
         throw ApplicationFailure.nonRetryable(`container ${name} does not exist`, ActionErrorType.container_not_found);
       }
       throw err;
+    }
+    const labels = inspected.Config?.Labels ?? {};
+    const permitted = containerAllowed(
+      name,
+      config.containerAllowlist,
+      config.containerDenylist,
+      scopeLabel(labels, config.autohealLabel ?? true),
+    );
+    if (!permitted.ok) {
+      return { action: 'restart_worker', outcome: 'refused', details: { container: name, reason: permitted.why } };
     }
     const url = healthUrls.get(name);
     const attempted = await lastAttempt(input.idempotencyKey);
@@ -83,7 +105,7 @@ export function createRestartWorker({ pool, docker, config, priorResult, lastAtt
       await record(pool, input, done);
       return waitForHealth(name, url, done, performance.now());
     }
-    const before = await isHealthy(url, inspected.State.Running);
+    const before = await isHealthy(url, inspected.State);
     // Health is the problem only for an unhealthy container or a dead lock owner. A worker that fails, crawls or
     // hangs behind a 2xx is restarted while "healthy": the workflow re-ran its detector right before this call.
     if (before.healthy && HEALTH_VISIBLE_TYPES.includes(plan.anomalyType)) {
@@ -93,13 +115,21 @@ export function createRestartWorker({ pool, docker, config, priorResult, lastAtt
         details: {
           container: name,
           state: inspected.State.Status,
-          ...(url ? { healthStatus: before.status } : { health: 'no health URL configured; running' }),
+          ...(before.dockerHealth ? { dockerHealth: before.dockerHealth } : {}),
+          ...(url
+            ? { healthStatus: before.status }
+            : before.dockerHealth
+              ? {}
+              : { health: 'no health URL or HEALTHCHECK; running' }),
         },
       };
       await record(pool, input, result);
       return result;
     }
 
+    // The container's stop-timeout label, else RESTART_STOP_TIMEOUT.
+    const stopTimeout = stopTimeoutFromLabels(labels);
+    const stopSeconds = stopTimeout.seconds ?? config.restartStopTimeoutSeconds;
     await recordAttempt(input, { container: name, startedAtBefore: inspected.State.StartedAt });
     const t0 = performance.now();
     // The stop timeout may be long: keep heartbeating through the call.
@@ -107,7 +137,7 @@ export function createRestartWorker({ pool, docker, config, priorResult, lastAtt
     beat();
     const beating = setInterval(beat, 5_000);
     try {
-      await container.restart({ t: config.restartStopTimeoutSeconds });
+      await container.restart({ t: stopSeconds });
     } finally {
       clearInterval(beating);
     }
@@ -119,7 +149,14 @@ export function createRestartWorker({ pool, docker, config, priorResult, lastAtt
         container: name,
         allowed: permitted.why,
         stateBefore: inspected.State.Status,
+        ...(inspected.State.Running
+          ? {}
+          : { exitCodeBefore: inspected.State.ExitCode, oomKilled: inspected.State.OOMKilled }),
+        ...(before.dockerHealth ? { dockerHealthBefore: before.dockerHealth } : {}),
         healthStatusBefore: before.status ?? null,
+        stopTimeoutSeconds: stopSeconds,
+        ...(stopTimeout.label ? { stopTimeoutLabel: stopTimeout.label } : {}),
+        ...(stopTimeout.invalid ? { stopTimeoutLabelInvalid: stopTimeout.invalid } : {}),
         restartMs,
       },
     };
@@ -127,7 +164,10 @@ export function createRestartWorker({ pool, docker, config, priorResult, lastAtt
     return waitForHealth(name, url, done, t0);
   }
 
-  /** Back to health after a restart, bounded. Without a health URL, running is all that can be known. */
+  /**
+   * Back to health after a restart, bounded: running, its HEALTHCHECK (if any) reporting healthy, its health URL (if
+   * any) answering 2xx. With neither, running is all that can be known.
+   */
   async function waitForHealth(
     name: string,
     url: string | undefined,
@@ -136,10 +176,10 @@ export function createRestartWorker({ pool, docker, config, priorResult, lastAtt
   ): Promise<ActionResult> {
     const container = docker.getContainer(name);
     const deadline = Date.now() + restartHealthTimeoutMs;
-    let last: { healthy: boolean; status?: number } = { healthy: false };
+    let last: { healthy: boolean; status?: number; dockerHealth?: string } = { healthy: false };
     for (;;) {
       Context.current().heartbeat({ container: name, waiting: 'health' });
-      last = url ? await isHealthy(url, true) : await isHealthy(undefined, (await container.inspect()).State.Running);
+      last = await isHealthy(url, (await container.inspect()).State, true);
       if (last.healthy || Date.now() > deadline) break;
       await sleep(200);
     }
@@ -152,7 +192,11 @@ export function createRestartWorker({ pool, docker, config, priorResult, lastAtt
         healthy: last.healthy,
         ...(last.healthy
           ? { healthyAfterMs }
-          : { healthTimeoutMs: restartHealthTimeoutMs, lastHealthStatus: last.status ?? null }),
+          : {
+              healthTimeoutMs: restartHealthTimeoutMs,
+              lastHealthStatus: last.status ?? null,
+              ...(last.dockerHealth ? { lastDockerHealth: last.dockerHealth } : {}),
+            }),
       },
     };
   }

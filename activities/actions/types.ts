@@ -67,6 +67,8 @@ export interface ActionConfig {
   containerAllowlist: string[];
   /** CONTAINER_DENYLIST globs: never restarted; wins over the allow list. */
   containerDenylist: string[];
+  /** AUTOHEAL_LABEL: `autoheal=true` puts a container in scope like `selfheal.enable=true`. Default true. */
+  autohealLabel?: boolean;
   /** Milliseconds a restarted container has to answer 2xx on its health URL. Default 30000. */
   restartHealthTimeoutMs?: number;
   /** Milliseconds one webhook POST may take. Default 5000. */

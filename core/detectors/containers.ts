@@ -1,5 +1,6 @@
 /** Container and service detectors: failing health checks or stopped containers, and the LLM server. */
 import { anomaly, type Detector } from './common';
+import type { ContainerState } from '../snapshot';
 import type { Anomaly } from '../types';
 
 export const detectUnhealthyContainer: Detector = (snapshot, history, t, now) => {
@@ -30,20 +31,69 @@ export const detectUnhealthyContainer: Detector = (snapshot, history, t, now) =>
     );
   }
   for (const c of snapshot.containers) {
-    if (c.running || seen.has(c.name)) continue;
+    if (seen.has(c.name)) continue;
+    if (c.running) {
+      // Docker's HEALTHCHECK: `starting` is not unhealthy, and a container without one keeps the rules above.
+      if (c.health !== 'unhealthy') continue;
+      const last = c.healthLog?.at(-1);
+      out.push(
+        anomaly(
+          'unhealthy_container',
+          c.name,
+          'critical',
+          `${c.name}: Docker reports it unhealthy${last ? ` (last check: exit ${last.exitCode}${last.output ? `, ${JSON.stringify(last.output.slice(0, 80))}` : ''})` : ''}`,
+          { state: c.state, health: c.health, healthLog: c.healthLog ?? [], restartCount: c.restartCount },
+          now,
+        ),
+      );
+      continue;
+    }
+    const ended = howItEnded(c);
+    if (ended?.leftAlone) continue;
     out.push(
       anomaly(
         'unhealthy_container',
         c.name,
         'critical',
-        `${c.name}: container is ${c.state}`,
-        { state: c.state, restartCount: c.restartCount },
+        `${c.name}: container is ${c.state}${ended ? ` (${ended.how})` : ''}`,
+        {
+          state: c.state,
+          restartCount: c.restartCount,
+          ...(c.exitCode !== undefined
+            ? { exitCode: c.exitCode, oomKilled: c.oomKilled ?? false, ended: ended?.how }
+            : {}),
+        },
         now,
       ),
     );
   }
   return out;
 };
+
+/** Exit codes of a process ended by SIGINT (130) or SIGTERM (143): what `docker stop` and `docker kill -s TERM` send. */
+const STOP_EXIT_CODES = [130, 143];
+
+/**
+ * How a container that is not running ended, in words for the audit, and whether it is left alone: it exited 0
+ * (finished, or shut down gracefully when asked) or was ended by SIGTERM or SIGINT (stopped on purpose), and was not
+ * killed for memory. Anything else (another exit code, SIGKILL, OOM) is a death, healed. Undefined when Docker did not
+ * say (records from before exit codes were kept).
+ */
+export function howItEnded(
+  c: Pick<ContainerState, 'exitCode' | 'oomKilled'>,
+): { leftAlone: boolean; how: string } | undefined {
+  if (c.oomKilled) return { leftAlone: false, how: 'killed by the kernel, out of memory' };
+  if (c.exitCode === undefined) return undefined;
+  if (c.exitCode === 0) return { leftAlone: true, how: 'exited 0: finished or stopped' };
+  const signal = c.exitCode > 128 && c.exitCode < 160 ? c.exitCode - 128 : undefined;
+  if (STOP_EXIT_CODES.includes(c.exitCode)) {
+    return { leftAlone: true, how: `stopped on purpose: exit code ${c.exitCode}, signal ${signal}` };
+  }
+  return {
+    leftAlone: false,
+    how: `died without a stop: exit code ${c.exitCode}${signal ? `, signal ${signal}` : ''}`,
+  };
+}
 
 export const detectLlmUnavailable: Detector = (snapshot, _history, _t, now) => {
   const o = snapshot.ollama;

@@ -459,7 +459,79 @@ describe('unhealthy_container (3 failures in a row)', () => {
       history: [rec(health(false)(NOW - 10 * S)), rec(health(false)(NOW - 5 * S))],
       fires: ['pipeline-extract-1'],
     },
+    {
+      name: 'fires at once: Docker reports it unhealthy (its HEALTHCHECK), running',
+      snapshot: snapshot(NOW, {
+        containers: [{ name: 'web-1', state: 'running', running: true, restartCount: 0, health: 'unhealthy' }],
+      }),
+      fires: ['web-1'],
+    },
+    {
+      name: 'quiet: Docker health starting or healthy',
+      snapshot: snapshot(NOW, {
+        containers: [
+          { name: 'web-1', state: 'running', running: true, restartCount: 0, health: 'starting' },
+          { name: 'web-2', state: 'running', running: true, restartCount: 0, health: 'healthy' },
+        ],
+      }),
+      fires: [],
+    },
+    {
+      name: 'quiet: ended cleanly (exit code 0, no OOM kill): finished, or stopped and shut down gracefully',
+      snapshot: snapshot(NOW, {
+        containers: [
+          { name: 'job-1', state: 'exited', running: false, restartCount: 0, exitCode: 0, oomKilled: false },
+        ],
+      }),
+      fires: [],
+    },
+    {
+      name: 'quiet: stopped on purpose (SIGTERM 143, SIGINT 130: docker stop, docker kill -s TERM)',
+      snapshot: snapshot(NOW, {
+        containers: [
+          { name: 'w-1', state: 'exited', running: false, restartCount: 0, exitCode: 143, oomKilled: false },
+          { name: 'w-2', state: 'exited', running: false, restartCount: 0, exitCode: 130, oomKilled: false },
+        ],
+      }),
+      fires: [],
+    },
+    {
+      name: 'fires: killed by the OOM killer, even with exit code 0',
+      snapshot: snapshot(NOW, {
+        containers: [{ name: 'job-1', state: 'exited', running: false, restartCount: 0, exitCode: 0, oomKilled: true }],
+      }),
+      fires: ['job-1'],
+    },
   ]);
+
+  it('says how it ended and what the health checks said', () => {
+    const [died] = detectUnhealthyContainer(
+      snapshot(NOW, {
+        containers: [
+          { name: 'w-1', state: 'exited', running: false, restartCount: 2, exitCode: 137, oomKilled: false },
+        ],
+      }),
+      [],
+      thresholds,
+      NOW,
+    );
+    expect(died!.summary).toBe('w-1: container is exited (died without a stop: exit code 137, signal 9)');
+    expect(died!.evidence).toMatchObject({ exitCode: 137, oomKilled: false, restartCount: 2 });
+    const healthLog = [
+      { exitCode: 1, output: 'ping: timeout', at: NOW - 2 * S },
+      { exitCode: 1, output: 'ping: timeout', at: NOW - S },
+    ];
+    const [unhealthy] = detectUnhealthyContainer(
+      snapshot(NOW, {
+        containers: [{ name: 'w-2', state: 'running', running: true, restartCount: 0, health: 'unhealthy', healthLog }],
+      }),
+      [],
+      thresholds,
+      NOW,
+    );
+    expect(unhealthy!.summary).toBe('w-2: Docker reports it unhealthy (last check: exit 1, "ping: timeout")');
+    expect(unhealthy!.evidence).toMatchObject({ health: 'unhealthy', healthLog });
+  });
 });
 
 const processing = (docs: { id: number; stage?: string; worker: string | null; ageS: number }[]) =>

@@ -53,6 +53,20 @@ describe('globMatch', () => {
     expect(containerAllowed('redis', ['*'], ['*redis*']).ok).toBe(false);
     expect(containerAllowed('other-1', ['pipeline-*'], []).ok).toBe(false);
   });
+
+  it('a scope label (selfheal.enable=true, autoheal=true) puts a container in scope; the deny list still wins', () => {
+    expect(containerAllowed('web-1', ['pipeline-*'], [], 'autoheal=true')).toEqual({
+      ok: true,
+      why: 'container web-1 in scope by its label autoheal=true',
+    });
+    expect(containerAllowed('web-postgres', ['pipeline-*'], ['*postgres*'], 'selfheal.enable=true')).toEqual({
+      ok: false,
+      why: 'container web-postgres is on the deny list (*postgres*)',
+    });
+    expect(containerAllowed('web-1', ['pipeline-*'], []).why).toBe(
+      'container web-1 matches no allow-list pattern and carries no scope label',
+    );
+  });
 });
 
 describe('evaluateSafety', () => {
@@ -144,6 +158,26 @@ describe('evaluateSafety', () => {
       plan: plan(),
       ctx: ctx({ targetHealthy: true, healthyWorkersInStage: 2 }),
       decision: 'allow',
+    },
+    {
+      name: 'the last healthy replica of a compose service is not restarted either',
+      plan: plan(),
+      ctx: ctx({ targetHealthy: true, healthyWorkersInStage: 1, targetGroup: 'compose service' }),
+      decision: 'escalate',
+      reason: /last healthy worker of its compose service/,
+    },
+    {
+      name: 'a container in no stage and no compose service: the last-healthy rule does not apply',
+      plan: plan(),
+      ctx: ctx({ targetHealthy: true, healthyWorkersInStage: undefined }),
+      decision: 'allow',
+    },
+    {
+      name: 'a container outside the allow list is in scope by its label',
+      plan: plan({ params: { container: 'web-1' } }),
+      ctx: ctx({ targetScopeLabel: 'selfheal.enable=true' }),
+      decision: 'allow',
+      reason: /in scope by its label selfheal.enable=true/,
     },
     {
       name: 'an unhealthy worker may be restarted even if no other is healthy',
