@@ -19,6 +19,7 @@ import type { ActionType } from '../../core/types';
 import { createChaos } from '../../pipeline/chaos';
 import { ensurePipelineImage } from '../../pipeline/image';
 import type { PipelineRunner, RunningWorker } from '../../pipeline/runner';
+import { PREFIX_LABEL } from '../../pipeline/runner-support';
 import { freePort } from '../../starter/temporal-local';
 import { createTestEnv, uniqueId, waitFor, type TestEnv } from '../helpers/env';
 import {
@@ -234,14 +235,46 @@ describe('restartWorker (real Docker engine)', () => {
     });
   });
 
-  it('refuses a denied or unlisted container without any Docker call', async () => {
-    for (const container of [`pipeline-redis-${t.id}`, `selfheal-actions`, `other-${t.id}`]) {
+  it('refuses a denied container without any Docker call, and an unlisted one after a read only', async () => {
+    for (const container of [`pipeline-redis-${t.id}`, `selfheal-actions`]) {
       const key = `restart-${uniqueId()}`;
       const r = await call('restartWorker', { plan: plan('restart_worker', { container }), idempotencyKey: key });
       expect(r).toMatchObject({ action: 'restart_worker', outcome: 'refused', details: { container } });
       expect(await executedRows(t, key)).toEqual([]);
     }
     expect(counted.calls).toEqual([]);
+
+    // Outside the allow list, a scope label (selfheal.enable=true, autoheal=true) could still put it in scope: its
+    // labels are read (inspect), nothing else. This one carries none.
+    const other = `other-${t.id}`;
+    const { image } = await ensurePipelineImage(runnerDocker);
+    const created = await runnerDocker.createContainer({
+      name: other,
+      Image: image,
+      Entrypoint: ['/bin/busybox', 'sh', '-c', 'while :; do busybox sleep 1; done'],
+      Labels: { [PREFIX_LABEL]: t.prefix, autoheal: 'false' },
+      HostConfig: { NetworkMode: 'none' },
+    });
+    try {
+      await created.start();
+      const key = `restart-${uniqueId()}`;
+      const r = await call('restartWorker', {
+        plan: plan('restart_worker', { container: other }),
+        idempotencyKey: key,
+      });
+      expect(r).toMatchObject({
+        action: 'restart_worker',
+        outcome: 'refused',
+        details: {
+          container: other,
+          reason: `container ${other} matches no allow-list pattern and carries no scope label`,
+        },
+      });
+      expect(await executedRows(t, key)).toEqual([]);
+      expect(counted.calls).toEqual([`GET /containers/${other}/json`]);
+    } finally {
+      await created.remove({ force: true });
+    }
   });
 
   it('fails permanently for a container that does not exist, and for a plan of another action', async () => {
