@@ -3,6 +3,9 @@
  * with a Docker client. Read access is limited to listing and inspecting containers.
  */
 import type Docker from 'dockerode';
+import type { Redis } from 'ioredis';
+import type { StoppedOnPurpose } from '../core/docker-events';
+import type { Keys } from '../core/keys';
 import {
   composeService,
   dockerHealth,
@@ -32,7 +35,30 @@ const nameOf = (c: Docker.ContainerInfo) => (c.Names[0] ?? '').replace(/^\//, ''
 /** `docker ps` shows a health status in the container's status line: "Up 2 minutes (unhealthy)". */
 const listedUnhealthy = (c: Docker.ContainerInfo) => /\(unhealthy\)/.test(c.Status ?? '');
 
-export function createDockerActivities({ docker, scope }: { docker: Docker; scope: WatchScope }) {
+export interface DockerActivityDeps {
+  docker: Docker;
+  scope: WatchScope;
+  /** Where the event stream records the containers stopped on purpose (workers/docker-events.ts). */
+  stops?: { redis: Pick<Redis, 'hgetall'>; keys: Keys };
+}
+
+export function createDockerActivities({ docker, scope, stops }: DockerActivityDeps) {
+  /** The containers stopped on purpose, by name; none when they cannot be read (the exit code decides then). */
+  async function stoppedOnPurpose(): Promise<Map<string, StoppedOnPurpose>> {
+    if (!stops) return new Map();
+    const hash = await stops.redis.hgetall(stops.keys.dockerStops()).catch(() => ({}) as Record<string, string>);
+    const out = new Map<string, StoppedOnPurpose>();
+    for (const [name, raw] of Object.entries(hash)) {
+      try {
+        const v = JSON.parse(raw) as Partial<StoppedOnPurpose>;
+        if (typeof v.at === 'number' && typeof v.how === 'string') out.set(name, { at: v.at, how: v.how });
+      } catch {
+        // A value not written by us: ignored.
+      }
+    }
+    return out;
+  }
+
   /** Whether a listed container is watched: pipeline, in scope by name or label, or reported unhealthy. */
   function watched(c: Docker.ContainerInfo): boolean {
     const labels = c.Labels ?? {};
@@ -46,7 +72,11 @@ export function createDockerActivities({ docker, scope }: { docker: Docker; scop
   }
 
   /** Undefined when the container is gone since it was listed. */
-  async function inspectOne(name: string, info: Docker.ContainerInfo): Promise<ContainerState | undefined> {
+  async function inspectOne(
+    name: string,
+    info: Docker.ContainerInfo,
+    stopped: Map<string, StoppedOnPurpose>,
+  ): Promise<ContainerState | undefined> {
     let inspected: Docker.ContainerInspectInfo;
     try {
       inspected = await docker.getContainer(info.Id).inspect();
@@ -72,6 +102,7 @@ export function createDockerActivities({ docker, scope }: { docker: Docker; scop
       ...(label ? { scopeLabel: label } : {}),
       ...(service ? { service } : {}),
       ...(state.Running ? {} : { exitCode: state.ExitCode, oomKilled: state.OOMKilled }),
+      ...(!state.Running && stopped.has(name) ? { stopped: stopped.get(name) } : {}),
     };
   }
 
@@ -96,8 +127,9 @@ export function createDockerActivities({ docker, scope }: { docker: Docker; scop
           const extra = await docker.listContainers({ all: true, filters: { name: missing.map((n) => `^/${n}$`) } });
           for (const c of extra) byName.set(nameOf(c), c);
         }
+        const stopped = await stoppedOnPurpose();
         const containers = (
-          await Promise.all([...byName.entries()].map(([name, info]) => inspectOne(name, info)))
+          await Promise.all([...byName.entries()].map(([name, info]) => inspectOne(name, info, stopped)))
         ).filter((c) => c !== undefined);
         return { ok: true, containers: containers.sort((a, b) => a.name.localeCompare(b.name)) };
       } catch (err) {

@@ -201,6 +201,9 @@ export const configSchema = z.object({
     re: /^[A-Za-z0-9_.*?[\]-]+$/,
     expected: 'container-name globs',
   }).describe('Glob patterns of container names selfheal never touches; wins over the allow list.'),
+  DOCKER_EVENTS: boolean(true).describe(
+    "Follow Docker's event stream: a container that dies or turns unhealthy triggers a monitoring cycle at once.",
+  ),
   AUTOHEAL_LABEL: boolean(true).describe(
     "Honour willfarrell/autoheal's labels: `autoheal=true` puts a container in scope like `selfheal.enable=true`.",
   ),

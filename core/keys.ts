@@ -40,6 +40,11 @@ export function createKeys(prefix = '') {
     pipelineFaults: () => `${prefix}pipeline:faults`,
     /** Hash worker id -> JSON registration of the reference pipeline's workers (how to reach and kill them). */
     pipelineWorkers: () => `${prefix}pipeline:workers`,
+    /**
+     * Hash container name -> JSON `{at, how}`: containers stopped on purpose, as the Docker event stream told the
+     * actions worker (a `stop`, or a kill with SIGTERM or SIGINT); the container's next `start` removes it.
+     */
+    dockerStops: () => `${prefix}selfheal:docker:stopped`,
   };
 }
 export type Keys = ReturnType<typeof createKeys>;

@@ -3,6 +3,7 @@
  * Plain JSON: times are epoch ms. Lists of ids are capped by the collector; counts are exact.
  */
 import type { DockerHealth, HealthCheckResult } from './container-scope';
+import type { StoppedOnPurpose } from './docker-events';
 import type { DocumentStatus } from './keys';
 import type { Anomaly } from './types';
 
@@ -107,6 +108,8 @@ export interface ContainerState {
   /** When not running: how it ended (`State.ExitCode`, `State.OOMKilled`). */
   exitCode?: number;
   oomKilled?: boolean;
+  /** Stopped on purpose, as Docker's event stream told (a `stop`, a kill with SIGTERM/SIGINT), until it starts. */
+  stopped?: StoppedOnPurpose;
 }
 
 /** Whether a container works, as far as Docker knows: running and not reported unhealthy by its HEALTHCHECK. */

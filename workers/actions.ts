@@ -1,36 +1,75 @@
 /**
  * Entry point of the actions worker (task queue selfheal-actions): the only process with Docker access. It runs
- * the remediation actions and the Docker inspection of the monitoring cycle.
+ * the remediation actions and the Docker inspection of the monitoring cycle, and follows Docker's event stream
+ * (workers/docker-events.ts) so that a container that dies or turns unhealthy is looked at at once.
  */
+import { Client, Connection, ScheduleOverlapPolicy } from '@temporalio/client';
 import Docker from 'dockerode';
 import { createPools } from '../db/pool';
-import { TaskQueue } from '../workflows/definitions';
+import { createKeys } from '../core/keys';
+import { MONITOR_SCHEDULE_ID, TaskQueue } from '../workflows/definitions';
 import { actionsActivities } from './activities';
 import { createFailFastRedis } from './clients';
+import { startDockerEventWatcher, type DockerEventWatcher } from './docker-events';
 import { loadConfigOrExit } from './env';
+import { createLogger } from './logger';
 import { runWorker } from './run-worker';
+import { monitoringInput } from './schedule';
 import { errorMessage } from '../core/errors';
 
 const config = loadConfigOrExit();
+const log = createLogger('selfheal-actions', config.LOG_LEVEL);
 const pools = createPools(config, { application: 'selfheal-actions' });
 const redis = createFailFastRedis(config.REDIS_URL);
+const docker = new Docker();
 
-runWorker({
-  name: 'selfheal-actions',
-  config,
-  taskQueue: TaskQueue.actions,
-  activities: actionsActivities(config, {
-    pool: pools.selfheal,
-    pipelinePool: pools.pipeline,
+/** Runs a monitoring cycle now through the Schedule, unless an operator paused it (a pause means: do not act). */
+async function watchDockerEvents(): Promise<{ watcher: DockerEventWatcher; connection: Connection }> {
+  const connection = await Connection.connect({ address: config.TEMPORAL_ADDRESS });
+  const schedule = new Client({ connection, namespace: config.TEMPORAL_NAMESPACE }).schedule.getHandle(
+    MONITOR_SCHEDULE_ID,
+  );
+  const watcher = startDockerEventWatcher({
+    docker,
     redis,
-    docker: new Docker(),
-  }),
-  maxConcurrentActivityTaskExecutions: 4,
-  onShutdown: async () => {
-    redis.disconnect();
-    await pools.end();
-  },
-}).catch((err: unknown) => {
+    keys: createKeys(config.REDIS_KEY_PREFIX),
+    labels: monitoringInput(config).containerLabels,
+    log,
+    async trigger(why) {
+      const described = await schedule.describe();
+      if (described.state.paused) {
+        log.info({ why }, 'docker event: the schedule is paused, no cycle triggered');
+        return;
+      }
+      await schedule.trigger(ScheduleOverlapPolicy.BUFFER_ONE);
+    },
+  });
+  return { watcher, connection };
+}
+
+async function main(): Promise<void> {
+  const events = config.DOCKER_EVENTS ? await watchDockerEvents() : undefined;
+  await runWorker({
+    name: 'selfheal-actions',
+    config,
+    taskQueue: TaskQueue.actions,
+    activities: actionsActivities(config, {
+      pool: pools.selfheal,
+      pipelinePool: pools.pipeline,
+      redis,
+      docker,
+    }),
+    maxConcurrentActivityTaskExecutions: 4,
+    onShutdown: async () => {
+      await events?.watcher.stop();
+      await events?.connection.close();
+      redis.disconnect();
+      await pools.end();
+    },
+  });
+}
+
+main().catch((err: unknown) => {
   process.stderr.write(`selfheal-actions: ${errorMessage(err)}\n`);
   process.exit(1);
 });

@@ -85,6 +85,7 @@ export function actionsActivities(
     ...createDockerActivities({
       docker,
       scope: { allowlist: config.CONTAINER_ALLOWLIST, autohealLabel: config.AUTOHEAL_LABEL },
+      stops: { redis, keys: createKeys(config.REDIS_KEY_PREFIX) },
     }),
     ...createEvidenceActivities({ docker, pool: pipelinePool ?? pool }),
     ...createActionActivities({

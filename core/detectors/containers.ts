@@ -5,9 +5,57 @@ import type { Anomaly } from '../types';
 
 export const detectUnhealthyContainer: Detector = (snapshot, history, t, now) => {
   const out: Anomaly[] = [];
+  // What Docker says first: a dead or Docker-unhealthy container is one anomaly, from Docker's facts, which fire at
+  // once; a failing health URL of a container Docker sees working counts its failures.
   const seen = new Set<string>();
+  for (const c of snapshot.containers) {
+    if (c.running) {
+      // Docker's HEALTHCHECK: `starting` is not unhealthy, and a container without one keeps the health URL below.
+      if (c.health !== 'unhealthy') continue;
+      seen.add(c.name);
+      const last = c.healthLog?.at(-1);
+      out.push(
+        anomaly(
+          'unhealthy_container',
+          c.name,
+          'critical',
+          `${c.name}: Docker reports it unhealthy${last ? ` (last check: exit ${last.exitCode}${last.output ? `, ${JSON.stringify(last.output.slice(0, 80))}` : ''})` : ''}`,
+          {
+            state: c.state,
+            health: c.health,
+            healthLog: c.healthLog ?? [],
+            restartCount: c.restartCount,
+            source: DOCKER_SOURCE,
+          },
+          now,
+        ),
+      );
+      continue;
+    }
+    const ended = howItEnded(c);
+    // Decided by Docker's facts either way: a container stopped on purpose is not restarted for its health URL.
+    seen.add(c.name);
+    if (ended?.leftAlone) continue;
+    out.push(
+      anomaly(
+        'unhealthy_container',
+        c.name,
+        'critical',
+        `${c.name}: container is ${c.state}${ended ? ` (${ended.how})` : ''}`,
+        {
+          state: c.state,
+          restartCount: c.restartCount,
+          source: DOCKER_SOURCE,
+          ...(c.exitCode !== undefined
+            ? { exitCode: c.exitCode, oomKilled: c.oomKilled ?? false, ended: ended?.how }
+            : {}),
+        },
+        now,
+      ),
+    );
+  }
   for (const result of snapshot.health) {
-    if (result.ok) continue;
+    if (result.ok || seen.has(result.container)) continue;
     // Consecutive failures: this cycle and the most recent ones before it.
     let failures = 1;
     for (let i = history.length - 1; i >= 0 && failures < t.healthFailuresBeforeUnhealthy; i--) {
@@ -18,7 +66,6 @@ export const detectUnhealthyContainer: Detector = (snapshot, history, t, now) =>
       failures++;
     }
     if (failures < t.healthFailuresBeforeUnhealthy) continue;
-    seen.add(result.container);
     out.push(
       anomaly(
         'unhealthy_container',
@@ -30,45 +77,14 @@ export const detectUnhealthyContainer: Detector = (snapshot, history, t, now) =>
       ),
     );
   }
-  for (const c of snapshot.containers) {
-    if (seen.has(c.name)) continue;
-    if (c.running) {
-      // Docker's HEALTHCHECK: `starting` is not unhealthy, and a container without one keeps the rules above.
-      if (c.health !== 'unhealthy') continue;
-      const last = c.healthLog?.at(-1);
-      out.push(
-        anomaly(
-          'unhealthy_container',
-          c.name,
-          'critical',
-          `${c.name}: Docker reports it unhealthy${last ? ` (last check: exit ${last.exitCode}${last.output ? `, ${JSON.stringify(last.output.slice(0, 80))}` : ''})` : ''}`,
-          { state: c.state, health: c.health, healthLog: c.healthLog ?? [], restartCount: c.restartCount },
-          now,
-        ),
-      );
-      continue;
-    }
-    const ended = howItEnded(c);
-    if (ended?.leftAlone) continue;
-    out.push(
-      anomaly(
-        'unhealthy_container',
-        c.name,
-        'critical',
-        `${c.name}: container is ${c.state}${ended ? ` (${ended.how})` : ''}`,
-        {
-          state: c.state,
-          restartCount: c.restartCount,
-          ...(c.exitCode !== undefined
-            ? { exitCode: c.exitCode, oomKilled: c.oomKilled ?? false, ended: ended?.how }
-            : {}),
-        },
-        now,
-      ),
-    );
-  }
   return out;
 };
+
+/**
+ * `evidence.source` of an anomaly Docker itself reports (a container that died, or that its HEALTHCHECK calls
+ * unhealthy): a fact, not a noisy metric, so noise control fires it at its first sighting (core/detectors/cycle.ts).
+ */
+export const DOCKER_SOURCE = 'docker';
 
 /** Exit codes of a process ended by SIGINT (130) or SIGTERM (143): what `docker stop` and `docker kill -s TERM` send. */
 const STOP_EXIT_CODES = [130, 143];
@@ -80,9 +96,12 @@ const STOP_EXIT_CODES = [130, 143];
  * say (records from before exit codes were kept).
  */
 export function howItEnded(
-  c: Pick<ContainerState, 'exitCode' | 'oomKilled'>,
+  c: Pick<ContainerState, 'exitCode' | 'oomKilled' | 'stopped'>,
 ): { leftAlone: boolean; how: string } | undefined {
   if (c.oomKilled) return { leftAlone: false, how: 'killed by the kernel, out of memory' };
+  // Docker's event stream saw it stopped on purpose: whatever the exit code (a process that ignores SIGTERM is
+  // killed when the stop timeout runs out, 137).
+  if (c.stopped) return { leftAlone: true, how: `stopped on purpose: ${c.stopped.how}` };
   if (c.exitCode === undefined) return undefined;
   if (c.exitCode === 0) return { leftAlone: true, how: 'exited 0: finished or stopped' };
   const signal = c.exitCode > 128 && c.exitCode < 160 ? c.exitCode - 128 : undefined;

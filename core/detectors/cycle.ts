@@ -1,6 +1,6 @@
 /** One monitoring cycle: every detector over a snapshot (`detectAll`), then noise control (`applyHysteresis`). */
 import { anomaly, type Detector, type Thresholds } from './common';
-import { detectLlmUnavailable, detectUnhealthyContainer } from './containers';
+import { DOCKER_SOURCE, detectLlmUnavailable, detectUnhealthyContainer } from './containers';
 import { detectLostDocuments, detectPoisonDocument, detectStaleLocks, detectStuckDocuments } from './documents';
 import { detectOrphanedEntries, detectStalledQueue } from './queues';
 import { detectErrorRateSpike, detectProcessingTimeAnomaly } from './rates';
@@ -88,12 +88,15 @@ export function applyHysteresis(
       active.push(a);
       continue;
     }
+    // What Docker reports (a dead container, a failing HEALTHCHECK) is a fact, debounced by Docker's own retries:
+    // it fires at once, so an event-triggered cycle acts on it without waiting for the next ones.
+    const needed = a.evidence.source === DOCKER_SOURCE ? 1 : t.fireAfterCycles;
     let streak = 1;
-    for (let i = history.length - 1; i >= 0 && streak < t.fireAfterCycles; i--) {
+    for (let i = history.length - 1; i >= 0 && streak < needed; i--) {
       if (!history[i]!.candidates.some((c) => c.fingerprint === fp)) break;
       streak++;
     }
-    if (streak >= t.fireAfterCycles) {
+    if (streak >= needed) {
       active.push(a);
       fired.push(a);
     }

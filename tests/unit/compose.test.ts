@@ -360,12 +360,16 @@ function exposureProblems(doc: Doc): string[] {
   if (!String(proxy.image).startsWith('tecnativa/docker-socket-proxy:')) problems.push(`${PROXY_SERVICE}: image`);
   const proxyEnv = envOf(proxy);
   for (const [key, value] of Object.entries(proxyEnv)) {
-    if (value !== '0' && !['CONTAINERS', 'POST'].includes(key)) problems.push(`${PROXY_SERVICE}: ${key}=${value}`);
+    if (value !== '0' && !['CONTAINERS', 'POST', 'EVENTS'].includes(key)) {
+      problems.push(`${PROXY_SERVICE}: ${key}=${value}`);
+    }
   }
   // The image grants these by default; they must be turned off explicitly.
-  for (const key of ['EVENTS', 'PING', 'VERSION']) {
+  for (const key of ['PING', 'VERSION']) {
     if (proxyEnv[key] !== '0') problems.push(`${PROXY_SERVICE}: ${key} must be 0`);
   }
+  // The event stream (read-only) feeds event-driven detection: on, explicitly.
+  if (proxyEnv.EVENTS !== '1') problems.push(`${PROXY_SERVICE}: EVENTS must be 1`);
   const networks = (doc.networks ?? {}) as Record<string, { internal?: boolean } | null>;
   if (networks[DOCKER_API_NETWORK]?.internal !== true) problems.push(`network ${DOCKER_API_NETWORK} is not internal`);
   return problems;

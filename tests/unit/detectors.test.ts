@@ -496,6 +496,31 @@ describe('unhealthy_container (3 failures in a row)', () => {
       fires: [],
     },
     {
+      name: 'quiet: stopped on purpose as the event stream told, even with exit code 137 (SIGTERM ignored)',
+      snapshot: snapshot(NOW, {
+        containers: [
+          {
+            name: 'w-1',
+            state: 'exited',
+            running: false,
+            restartCount: 0,
+            exitCode: 137,
+            oomKilled: false,
+            stopped: { at: NOW - S, how: 'docker stop' },
+          },
+        ],
+      }),
+      fires: [],
+    },
+    {
+      name: 'quiet: a container stopped on purpose is not restarted for its failing health URL either',
+      snapshot: health(false, {
+        containers: [{ name: 'pipeline-extract-1', state: 'exited', running: false, restartCount: 0, exitCode: 143 }],
+      })(NOW),
+      history: [rec(health(false)(NOW - 10 * S)), rec(health(false)(NOW - 5 * S))],
+      fires: [],
+    },
+    {
       name: 'fires: killed by the OOM killer, even with exit code 0',
       snapshot: snapshot(NOW, {
         containers: [{ name: 'job-1', state: 'exited', running: false, restartCount: 0, exitCode: 0, oomKilled: true }],
@@ -671,7 +696,8 @@ describe('monitoring_degraded', () => {
  * consecutive cycles to clear.
  */
 const scenarios: Record<
-  Exclude<AnomalyType, 'lost_documents' | 'orphaned_entries' | 'poison_document'>,
+  // unhealthy_container has its own rules, below: what Docker reports fires at once.
+  Exclude<AnomalyType, 'lost_documents' | 'orphaned_entries' | 'poison_document' | 'unhealthy_container'>,
   { bad: (at: number) => Snapshot; good: (at: number) => Snapshot }
 > = {
   // Good: the queue makes progress (without draining), so it is not stalled.
@@ -684,11 +710,6 @@ const scenarios: Record<
   processing_time_anomaly: {
     // The baseline comes from the warm-up cycles (100 ms); bad cycles take 1000 ms.
     bad: (at) => snapshot(at, { stages: [stage('extract', { recentMeanMs: 1000 }), stage('evaluate')] }),
-    good: (at) => snapshot(at),
-  },
-  unhealthy_container: {
-    bad: (at) =>
-      snapshot(at, { containers: [{ name: 'pipeline-extract-1', state: 'exited', running: false, restartCount: 0 }] }),
     good: (at) => snapshot(at),
   },
   stuck_documents: {
@@ -766,6 +787,49 @@ describe.each(Object.entries(scenarios))('noise control: %s', (type, sc) => {
     const r = simulate([true, true, false, false, true, false, false], sc, type);
     expect(r.map((c) => c.active)).toEqual([false, true, true, true, true, true, true]);
     expect(r.filter((c) => c.fired)).toHaveLength(1);
+  });
+});
+
+describe('noise control: unhealthy_container', () => {
+  const dead = {
+    bad: (at: number) =>
+      snapshot(at, {
+        containers: [{ name: 'pipeline-extract-1', state: 'exited', running: false, restartCount: 0, exitCode: 137 }],
+      }),
+    good: (at: number) => snapshot(at),
+  };
+  const dockerUnhealthy = {
+    bad: (at: number) =>
+      snapshot(at, {
+        containers: [{ name: 'web-1', state: 'running', running: true, restartCount: 0, health: 'unhealthy' as const }],
+      }),
+    good: (at: number) => snapshot(at),
+  };
+
+  it.each([
+    ['a dead container', dead],
+    ['a Docker-unhealthy container', dockerUnhealthy],
+  ])('%s (a fact Docker reports) fires at its first sighting, once', (_what, sc) => {
+    const r = simulate([true, true, true], sc, 'unhealthy_container');
+    expect(r.map((c) => c.active)).toEqual([true, true, true]);
+    expect(r.map((c) => c.fired)).toEqual([true, false, false]);
+  });
+
+  it('and clears only after three consecutive cycles without it; back before that, it does not fire again', () => {
+    const r = simulate([true, false, false, false, true], dead, 'unhealthy_container');
+    expect(r.map((c) => c.active)).toEqual([true, true, true, false, true]);
+    expect(r.map((c) => c.cleared)).toEqual([false, false, false, true, false]);
+    const back = simulate([true, false, true, false, false], dead, 'unhealthy_container');
+    expect(back.map((c) => c.active)).toEqual([true, true, true, true, true]);
+    expect(back.filter((c) => c.fired)).toHaveLength(1);
+  });
+
+  it('a failing health URL (Docker sees it running) needs its failures, then two consecutive cycles', () => {
+    const url = { bad: (at: number) => health(false)(at), good: (at: number) => health(true)(at) };
+    const r = simulate([true, true, true], url, 'unhealthy_container');
+    expect(r.map((c) => c.active)).toEqual([false, true, true]);
+    expect(r.map((c) => c.fired)).toEqual([false, true, false]);
+    expect(simulate([true, false, true, false, true], url, 'unhealthy_container').some((c) => c.active)).toBe(false);
   });
 });
 
