@@ -7,21 +7,17 @@
  * history grows with the number of cycles, each stays far under Temporal's 10,240-event warning, and nothing else
  * stays open.
  */
-import path from 'node:path';
 import { Client } from '@temporalio/client';
-import { TestWorkflowEnvironment } from '@temporalio/testing';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig, type Config } from '../../core/config';
 import { monitoringInput } from '../../workers/schedule';
-import { registerSearchAttributes } from '../../workers/temporal-connection';
 import { healingWorkflowId, statusQuery, TaskQueue } from '../../workflows/definitions';
 import { monitoringCycleWorkflow, type CycleResult } from '../../workflows/monitoring';
 import { createTestEnv, type TestEnv, uniqueId } from '../helpers/env';
 import { startFakeOllama, type FakeOllama } from '../helpers/fake-ollama';
-import { ROOT } from '../helpers/selfheal';
-import { createTestWorkers } from '../helpers/workers';
+import { startTimeSkipping } from '../helpers/workers';
 
-const TEST_SERVER = path.join(ROOT, '.tools/python/bin/temporal-test-server');
 const INTERVAL_S = 60;
 const DAY_MS = 24 * 3_600_000;
 /** Temporal's history warning; the hard limit is 51,200. */
@@ -32,8 +28,7 @@ describe('24 hours of monitoring cycles, time-skipping', () => {
   let ollama: FakeOllama;
   let env: TestWorkflowEnvironment;
   let cfg: Config;
-  let stopWorkers: () => void;
-  let workersDone: Promise<unknown>;
+  let server: Awaited<ReturnType<typeof startTimeSkipping>>;
 
   beforeAll(async () => {
     t = await createTestEnv();
@@ -54,23 +49,12 @@ describe('24 hours of monitoring cycles, time-skipping', () => {
     });
     if (!r.ok) throw new Error(JSON.stringify(r.problems));
     cfg = r.config;
-    env = await TestWorkflowEnvironment.createTimeSkipping({
-      server: { executable: { type: 'existing-path', path: TEST_SERVER } },
-    });
-    await registerSearchAttributes(env.connection, env.namespace ?? 'default');
-    const workers = await createTestWorkers({
-      connection: env.nativeConnection,
-      namespace: env.namespace ?? 'default',
-      t,
-      config: cfg,
-    });
-    workersDone = workers.run(() => new Promise<void>((resolve) => (stopWorkers = resolve)));
+    server = await startTimeSkipping(t, cfg);
+    ({ env } = server);
   }, 120_000);
 
   afterAll(async () => {
-    stopWorkers?.();
-    await workersDone;
-    await env?.teardown();
+    await server?.stop();
     await ollama?.close();
     await t?.cleanup();
   });
