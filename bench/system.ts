@@ -25,7 +25,7 @@ import { healingWorkflowId, MONITOR_SCHEDULE_ID } from '../workflows/definitions
 import type { HealingInput, HealingStatus } from '../workflows/healing';
 import { staleLock } from '../tests/helpers/anomalies';
 import { createTestEnv, waitFor, type TestEnv } from '../tests/helpers/env';
-import { startFakeOllama, type FakeOllama } from '../tests/helpers/fake-ollama';
+import { planReply, startFakeOllama, type FakeOllama } from '../tests/helpers/fake-ollama';
 import { procMiB, progress, round1, type Row } from './common';
 
 /** The CLI as this benchmark runs: from the sources, through tsx's hook (`npm run bench -- cli` times the compiled one). */
@@ -105,11 +105,7 @@ export async function benchSystem(
   let child: ChildProcess | undefined;
   let memoryServer: ChildProcess | undefined;
   try {
-    ollama = await startFakeOllama({
-      replies: [
-        { kind: 'content', content: '{"action":"clear_stale_locks","reasoning":"owner is dead","confidence":0.95}' },
-      ],
-    });
+    ollama = await startFakeOllama({ replies: [planReply('clear_stale_locks', 'owner is dead')] });
     const temporalAddress = `127.0.0.1:${await freePort()}`;
     if (server === 'in-memory') {
       const cli = findTemporalCli();

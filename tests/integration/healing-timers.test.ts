@@ -15,7 +15,7 @@ import { healingWorkflow } from '../../workflows/healing';
 import { thresholdsFrom } from '../../core/config';
 import { staleLock } from '../helpers/anomalies';
 import { createTestEnv, type TestEnv, waitFor } from '../helpers/env';
-import { startFakeOllama, type FakeOllama } from '../helpers/fake-ollama';
+import { planReply, startFakeOllama, type FakeOllama } from '../helpers/fake-ollama';
 import { startTimeSkipping } from '../helpers/workers';
 
 function config(t: TestEnv, ollama: FakeOllama, extra: Record<string, string>): Config {
@@ -33,11 +33,7 @@ describe('healing workflow, time-skipping', () => {
   beforeAll(async () => {
     t = await createTestEnv();
     // The model agrees with the runbook: clear the stale locks.
-    ollama = await startFakeOllama({
-      replies: [
-        { kind: 'content', content: '{"action":"clear_stale_locks","reasoning":"owner is dead","confidence":0.95}' },
-      ],
-    });
+    ollama = await startFakeOllama({ replies: [planReply('clear_stale_locks', 'owner is dead')] });
     // The workers do not depend on the policy (it is workflow input): one set serves every test.
     server = await startTimeSkipping(t, config(t, ollama, {}));
     ({ env } = server);

@@ -22,6 +22,7 @@ import { healingPolicy } from '../../workers/schedule';
 import { monitorActivities } from '../../workers/activities';
 import { healingWorkflowId, TaskQueue } from '../../workflows/definitions';
 import { healingWorkflow, type HealingPolicy, type HealingStatus } from '../../workflows/healing';
+import { auditLog } from '../helpers/audit';
 import { createTestEnv, type TestEnv, uniqueId, waitFor } from '../helpers/env';
 import { tcpProxy } from '../helpers/pipeline';
 import { allocateNamespace } from '../helpers/temporal';
@@ -119,19 +120,7 @@ describe.skipIf(problem !== undefined)(`real model ${MODEL ?? ''}${problem ? ` (
     });
   }
 
-  async function auditOf(runId: string) {
-    const { rows } = await t.pool.query<{
-      step: string;
-      action: string | null;
-      target: string;
-      decided_by: string | null;
-      outcome: string | null;
-      params: Record<string, unknown>;
-    }>('SELECT step, action, target, decided_by, outcome, params FROM healing_log WHERE run_id = $1 ORDER BY id', [
-      runId,
-    ]);
-    return rows;
-  }
+  const auditOf = (runId: string) => auditLog(t, { runId });
 
   async function serverIdentity() {
     const pg = await t.pool.query<{ started: Date }>('SELECT pg_postmaster_start_time() AS started');

@@ -15,7 +15,7 @@ import { monitoringInput } from '../../workers/schedule';
 import { healingWorkflowId, statusQuery, TaskQueue } from '../../workflows/definitions';
 import { monitoringCycleWorkflow, type CycleResult } from '../../workflows/monitoring';
 import { createTestEnv, type TestEnv, uniqueId } from '../helpers/env';
-import { startFakeOllama, type FakeOllama } from '../helpers/fake-ollama';
+import { planReply, startFakeOllama, type FakeOllama } from '../helpers/fake-ollama';
 import { startTimeSkipping } from '../helpers/workers';
 
 const INTERVAL_S = 60;
@@ -33,11 +33,7 @@ describe('24 hours of monitoring cycles, time-skipping', () => {
   beforeAll(async () => {
     t = await createTestEnv();
     // The model agrees with the runbook: clear the stale locks (which then waits for approval: auto-fix is off).
-    ollama = await startFakeOllama({
-      replies: [
-        { kind: 'content', content: '{"action":"clear_stale_locks","reasoning":"owner is dead","confidence":0.95}' },
-      ],
-    });
+    ollama = await startFakeOllama({ replies: [planReply('clear_stale_locks', 'owner is dead')] });
     const r = parseConfig({
       ...t.env,
       OLLAMA_HOST: ollama.url,

@@ -24,6 +24,7 @@ import { healingPolicy } from '../../workers/schedule';
 import { monitorActivities } from '../../workers/activities';
 import { healingWorkflowId, TaskQueue } from '../../workflows/definitions';
 import { healingWorkflow, type HealingPolicy } from '../../workflows/healing';
+import { auditLog } from '../helpers/audit';
 import { createTestEnv, type TestEnv, uniqueId } from '../helpers/env';
 import { startFakeOllama, type FakeOllama, type Reply } from '../helpers/fake-ollama';
 import { createTestRunner, stopTestPipeline, tcpProxy, testDocker } from '../helpers/pipeline';
@@ -198,19 +199,7 @@ describe('R6: Ollama down, slow or answering garbage, end to end', () => {
       ],
     });
     const status = await handle.result();
-    const { rows } = await t.pool.query<{
-      step: string;
-      action: string | null;
-      target: string;
-      decided_by: string | null;
-      outcome: string | null;
-      confidence: number | null;
-      params: Record<string, unknown>;
-    }>(
-      'SELECT step, action, target, decided_by, outcome, confidence, params FROM healing_log WHERE run_id = $1 ORDER BY id',
-      [handle.firstExecutionRunId],
-    );
-    return { status, workflowId, log: rows };
+    return { status, workflowId, log: await auditLog(t, { runId: handle.firstExecutionRunId }) };
   }
 
   /** The decoys are exactly as they were, and every action ever executed here cleared locks of a dead owner. */

@@ -30,6 +30,7 @@ import { healingWorkflowId, TaskQueue } from '../../workflows/definitions';
 import type { HealingStatus } from '../../workflows/healing';
 import { monitoringCycleWorkflow } from '../../workflows/monitoring';
 import { watchDockerEvents } from '../helpers/docker-events';
+import { auditLog, type AuditRow } from '../helpers/audit';
 import { createTestEnv, type TestEnv, uniqueId, waitFor } from '../helpers/env';
 import { startFakeOllama, type FakeOllama } from '../helpers/fake-ollama';
 import { createTestRunner, stopTestPipeline, testDocker } from '../helpers/pipeline';
@@ -103,15 +104,6 @@ async function startHealthEndpoint(body: string) {
         server.close(() => resolve());
       }),
   };
-}
-
-interface AuditRow {
-  step: string;
-  action: string | null;
-  target: string;
-  decided_by: string | null;
-  outcome: string | null;
-  params: Record<string, unknown>;
 }
 
 describe('S1/S2: hostile data and out-of-policy plans, end to end', () => {
@@ -189,11 +181,7 @@ describe('S1/S2: hostile data and out-of-policy plans, end to end', () => {
 
   async function healing(t: TestEnv, workflowId: string): Promise<{ status: HealingStatus; log: AuditRow[] }> {
     const status = (await client.workflow.getHandle(workflowId).result()) as HealingStatus;
-    const { rows } = await t.pool.query<AuditRow>(
-      'SELECT step, action, target, decided_by, outcome, params FROM healing_log WHERE workflow_id = $1 ORDER BY id',
-      [workflowId],
-    );
-    return { status, log: rows };
+    return { status, log: await auditLog(t, { workflowId }) };
   }
 
   async function allDocuments(t: TestEnv): Promise<Record<string, unknown>[]> {
