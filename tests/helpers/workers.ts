@@ -15,7 +15,8 @@ import type { Config } from '../../core/config';
 import { TaskQueue } from '../../workflows/definitions';
 import { registerSearchAttributes } from '../../workers/temporal-connection';
 import { actionsActivities, healingActivities, monitorActivities } from '../../workers/activities';
-import type { TestEnv } from './env';
+import { createTestEnv, type TestEnv } from './env';
+import { startFakeOllama, type FakeOllama, type Reply } from './fake-ollama';
 import { ROOT } from './cli';
 
 let bundle: Promise<WorkflowBundle> | undefined;
@@ -121,19 +122,35 @@ export async function startTestWorkers(
 }
 
 /**
- * The time-skipping environment (the pinned temporal-test-server) with selfheal's search attributes and the workers of
- * `createTestWorkers` serving it until `stop()`.
+ * A test environment, the fake Ollama (answering `replies`) and the time-skipping environment (the pinned
+ * temporal-test-server) with selfheal's search attributes and the workers of `createTestWorkers` (configured by
+ * `config`) serving it until `stop()`, which takes down whatever was started, also after a half-way failure.
  */
-export async function startTimeSkipping(
-  t: TestEnv,
-  config: Config,
-): Promise<{ env: TestWorkflowEnvironment; stop(): Promise<void> }> {
-  const env = await TestWorkflowEnvironment.createTimeSkipping({
-    server: { executable: { type: 'existing-path', path: path.join(ROOT, '.tools/python/bin/temporal-test-server') } },
-  });
+export async function startTimeSkipping(opts: {
+  replies: Reply[];
+  config(t: TestEnv, ollama: FakeOllama): Config;
+}): Promise<{ t: TestEnv; ollama: FakeOllama; env: TestWorkflowEnvironment; stop(): Promise<void> }> {
+  let t: TestEnv | undefined;
+  let ollama: FakeOllama | undefined;
+  let env: TestWorkflowEnvironment | undefined;
   let stopWorkers: () => void = () => undefined;
   let workersDone: Promise<unknown> = Promise.resolve();
+  const stop = async () => {
+    stopWorkers();
+    await workersDone;
+    await env?.teardown();
+    await ollama?.close();
+    await t?.cleanup();
+  };
   try {
+    t = await createTestEnv();
+    ollama = await startFakeOllama({ replies: opts.replies });
+    const config = opts.config(t, ollama);
+    env = await TestWorkflowEnvironment.createTimeSkipping({
+      server: {
+        executable: { type: 'existing-path', path: path.join(ROOT, '.tools/python/bin/temporal-test-server') },
+      },
+    });
     await registerSearchAttributes(env.connection, env.namespace ?? 'default');
     const workers = await createTestWorkers({
       connection: env.nativeConnection,
@@ -143,15 +160,8 @@ export async function startTimeSkipping(
     });
     workersDone = workers.run(() => new Promise<void>((resolve) => (stopWorkers = resolve)));
   } catch (err) {
-    await env.teardown();
+    await stop().catch(() => undefined);
     throw err;
   }
-  return {
-    env,
-    async stop() {
-      stopWorkers();
-      await workersDone;
-      await env.teardown();
-    },
-  };
+  return { t, ollama, env, stop };
 }

@@ -14,8 +14,8 @@ import type { HealingInput, HealingStatus } from '../../workflows/healing';
 import { healingWorkflow } from '../../workflows/healing';
 import { thresholdsFrom } from '../../core/config';
 import { staleLock } from '../helpers/anomalies';
-import { createTestEnv, type TestEnv, waitFor } from '../helpers/env';
-import { planReply, startFakeOllama, type FakeOllama } from '../helpers/fake-ollama';
+import { type TestEnv, waitFor } from '../helpers/env';
+import { planReply, type FakeOllama } from '../helpers/fake-ollama';
 import { startTimeSkipping } from '../helpers/workers';
 
 function config(t: TestEnv, ollama: FakeOllama, extra: Record<string, string>): Config {
@@ -31,19 +31,16 @@ describe('healing workflow, time-skipping', () => {
   let server: Awaited<ReturnType<typeof startTimeSkipping>>;
 
   beforeAll(async () => {
-    t = await createTestEnv();
-    // The model agrees with the runbook: clear the stale locks.
-    ollama = await startFakeOllama({ replies: [planReply('clear_stale_locks', 'owner is dead')] });
-    // The workers do not depend on the policy (it is workflow input): one set serves every test.
-    server = await startTimeSkipping(t, config(t, ollama, {}));
-    ({ env } = server);
+    server = await startTimeSkipping({
+      // The model agrees with the runbook: clear the stale locks.
+      replies: [planReply('clear_stale_locks', 'owner is dead')],
+      // The workers do not depend on the policy (it is workflow input): one set serves every test.
+      config: (t, ollama) => config(t, ollama, {}),
+    });
+    ({ t, ollama, env } = server);
   }, 120_000);
 
-  afterAll(async () => {
-    await server?.stop();
-    await ollama?.close();
-    await t?.cleanup();
-  });
+  afterAll(() => server?.stop());
 
   /** Runs a test body while the shared workers serve it (the policy under test is in the workflow input). */
   function withWorkers<T>(_cfg: Config, body: () => Promise<T>): Promise<T> {

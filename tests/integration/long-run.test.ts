@@ -14,8 +14,8 @@ import { parseConfig, type Config } from '../../core/config';
 import { monitoringInput } from '../../workers/schedule';
 import { healingWorkflowId, statusQuery, TaskQueue } from '../../workflows/definitions';
 import { monitoringCycleWorkflow, type CycleResult } from '../../workflows/monitoring';
-import { createTestEnv, type TestEnv, uniqueId } from '../helpers/env';
-import { planReply, startFakeOllama, type FakeOllama } from '../helpers/fake-ollama';
+import { type TestEnv, uniqueId } from '../helpers/env';
+import { planReply } from '../helpers/fake-ollama';
 import { startTimeSkipping } from '../helpers/workers';
 
 const INTERVAL_S = 60;
@@ -25,35 +25,33 @@ const HISTORY_WARNING = 10_240;
 
 describe('24 hours of monitoring cycles, time-skipping', () => {
   let t: TestEnv;
-  let ollama: FakeOllama;
   let env: TestWorkflowEnvironment;
   let cfg: Config;
   let server: Awaited<ReturnType<typeof startTimeSkipping>>;
 
   beforeAll(async () => {
-    t = await createTestEnv();
-    // The model agrees with the runbook: clear the stale locks (which then waits for approval: auto-fix is off).
-    ollama = await startFakeOllama({ replies: [planReply('clear_stale_locks', 'owner is dead')] });
-    const r = parseConfig({
-      ...t.env,
-      OLLAMA_HOST: ollama.url,
-      LLM_TIMEOUT_MS: '2000',
-      MONITOR_INTERVAL: String(INTERVAL_S),
-      AUTO_FIX_ENABLED: 'false',
-      APPROVAL_TIMEOUT: String(25 * 3600),
-      LOG_LEVEL: 'warn',
+    server = await startTimeSkipping({
+      // The model agrees with the runbook: clear the stale locks (which then waits for approval: auto-fix is off).
+      replies: [planReply('clear_stale_locks', 'owner is dead')],
+      config: (t, ollama) => {
+        const r = parseConfig({
+          ...t.env,
+          OLLAMA_HOST: ollama.url,
+          LLM_TIMEOUT_MS: '2000',
+          MONITOR_INTERVAL: String(INTERVAL_S),
+          AUTO_FIX_ENABLED: 'false',
+          APPROVAL_TIMEOUT: String(25 * 3600),
+          LOG_LEVEL: 'warn',
+        });
+        if (!r.ok) throw new Error(JSON.stringify(r.problems));
+        cfg = r.config;
+        return cfg;
+      },
     });
-    if (!r.ok) throw new Error(JSON.stringify(r.problems));
-    cfg = r.config;
-    server = await startTimeSkipping(t, cfg);
-    ({ env } = server);
+    ({ t, env } = server);
   }, 120_000);
 
-  afterAll(async () => {
-    await server?.stop();
-    await ollama?.close();
-    await t?.cleanup();
-  });
+  afterAll(() => server?.stop());
 
   it('a lasting anomaly over 1,440 one-minute cycles: one healing, open all day, whose history does not grow with the cycles; every history far under 10,240 events', async () => {
     // A real stale lock: its owner never had a heartbeat. The TTL outlasts the test's real time.
