@@ -46,6 +46,11 @@ export interface EscalationInput {
    * decision and no approve or reject command is offered.
    */
   awaitingApproval?: boolean;
+  /**
+   * A restart selfheal carried out on its own (event `restarted`, as autoheal's webhook tells each restart): what the
+   * restart action reported. Nothing waits for a decision.
+   */
+  restarted?: { outcome: string; details: Record<string, unknown> };
 }
 
 /** The commands a human runs next; approve and reject only while the healing waits for a decision. */
@@ -61,8 +66,11 @@ export interface EscalationCommands {
  */
 export interface EscalationJson {
   schema: typeof ESCALATION_SCHEMA;
-  /** `approval_requested`: a healing waits for a decision on `plan`; `escalation`: it ended, a human takes over. */
-  event: 'escalation' | 'approval_requested';
+  /**
+   * `approval_requested`: a healing waits for a decision on `plan`; `escalation`: it ended, a human takes over;
+   * `restarted`: selfheal restarted a container on its own (for the record; `result` says how it went).
+   */
+  event: 'escalation' | 'approval_requested' | 'restarted';
   /** One plain-text paragraph with everything below, for receivers that only show `text`. */
   text: string;
   workflowId: string;
@@ -96,6 +104,8 @@ export interface EscalationJson {
   webUiUrl: string | null;
   /** Epoch ms. */
   at: number;
+  /** For `restarted`: the restart's outcome and details (bounded like the evidence); absent otherwise. */
+  result?: { outcome: string; details: Record<string, unknown> };
 }
 
 /** A Slack Block Kit body: `text` is the notification fallback, `blocks` what the channel shows. */
@@ -152,9 +162,21 @@ export function escalationCommands(workflowId: string, planId?: string): Escalat
 }
 
 function headline(e: { event: EscalationJson['event']; anomalyType: string }): string {
+  if (e.event === 'restarted') return `selfheal restarted a container: ${e.anomalyType}`;
   return e.event === 'approval_requested'
     ? `selfheal asks for approval: ${e.anomalyType}`
     : `selfheal needs a human: ${e.anomalyType}`;
+}
+
+/** What the last line of a notice says about the run: the commands that decide, or that nothing waits. */
+function runLine(e: Pick<EscalationJson, 'event' | 'commands' | 'workflowId' | 'result'>): string {
+  if (e.commands.approve && e.commands.reject) {
+    return `Workflow ${e.workflowId}. Approve: \`${e.commands.approve}\`  Reject: \`${e.commands.reject}\``;
+  }
+  if (e.event === 'restarted') {
+    return `Workflow ${e.workflowId} restarted it (${e.result?.outcome ?? 'done'}) and verifies next. Details: \`${e.commands.show}\``;
+  }
+  return `Workflow ${e.workflowId} ended escalated: nothing waits for approval. Details: \`${e.commands.show}\``;
 }
 
 /** The run's page in the Temporal Web UI (v2 routes), or null. */
@@ -169,11 +191,7 @@ function summaryText(e: Omit<EscalationJson, 'text'>): string {
   const parts = [`${headline(e)} on ${e.target}${e.severity ? ` (${e.severity})` : ''}: ${e.reason}`];
   if (e.summary) parts.push(`Anomaly: ${e.summary}`);
   parts.push(`Plan ${e.plan.id}: ${e.plan.action} (${e.plan.source}, confidence ${e.plan.confidence.toFixed(2)}).`);
-  parts.push(
-    e.commands.approve && e.commands.reject
-      ? `Workflow ${e.workflowId}. Approve: \`${e.commands.approve}\`  Reject: \`${e.commands.reject}\``
-      : `Workflow ${e.workflowId} ended escalated: nothing waits for approval. Details: \`${e.commands.show}\``,
-  );
+  parts.push(runLine(e));
   if (e.webUiUrl) parts.push(`Web UI: ${e.webUiUrl}`);
   return parts.join('\n');
 }
@@ -191,7 +209,7 @@ export function buildEscalationJson(input: EscalationInput): EscalationJson {
     : null;
   const body: Omit<EscalationJson, 'text'> = {
     schema: ESCALATION_SCHEMA,
-    event: input.awaitingApproval ? 'approval_requested' : 'escalation',
+    event: input.restarted ? 'restarted' : input.awaitingApproval ? 'approval_requested' : 'escalation',
     workflowId,
     runId,
     namespace,
@@ -216,6 +234,14 @@ export function buildEscalationJson(input: EscalationInput): EscalationJson {
     commands: escalationCommands(input.workflowId, input.awaitingApproval ? plan.id : undefined),
     webUiUrl: webUiLink(input.webUiUrl, input.namespace, input.workflowId, input.runId),
     at: input.at,
+    ...(input.restarted
+      ? {
+          result: {
+            outcome: clean(input.restarted.outcome, 40),
+            details: sanitizeForNotification(input.restarted.details) as Record<string, unknown>,
+          },
+        }
+      : {}),
   };
   return { ...body, text: summaryText(body) };
 }
@@ -285,7 +311,9 @@ export function buildEscalationSlack(input: EscalationInput): SlackBody {
       text:
         (e.commands.approve && e.commands.reject
           ? `*Approve:* \`${slackEscape(e.commands.approve)}\`\n*Reject:* \`${slackEscape(e.commands.reject)}\`\n`
-          : '_The healing ended escalated: nothing waits for approval._\n') +
+          : e.event === 'restarted'
+            ? `_Restarted (${esc(e.result?.outcome ?? 'done', 40)}); the healing verifies next._\n`
+            : '_The healing ended escalated: nothing waits for approval._\n') +
         `*Details:* \`${slackEscape(e.commands.show)}\``,
     },
   });

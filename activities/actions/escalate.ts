@@ -1,20 +1,14 @@
-import { Context } from '@temporalio/activity';
 import type { Plan } from '../../core/plan';
 import { escalationCommands } from '../../core/notify';
-import { createEscalationNotifier, loadDetectedAnomaly } from '../notify';
+import { createNotice } from './notice';
 import type { ActionContext } from './context';
 import { record } from './executed-row';
 import { activityRun, checkInput, invalid } from './helpers';
 import type { ActionInput, ActionResult } from './types';
 
-export function createEscalate({ pool, config, log, priorResult }: ActionContext) {
-  const notifier = createEscalationNotifier({
-    url: config.escalationWebhookUrl,
-    format: config.escalationWebhookFormat,
-    attempts: config.webhookAttempts,
-    timeoutMs: config.webhookTimeoutMs,
-    backoffMs: config.webhookBackoffMs,
-  });
+export function createEscalate(ctx: ActionContext) {
+  const { pool, log, priorResult } = ctx;
+  const notice = createNotice(ctx);
 
   /**
    * Tells a human: one log line, and the webhook when configured (with the commands that approve or reject).
@@ -45,7 +39,6 @@ export function createEscalate({ pool, config, log, priorResult }: ActionContext
   /** The log line and the webhook (retried inside, see activities/notify.ts), and what became of them. */
   async function tellHuman(plan: Plan, awaitingApproval: boolean): Promise<Omit<ActionResult, 'action'>> {
     const { workflowId, runId } = activityRun();
-    const anomaly = await loadDetectedAnomaly(pool, workflowId, runId);
     const commands = escalationCommands(workflowId, awaitingApproval ? plan.id : undefined);
     log.warn(
       {
@@ -59,16 +52,7 @@ export function createEscalate({ pool, config, log, priorResult }: ActionContext
       },
       awaitingApproval ? `approval needed: ${plan.action}` : 'escalation: human attention needed',
     );
-    const delivery = await notifier.notify({
-      workflowId,
-      runId,
-      namespace: Context.current().info.namespace,
-      plan,
-      anomaly,
-      webUiUrl: config.temporalUiUrl,
-      at: Date.now(),
-      awaitingApproval,
-    });
+    const delivery = await notice(plan, { awaitingApproval });
     return {
       outcome: delivery.webhook === 'failed' ? 'partial' : 'done',
       details: { logged: true, ...delivery, commands },

@@ -4,7 +4,9 @@ import { HEALTH_VISIBLE_TYPES } from '../../core/plan';
 import { scopeLabel, stopTimeoutFromLabels } from '../../core/container-scope';
 import { containerAllowed, containerDenied } from '../../core/safety';
 import { isHealthyStatus } from '../../core/snapshot';
+import type { Plan } from '../../core/plan';
 import type { ActionContext } from './context';
+import { createNotice } from './notice';
 import { record } from './executed-row';
 import { checkInput, invalid } from './helpers';
 import { ActionErrorType, type ActionInput, type ActionResult } from './types';
@@ -22,7 +24,9 @@ export async function httpStatus(url: string, timeoutMs = 2_000): Promise<number
   }
 }
 
-export function createRestartWorker({ pool, docker, config, priorResult, lastAttempt, recordAttempt }: ActionContext) {
+export function createRestartWorker(ctx: ActionContext) {
+  const { pool, docker, config, priorResult, lastAttempt, recordAttempt } = ctx;
+  const notice = createNotice(ctx);
   const healthUrls = new Map(config.healthTargets.map((t) => [t.container, t.url]));
   const restartHealthTimeoutMs = config.restartHealthTimeoutMs ?? 30_000;
 
@@ -103,7 +107,7 @@ export function createRestartWorker({ pool, docker, config, priorResult, lastAtt
         },
       };
       await record(pool, input, done);
-      return waitForHealth(name, url, done, performance.now());
+      return told(plan, await waitForHealth(name, url, done, performance.now()));
     }
     const before = await isHealthy(url, inspected.State);
     // Health is the problem only for an unhealthy container or a dead lock owner. A worker that fails, crawls or
@@ -161,7 +165,16 @@ export function createRestartWorker({ pool, docker, config, priorResult, lastAtt
       },
     };
     await record(pool, input, done);
-    return waitForHealth(name, url, done, t0);
+    return told(plan, await waitForHealth(name, url, done, t0));
+  }
+
+  /**
+   * Every restart is told on the escalation webhook (event `restarted`), as autoheal's webhook does; a notice that
+   * cannot be delivered is noted and changes nothing else. A retry of the activity after this point tells again.
+   */
+  async function told(plan: Plan, result: ActionResult): Promise<ActionResult> {
+    const delivery = await notice(plan, { restarted: { outcome: result.outcome, details: result.details } });
+    return { ...result, details: { ...result.details, notice: delivery.webhook } };
   }
 
   /**

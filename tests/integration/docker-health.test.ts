@@ -177,8 +177,16 @@ describe('Docker-native health', () => {
     });
     // PID 1 ignores SIGTERM, so the restart took the label's 2 s to stop it (the default is 10 s).
     expect(result.restartMs).toBeGreaterThanOrEqual(1_900);
-    // Back to healthy by its HEALTHCHECK before the action returned.
-    expect(status.actions[0]!.details).toMatchObject({ healthy: true });
+    // Back to healthy by its HEALTHCHECK before the action returned, and told on the webhook (event restarted).
+    expect(status.actions[0]!.details).toMatchObject({ healthy: true, notice: 'delivered' });
+    const notice = receiver.bodies.find((b) => b.event === 'restarted' && b.workflowId === id);
+    expect(notice).toMatchObject({
+      schema: 'selfheal.escalation.v1',
+      target,
+      anomalyType: 'unhealthy_container',
+      commands: { approve: null, reject: null },
+      result: { outcome: 'done', details: { container: target, stopTimeoutSeconds: 2, healthy: true } },
+    });
     expect(events.of(target, 'restart')).toHaveLength(1);
     expect((await inspect(target)).State.Health?.Status).toBe('healthy');
   }, 120_000);

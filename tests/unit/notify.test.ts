@@ -295,6 +295,39 @@ describe('escalation payloads', () => {
   });
 });
 
+describe('restart notices (event restarted, as autoheal tells each restart)', () => {
+  const restarted = {
+    outcome: 'done',
+    details: { container: 'web-1', stopTimeoutSeconds: 2, healthy: true, token: 'tok-secret-1' },
+  };
+
+  it('json: event restarted, the restart result bounded, no approve or reject command', () => {
+    const body = buildEscalationJson(input({ restarted, plan: plan({ action: 'restart_worker' }) }));
+    expect(body.event).toBe('restarted');
+    expect(body.commands.approve).toBeNull();
+    expect(body.commands.reject).toBeNull();
+    expect(body.result).toEqual({
+      outcome: 'done',
+      details: { container: 'web-1', stopTimeoutSeconds: 2, healthy: true, token: '[REDACTED]' },
+    });
+    expect(body.text).toMatch(/^selfheal restarted a container: /);
+    expect(body.text).toMatch(/restarted it \(done\) and verifies next/);
+    expect(JSON.stringify(body)).not.toContain('tok-secret-1');
+    // An escalation has no result.
+    expect(buildEscalationJson(input()).result).toBeUndefined();
+  });
+
+  it('slack: the same headline, and says the healing verifies next', () => {
+    const body = buildEscalationSlack(input({ restarted }));
+    expect(body.blocks[0]).toMatchObject({
+      type: 'header',
+      text: { text: expect.stringMatching(/^selfheal restarted a container/) },
+    });
+    expect(slackText(body.blocks)).toContain('_Restarted (done); the healing verifies next._');
+    expect(slackText(body.blocks)).not.toContain('Approve');
+  });
+});
+
 describe('Retry-After', () => {
   const now = Date.parse('2025-06-01T12:00:00Z');
   it.each([
