@@ -23,8 +23,9 @@ import { findTemporalCli, freePort } from '../starter/temporal-local';
 import { temporalAnswers } from '../workers/temporal-connection';
 import { healingWorkflowId, MONITOR_SCHEDULE_ID } from '../workflows/definitions';
 import type { HealingInput, HealingStatus } from '../workflows/healing';
-import { createTestEnv, uniqueId, waitFor, type TestEnv } from '../tests/helpers/env';
-import { startFakeOllama, type FakeOllama } from '../tests/helpers/fake-ollama';
+import { staleLock } from '../tests/helpers/anomalies';
+import { createTestEnv, waitFor, type TestEnv } from '../tests/helpers/env';
+import { planReply, startFakeOllama, type FakeOllama } from '../tests/helpers/fake-ollama';
 import { procMiB, progress, round1, type Row } from './common';
 
 /** The CLI as this benchmark runs: from the sources, through tsx's hook (`npm run bench -- cli` times the compiled one). */
@@ -36,30 +37,15 @@ export interface SystemResult {
   memory: Row[];
 }
 
-/** A real stale lock (its owner has no heartbeat) and the anomaly the detector reports for it. */
-async function staleLock(t: TestEnv): Promise<Anomaly> {
-  const owner = uniqueId('bench-dead-');
-  const documentId = String(Math.floor(Math.random() * 1e12));
-  const token = uniqueId('tok');
-  await t.redis.set(t.keys.lock(documentId), `${owner}:${token}`, 'EX', 7200);
-  return {
-    type: 'stale_locks',
-    target: owner,
-    severity: 'warning',
-    fingerprint: `stale_locks:${owner}`,
-    summary: `1 document locks held by ${owner}, which has no heartbeat`,
-    evidence: { owner, documentIds: [documentId], count: 1, totalStale: 1, locks: [{ documentId, owner, token }] },
-    detectedAt: Date.now(),
-  };
-}
-
 /** MiB to MB (the targets are in MB). */
 const toMB = (mib: number | undefined) => (mib === undefined ? undefined : Math.round(mib * 1.048576));
 
 const TERMINAL = new Set(['healed', 'escalated', 'rejected', 'failed']);
 
 async function burst(client: Client, t: TestEnv, config: Config, n: number): Promise<Row> {
-  const anomalies = await Promise.all(Array.from({ length: n }, () => staleLock(t)));
+  const anomalies = await Promise.all(
+    Array.from({ length: n }, () => staleLock(t, { ownerPrefix: 'bench-dead-', documentIds: 1e12 })),
+  );
   const input = (anomaly: Anomaly): HealingInput => ({
     anomaly,
     policy: healingPolicy(config),
@@ -119,11 +105,7 @@ export async function benchSystem(
   let child: ChildProcess | undefined;
   let memoryServer: ChildProcess | undefined;
   try {
-    ollama = await startFakeOllama({
-      replies: [
-        { kind: 'content', content: '{"action":"clear_stale_locks","reasoning":"owner is dead","confidence":0.95}' },
-      ],
-    });
+    ollama = await startFakeOllama({ replies: [planReply('clear_stale_locks', 'owner is dead')] });
     const temporalAddress = `127.0.0.1:${await freePort()}`;
     if (server === 'in-memory') {
       const cli = findTemporalCli();

@@ -13,6 +13,11 @@ export type Reply =
   /** A reply chosen per request (e.g. from the JSON schema in `format`); it must not be `respond` itself. */
   | { kind: 'respond'; respond: (request: { path: string; body: Record<string, unknown> }) => Reply };
 
+/** A model's plan: `action` for `reasoning`, with `confidence` (what a model agreeing with the runbook answers). */
+export function planReply(action: string, reasoning: string, confidence = 0.95): Reply {
+  return { kind: 'content', content: JSON.stringify({ action, reasoning, confidence }) };
+}
+
 export interface FakeOllama {
   url: string;
   /** Requests received on /api/chat and /api/generate, in order. */

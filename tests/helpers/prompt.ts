@@ -18,3 +18,20 @@ export function splitPrompt(user: string) {
   expect(end).toBeGreaterThan(start);
   return { fence, data: user.slice(start, end), outside: user.slice(0, start) + user.slice(end) };
 }
+
+/** The fallback cause each detailed reason is recorded as (core/fallback-cause.ts). */
+const EXPECTED_CAUSE: Record<string, string> = {
+  down: 'unavailable',
+  error: 'unavailable',
+  timeout: 'timeout',
+  busy: 'timeout',
+  invalid: 'invalid_reply',
+  inapplicable: 'invalid_reply',
+  disallowed: 'unsafe_action',
+  suspect: 'unsafe_action',
+};
+
+/** The fallback cause expected for a detailed reason given as a pattern anchored on its word (`/^timeout/`). */
+export function expectedCause(reason: RegExp): string | undefined {
+  return EXPECTED_CAUSE[/^\^(\w+)/.exec(reason.source)![1]!];
+}

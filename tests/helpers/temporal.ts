@@ -1,11 +1,13 @@
 /** Temporal for integration tests: the run's dev server, and a namespace of one's own. */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { Client, Connection } from '@temporalio/client';
+import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
 import { historyToJSON } from '@temporalio/common/lib/proto-utils';
 import { Redis } from 'ioredis';
 import { inject } from 'vitest';
-import { TEST_REDIS_URL } from './env';
+import { statusQuery } from '../../workflows/definitions';
+import type { healingWorkflow, HealingStatus } from '../../workflows/healing';
+import { TEST_REDIS_URL, waitFor } from './env';
 
 /**
  * Takes the next unused namespace of this run's pool (counted in Redis, so test files in different workers never
@@ -30,6 +32,47 @@ export async function allocateNamespace(): Promise<string> {
 export async function connectClient(namespace: string): Promise<{ client: Client; close: () => Promise<void> }> {
   const connection = await Connection.connect({ address: inject('temporalAddress') });
   return { client: new Client({ connection, namespace }), close: () => connection.close() };
+}
+
+/**
+ * The run of healing `workflowId` started at or after `since` (epoch ms), once there is one: its id and handle
+ * (healing ids are reused once a run closed).
+ */
+export async function runSince(
+  client: Client,
+  workflowId: string,
+  { since = 0, timeoutMs = 90_000, intervalMs = 100 } = {},
+): Promise<{ runId: string; handle: WorkflowHandle<typeof healingWorkflow> }> {
+  const runId = await waitFor(
+    () =>
+      client.workflow
+        .getHandle(workflowId)
+        .describe()
+        .then(
+          (d) => (d.startTime.getTime() >= since ? d.runId : undefined),
+          () => undefined,
+        ),
+    { timeoutMs, intervalMs, what: `a run of ${workflowId}` },
+  );
+  return { runId, handle: client.workflow.getHandle<typeof healingWorkflow>(workflowId, runId) };
+}
+
+/** The run of healing `workflowId` started at or after `since` (epoch ms), once it has ended: its id and result. */
+export async function endedRun(
+  client: Client,
+  workflowId: string,
+  opts: { since?: number; timeoutMs?: number; intervalMs?: number } = {},
+): Promise<{ runId: string; status: HealingStatus }> {
+  const { runId, handle } = await runSince(client, workflowId, opts);
+  return { runId, status: await handle.result() };
+}
+
+/** The status a healing answers to its query now, or undefined (not started yet, or between runs). */
+export async function healingStatus(client: Client, workflowId: string): Promise<HealingStatus | undefined> {
+  return client.workflow
+    .getHandle<typeof healingWorkflow>(workflowId)
+    .query(statusQuery)
+    .catch(() => undefined);
 }
 
 /**

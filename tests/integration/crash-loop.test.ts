@@ -15,20 +15,18 @@
  */
 import { spawn } from 'node:child_process';
 import type { Client } from '@temporalio/client';
+import type Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseRecord } from '../../activities/metrics-stream';
 import { parseConfig } from '../../core/config';
-import { ensurePipelineImage } from '../../pipeline/image';
-import type { PipelineRunner, RunningWorker } from '../../pipeline/runner';
+import type { RunningWorker } from '../../pipeline/runner';
 import { healingPolicy } from '../../workers/schedule';
 import { healingWorkflowId, statusQuery } from '../../workflows/definitions';
-import type { HealingStatus } from '../../workflows/healing';
-import { createTestEnv, type TestEnv, waitFor } from '../helpers/env';
-import { startFakeOllama, type FakeOllama } from '../helpers/fake-ollama';
-import { createTestRunner, stopTestPipeline, testDocker } from '../helpers/pipeline';
-import { CLI, startSelfheal, type RunningSelfheal } from '../helpers/selfheal';
-import { allocateNamespace, connectClient } from '../helpers/temporal';
-import { startWebhookReceiver, type WebhookReceiver } from '../helpers/webhook-receiver';
+import { type TestEnv, waitFor } from '../helpers/env';
+import { CLI, type RunningSelfheal } from '../helpers/selfheal';
+import { startStack, type Stack } from '../helpers/stack';
+import { endedRun, runSince } from '../helpers/temporal';
+import type { WebhookReceiver } from '../helpers/webhook-receiver';
 import { watchDockerEvents } from '../helpers/docker-events';
 
 /** The breaker's restart budget of one target per window, as `selfheal up` hands it to every healing. */
@@ -39,69 +37,53 @@ const BREAKER_RESTARTS = (() => {
 })();
 
 describe('R9 crash-looping container', () => {
+  let stack: Stack;
   let t: TestEnv;
-  let ollama: FakeOllama;
   let receiver: WebhookReceiver;
-  let runner: PipelineRunner;
   let workers: RunningWorker[];
   let selfheal: RunningSelfheal;
   let client: Client;
-  let closeClient: () => Promise<void>;
-  const docker = testDocker();
+  let docker: Docker;
 
   beforeAll(async () => {
-    t = await createTestEnv();
-    const ns = await allocateNamespace();
-    ollama = await startFakeOllama({ replies: [{ kind: 'status', status: 500 }] });
-    receiver = await startWebhookReceiver();
-    const { image } = await ensurePipelineImage(docker);
-    runner = createTestRunner(t, { docker, image, work: { minMs: 2, maxMs: 6 } });
-    // Each victim has a healthy peer in its stage, so the last-healthy-worker rule never speaks.
-    workers = await runner.startMany([
-      { stage: 'extract', kind: 'container', count: 2 },
-      { stage: 'evaluate', kind: 'container', count: 2 },
-    ]);
-    selfheal = await startSelfheal(t, ns, {
-      OLLAMA_HOST: ollama.url,
-      HEALTH_TARGETS: runner.healthTargets(),
-      AUTO_FIX_ENABLED: 'true',
-      // The fast loop kills the container while the healing waits to verify: 5 s leave room for a loaded machine.
-      VERIFY_DELAY: '5',
-      // Small but not zero: the cooldown is on, and the slow loop's crashes come later than it.
-      RESTART_COOLDOWN: '2',
-      CONTAINER_ALLOWLIST: 'pipeline-*',
-      ESCALATION_WEBHOOK_URL: receiver.url,
-      // MAX_ACTIONS_PER_HOUR stays at its default (5): the 3 restarts the breaker allows fit in it, so the breaker,
-      // not the global budget, is what stops the loop.
+    stack = await startStack({
+      ollama: { replies: [{ kind: 'status', status: 500 }] },
+      receiver: true,
+      pipeline: {
+        work: { minMs: 2, maxMs: 6 },
+        // Each victim has a healthy peer in its stage, so the last-healthy-worker rule never speaks.
+        workers: [
+          { stage: 'extract', kind: 'container', count: 2 },
+          { stage: 'evaluate', kind: 'container', count: 2 },
+        ],
+      },
+      env: ({ ollama, runner, receiver }) => ({
+        OLLAMA_HOST: ollama.url,
+        HEALTH_TARGETS: runner!.healthTargets(),
+        AUTO_FIX_ENABLED: 'true',
+        // The fast loop kills the container while the healing waits to verify: 5 s leave room for a loaded machine.
+        VERIFY_DELAY: '5',
+        // Small but not zero: the cooldown is on, and the slow loop's crashes come later than it.
+        RESTART_COOLDOWN: '2',
+        CONTAINER_ALLOWLIST: 'pipeline-*',
+        ESCALATION_WEBHOOK_URL: receiver!.url,
+        // MAX_ACTIONS_PER_HOUR stays at its default (5): the 3 restarts the breaker allows fit in it, so the breaker,
+        // not the global budget, is what stops the loop.
+      }),
     });
-    ({ client, close: closeClient } = await connectClient(ns));
+    ({ t, workers, selfheal, client, docker } = stack);
+    receiver = stack.receiver!;
   }, 300_000);
 
-  afterAll(async () => {
-    await selfheal?.stop();
-    await closeClient?.();
-    if (t) await stopTestPipeline(t, runner, docker);
-    await ollama?.close();
-    await receiver?.close();
-    await t?.cleanup();
-  });
+  afterAll(() => stack?.stop());
 
   /** The run of the healing of `container` started after `since` (epoch ms), once it has ended. */
-  async function nextRun(container: string, since: number): Promise<{ runId: string; status: HealingStatus }> {
-    const id = healingWorkflowId('unhealthy_container', container);
-    const runId = await waitFor(
-      () =>
-        client.workflow
-          .getHandle(id)
-          .describe()
-          .then(
-            (d) => (d.startTime.getTime() > since ? d.runId : undefined),
-            () => undefined,
-          ),
-      { timeoutMs: 120_000, intervalMs: 200, what: `a healing run of ${container}` },
-    );
-    return { runId, status: (await client.workflow.getHandle(id, runId).result()) as HealingStatus };
-  }
+  const nextRun = (container: string, since: number) =>
+    endedRun(client, healingWorkflowId('unhealthy_container', container), {
+      since: since + 1,
+      timeoutMs: 120_000,
+      intervalMs: 200,
+    });
 
   /** The latest monitoring cycle record has no open anomaly about `container`. */
   async function anomalyCleared(container: string): Promise<boolean> {
@@ -218,18 +200,7 @@ describe('R9 crash-looping container', () => {
     await crash(name);
 
     // Crash again as soon as the restart is done and the healing waits to verify it.
-    const runId = await waitFor(
-      () =>
-        client.workflow
-          .getHandle(id)
-          .describe()
-          .then(
-            (d) => (d.startTime.getTime() > since ? d.runId : undefined),
-            () => undefined,
-          ),
-      { timeoutMs: 120_000, intervalMs: 200, what: `a healing run of ${name}` },
-    );
-    const handle = client.workflow.getHandle(id, runId);
+    const { runId, handle } = await runSince(client, id, { since: since + 1, timeoutMs: 120_000, intervalMs: 200 });
     await waitFor(async () => (await handle.query(statusQuery)).phase === 'verifying', {
       timeoutMs: 120_000,
       intervalMs: 50,
@@ -238,7 +209,7 @@ describe('R9 crash-looping container', () => {
     expect(watch.count('start')).toBe(1);
     await crash(name);
 
-    const status = (await handle.result()) as HealingStatus;
+    const status = await handle.result();
     const why = JSON.stringify({ history: status.history, docker: watch.actions() });
     expect(status.phase, why).toBe('escalated');
     expect(

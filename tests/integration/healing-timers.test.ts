@@ -3,24 +3,20 @@
  * against Postgres, Redis and the fake Ollama server: the global action budget as durable timers, approval by
  * signal and by the validated update, and the approval timeout (deny by default).
  */
-import path from 'node:path';
 import { WorkflowUpdateFailedError } from '@temporalio/client';
-import { TestWorkflowEnvironment } from '@temporalio/testing';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig, type Config } from '../../core/config';
 import type { Anomaly } from '../../core/types';
 import { healingPolicy } from '../../workers/schedule';
-import { registerSearchAttributes } from '../../workers/temporal-connection';
 import { approveSignal, decideUpdate, healingWorkflowId, statusQuery } from '../../workflows/definitions';
 import type { HealingInput, HealingStatus } from '../../workflows/healing';
 import { healingWorkflow } from '../../workflows/healing';
 import { thresholdsFrom } from '../../core/config';
-import { createTestEnv, type TestEnv, uniqueId, waitFor } from '../helpers/env';
-import { startFakeOllama, type FakeOllama } from '../helpers/fake-ollama';
-import { ROOT } from '../helpers/selfheal';
-import { createTestWorkers } from '../helpers/workers';
-
-const TEST_SERVER = path.join(ROOT, '.tools/python/bin/temporal-test-server');
+import { staleLock } from '../helpers/anomalies';
+import { type TestEnv, waitFor } from '../helpers/env';
+import { planReply, type FakeOllama } from '../helpers/fake-ollama';
+import { startTimeSkipping } from '../helpers/workers';
 
 function config(t: TestEnv, ollama: FakeOllama, extra: Record<string, string>): Config {
   const r = parseConfig({ ...t.env, OLLAMA_HOST: ollama.url, LLM_TIMEOUT_MS: '2000', VERIFY_DELAY: '30', ...extra });
@@ -28,59 +24,23 @@ function config(t: TestEnv, ollama: FakeOllama, extra: Record<string, string>): 
   return r.config;
 }
 
-/** A real stale lock (its owner has no heartbeat) and the anomaly the detector reports for it. */
-async function staleLock(t: TestEnv, now: number): Promise<Anomaly> {
-  const owner = uniqueId('dead-');
-  const documentId = String(Math.floor(Math.random() * 1e9));
-  const token = uniqueId('tok');
-  await t.redis.set(t.keys.lock(documentId), `${owner}:${token}`, 'EX', 7200);
-  return {
-    type: 'stale_locks',
-    target: owner,
-    severity: 'warning',
-    fingerprint: `stale_locks:${owner}`,
-    summary: `1 document locks held by ${owner}, which has no heartbeat`,
-    evidence: { owner, documentIds: [documentId], count: 1, totalStale: 1, locks: [{ documentId, owner, token }] },
-    detectedAt: now,
-  };
-}
-
 describe('healing workflow, time-skipping', () => {
   let t: TestEnv;
   let ollama: FakeOllama;
   let env: TestWorkflowEnvironment;
-  let stopWorkers: () => void;
-  let workersDone: Promise<unknown>;
+  let server: Awaited<ReturnType<typeof startTimeSkipping>>;
 
   beforeAll(async () => {
-    t = await createTestEnv();
-    // The model agrees with the runbook: clear the stale locks.
-    ollama = await startFakeOllama({
-      replies: [
-        { kind: 'content', content: '{"action":"clear_stale_locks","reasoning":"owner is dead","confidence":0.95}' },
-      ],
+    server = await startTimeSkipping({
+      // The model agrees with the runbook: clear the stale locks.
+      replies: [planReply('clear_stale_locks', 'owner is dead')],
+      // The workers do not depend on the policy (it is workflow input): one set serves every test.
+      config: (t, ollama) => config(t, ollama, {}),
     });
-    env = await TestWorkflowEnvironment.createTimeSkipping({
-      server: { executable: { type: 'existing-path', path: TEST_SERVER } },
-    });
-    await registerSearchAttributes(env.connection, env.namespace ?? 'default');
-    // The workers do not depend on the policy (it is workflow input): one set serves every test.
-    const workers = await createTestWorkers({
-      connection: env.nativeConnection,
-      namespace: env.namespace ?? 'default',
-      t,
-      config: config(t, ollama, {}),
-    });
-    workersDone = workers.run(() => new Promise<void>((resolve) => (stopWorkers = resolve)));
+    ({ t, ollama, env } = server);
   }, 120_000);
 
-  afterAll(async () => {
-    stopWorkers?.();
-    await workersDone;
-    await env?.teardown();
-    await ollama?.close();
-    await t?.cleanup();
-  });
+  afterAll(() => server?.stop());
 
   /** Runs a test body while the shared workers serve it (the policy under test is in the workflow input). */
   function withWorkers<T>(_cfg: Config, body: () => Promise<T>): Promise<T> {
@@ -98,7 +58,7 @@ describe('healing workflow, time-skipping', () => {
   it('7 anomalies with MAX_ACTIONS_PER_HOUR=5: 5 act at once, 2 wait on timers; never more than 5 in a rolling hour', async () => {
     const cfg = config(t, ollama, { AUTO_FIX_ENABLED: 'true', MAX_ACTIONS_PER_HOUR: '5', RATE_LIMIT_MAX_WAIT: '7200' });
     const start = await env.currentTimeMs();
-    const anomalies = await Promise.all(Array.from({ length: 7 }, () => staleLock(t, start)));
+    const anomalies = await Promise.all(Array.from({ length: 7 }, () => staleLock(t, { now: start })));
     // Started one after the other (the test server's time-skipping lock does not survive a burst of concurrent
     // starts); they all run at once all the same.
     const handles = [];
@@ -139,7 +99,7 @@ describe('healing workflow, time-skipping', () => {
 
   it('escalate-only: approval by signal acts once; a duplicate approval changes nothing', async () => {
     const cfg = config(t, ollama, { AUTO_FIX_ENABLED: 'false', MAX_ACTIONS_PER_HOUR: '100' });
-    const a = await staleLock(t, await env.currentTimeMs());
+    const a = await staleLock(t, { now: await env.currentTimeMs() });
     const status = await withWorkers(cfg, async () => {
       const handle = await env.client.workflow.start(healingWorkflow, {
         taskQueue: 'selfheal-healing',
@@ -166,7 +126,7 @@ describe('healing workflow, time-skipping', () => {
 
   it('the decide update is validated: empty by, unknown decision, another plan; a valid one returns the decision', async () => {
     const cfg = config(t, ollama, { AUTO_FIX_ENABLED: 'false', MAX_ACTIONS_PER_HOUR: '100' });
-    const a = await staleLock(t, await env.currentTimeMs());
+    const a = await staleLock(t, { now: await env.currentTimeMs() });
     await withWorkers(cfg, async () => {
       const handle = await env.client.workflow.start(healingWorkflow, {
         taskQueue: 'selfheal-healing',
@@ -208,7 +168,7 @@ describe('healing workflow, time-skipping', () => {
 
   it('no decision within APPROVAL_TIMEOUT rejects (deny by default); nothing is executed', async () => {
     const cfg = config(t, ollama, { AUTO_FIX_ENABLED: 'false', APPROVAL_TIMEOUT: '3600' });
-    const a = await staleLock(t, await env.currentTimeMs());
+    const a = await staleLock(t, { now: await env.currentTimeMs() });
     const before = await env.currentTimeMs();
     const status = await withWorkers(cfg, () =>
       env.client.workflow.execute(healingWorkflow, {

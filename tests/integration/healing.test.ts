@@ -11,81 +11,59 @@ import type Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import { generateDocuments } from '../../pipeline/generator';
-import { ensurePipelineImage } from '../../pipeline/image';
 import type { RunningWorker } from '../../pipeline/runner';
 import { findTemporalCli } from '../../starter/temporal-local';
 import { healingWorkflowId, statusQuery } from '../../workflows/definitions';
 import type { HealingStatus } from '../../workflows/healing';
-import { createTestEnv, type TestEnv, waitFor } from '../helpers/env';
-import { startFakeOllama } from '../helpers/fake-ollama';
-import { createTestRunner, stopTestPipeline, testDocker } from '../helpers/pipeline';
-import { startSelfheal } from '../helpers/selfheal';
-import { allocateNamespace, connectClient, recordHistories } from '../helpers/temporal';
-import { startWebhookReceiver, type WebhookReceiver } from '../helpers/webhook-receiver';
+import { type TestEnv, waitFor } from '../helpers/env';
+import { startStack } from '../helpers/stack';
+import { endedRun, recordHistories } from '../helpers/temporal';
+import type { WebhookReceiver } from '../helpers/webhook-receiver';
 
-/** The LLM is down for these tests: every plan is the runbook's (the analyzer has its own tests). */
-async function setup(autoFix: boolean, extraEnv: Record<string, string> = {}) {
-  const t = await createTestEnv();
-  const ns = await allocateNamespace();
-  const ollama = await startFakeOllama({ replies: [{ kind: 'status', status: 500 }] });
-  const docker = testDocker();
-  const { image } = await ensurePipelineImage(docker);
-  const runner = createTestRunner(t, { docker, image, work: { minMs: 5, maxMs: 15 } });
-  const workers = await runner.startMany([
-    { stage: 'extract', kind: 'container', count: 2 },
-    { stage: 'evaluate', count: 1 },
-  ]);
-  const selfheal = await startSelfheal(t, ns, {
-    OLLAMA_HOST: ollama.url,
-    HEALTH_TARGETS: runner.healthTargets(),
-    AUTO_FIX_ENABLED: String(autoFix),
-    // Stalled queue's runbook restart (0.6) may act; error-rate and slowdown restarts of an outlier worker (0.8)
-    // would pass the default 0.8 too, and their stage-wide plans (0.5) are escalations anyway.
-    MIN_CONFIDENCE: '0.6',
-    VERIFY_DELAY: '3',
-    RESTART_COOLDOWN: '0',
-    MAX_ACTIONS_PER_HOUR: '100',
-    CONTAINER_ALLOWLIST: 'pipeline-*',
-    ...extraEnv,
+/**
+ * The LLM is down for these tests: every plan is the runbook's (the analyzer has its own tests). With `receiver`,
+ * escalations go to a webhook receiver.
+ */
+async function setup(autoFix: boolean, receiver = false) {
+  const stack = await startStack({
+    ollama: { replies: [{ kind: 'status', status: 500 }] },
+    receiver,
+    pipeline: {
+      work: { minMs: 5, maxMs: 15 },
+      workers: [
+        { stage: 'extract', kind: 'container', count: 2 },
+        { stage: 'evaluate', count: 1 },
+      ],
+    },
+    env: (p) => ({
+      OLLAMA_HOST: p.ollama.url,
+      HEALTH_TARGETS: p.runner!.healthTargets(),
+      AUTO_FIX_ENABLED: String(autoFix),
+      // Stalled queue's runbook restart (0.6) may act; error-rate and slowdown restarts of an outlier worker (0.8)
+      // would pass the default 0.8 too, and their stage-wide plans (0.5) are escalations anyway.
+      MIN_CONFIDENCE: '0.6',
+      VERIFY_DELAY: '3',
+      RESTART_COOLDOWN: '0',
+      MAX_ACTIONS_PER_HOUR: '100',
+      CONTAINER_ALLOWLIST: 'pipeline-*',
+      ...(p.receiver ? { ESCALATION_WEBHOOK_URL: p.receiver.url } : {}),
+    }),
   });
-  const { client, close } = await connectClient(ns);
   return {
-    t,
-    ns,
-    ollama,
-    docker,
-    runner,
-    workers,
-    selfheal,
-    client,
+    ...stack,
     async teardown() {
-      await recordHistories(client);
-      await selfheal.stop();
-      await close();
-      await stopTestPipeline(t, runner, docker);
-      await ollama.close();
-      await t.cleanup();
+      try {
+        await recordHistories(stack.client);
+      } finally {
+        await stack.stop();
+      }
     },
   };
 }
 
 /** The result of the run of `workflowId` started at or after `since` (epoch ms): ids are reused once a run closed. */
 async function result(client: Client, workflowId: string, timeoutMs = 90_000, since = 0): Promise<HealingStatus> {
-  const handle = await waitFor(
-    () =>
-      client.workflow
-        .getHandle(workflowId)
-        .describe()
-        .then(
-          (d) => (d.startTime.getTime() >= since ? client.workflow.getHandle(workflowId, d.runId) : undefined),
-          () => undefined,
-        ),
-    {
-      timeoutMs,
-      what: workflowId,
-    },
-  );
-  return (await handle.result()) as HealingStatus;
+  return (await endedRun(client, workflowId, { since, timeoutMs })).status;
 }
 
 /** New documents at a steady rate (40/s by default) until stopped: the rates and means need traffic. */
@@ -321,8 +299,8 @@ describe('healing end to end, escalate-only (auto-fix off)', () => {
   let s: Awaited<ReturnType<typeof setup>>;
   let receiver: WebhookReceiver;
   beforeAll(async () => {
-    receiver = await startWebhookReceiver();
-    s = await setup(false, { ESCALATION_WEBHOOK_URL: receiver.url });
+    s = await setup(false, true);
+    receiver = s.receiver!;
     // Stale locks are put on finished documents: let some finish first.
     const ids = await generateDocuments({ pool: s.t.pool, redis: s.t.redis, keys: s.t.keys, count: 20 });
     await waitFor(async () => {
@@ -335,7 +313,6 @@ describe('healing end to end, escalate-only (auto-fix off)', () => {
   }, 180_000);
   afterAll(async () => {
     await s?.teardown();
-    await receiver?.close();
   });
 
   async function awaitingApproval(owner: string): Promise<string> {

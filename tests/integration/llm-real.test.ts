@@ -11,9 +11,8 @@
  * assertions are about what the system lets happen, not about the model being right — except the first, which is
  * exactly the question whether the model produces a usable plan.
  */
-import { Client, Connection } from '@temporalio/client';
-import { NativeConnection } from '@temporalio/worker';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import type { Client } from '@temporalio/client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAnalysisActivities, createOllamaClient } from '../../activities/analysis';
 import { parseConfig, thresholdsFrom, type Config } from '../../core/config';
 import { detectAll } from '../../core/detectors';
@@ -23,11 +22,12 @@ import { healingPolicy } from '../../workers/schedule';
 import { monitorActivities } from '../../workers/activities';
 import { healingWorkflowId, TaskQueue } from '../../workflows/definitions';
 import { healingWorkflow, type HealingPolicy, type HealingStatus } from '../../workflows/healing';
+import { auditLog } from '../helpers/audit';
 import { createTestEnv, type TestEnv, uniqueId, waitFor } from '../helpers/env';
 import { tcpProxy } from '../helpers/pipeline';
 import { allocateNamespace } from '../helpers/temporal';
 import { realModel } from '../helpers/real-model';
-import { createTestWorkers, workflowBundle } from '../helpers/workers';
+import { startTestWorkers } from '../helpers/workers';
 
 /** A 135M model on 2 cores answers in 2-5 s; under load, more. */
 const LLM_TIMEOUT_MS = 60_000;
@@ -52,10 +52,7 @@ describe.skipIf(problem !== undefined)(`real model ${MODEL ?? ''}${problem ? ` (
   let config: Config;
   let proxy: Awaited<ReturnType<typeof tcpProxy>>;
   let client: Client;
-  let connection: Connection;
-  let native: NativeConnection;
-  let stopWorkers: () => void;
-  let workersDone: Promise<unknown>;
+  let workers: Awaited<ReturnType<typeof startTestWorkers>>;
   let monitor: ReturnType<typeof monitorActivities>;
 
   beforeAll(async () => {
@@ -73,20 +70,12 @@ describe.skipIf(problem !== undefined)(`real model ${MODEL ?? ''}${problem ? ` (
     if (!parsed.ok) throw new Error(JSON.stringify(parsed.problems));
     config = parsed.config;
     monitor = monitorActivities(config, { pool: t.pool, redis: t.redis });
-    const ns = await allocateNamespace();
-    await workflowBundle();
-    native = await NativeConnection.connect({ address: inject('temporalAddress') });
-    connection = await Connection.connect({ address: inject('temporalAddress') });
-    client = new Client({ connection, namespace: ns });
-    const workers = await createTestWorkers({ connection: native, namespace: ns, t, config });
-    workersDone = workers.run(() => new Promise<void>((resolve) => (stopWorkers = resolve)));
+    workers = await startTestWorkers({ namespace: await allocateNamespace(), t, config });
+    ({ client } = workers);
   }, 180_000);
 
   afterAll(async () => {
-    stopWorkers?.();
-    await workersDone;
-    await connection?.close();
-    await native?.close();
+    await workers?.stop();
     await proxy?.restore().catch(() => undefined);
     await t?.cleanup();
     await real.stop();
@@ -131,19 +120,7 @@ describe.skipIf(problem !== undefined)(`real model ${MODEL ?? ''}${problem ? ` (
     });
   }
 
-  async function auditOf(runId: string) {
-    const { rows } = await t.pool.query<{
-      step: string;
-      action: string | null;
-      target: string;
-      decided_by: string | null;
-      outcome: string | null;
-      params: Record<string, unknown>;
-    }>('SELECT step, action, target, decided_by, outcome, params FROM healing_log WHERE run_id = $1 ORDER BY id', [
-      runId,
-    ]);
-    return rows;
-  }
+  const auditOf = (runId: string) => auditLog(t, { runId });
 
   async function serverIdentity() {
     const pg = await t.pool.query<{ started: Date }>('SELECT pg_postmaster_start_time() AS started');

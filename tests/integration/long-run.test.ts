@@ -7,21 +7,17 @@
  * history grows with the number of cycles, each stays far under Temporal's 10,240-event warning, and nothing else
  * stays open.
  */
-import path from 'node:path';
 import { Client } from '@temporalio/client';
-import { TestWorkflowEnvironment } from '@temporalio/testing';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig, type Config } from '../../core/config';
 import { monitoringInput } from '../../workers/schedule';
-import { registerSearchAttributes } from '../../workers/temporal-connection';
 import { healingWorkflowId, statusQuery, TaskQueue } from '../../workflows/definitions';
 import { monitoringCycleWorkflow, type CycleResult } from '../../workflows/monitoring';
-import { createTestEnv, type TestEnv, uniqueId } from '../helpers/env';
-import { startFakeOllama, type FakeOllama } from '../helpers/fake-ollama';
-import { ROOT } from '../helpers/selfheal';
-import { createTestWorkers } from '../helpers/workers';
+import { type TestEnv, uniqueId } from '../helpers/env';
+import { planReply } from '../helpers/fake-ollama';
+import { startTimeSkipping } from '../helpers/workers';
 
-const TEST_SERVER = path.join(ROOT, '.tools/python/bin/temporal-test-server');
 const INTERVAL_S = 60;
 const DAY_MS = 24 * 3_600_000;
 /** Temporal's history warning; the hard limit is 51,200. */
@@ -29,51 +25,33 @@ const HISTORY_WARNING = 10_240;
 
 describe('24 hours of monitoring cycles, time-skipping', () => {
   let t: TestEnv;
-  let ollama: FakeOllama;
   let env: TestWorkflowEnvironment;
   let cfg: Config;
-  let stopWorkers: () => void;
-  let workersDone: Promise<unknown>;
+  let server: Awaited<ReturnType<typeof startTimeSkipping>>;
 
   beforeAll(async () => {
-    t = await createTestEnv();
-    // The model agrees with the runbook: clear the stale locks (which then waits for approval: auto-fix is off).
-    ollama = await startFakeOllama({
-      replies: [
-        { kind: 'content', content: '{"action":"clear_stale_locks","reasoning":"owner is dead","confidence":0.95}' },
-      ],
+    server = await startTimeSkipping({
+      // The model agrees with the runbook: clear the stale locks (which then waits for approval: auto-fix is off).
+      replies: [planReply('clear_stale_locks', 'owner is dead')],
+      config: (t, ollama) => {
+        const r = parseConfig({
+          ...t.env,
+          OLLAMA_HOST: ollama.url,
+          LLM_TIMEOUT_MS: '2000',
+          MONITOR_INTERVAL: String(INTERVAL_S),
+          AUTO_FIX_ENABLED: 'false',
+          APPROVAL_TIMEOUT: String(25 * 3600),
+          LOG_LEVEL: 'warn',
+        });
+        if (!r.ok) throw new Error(JSON.stringify(r.problems));
+        cfg = r.config;
+        return cfg;
+      },
     });
-    const r = parseConfig({
-      ...t.env,
-      OLLAMA_HOST: ollama.url,
-      LLM_TIMEOUT_MS: '2000',
-      MONITOR_INTERVAL: String(INTERVAL_S),
-      AUTO_FIX_ENABLED: 'false',
-      APPROVAL_TIMEOUT: String(25 * 3600),
-      LOG_LEVEL: 'warn',
-    });
-    if (!r.ok) throw new Error(JSON.stringify(r.problems));
-    cfg = r.config;
-    env = await TestWorkflowEnvironment.createTimeSkipping({
-      server: { executable: { type: 'existing-path', path: TEST_SERVER } },
-    });
-    await registerSearchAttributes(env.connection, env.namespace ?? 'default');
-    const workers = await createTestWorkers({
-      connection: env.nativeConnection,
-      namespace: env.namespace ?? 'default',
-      t,
-      config: cfg,
-    });
-    workersDone = workers.run(() => new Promise<void>((resolve) => (stopWorkers = resolve)));
+    ({ t, env } = server);
   }, 120_000);
 
-  afterAll(async () => {
-    stopWorkers?.();
-    await workersDone;
-    await env?.teardown();
-    await ollama?.close();
-    await t?.cleanup();
-  });
+  afterAll(() => server?.stop());
 
   it('a lasting anomaly over 1,440 one-minute cycles: one healing, open all day, whose history does not grow with the cycles; every history far under 10,240 events', async () => {
     // A real stale lock: its owner never had a heartbeat. The TTL outlasts the test's real time.

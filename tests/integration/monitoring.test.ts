@@ -11,28 +11,22 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CycleRecord } from '../../core/snapshot';
 import type { Anomaly } from '../../core/types';
 import { generateDocuments } from '../../pipeline/generator';
-import { ensurePipelineImage } from '../../pipeline/image';
-import type { PipelineRunner, RunningWorker } from '../../pipeline/runner';
+import type { RunningWorker } from '../../pipeline/runner';
 import { healingWorkflowId, MONITOR_SCHEDULE_ID, SearchAttr } from '../../workflows/definitions';
-import { createTestEnv, type TestEnv, waitFor } from '../helpers/env';
-import { startFakeOllama, type FakeOllama } from '../helpers/fake-ollama';
-import { createTestRunner, stopTestPipeline, testDocker } from '../helpers/pipeline';
-import { FAST_CONFIG, ROOT, startSelfheal, type RunningSelfheal } from '../helpers/selfheal';
-import { allocateNamespace, connectClient, recordHistories } from '../helpers/temporal';
+import { type TestEnv, waitFor } from '../helpers/env';
+import { FAST_CONFIG, ROOT, type RunningSelfheal } from '../helpers/selfheal';
+import { startStack, type Stack } from '../helpers/stack';
+import { recordHistories } from '../helpers/temporal';
 import { cycleRecords } from '../helpers/stream';
 
 const INTERVAL_S = Number(FAST_CONFIG.MONITOR_INTERVAL);
 
 describe('monitoring end to end', () => {
-  const docker = testDocker();
+  let stack: Stack;
   let t: TestEnv;
-  let ns: string;
-  let ollama: FakeOllama;
-  let runner: PipelineRunner;
   let workers: RunningWorker[];
   let selfheal: RunningSelfheal;
   let client: Client;
-  let closeClient: () => Promise<void>;
   let feeder: NodeJS.Timeout | undefined;
   const latencies: Record<string, number> = {};
 
@@ -44,32 +38,33 @@ describe('monitoring end to end', () => {
   }
 
   beforeAll(async () => {
-    t = await createTestEnv();
-    ns = await allocateNamespace();
-    ollama = await startFakeOllama();
-    const { image } = await ensurePipelineImage(docker);
-    runner = createTestRunner(t, { docker, image, work: { minMs: 5, maxMs: 15 } });
-    workers = await runner.startMany([
-      { stage: 'extract', kind: 'container', count: 1 },
-      { stage: 'extract', count: 1 },
-      { stage: 'evaluate', count: 1 },
-    ]);
-    // Steady traffic: 20 documents/s.
-    feeder = setInterval(() => {
-      generateDocuments({ pool: t.pool, redis: t.redis, keys: t.keys, count: 5 }).catch(() => undefined);
-    }, 250);
-    selfheal = await startSelfheal(t, ns, { OLLAMA_HOST: ollama.url, HEALTH_TARGETS: runner.healthTargets() });
-    ({ client, close: closeClient } = await connectClient(ns));
+    stack = await startStack({
+      pipeline: {
+        work: { minMs: 5, maxMs: 15 },
+        workers: [
+          { stage: 'extract', kind: 'container', count: 1 },
+          { stage: 'extract', count: 1 },
+          { stage: 'evaluate', count: 1 },
+        ],
+      },
+      beforeSelfheal: ({ t }) => {
+        // Steady traffic: 20 documents/s.
+        feeder = setInterval(() => {
+          generateDocuments({ pool: t.pool, redis: t.redis, keys: t.keys, count: 5 }).catch(() => undefined);
+        }, 250);
+      },
+      env: ({ ollama, runner }) => ({ OLLAMA_HOST: ollama.url, HEALTH_TARGETS: runner!.healthTargets() }),
+    });
+    ({ t, workers, selfheal, client } = stack);
   });
 
   afterAll(async () => {
     if (feeder) clearInterval(feeder);
-    if (process.env.RECORD_HISTORIES && client) await recordHistories(client);
-    await selfheal?.stop();
-    await closeClient?.();
-    await stopTestPipeline(t, runner, docker);
-    await ollama?.close();
-    await t?.cleanup();
+    try {
+      if (process.env.RECORD_HISTORIES && client) await recordHistories(client);
+    } finally {
+      await stack?.stop();
+    }
     console.log('detection latency (s) from injection to the firing cycle:', latencies);
   });
 

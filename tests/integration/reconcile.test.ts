@@ -10,41 +10,38 @@
 import type { Client } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateDocuments } from '../../pipeline/generator';
-import { ensurePipelineImage } from '../../pipeline/image';
 import type { RunningWorker } from '../../pipeline/runner';
 import { healingWorkflowId } from '../../workflows/definitions';
-import type { HealingStatus } from '../../workflows/healing';
-import { createTestEnv, waitFor, type TestEnv } from '../helpers/env';
-import { startFakeOllama } from '../helpers/fake-ollama';
-import { createTestRunner, stopTestPipeline, testDocker, waitForDocuments } from '../helpers/pipeline';
-import { startSelfheal } from '../helpers/selfheal';
-import { allocateNamespace, connectClient, recordHistories } from '../helpers/temporal';
+import { waitFor, type TestEnv } from '../helpers/env';
+import { waitForDocuments } from '../helpers/pipeline';
+import { startStack } from '../helpers/stack';
+import { recordHistories, runSince } from '../helpers/temporal';
 
 async function setup(autoFix: boolean, extract = 2) {
-  const t = await createTestEnv();
-  const ns = await allocateNamespace();
-  const ollama = await startFakeOllama({ replies: [{ kind: 'status', status: 500 }] });
-  const docker = testDocker();
-  const { image } = await ensurePipelineImage(docker);
-  const runner = createTestRunner(t, { docker, image, work: { minMs: 2, maxMs: 6 } });
-  const workers = await runner.startMany([
-    { stage: 'extract', kind: 'container', count: extract },
-    { stage: 'evaluate', kind: 'container', count: 1 },
-  ]);
-  const selfheal = await startSelfheal(t, ns, {
-    OLLAMA_HOST: ollama.url,
-    HEALTH_TARGETS: runner.healthTargets(),
-    AUTO_FIX_ENABLED: String(autoFix),
-    VERIFY_DELAY: '3',
-    RESTART_COOLDOWN: '0',
-    MAX_ACTIONS_PER_HOUR: '100',
-    CONTAINER_ALLOWLIST: 'pipeline-*',
-    LOST_DOCUMENT_THRESHOLD: '3',
-    POISON_CRASHES: '2',
-    // Workers held back on purpose below must not read as a stalled queue.
-    QUEUE_STALL_THRESHOLD: '3600',
+  const stack = await startStack({
+    ollama: { replies: [{ kind: 'status', status: 500 }] },
+    pipeline: {
+      work: { minMs: 2, maxMs: 6 },
+      workers: [
+        { stage: 'extract', kind: 'container', count: extract },
+        { stage: 'evaluate', kind: 'container', count: 1 },
+      ],
+    },
+    env: ({ ollama, runner }) => ({
+      OLLAMA_HOST: ollama.url,
+      HEALTH_TARGETS: runner!.healthTargets(),
+      AUTO_FIX_ENABLED: String(autoFix),
+      VERIFY_DELAY: '3',
+      RESTART_COOLDOWN: '0',
+      MAX_ACTIONS_PER_HOUR: '100',
+      CONTAINER_ALLOWLIST: 'pipeline-*',
+      LOST_DOCUMENT_THRESHOLD: '3',
+      POISON_CRASHES: '2',
+      // Workers held back on purpose below must not read as a stalled queue.
+      QUEUE_STALL_THRESHOLD: '3600',
+    }),
   });
-  const { client, close } = await connectClient(ns);
+  const { t, docker, workers, selfheal, client } = stack;
   return {
     t,
     docker,
@@ -57,12 +54,11 @@ async function setup(autoFix: boolean, extract = 2) {
       return JSON.parse(r.stdout) as Record<string, unknown>;
     },
     async teardown() {
-      await recordHistories(client);
-      await selfheal.stop();
-      await close();
-      await stopTestPipeline(t, runner, docker);
-      await ollama.close();
-      await t.cleanup();
+      try {
+        await recordHistories(client);
+      } finally {
+        await stack.stop();
+      }
     },
   };
 }
@@ -70,17 +66,7 @@ type Setup = Awaited<ReturnType<typeof setup>>;
 
 /** The run of `workflowId` started at or after `since`. */
 async function healing(client: Client, workflowId: string, since: number, timeoutMs = 90_000) {
-  return waitFor(
-    () =>
-      client.workflow
-        .getHandle(workflowId)
-        .describe()
-        .then(
-          (d) => (d.startTime.getTime() >= since ? client.workflow.getHandle(workflowId, d.runId) : undefined),
-          () => undefined,
-        ),
-    { timeoutMs, what: workflowId },
-  );
+  return (await runSince(client, workflowId, { since, timeoutMs })).handle;
 }
 
 /** Every extract worker stops taking documents (its /health still 200): the queue holds what is pushed. */
@@ -138,7 +124,7 @@ describe('reconciliation, auto-fix on', () => {
   it('500 queued documents lost to a Redis flush are each processed exactly once after healing', async () => {
     const { ids, flushedAt } = await lose500(s);
     const handle = await healing(s.client, healingWorkflowId('lost_documents', 'extract'), flushedAt);
-    const status = (await handle.result()) as HealingStatus;
+    const status = await handle.result();
     expect(
       status.phase,
       JSON.stringify({ history: status.history, verification: status.verification, actions: status.actions }),
@@ -163,7 +149,7 @@ describe('reconciliation, auto-fix on', () => {
     expect(await s.t.redis.llen(s.t.keys.queue('extract'))).toBe(26);
 
     const handle = await healing(s.client, healingWorkflowId('orphaned_entries', 'extract'), since);
-    const status = (await handle.result()) as HealingStatus;
+    const status = await handle.result();
     expect(status.phase, JSON.stringify(status.history)).toBe('healed');
     const entries = await s.t.redis.lrange(s.t.keys.queue('extract'), 0, -1);
     // Each live document exactly once; no orphan left.
@@ -180,7 +166,7 @@ describe('reconciliation, auto-fix on', () => {
     const injected = s.chaos('poison', '1');
     const [poisonId] = injected.documents as number[];
     const handle = await healing(s.client, healingWorkflowId('poison_document', String(poisonId)), since, 120_000);
-    const status = (await handle.result()) as HealingStatus;
+    const status = await handle.result();
     expect(status.phase, JSON.stringify(status.history)).toBe('healed');
     expect(status.actions.map((a) => a.action)).toEqual(['quarantine_document']);
     const { rows } = await s.t.pool.query<{ status: string; error: string; payload: { chaos: string } }>(
@@ -226,7 +212,7 @@ describe('reconciliation, auto-fix off: one approval brings the lost documents b
     });
     const approved = s.selfheal.cli(['approve', id, '--by', 'alice', '--reason', 'redis restarted']);
     expect(approved.status, approved.stderr).toBe(0);
-    const status = (await handle.result()) as HealingStatus;
+    const status = await handle.result();
     expect(status.phase, JSON.stringify(status.history)).toBe('healed');
     expect(status.decision).toMatchObject({ decision: 'approve', by: 'alice' });
     await expectExactlyOnce(s.t, ids);

@@ -12,10 +12,9 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Client, Connection } from '@temporalio/client';
-import { NativeConnection } from '@temporalio/worker';
+import type { Client } from '@temporalio/client';
 import type Docker from 'dockerode';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig, thresholdsFrom, type Config } from '../../core/config';
 import { detectAll } from '../../core/detectors';
 import type { Anomaly } from '../../core/types';
@@ -25,23 +24,13 @@ import { healingPolicy } from '../../workers/schedule';
 import { monitorActivities } from '../../workers/activities';
 import { healingWorkflowId, TaskQueue } from '../../workflows/definitions';
 import { healingWorkflow, type HealingPolicy } from '../../workflows/healing';
+import { auditLog } from '../helpers/audit';
 import { createTestEnv, type TestEnv, uniqueId } from '../helpers/env';
 import { startFakeOllama, type FakeOllama, type Reply } from '../helpers/fake-ollama';
 import { createTestRunner, stopTestPipeline, tcpProxy, testDocker } from '../helpers/pipeline';
 import { allocateNamespace } from '../helpers/temporal';
-import { createTestWorkers, workflowBundle } from '../helpers/workers';
-
-/** The fallback cause each detailed reason is recorded as (core/fallback-cause.ts). */
-const EXPECTED_CAUSE: Record<string, string> = {
-  down: 'unavailable',
-  error: 'unavailable',
-  timeout: 'timeout',
-  busy: 'timeout',
-  invalid: 'invalid_reply',
-  inapplicable: 'invalid_reply',
-  disallowed: 'unsafe_action',
-  suspect: 'unsafe_action',
-};
+import { expectedCause } from '../helpers/prompt';
+import { startTestWorkers } from '../helpers/workers';
 
 const LLM_TIMEOUT_MS = 1_000;
 /** The runbook's confidence in clearing stale locks is 0.9 (core/runbook.ts): this floor lets it act... */
@@ -105,10 +94,7 @@ describe('R6: Ollama down, slow or answering garbage, end to end', () => {
   let runner: PipelineRunner;
   let live: RunningWorker;
   let client: Client;
-  let connection: Connection;
-  let native: NativeConnection;
-  let stopWorkers: () => void;
-  let workersDone: Promise<unknown>;
+  let workers: Awaited<ReturnType<typeof startTestWorkers>>;
   let monitor: ReturnType<typeof monitorActivities>;
   /** What no healing may touch: a lock held by a live worker, documents waiting in another queue, a container. */
   const decoy = { lockDoc: '', lockValue: '', docs: [] as number[], startedAt: '', since: 0 };
@@ -155,21 +141,12 @@ describe('R6: Ollama down, slow or answering garbage, end to end', () => {
     await t.redis.set(t.keys.lock(decoy.lockDoc), decoy.lockValue);
     decoyRows = await documentRows(decoy.docs);
 
-    const ns = await allocateNamespace();
-    // Bundling first installs the quiet Runtime logger before any connection is made.
-    await workflowBundle();
-    native = await NativeConnection.connect({ address: inject('temporalAddress') });
-    connection = await Connection.connect({ address: inject('temporalAddress') });
-    client = new Client({ connection, namespace: ns });
-    const workers = await createTestWorkers({ connection: native, namespace: ns, t, config, docker });
-    workersDone = workers.run(() => new Promise<void>((resolve) => (stopWorkers = resolve)));
+    workers = await startTestWorkers({ namespace: await allocateNamespace(), t, config, docker });
+    ({ client } = workers);
   }, 180_000);
 
   afterAll(async () => {
-    stopWorkers?.();
-    await workersDone;
-    await connection?.close();
-    await native?.close();
+    await workers?.stop();
     await stopTestPipeline(t, runner, docker);
     await proxy?.restore().catch(() => undefined);
     await fake?.close();
@@ -222,19 +199,7 @@ describe('R6: Ollama down, slow or answering garbage, end to end', () => {
       ],
     });
     const status = await handle.result();
-    const { rows } = await t.pool.query<{
-      step: string;
-      action: string | null;
-      target: string;
-      decided_by: string | null;
-      outcome: string | null;
-      confidence: number | null;
-      params: Record<string, unknown>;
-    }>(
-      'SELECT step, action, target, decided_by, outcome, confidence, params FROM healing_log WHERE run_id = $1 ORDER BY id',
-      [handle.firstExecutionRunId],
-    );
-    return { status, workflowId, log: rows };
+    return { status, workflowId, log: await auditLog(t, { runId: handle.firstExecutionRunId }) };
   }
 
   /** The decoys are exactly as they were, and every action ever executed here cleared locks of a dead owner. */
@@ -315,7 +280,7 @@ describe('R6: Ollama down, slow or answering garbage, end to end', () => {
       expect(proposed).toHaveLength(1);
       expect(proposed[0]).toMatchObject({ decided_by: 'runbook', confidence: 0.9 });
       // The cause in one word (core/fallback-cause.ts) in outcome, the detail next to it in params.
-      expect(proposed[0]!.outcome).toBe(EXPECTED_CAUSE[/^\^(\w+)/.exec(mode.reason.source)![1]!]);
+      expect(proposed[0]!.outcome).toBe(expectedCause(mode.reason));
       expect(status.plan!.fallbackCause).toBe(proposed[0]!.outcome);
       expect(proposed[0]!.params.fallbackReason).toMatch(mode.reason);
       expect(proposed[0]!.params.llm).toMatchObject({ used: true, ok: false });

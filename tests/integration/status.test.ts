@@ -15,11 +15,11 @@ import type { ScheduleCommandResult } from '../../starter/schedule-command';
 import { ensureMonitorSchedule } from '../../workers/schedule';
 import type { StatusReport } from '../../starter/status';
 import { freePort } from '../../starter/temporal-local';
-import { healingWorkflowId, MONITOR_SCHEDULE_ID, statusQuery, TaskQueue } from '../../workflows/definitions';
+import { healingWorkflowId, MONITOR_SCHEDULE_ID, TaskQueue } from '../../workflows/definitions';
 import { createTestEnv, type TestEnv, uniqueId, waitFor } from '../helpers/env';
-import { startFakeOllama, type FakeOllama } from '../helpers/fake-ollama';
-import { CLI, startSelfheal, type RunningSelfheal } from '../helpers/selfheal';
-import { allocateNamespace, connectClient } from '../helpers/temporal';
+import { CLI, type RunningSelfheal } from '../helpers/selfheal';
+import { startStack, type Stack } from '../helpers/stack';
+import { allocateNamespace, connectClient, healingStatus } from '../helpers/temporal';
 
 type CliRun = { status: number | null; stdout: string; stderr: string };
 
@@ -30,12 +30,11 @@ function expectOneErrorLine(r: CliRun, pattern: RegExp): void {
 }
 
 describe('selfheal status and selfheal schedule, with selfheal up running', () => {
+  let stack: Stack;
   let t: TestEnv;
   let ns: string;
-  let ollama: FakeOllama;
   let selfheal: RunningSelfheal;
   let client: Client;
-  let close: () => Promise<void>;
   const owner = uniqueId('dead-');
 
   function json<T>(args: string[]): T {
@@ -45,32 +44,21 @@ describe('selfheal status and selfheal schedule, with selfheal up running', () =
   }
 
   beforeAll(async () => {
-    t = await createTestEnv();
-    ns = await allocateNamespace();
-    // Ollama answers its tags but every chat fails: the runbook plans, and no llm_unavailable anomaly.
-    ollama = await startFakeOllama({ replies: [{ kind: 'status', status: 500 }] });
-    selfheal = await startSelfheal(t, ns, { OLLAMA_HOST: ollama.url, AUTO_FIX_ENABLED: 'false' });
-    ({ client, close } = await connectClient(ns));
+    stack = await startStack({
+      // Ollama answers its tags but every chat fails: the runbook plans, and no llm_unavailable anomaly.
+      ollama: { replies: [{ kind: 'status', status: 500 }] },
+      env: ({ ollama }) => ({ OLLAMA_HOST: ollama.url, AUTO_FIX_ENABLED: 'false' }),
+    });
+    ({ t, ns, selfheal, client } = stack);
     await t.redis.set(t.keys.lock(String(Math.floor(Math.random() * 1e9))), `${owner}:${uniqueId('tok')}`);
     const id = healingWorkflowId('stale_locks', owner);
-    await waitFor(
-      async () => {
-        const st = await client.workflow
-          .getHandle(id)
-          .query(statusQuery)
-          .catch(() => undefined);
-        return st?.phase === 'awaiting_approval';
-      },
-      { timeoutMs: 60_000, what: `${id} awaiting approval` },
-    );
+    await waitFor(async () => (await healingStatus(client, id))?.phase === 'awaiting_approval', {
+      timeoutMs: 60_000,
+      what: `${id} awaiting approval`,
+    });
   }, 180_000);
 
-  afterAll(async () => {
-    await selfheal?.stop();
-    await close?.();
-    await ollama?.close();
-    await t?.cleanup();
-  });
+  afterAll(() => stack?.stop());
 
   it('status --json: Temporal, the Schedule, pollers per task queue, open healings by phase, open anomalies', async () => {
     // Visibility (HealPhase) and the next cycle record follow a moment later.

@@ -15,19 +15,19 @@
  * - the LLM never serves more than the cap (2 per healing worker) at once, and the cap was reached.
  */
 import type { Client } from '@temporalio/client';
+import type Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_LLM_CONCURRENCY } from '../../activities/analysis';
 import { createChaos, runChaos } from '../../pipeline/chaos';
 import { generateDocuments } from '../../pipeline/generator';
-import { ensurePipelineImage } from '../../pipeline/image';
-import type { PipelineRunner, RunningWorker } from '../../pipeline/runner';
+import type { RunningWorker } from '../../pipeline/runner';
 import { healingWorkflowId } from '../../workflows/definitions';
 import type { HealingStatus } from '../../workflows/healing';
-import { createTestEnv, type TestEnv, waitFor } from '../helpers/env';
-import { startFakeOllama, type FakeOllama, type Reply } from '../helpers/fake-ollama';
-import { createTestRunner, scanAll, stopTestPipeline, testDocker, waitForDocuments } from '../helpers/pipeline';
-import { startSelfheal, type RunningSelfheal } from '../helpers/selfheal';
-import { allocateNamespace, connectClient } from '../helpers/temporal';
+import { type TestEnv, waitFor } from '../helpers/env';
+import type { FakeOllama, Reply } from '../helpers/fake-ollama';
+import { scanAll, waitForDocuments } from '../helpers/pipeline';
+import { startStack, type Stack } from '../helpers/stack';
+import { endedRun } from '../helpers/temporal';
 import { watchDockerEvents } from '../helpers/docker-events';
 
 /** ms the fake LLM takes per answer: long enough that the storm's analyses overlap and queue for a slot. */
@@ -50,71 +50,49 @@ const firstAllowedAction: Reply = {
   },
 };
 
-/** The run of `workflowId` started at or after `since` (epoch ms), once it has ended. */
-async function endedRun(client: Client, workflowId: string, since: number): Promise<HealingStatus> {
-  const handle = await waitFor(
-    () =>
-      client.workflow
-        .getHandle(workflowId)
-        .describe()
-        .then(
-          (d) => (d.startTime.getTime() >= since ? client.workflow.getHandle(workflowId, d.runId) : undefined),
-          () => undefined,
-        ),
-    { timeoutMs: 180_000, intervalMs: 500, what: `${workflowId} to start` },
-  );
-  return (await handle.result()) as HealingStatus;
-}
-
 describe('R16 storm: stuck documents, dead containers and stale locks at once', () => {
+  let stack: Stack;
   let t: TestEnv;
   let ollama: FakeOllama;
-  let runner: PipelineRunner;
   let workers: RunningWorker[];
-  let selfheal: RunningSelfheal;
   let client: Client;
-  let closeClient: () => Promise<void>;
-  const docker = testDocker();
+  let docker: Docker;
 
   beforeAll(async () => {
-    t = await createTestEnv();
-    const ns = await allocateNamespace();
-    ollama = await startFakeOllama({ replies: [firstAllowedAction] });
-    const { image } = await ensurePipelineImage(docker);
-    runner = createTestRunner(t, { docker, image, work: { minMs: 2, maxMs: 6 } });
-    // Topology: every dead container keeps a live peer in its stage (3 extract, 2 evaluate; 2 + 1 die). Only two
-    // stages exist, so two of the dead share a stage, and the policy allows one restart in flight per stage: the
-    // second restart of extract waits for the first (a durable timer), then goes. Every dead container is restarted.
-    workers = await runner.startMany([
-      { stage: 'extract', kind: 'container', count: 3 },
-      { stage: 'evaluate', kind: 'container', count: 2 },
-    ]);
-    selfheal = await startSelfheal(t, ns, {
-      OLLAMA_HOST: ollama.url,
-      HEALTH_TARGETS: runner.healthTargets(),
-      AUTO_FIX_ENABLED: 'true',
-      VERIFY_DELAY: '3',
-      RESTART_COOLDOWN: '0',
-      // The storm needs 9 actions (2 requeues, 4 lock clearances, 3 restarts); the default 5/h would park the rest
-      // on the rate limiter for an hour. Raised to just above what the storm needs.
-      MAX_ACTIONS_PER_HOUR: '12',
-      CONTAINER_ALLOWLIST: 'pipeline-*',
-      // Queueing for an LLM slot counts against this timeout: 9 analyses at 2.5 s, two at a time, need ~12 s.
-      LLM_TIMEOUT_MS: '60000',
+    stack = await startStack({
+      ollama: { replies: [firstAllowedAction] },
+      pipeline: {
+        work: { minMs: 2, maxMs: 6 },
+        // Topology: every dead container keeps a live peer in its stage (3 extract, 2 evaluate; 2 + 1 die). Only two
+        // stages exist, so two of the dead share a stage, and the policy allows one restart in flight per stage: the
+        // second restart of extract waits for the first (a durable timer), then goes. Every dead container is
+        // restarted.
+        workers: [
+          { stage: 'extract', kind: 'container', count: 3 },
+          { stage: 'evaluate', kind: 'container', count: 2 },
+        ],
+      },
+      env: ({ ollama, runner }) => ({
+        OLLAMA_HOST: ollama.url,
+        HEALTH_TARGETS: runner!.healthTargets(),
+        AUTO_FIX_ENABLED: 'true',
+        VERIFY_DELAY: '3',
+        RESTART_COOLDOWN: '0',
+        // The storm needs 9 actions (2 requeues, 4 lock clearances, 3 restarts); the default 5/h would park the rest
+        // on the rate limiter for an hour. Raised to just above what the storm needs.
+        MAX_ACTIONS_PER_HOUR: '12',
+        CONTAINER_ALLOWLIST: 'pipeline-*',
+        // Queueing for an LLM slot counts against this timeout: 9 analyses at 2.5 s, two at a time, need ~12 s.
+        LLM_TIMEOUT_MS: '60000',
+      }),
     });
-    ({ client, close: closeClient } = await connectClient(ns));
+    ({ t, ollama, workers, client, docker } = stack);
     // Stale locks are put on finished documents: 400 of them, enough for 4 x 50 locks with room to spare.
     const ids = await generateDocuments({ pool: t.pool, redis: t.redis, keys: t.keys, count: 400 });
     await waitForDocuments(t, ids, { timeoutMs: 120_000 });
   }, 300_000);
 
-  afterAll(async () => {
-    await selfheal?.stop();
-    await closeClient?.();
-    if (t) await stopTestPipeline(t, runner, docker);
-    await ollama?.close();
-    await t?.cleanup();
-  });
+  afterAll(() => stack?.stop());
 
   it('every fault handled once: stuck documents processed once per stage, locks gone, every dead container restarted exactly once (two of one stage in turn), one run per anomaly, LLM cap held', async () => {
     const byStage = (stage: string) => workers.filter((w) => w.stage === stage);
@@ -155,7 +133,11 @@ describe('R16 storm: stuck documents, dead containers and stale locks at once', 
       ...lockFaults.map((l) => healingWorkflowId('stale_locks', l.owner)),
     ];
     const ended = new Map<string, HealingStatus>();
-    await Promise.all(expected.map(async (id) => ended.set(id, await endedRun(client, id, injectedAt))));
+    await Promise.all(
+      expected.map(async (id) =>
+        ended.set(id, (await endedRun(client, id, { since: injectedAt, timeoutMs: 180_000, intervalMs: 500 })).status),
+      ),
+    );
     const settledAt = Date.now();
 
     // Stuck documents: healed by one requeue each stage, then processed exactly once in every stage they go through.

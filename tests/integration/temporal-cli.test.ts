@@ -10,12 +10,12 @@ import path from 'node:path';
 import type { Client } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { findTemporalCli } from '../../starter/temporal-local';
-import { healingWorkflowId, MONITOR_SCHEDULE_ID, statusQuery } from '../../workflows/definitions';
+import { healingWorkflowId, MONITOR_SCHEDULE_ID } from '../../workflows/definitions';
 import type { HealingStatus } from '../../workflows/healing';
-import { createTestEnv, type TestEnv, uniqueId, waitFor } from '../helpers/env';
-import { startFakeOllama, type FakeOllama } from '../helpers/fake-ollama';
-import { ROOT, startSelfheal, type RunningSelfheal } from '../helpers/selfheal';
-import { allocateNamespace, connectClient } from '../helpers/temporal';
+import { type TestEnv, uniqueId, waitFor } from '../helpers/env';
+import { ROOT } from '../helpers/selfheal';
+import { startStack, type Stack } from '../helpers/stack';
+import { healingStatus } from '../helpers/temporal';
 
 const SECTION = '### Driving it with the `temporal` CLI';
 const README_PLAN_ID = '3f9c2a7d5e1b8c40';
@@ -36,12 +36,10 @@ function readmeCommands(): string[] {
 }
 
 describe('the README temporal CLI commands', () => {
+  let stack: Stack;
   let t: TestEnv;
   let ns: string;
-  let ollama: FakeOllama;
-  let selfheal: RunningSelfheal;
   let client: Client;
-  let close: () => Promise<void>;
   let commands: string[];
   const temporal = findTemporalCli()!;
   const [idSignal, idUpdate] = OWNERS.map((o) => healingWorkflowId('stale_locks', o)) as [string, string];
@@ -72,26 +70,21 @@ describe('the README temporal CLI commands', () => {
     return r.stdout;
   }
 
-  async function status(id: string): Promise<HealingStatus | undefined> {
-    return await client.workflow
-      .getHandle(id)
-      .query(statusQuery)
-      .catch(() => undefined);
-  }
+  const status = (id: string) => healingStatus(client, id);
 
   beforeAll(async () => {
     commands = readmeCommands();
-    t = await createTestEnv();
-    ns = await allocateNamespace();
-    // Ollama answers its tags (no llm_unavailable anomaly) but every chat fails: plans come from the runbook.
-    ollama = await startFakeOllama({ replies: [{ kind: 'status', status: 500 }] });
-    selfheal = await startSelfheal(t, ns, {
-      OLLAMA_HOST: ollama.url,
-      AUTO_FIX_ENABLED: 'false',
-      MAX_ACTIONS_PER_HOUR: '100',
-      VERIFY_DELAY: '2',
+    stack = await startStack({
+      // Ollama answers its tags (no llm_unavailable anomaly) but every chat fails: plans come from the runbook.
+      ollama: { replies: [{ kind: 'status', status: 500 }] },
+      env: ({ ollama }) => ({
+        OLLAMA_HOST: ollama.url,
+        AUTO_FIX_ENABLED: 'false',
+        MAX_ACTIONS_PER_HOUR: '100',
+        VERIFY_DELAY: '2',
+      }),
     });
-    ({ client, close } = await connectClient(ns));
+    ({ t, ns, client } = stack);
     // Real stale locks: owners that never had a heartbeat in this environment's prefix.
     for (const owner of OWNERS)
       await t.redis.set(t.keys.lock(String(Math.floor(Math.random() * 1e9))), `${owner}:${uniqueId('tok')}`);
@@ -102,12 +95,7 @@ describe('the README temporal CLI commands', () => {
       });
   }, 180_000);
 
-  afterAll(async () => {
-    await selfheal?.stop();
-    await close?.();
-    await ollama?.close();
-    await t?.cleanup();
-  });
+  afterAll(() => stack?.stop());
 
   it('the README section has the commands of every kind', () => {
     expect(commands.map((c) => c.split(' --')[0])).toEqual([

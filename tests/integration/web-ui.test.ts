@@ -12,12 +12,12 @@ import path from 'node:path';
 import type { Client } from '@temporalio/client';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { healingWorkflowId, statusQuery } from '../../workflows/definitions';
+import { healingWorkflowId } from '../../workflows/definitions';
 import type { HealingStatus } from '../../workflows/healing';
-import { createTestEnv, type TestEnv, waitFor } from '../helpers/env';
-import { startFakeOllama, type FakeOllama } from '../helpers/fake-ollama';
-import { ROOT, startSelfheal, type RunningSelfheal } from '../helpers/selfheal';
-import { allocateNamespace, connectClient } from '../helpers/temporal';
+import { type TestEnv, waitFor } from '../helpers/env';
+import { ROOT, type RunningSelfheal } from '../helpers/selfheal';
+import { startStack, type Stack } from '../helpers/stack';
+import { healingStatus } from '../helpers/temporal';
 import { planSourceLabel } from '../../core/fallback-cause';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -27,12 +27,11 @@ const ALL_QUERY = 'WorkflowType="healingWorkflow" AND AnomalyType="stale_locks"'
 const AWAITING_QUERY = `${ALL_QUERY} AND HealPhase="awaiting_approval"`;
 
 describe('the Temporal Web UI shows the healings', () => {
+  let stack: Stack;
   let t: TestEnv;
   let ns: string;
-  let ollama: FakeOllama;
   let selfheal: RunningSelfheal;
   let client: Client;
-  let close: () => Promise<void>;
   let browser: Browser;
   let context: BrowserContext;
   let page: Page;
@@ -43,12 +42,7 @@ describe('the Temporal Web UI shows the healings', () => {
   const ui = () => `http://127.0.0.1:${inject('temporalUiPort')}`;
   const listUrl = (query: string) => `${ui()}/namespaces/${ns}/workflows?query=${encodeURIComponent(query)}`;
 
-  async function status(id: string): Promise<HealingStatus | undefined> {
-    return await client.workflow
-      .getHandle(id)
-      .query(statusQuery)
-      .catch(() => undefined);
-  }
+  const status = (id: string) => healingStatus(client, id);
 
   /** Workflow ids the server's visibility lists for `query` (what the UI's list is built from). */
   async function listed(query: string): Promise<string[]> {
@@ -72,16 +66,16 @@ describe('the Temporal Web UI shows the healings', () => {
   }
 
   beforeAll(async () => {
-    t = await createTestEnv();
-    ns = await allocateNamespace();
-    ollama = await startFakeOllama({ replies: [{ kind: 'status', status: 500 }] });
-    selfheal = await startSelfheal(t, ns, {
-      OLLAMA_HOST: ollama.url,
-      AUTO_FIX_ENABLED: 'false',
-      MAX_ACTIONS_PER_HOUR: '100',
-      VERIFY_DELAY: '2',
+    stack = await startStack({
+      ollama: { replies: [{ kind: 'status', status: 500 }] },
+      env: ({ ollama }) => ({
+        OLLAMA_HOST: ollama.url,
+        AUTO_FIX_ENABLED: 'false',
+        MAX_ACTIONS_PER_HOUR: '100',
+        VERIFY_DELAY: '2',
+      }),
     });
-    ({ client, close } = await connectClient(ns));
+    ({ t, ns, selfheal, client } = stack);
     // Stale locks are put on finished documents; without the pipeline, some finished a day ago.
     await t.pool.query(
       `INSERT INTO documents (stage, status, completed_at, updated_at)
@@ -126,10 +120,7 @@ describe('the Temporal Web UI shows the healings', () => {
 
   afterAll(async () => {
     await browser?.close();
-    await selfheal?.stop();
-    await close?.();
-    await ollama?.close();
-    await t?.cleanup();
+    await stack?.stop();
   });
 
   it('lists the healings awaiting approval for a search-attribute query in the URL', async () => {
