@@ -57,17 +57,17 @@ describe('the event watcher (the stream replaced by a PassThrough: a drop cannot
     const keys = createKeys('t:');
     const hash = new Map<string, string>();
     const redis = {
-      hset: async (_k: string, field: string, value: string) => (hash.set(field, value), 1),
-      hdel: async (_k: string, field: string) => (hash.delete(field) ? 1 : 0),
+      hset: (_k: string, field: string, value: string) => Promise.resolve((hash.set(field, value), 1)),
+      hdel: (_k: string, field: string) => Promise.resolve(hash.delete(field) ? 1 : 0),
     };
     const streams: PassThrough[] = [];
     const calls: Record<string, unknown>[] = [];
     const docker = {
-      getEvents: async (opts: Record<string, unknown>) => {
+      getEvents: (opts: Record<string, unknown>) => {
         calls.push(opts);
         const s = new PassThrough();
         streams.push(s);
-        return s;
+        return Promise.resolve(s);
       },
     };
     const triggers: string[] = [];
@@ -76,7 +76,7 @@ describe('the event watcher (the stream replaced by a PassThrough: a drop cannot
       redis: redis as never,
       keys,
       labels: ['selfheal.prefix=t:'],
-      trigger: async (why) => void triggers.push(why),
+      trigger: (why) => Promise.resolve(void triggers.push(why)),
       log: pino({ level: 'silent' }),
     });
     const until = async (cond: () => boolean) => {
