@@ -7,7 +7,13 @@ import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import type { Keys } from '../core/keys';
 import type { Plan } from '../core/plan';
-import { evaluateSafety, type SafetyContext, type SafetyPolicy, type Verdict } from '../core/safety';
+import {
+  evaluateSafety,
+  RESTART_BACKOFF_MAX_SECONDS,
+  type SafetyContext,
+  type SafetyPolicy,
+  type Verdict,
+} from '../core/safety';
 import { containerWorking, type ContainerState } from '../core/snapshot';
 import { latestCycleRecord } from './metrics-stream';
 
@@ -94,7 +100,13 @@ export function createSafetyActivities({ pool, redis, keys }: { pool: pg.Pool; r
       let view: ContainerView = { known: false };
       if (plan.action === 'restart_worker' && plan.params.container) {
         view = await containerView(plan.params.container);
-        const windowStart = now - Math.max(policy.breakerWindowSeconds, policy.cooldownSeconds) * 1000;
+        // Far enough back for the breaker and for the longest backoff the last restart may impose.
+        const lookBackSeconds = Math.max(
+          policy.breakerWindowSeconds,
+          policy.cooldownSeconds,
+          Math.min(policy.restartBackoffMaxSeconds ?? RESTART_BACKOFF_MAX_SECONDS, 86_400),
+        );
+        const windowStart = now - lookBackSeconds * 1000;
         const { rows } = await pool.query<{ reserved_at_ms: string }>(
           `SELECT reserved_at_ms FROM action_permits
             WHERE action = 'restart_worker' AND target = $1 AND reserved_at_ms > $2
@@ -126,6 +138,7 @@ export function createSafetyActivities({ pool, redis, keys }: { pool: pg.Pool; r
         allowlist: policy.allowlist,
         denylist: policy.denylist,
         cooldownSeconds: policy.cooldownSeconds,
+        restartBackoffMaxSeconds: policy.restartBackoffMaxSeconds,
         breakerRestarts: policy.breakerRestarts,
         breakerWindowSeconds: policy.breakerWindowSeconds,
         requeueCap: policy.requeueCap,

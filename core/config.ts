@@ -192,7 +192,10 @@ export const configSchema = z.object({
   AUTO_FIX_ENABLED: boolean(false).describe("When false (default) every action waits for a human's approval."),
   MIN_CONFIDENCE: decimal(0.8, 0, 1).describe('Plans below this confidence (0..1) wait for approval.'),
   APPROVAL_TIMEOUT: seconds(3600).describe('Seconds to wait for approval; no answer means reject.'),
-  RESTART_COOLDOWN: seconds(600, 0).describe('Seconds between two restarts of the same target.'),
+  RESTART_COOLDOWN: seconds(600, 0).describe(
+    'Seconds between two restarts of the same target; doubling with each restart in the hour (a crash loop backs off).',
+  ),
+  RESTART_BACKOFF_MAX: seconds(3600, 0).describe('Cap of the crash-loop backoff between two restarts of a target, s.'),
   MAX_REQUEUES: integer(3, 0, 100).describe('Times a document may be requeued before it is dead-lettered.'),
   CONTAINER_ALLOWLIST: list('pipeline-*', { re: /^[A-Za-z0-9_.*?[\]-]+$/, expected: 'container-name globs' }).describe(
     'Glob patterns of container names selfheal may restart.',

@@ -20,6 +20,11 @@ export interface PlanParams {
   entries?: { queue: string; id: string; count: number }[];
   /** Why, in one line (quarantine reason, escalation text). */
   reason?: string;
+  /**
+   * restart_worker of a container that died holding a document that killed a worker before: that document is
+   * quarantined first, so the restarted worker does not take it and die again (the crash loop's cause).
+   */
+  quarantineFirst?: number[];
 }
 
 export const PlanSource = { llm: 'llm', runbook: 'runbook' } as const;

@@ -174,9 +174,11 @@ export function deriveParams(anomaly: Anomaly, action: ActionType, context: Runb
   switch (action) {
     case 'restart_worker': {
       const container = containerFor(anomaly, context);
-      return container
-        ? { ok: true, value: { container } }
-        : { ok: false, error: 'no known container to restart in the evidence' };
+      if (!container) return { ok: false, error: 'no known container to restart in the evidence' };
+      // A worker that died holding a document that killed a worker before: that document goes first.
+      const poison =
+        anomaly.type === 'unhealthy_container' ? documentIds(anomaly.evidence.poisonSuspects, EVIDENCE_ID_CAP) : [];
+      return { ok: true, value: { container, ...(poison.length > 0 ? { quarantineFirst: poison } : {}) } };
     }
     case 'requeue_documents': {
       const ids = documentIds(

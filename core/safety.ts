@@ -15,8 +15,10 @@ export interface SafetyContext {
   /** CONTAINER_ALLOWLIST / CONTAINER_DENYLIST globs; the deny list wins. */
   allowlist: string[];
   denylist: string[];
-  /** RESTART_COOLDOWN, s. */
+  /** RESTART_COOLDOWN, s: the gap after a restart before the next one of the target, doubling in a crash loop. */
   cooldownSeconds: number;
+  /** Cap of the crash-loop backoff, s (default RESTART_BACKOFF_MAX_SECONDS). */
+  restartBackoffMaxSeconds?: number;
   /** Restarts of this target that make the circuit breaker open within `breakerWindowSeconds`. */
   breakerRestarts: number;
   breakerWindowSeconds: number;
@@ -45,6 +47,7 @@ export type SafetyPolicy = Pick<
   | 'allowlist'
   | 'denylist'
   | 'cooldownSeconds'
+  | 'restartBackoffMaxSeconds'
   | 'breakerRestarts'
   | 'breakerWindowSeconds'
   | 'requeueCap'
@@ -57,7 +60,10 @@ export const VerdictDecision = {
   needs_approval: 'needs_approval',
   /** Do not act; escalate to a human with the reasons. */
   escalate: 'escalate',
-  /** Not yet: another restart of the stage is in flight; check again once it is done (durable timer, bounded). */
+  /**
+   * Not yet: another restart of the stage is in flight, or a crash loop backs off; check again later (durable timer,
+   * bounded by RATE_LIMIT_MAX_WAIT).
+   */
   wait: 'wait',
 } as const;
 export type VerdictDecision = (typeof VerdictDecision)[keyof typeof VerdictDecision];
@@ -68,6 +74,17 @@ export interface Verdict {
   reasons: string[];
   /** Whether acting needs a permit of the global budget (escalations and no_action do not). */
   needsPermit: boolean;
+  /** With `wait`: when checking again makes sense (epoch ms), when the policy knows (a crash loop's backoff). */
+  retryAt?: number;
+}
+
+/** Restarts back off from RESTART_COOLDOWN, doubling per restart in the breaker window, up to the cap (1 h default). */
+export const RESTART_BACKOFF_MAX_SECONDS = 3600;
+
+/** The gap a restart needs after the last one, when the breaker window holds `restarts` restarts of the target. */
+export function restartBackoffMs(restarts: number, cooldownSeconds: number, maxSeconds = RESTART_BACKOFF_MAX_SECONDS) {
+  const doubled = cooldownSeconds * 2 ** Math.max(0, Math.min(restarts, 20) - 1);
+  return Math.min(doubled, Math.max(maxSeconds, cooldownSeconds)) * 1000;
 }
 
 /** Glob match of a container name: `*` any run, `?` one character, `[...]` a class. */
@@ -129,20 +146,39 @@ export function evaluateSafety(plan: Plan, ctx: SafetyContext): Verdict {
     reasons.push(allowed.why);
     const windowStart = ctx.now - ctx.breakerWindowSeconds * 1000;
     const inWindow = ctx.recentRestartsOfTarget.filter((t) => t > windowStart);
+    const poison = plan.params.quarantineFirst ?? [];
     if (inWindow.length >= ctx.breakerRestarts) {
-      return escalate(
-        `circuit breaker open: ${inWindow.length} restarts of ${container} in the last ${ctx.breakerWindowSeconds / 60} min`,
-      );
-    }
-    const last = inWindow[inWindow.length - 1] ?? ctx.recentRestartsOfTarget[ctx.recentRestartsOfTarget.length - 1];
-    if (last !== undefined && ctx.now - last < ctx.cooldownSeconds * 1000) {
-      return escalate(
-        `cooldown: ${container} was restarted ${Math.round((ctx.now - last) / 1000)} s ago (cooldown ${ctx.cooldownSeconds} s)`,
+      const open = `circuit breaker open: ${inWindow.length} restarts of ${container} in the last ${ctx.breakerWindowSeconds / 60} min`;
+      // The loop's cause is known and removed first: the documents it died on are quarantined before this restart.
+      if (poison.length === 0) return escalate(open);
+      reasons.push(
+        `${open}, but the document${poison.length > 1 ? 's' : ''} it died on (${poison.join(', ')}) are quarantined first`,
       );
     }
     // Among the replicas of its stage or compose service; a container that has none is not counted against.
     if (ctx.targetHealthy && ctx.healthyWorkersInStage !== undefined && ctx.healthyWorkersInStage <= 1) {
       return escalate(`${container} is the last healthy worker of its ${ctx.targetGroup ?? 'stage'}`);
+    }
+    // A crash loop backs off, like Kubernetes' CrashLoopBackOff: after n restarts of the target in the breaker window
+    // the next one waits RESTART_COOLDOWN x 2^(n-1) after the last (capped), on durable timers, instead of giving up.
+    // Not when the loop's cause is removed first (the documents it died on are quarantined): then at once.
+    const last = ctx.recentRestartsOfTarget[ctx.recentRestartsOfTarget.length - 1];
+    if (last !== undefined && poison.length === 0) {
+      const backoffMs = restartBackoffMs(inWindow.length, ctx.cooldownSeconds, ctx.restartBackoffMaxSeconds);
+      if (ctx.now - last < backoffMs) {
+        const ago = Math.round((ctx.now - last) / 1000);
+        return {
+          decision: 'wait',
+          reasons: [
+            ...reasons,
+            `crash loop: ${inWindow.length} restart${inWindow.length === 1 ? '' : 's'} of ${container} in the last ` +
+              `${ctx.breakerWindowSeconds / 60} min, the last ${ago} s ago; backing off ${Math.round(backoffMs / 1000)} s ` +
+              `(RESTART_COOLDOWN ${ctx.cooldownSeconds} s, doubling)`,
+          ],
+          needsPermit: true,
+          retryAt: last + backoffMs,
+        };
+      }
     }
     // One restart in flight per stage: a second dead worker of the stage waits for the first restart, it is not
     // given up on (two dead workers of one stage are both restarted, one after the other).

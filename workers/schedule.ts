@@ -19,6 +19,7 @@ export function healingPolicy(config: Config): HealingPolicy {
     allowlist: config.CONTAINER_ALLOWLIST,
     denylist: config.CONTAINER_DENYLIST,
     cooldownSeconds: config.RESTART_COOLDOWN,
+    restartBackoffMaxSeconds: config.RESTART_BACKOFF_MAX,
     breakerRestarts: BREAKER_RESTARTS,
     breakerWindowSeconds: BREAKER_WINDOW_SECONDS,
     requeueCap: config.REQUEUE_CAP,

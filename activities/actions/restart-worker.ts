@@ -7,6 +7,7 @@ import { isHealthyStatus } from '../../core/snapshot';
 import type { Plan } from '../../core/plan';
 import type { ActionContext } from './context';
 import { createNotice } from './notice';
+import { quarantineRows } from './quarantine-document';
 import { record } from './executed-row';
 import { checkInput, invalid } from './helpers';
 import { ActionErrorType, type ActionInput, type ActionResult } from './types';
@@ -25,7 +26,7 @@ export async function httpStatus(url: string, timeoutMs = 2_000): Promise<number
 }
 
 export function createRestartWorker(ctx: ActionContext) {
-  const { pool, docker, config, priorResult, lastAttempt, recordAttempt } = ctx;
+  const { pool, documentsPool, docker, config, priorResult, lastAttempt, recordAttempt } = ctx;
   const notice = createNotice(ctx);
   const healthUrls = new Map(config.healthTargets.map((t) => [t.container, t.url]));
   const restartHealthTimeoutMs = config.restartHealthTimeoutMs ?? 30_000;
@@ -131,6 +132,16 @@ export function createRestartWorker(ctx: ActionContext) {
       return result;
     }
 
+    // A crash loop on a poison document: the document goes first, so the restarted worker does not take it again.
+    const poison = (plan.params.quarantineFirst ?? []).filter((id) => Number.isSafeInteger(id) && id > 0);
+    const quarantinedFirst =
+      poison.length > 0
+        ? await quarantineRows(
+            documentsPool,
+            poison.slice(0, config.requeueCap),
+            `quarantined by selfheal: ${name} died holding it, as a worker had before (crash loop)`,
+          )
+        : undefined;
     // The container's stop-timeout label, else RESTART_STOP_TIMEOUT.
     const stopTimeout = stopTimeoutFromLabels(labels);
     const stopSeconds = stopTimeout.seconds ?? config.restartStopTimeoutSeconds;
@@ -159,6 +170,7 @@ export function createRestartWorker(ctx: ActionContext) {
         ...(before.dockerHealth ? { dockerHealthBefore: before.dockerHealth } : {}),
         healthStatusBefore: before.status ?? null,
         stopTimeoutSeconds: stopSeconds,
+        ...(quarantinedFirst ? { quarantinedFirst, quarantineRequested: poison } : {}),
         ...(stopTimeout.label ? { stopTimeoutLabel: stopTimeout.label } : {}),
         ...(stopTimeout.invalid ? { stopTimeoutLabelInvalid: stopTimeout.invalid } : {}),
         restartMs,

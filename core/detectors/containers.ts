@@ -1,5 +1,6 @@
 /** Container and service detectors: failing health checks or stopped containers, and the LLM server. */
-import { anomaly, type Detector } from './common';
+import { anomaly, EVIDENCE_ID_CAP, type Detector } from './common';
+import { deathsByDocument } from './documents';
 import type { ContainerState } from '../snapshot';
 import type { Anomaly } from '../types';
 
@@ -36,6 +37,10 @@ export const detectUnhealthyContainer: Detector = (snapshot, history, t, now) =>
     // Decided by Docker's facts either way: a container stopped on purpose is not restarted for its health URL.
     seen.add(c.name);
     if (ended?.leftAlone) continue;
+    // The documents it died holding that a worker had died holding before: a poison document's crash loop.
+    const held = snapshot.processing.filter((d) => d.workerId === c.name).map((d) => d.id);
+    const deaths = held.length > 0 ? deathsByDocument([...history.map((r) => r.snapshot), snapshot]) : undefined;
+    const poisonSuspects = held.filter((id) => (deaths?.get(id)?.size ?? 0) >= 2).slice(0, EVIDENCE_ID_CAP);
     out.push(
       anomaly(
         'unhealthy_container',
@@ -46,6 +51,7 @@ export const detectUnhealthyContainer: Detector = (snapshot, history, t, now) =>
           state: c.state,
           restartCount: c.restartCount,
           source: DOCKER_SOURCE,
+          ...(poisonSuspects.length > 0 ? { poisonSuspects } : {}),
           ...(c.exitCode !== undefined
             ? { exitCode: c.exitCode, oomKilled: c.oomKilled ?? false, ended: ended?.how }
             : {}),

@@ -92,7 +92,7 @@ export const detectLostDocuments: Detector = (snapshot, _history, _t, now) => {
  * again (a restart in between) while it had the row. Keyed by document, then by `worker@incarnation` (the
  * container's start time), so one death seen over many cycles counts once.
  */
-function deathsByDocument(records: Snapshot[]): Map<number, Set<string>> {
+export function deathsByDocument(records: Snapshot[]): Map<number, Set<string>> {
   const deaths = new Map<number, Set<string>>();
   const add = (id: number, who: string) => deaths.set(id, (deaths.get(id) ?? new Set()).add(who));
   let prev: Snapshot | undefined;

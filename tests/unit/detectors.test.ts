@@ -383,6 +383,15 @@ describe('poison_document: worker processes died while processing it', () => {
     expect(out[0]!.evidence.documentIds).toEqual([42]);
   });
 
+  it('a container that died holding a document a worker died on before names it a poison suspect', () => {
+    const died = (s: Snapshot) => detectUnhealthyContainer(s, [], thresholds, NOW);
+    // First death on it: not yet a suspect.
+    expect(died(withDoc(NOW, false, 100))[0]!.evidence.poisonSuspects).toBeUndefined();
+    const history = [rec2(withDoc(NOW - 4 * S, false, 100)), rec2(withDoc(NOW - 2 * S, true, 200))];
+    const [a] = detectUnhealthyContainer(withDoc(NOW, false, 200), history, thresholds, NOW);
+    expect(a!.evidence.poisonSuspects).toEqual([42]);
+  });
+
   it('a restart between two cycles (new start time) while it held the document counts as a death', () => {
     const history = [rec2(withDoc(NOW - 3 * S, true, 100)), rec2(withDoc(NOW - 2 * S, true, 200))];
     const out = detectPoisonDocument(withDoc(NOW, true, 300), history, t3, NOW);

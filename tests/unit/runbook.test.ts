@@ -252,6 +252,17 @@ describe('parameters come only from the evidence', () => {
     });
   });
 
+  it('a restart of a container that died on a poison suspect quarantines it first', () => {
+    const anomaly = make('unhealthy_container', { poisonSuspects: [42, 'x', -3] }, 'pipeline-w-1');
+    expect(deriveParams(anomaly, 'restart_worker', ctx)).toEqual({
+      ok: true,
+      value: { container: 'pipeline-w-1', quarantineFirst: [42] },
+    });
+    // Only for a container's own death: a stage's anomaly restarts without it.
+    const stage = make('stalled_queue', { containers: ['pipeline-ok'], poisonSuspects: [42] });
+    expect(deriveParams(stage, 'restart_worker', ctx)).toEqual({ ok: true, value: { container: 'pipeline-ok' } });
+  });
+
   it('ignores container names Docker would refuse', () => {
     const anomaly = make('stalled_queue', { containers: ['../etc', 'a b', '-x', 'pipeline-ok'] });
     expect(deriveParams(anomaly, 'restart_worker', ctx)).toEqual({ ok: true, value: { container: 'pipeline-ok' } });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Plan } from '../../core/plan';
-import { containerAllowed, evaluateSafety, globMatch, type SafetyContext } from '../../core/safety';
+import { containerAllowed, evaluateSafety, globMatch, restartBackoffMs, type SafetyContext } from '../../core/safety';
 
 const NOW = 1_800_000_000_000;
 const MIN = 60_000;
@@ -69,6 +69,19 @@ describe('globMatch', () => {
   });
 });
 
+describe('crash-loop backoff', () => {
+  it('RESTART_COOLDOWN, doubling with each restart in the window, capped', () => {
+    expect([0, 1, 2, 3, 4, 30].map((n) => restartBackoffMs(n, 10, 300) / 1000)).toEqual([10, 10, 20, 40, 80, 300]);
+    // The cap never undercuts the cooldown itself.
+    expect(restartBackoffMs(3, 600, 300)).toBe(600_000);
+  });
+
+  it('the wait says when to look again', () => {
+    const v = evaluateSafety(plan(), ctx({ recentRestartsOfTarget: [NOW - 5 * MIN] }));
+    expect(v).toMatchObject({ decision: 'wait', needsPermit: true, retryAt: NOW - 5 * MIN + 10 * MIN });
+  });
+});
+
 describe('evaluateSafety', () => {
   const cases: { name: string; plan: Plan; ctx: SafetyContext; decision: string; reason?: RegExp }[] = [
     { name: 'restart within policy, auto-fix on: allow', plan: plan(), ctx: ctx(), decision: 'allow' },
@@ -114,17 +127,37 @@ describe('evaluateSafety', () => {
     },
     { name: 'restart without a container: escalate', plan: plan({ params: {} }), ctx: ctx(), decision: 'escalate' },
     {
-      name: 'cooldown: restarted 5 min ago with a 10 min cooldown',
+      name: 'cooldown: restarted 5 min ago with a 10 min cooldown: waits (crash-loop backoff), does not give up',
       plan: plan(),
       ctx: ctx({ recentRestartsOfTarget: [NOW - 5 * MIN] }),
-      decision: 'escalate',
-      reason: /cooldown/,
+      decision: 'wait',
+      reason: /crash loop: 1 restart of pipeline-extract-1 in the last 60 min, the last 300 s ago; backing off 600 s/,
     },
     {
       name: 'cooldown over: restarted 11 min ago',
       plan: plan(),
       ctx: ctx({ recentRestartsOfTarget: [NOW - 11 * MIN] }),
       decision: 'allow',
+    },
+    {
+      name: 'the backoff doubles: two restarts in the hour, the last 15 min ago, wait 20 min',
+      plan: plan(),
+      ctx: ctx({ recentRestartsOfTarget: [NOW - 40 * MIN, NOW - 15 * MIN] }),
+      decision: 'wait',
+      reason: /backing off 1200 s/,
+    },
+    {
+      name: 'the backoff doubled is over: two restarts in the hour, the last 21 min ago',
+      plan: plan(),
+      ctx: ctx({ recentRestartsOfTarget: [NOW - 40 * MIN, NOW - 21 * MIN] }),
+      decision: 'allow',
+    },
+    {
+      name: 'breaker open, but the document the worker died on is quarantined first: allowed',
+      plan: plan({ params: { container: 'pipeline-extract-1', quarantineFirst: [42] } }),
+      ctx: ctx({ recentRestartsOfTarget: [NOW - 59 * MIN, NOW - 48 * MIN, NOW - 27 * MIN] }),
+      decision: 'allow',
+      reason: /circuit breaker open: 3 restarts .*, but the document it died on \(42\) are quarantined first/,
     },
     {
       name: 'circuit breaker: 3 restarts within the hour',

@@ -80,9 +80,9 @@ export async function analyze(run: HealingRun, rung: number): Promise<Plan> {
 }
 
 /**
- * The policy's verdict, waiting while it says `wait` (another restart of the stage is in flight) on durable timers
- * that back off from 5 s to 60 s, up to RATE_LIMIT_MAX_WAIT; past that the verdict is an escalation. The first wait
- * is audited (`rate_limited`), not every check.
+ * The policy's verdict, waiting while it says `wait` on durable timers: until its `retryAt` (a crash loop's backoff),
+ * else backing off from 5 s to 60 s (another restart of the stage is in flight), up to RATE_LIMIT_MAX_WAIT; past
+ * that the verdict is an escalation. The first wait is audited (`rate_limited`), not every check.
  */
 export async function checkSafetyWaiting(run: HealingRun, args: { plan: Plan; ownPermitKey?: string }) {
   const { policy } = run;
@@ -93,7 +93,8 @@ export async function checkSafetyWaiting(run: HealingRun, args: { plan: Plan; ow
     const r = await checkSafety({ ...args, policy, workflowId: run.info.workflowId, now: Date.now() });
     if (r.verdict.decision !== 'wait') return r;
     const why = r.verdict.reasons.join('; ');
-    if (Date.now() - since + pauseMs > policy.maxRateLimitWaitSeconds * 1000) {
+    const untilMs = r.verdict.retryAt !== undefined ? Math.max(1_000, r.verdict.retryAt - Date.now()) : pauseMs;
+    if (Date.now() - since + untilMs > policy.maxRateLimitWaitSeconds * 1000) {
       return {
         ...r,
         verdict: {
@@ -109,13 +110,17 @@ export async function checkSafetyWaiting(run: HealingRun, args: { plan: Plan; ow
       await run.audit({
         step: 'rate_limited',
         action: args.plan.action,
-        params: { planId: args.plan.id, reasons: r.verdict.reasons },
+        params: {
+          planId: args.plan.id,
+          reasons: r.verdict.reasons,
+          ...(r.verdict.retryAt !== undefined ? { retryAt: r.verdict.retryAt } : {}),
+        },
         decidedBy: 'policy',
         outcome: 'wait',
       });
     }
-    await sleep(pauseMs);
-    pauseMs = Math.min(pauseMs * 2, 60_000);
+    await sleep(untilMs);
+    if (r.verdict.retryAt === undefined) pauseMs = Math.min(pauseMs * 2, 60_000);
   }
 }
 
