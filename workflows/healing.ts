@@ -4,7 +4,9 @@
  * Every step is written to healing_log; the phase, the action and a markdown timeline are visible in the Web UI.
  * The phases are in healing/; this file is the loop that walks them.
  */
-import { log } from '@temporalio/workflow';
+import { log, patched } from '@temporalio/workflow';
+import type { Plan } from '../core/plan';
+import type { Anomaly } from '../core/types';
 import { errorMessage } from '../core/errors';
 import { planSourceLabel } from '../core/fallback-cause';
 import type { HealingInput, HealingStatus } from './definitions';
@@ -32,8 +34,9 @@ export async function healingWorkflow(input: HealingInput): Promise<HealingStatu
 
 async function heal(run: HealingRun): Promise<HealingStatus> {
   const { info, status } = run;
+  let poisonRetried = false;
   // The next rung continues after the remedy actually tried (the runbook may skip a rung it cannot apply).
-  for (let rung = 0; ; rung = (status.plan?.rung ?? rung) + 1) {
+  for (let rung = 0; ;) {
     const plan = await analyze(run, rung);
     if (plan.action === 'escalate_to_human') return run.escalate(plan.reasoning || 'the plan is to escalate');
     // no_action: nothing to check or do; verification tells whether the anomaly went away on its own.
@@ -71,6 +74,23 @@ async function heal(run: HealingRun): Promise<HealingStatus> {
     if (plan.action === 'no_action') {
       return run.escalate(`no action proposed and the anomaly persists: ${healed.note}`);
     }
+    // The restarted worker died again holding a document that killed it before: the same remedy once more, planned
+    // from what is seen now, so that document is quarantined first (a poison document must not keep it down).
+    if (!poisonRetried && newPoisonSuspects(plan, healed.current).length > 0 && patched('poison-first')) {
+      poisonRetried = true;
+      run.anomaly = healed.current!;
+      log.info('died again on a document that killed it before: restart with it quarantined first', { rung });
+      continue;
+    }
     log.info('not healed, next rung', { rung });
+    rung = (status.plan?.rung ?? rung) + 1;
   }
+}
+
+/** Documents the current anomaly names as poison suspects that the restart just tried did not quarantine. */
+function newPoisonSuspects(plan: Plan, current: Anomaly | undefined): unknown[] {
+  if (plan.action !== 'restart_worker' || current?.type !== 'unhealthy_container') return [];
+  const suspects = current.evidence.poisonSuspects;
+  const done = new Set(plan.params.quarantineFirst ?? []);
+  return Array.isArray(suspects) ? suspects.filter((id) => !done.has(id as number)) : [];
 }

@@ -37,10 +37,13 @@ export const detectUnhealthyContainer: Detector = (snapshot, history, t, now) =>
     // Decided by Docker's facts either way: a container stopped on purpose is not restarted for its health URL.
     seen.add(c.name);
     if (ended?.leftAlone) continue;
-    // The documents it died holding that a worker had died holding before: a poison document's crash loop.
-    const held = snapshot.processing.filter((d) => d.workerId === c.name).map((d) => d.id);
-    const deaths = held.length > 0 ? deathsByDocument([...history.map((r) => r.snapshot), snapshot]) : undefined;
-    const poisonSuspects = held.filter((id) => (deaths?.get(id)?.size ?? 0) >= 2).slice(0, EVIDENCE_ID_CAP);
+    // A document it died holding (now or at an earlier death in the history), on which workers died at least twice:
+    // a poison document's crash loop. Read from the history too: the document may have been requeued since.
+    const poisonSuspects = [...deathsByDocument([...history.map((r) => r.snapshot), snapshot])]
+      .filter(([, died]) => died.size >= 2 && [...died].some((k) => k.startsWith(`${c.name}@`)))
+      .map(([id]) => id)
+      .sort((a, b) => a - b)
+      .slice(0, EVIDENCE_ID_CAP);
     out.push(
       anomaly(
         'unhealthy_container',

@@ -390,6 +390,10 @@ describe('poison_document: worker processes died while processing it', () => {
     const history = [rec2(withDoc(NOW - 4 * S, false, 100)), rec2(withDoc(NOW - 2 * S, true, 200))];
     const [a] = detectUnhealthyContainer(withDoc(NOW, false, 200), history, thresholds, NOW);
     expect(a!.evidence.poisonSuspects).toEqual([42]);
+    // Requeued since its second death (not processing any more): the history still names it.
+    const later = [...history, rec2(withDoc(NOW, false, 200))];
+    const [b] = detectUnhealthyContainer(withDoc(NOW + S, false, 200, false), later, thresholds, NOW + S);
+    expect(b!.evidence.poisonSuspects).toEqual([42]);
   });
 
   it('a restart between two cycles (new start time) while it held the document counts as a death', () => {

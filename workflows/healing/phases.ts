@@ -2,6 +2,7 @@
  * The phases of a healing, in the order the main loop walks them: analyze, check the policy (waiting while it says
  * so), wait for a permit of the global budget, check again before acting, act, verify. Approval is in approval.ts.
  */
+import type { Anomaly } from '../../core/types';
 import { log, patched, sleep } from '@temporalio/workflow';
 import { errorMessage } from '../../core/errors';
 import { EVIDENCE_SKIPPED_TYPES, type AnalysisEvidence } from '../../core/evidence';
@@ -275,7 +276,9 @@ export async function verifyFix(run: HealingRun, plan: Plan, rung: number) {
 }
 
 /** Re-collects the snapshot (and the containers) and re-runs the same detector. */
-async function verify(input: HealingInput): Promise<{ healed: boolean; blind?: boolean; note: string }> {
+async function verify(
+  input: HealingInput,
+): Promise<{ healed: boolean; blind?: boolean; note: string; current?: Anomaly }> {
   const [snapshot, docker] = await Promise.all([
     collectMetrics(),
     inspectContainers({ names: input.containers, labels: input.containerLabels }),
@@ -286,6 +289,6 @@ async function verify(input: HealingInput): Promise<{ healed: boolean; blind?: b
   const needed = input.anomaly.type === 'unhealthy_container' ? ['redis', 'postgres', 'docker'] : ['redis', 'postgres'];
   const blind = r.degraded.filter((s) => needed.includes(s));
   if (blind.length > 0) return { healed: false, blind: true, note: `cannot verify: ${blind.join(', ')} unreadable` };
-  if (r.present) return { healed: false, note: r.current?.summary ?? 'still detected' };
+  if (r.present) return { healed: false, note: r.current?.summary ?? 'still detected', current: r.current };
   return { healed: true, note: `${input.anomaly.type} no longer detected on ${input.anomaly.target}` };
 }
