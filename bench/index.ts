@@ -10,7 +10,8 @@
  *   heal       restart / requeue / stale locks against the bare operation; --docs 100000 --cap 10000
  *              --locks 10000 --rounds 3
  *   system     `selfheal up` startup, healing throughput (--bursts 10,100,500) and peak memory per process
- *   detection  detection latency per fault class (`selfheal demo`) against its bound
+ *   detection  Docker-native detection, events against polling (--trials 20 --interval 5; --write keeps it in the
+ *              report), then the detection latency per fault class (`selfheal demo`) against its bound (--no-demo)
  *   up         startup time and resident memory of `selfheal up` with the reference pipeline
  *   pipeline   documents/s through the reference pipeline; --workers 2 --docs 1000 --kind process|container
  *   cli        start time of the compiled `selfheal --help` and `selfheal status` against `temporal --help`;
@@ -42,6 +43,7 @@ import { benchHealLocks, benchHealRequeue, benchHealRestart } from './heal';
 import { benchLlm, llmTargets } from './llm';
 import { benchMonitorSize } from './monitor';
 import { type BenchResults, machine, readResults, writeReport } from './report';
+import { benchDockerDetection } from './docker-detection';
 import { benchDetection, benchSystem } from './system';
 import { targets } from './targets';
 
@@ -222,14 +224,16 @@ async function benchAll(): Promise<void> {
   // The compose and llm parts run alone (the host's ports; a model): their last figures are kept.
   let compose: BenchResults['compose'];
   let llm: BenchResults['llm'];
+  let dockerDetection: BenchResults['dockerDetection'];
   try {
     const saved = readResults(ROOT);
     compose = saved.compose;
     llm = saved.llm;
+    dockerDetection = saved.dockerDetection;
   } catch {
     compose = undefined;
   }
-  const partial = { startedAt, machine: m, monitor, detection, heal, system, cli, compose, llm };
+  const partial = { startedAt, machine: m, monitor, detection, heal, system, cli, compose, llm, dockerDetection };
   const results: BenchResults = { ...partial, targets: targets(partial), finishedAt: new Date().toISOString() };
   writeReport(ROOT, results);
   console.log('monitoring cycle vs floor');
@@ -292,8 +296,25 @@ async function main(): Promise<void> {
       table(s.memory);
       return;
     }
-    case 'detection':
-      return table(await benchDetection());
+    case 'detection': {
+      const { values } = parseArgs({
+        args: rest,
+        options: {
+          trials: { type: 'string', default: '20' },
+          interval: { type: 'string', default: '5' },
+          write: { type: 'boolean', default: false },
+          'no-demo': { type: 'boolean', default: false },
+        },
+      });
+      const m = machine();
+      const measuredAt = new Date().toISOString();
+      const rows = await benchDockerDetection({ trials: Number(values.trials), interval: Number(values.interval) });
+      console.log('Docker-native detection: event → restart issued');
+      table(rows);
+      if (values.write) writePart(() => ({ dockerDetection: { measuredAt, machine: m, rows } }));
+      if (!values['no-demo']) table(await benchDetection());
+      return;
+    }
     case 'up':
       return benchUp();
     case 'pipeline':

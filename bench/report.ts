@@ -14,6 +14,11 @@ export interface BenchResults {
   system: { startupSeconds: number; throughput: Row[]; memory: Row[] };
   /** CLI start time (`npm run bench -- cli --write` measures it alone, with its own time and machine load). */
   cli?: { measuredAt: string; machine?: BenchResults['machine']; rows: Row[] };
+  /**
+   * Docker-native detection, event-driven against polling only (`npm run bench -- detection --write`): Docker's
+   * event to the restart issued.
+   */
+  dockerDetection?: { measuredAt: string; machine?: BenchResults['machine']; rows: Row[] };
   /** The compose deployment's start times (`npm run bench -- compose --write`, alone: it takes the host's ports). */
   compose?: { measuredAt: string; machine?: BenchResults['machine']; rows: Row[] };
   /** The analyzer against a real model (`npm run bench -- llm --write`, alone: it needs the model). */
@@ -136,7 +141,21 @@ plus \`ANOMALY_FIRE_CYCLES\` intervals (the consecutive sightings, plus one inte
 target is detection within one interval plus one second of the bound.
 
 ${mdTable(r.detection)}
+${
+  r.dockerDetection
+    ? `
+## Docker-native detection: events against polling
 
+\`npm run bench -- detection --write\` (${r.dockerDetection.measuredAt}): a fresh container per trial, labelled
+\`selfheal.enable=true\`; seconds from Docker's own event (\`health_status: unhealthy\` after its HEALTHCHECK failed,
+or \`die\` after a SIGKILL) to the restart issued (selfheal's \`attempted\` row, written right before the Docker
+restart call), with \`MONITOR_INTERVAL\` as shown. \`events\`: the actions worker follows Docker's event stream and
+triggers a cycle at once; \`polling\`: \`DOCKER_EVENTS=false\`, the next scheduled cycle finds it.
+
+${mdTable(r.dockerDetection.rows)}
+`
+    : ''
+}
 ## Time to heal per action against the bare operation
 
 Restart: a killed pipeline container until its \`/health\` answers 200 (polled every 200 ms), by \`restartWorker\`

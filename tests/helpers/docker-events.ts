@@ -5,6 +5,8 @@ export interface DockerEvent {
   Action?: string;
   Actor?: { Attributes?: { name?: string } };
   time?: number;
+  /** epoch ns. */
+  timeNano?: number;
 }
 
 /**
