@@ -46,7 +46,7 @@ export function createDockerActivities({ docker, scope, stops }: DockerActivityD
   /** The containers stopped on purpose, by name; none when they cannot be read (the exit code decides then). */
   async function stoppedOnPurpose(): Promise<Map<string, StoppedOnPurpose>> {
     if (!stops) return new Map();
-    const hash = await stops.redis.hgetall(stops.keys.dockerStops()).catch(() => ({}) as Record<string, string>);
+    const hash = await stops.redis.hgetall(stops.keys.dockerStops()).catch(() => ({}));
     const out = new Map<string, StoppedOnPurpose>();
     for (const [name, raw] of Object.entries(hash)) {
       try {
