@@ -99,11 +99,12 @@ describe('safety state', () => {
     expect(r.verdict.decision).toBe('escalate');
   });
 
-  it('cooldown from a recent restart permit (also one that found nothing to do)', async () => {
+  it('cooldown from a recent restart permit (also one that found nothing to do): wait until it is over', async () => {
     await permit('k-cool', 'pipeline-b', NOW - 5 * MIN, 'nothing_to_do');
     const r = await check({ plan: restart('pipeline-b'), policy, workflowId: 'wf1', now: NOW });
-    expect(r.verdict.decision).toBe('escalate');
-    expect(r.verdict.reasons.join(';')).toMatch(/cooldown/);
+    expect(r.verdict.decision).toBe('wait');
+    expect(r.verdict.reasons.join(';')).toMatch(/crash loop: 1 restart of pipeline-b .* backing off 600 s/);
+    expect(r.verdict.retryAt).toBe(NOW - 5 * MIN + 10 * MIN);
     // Past the cooldown: allowed again; a refused permit never counts.
     const later = await check({
       plan: restart('pipeline-b'),
