@@ -60,6 +60,30 @@ export function eventMeaning(e: DockerEventMessage, now: number): EventMeaning {
   return { kind: 'ignore' };
 }
 
+/**
+ * Splits the event stream's newline-delimited JSON, whatever the chunking: `push` each chunk, `onMessage` gets every
+ * complete object in order (a line that is not JSON is skipped).
+ */
+export function jsonLines<T>(onMessage: (message: T) => void): (chunk: Buffer | string) => void {
+  let buffered = '';
+  return (chunk) => {
+    buffered += chunk.toString();
+    let nl: number;
+    while ((nl = buffered.indexOf('\n')) >= 0) {
+      const line = buffered.slice(0, nl).trim();
+      buffered = buffered.slice(nl + 1);
+      if (!line) continue;
+      let message: T;
+      try {
+        message = JSON.parse(line) as T;
+      } catch {
+        continue;
+      }
+      onMessage(message);
+    }
+  };
+}
+
 /** The delay before reconnecting to the event stream after `failures` failures in a row: 0.5 s doubling to 30 s. */
 export function reconnectDelayMs(failures: number): number {
   return Math.min(30_000, 500 * 2 ** Math.max(0, failures - 1));

@@ -12,7 +12,13 @@ import type Docker from 'dockerode';
 import type { Redis } from 'ioredis';
 import type pino from 'pino';
 import { errorFirstLine } from '../core/errors';
-import { eventMeaning, reconnectDelayMs, WATCHED_EVENTS, type DockerEventMessage } from '../core/docker-events';
+import {
+  eventMeaning,
+  jsonLines,
+  reconnectDelayMs,
+  WATCHED_EVENTS,
+  type DockerEventMessage,
+} from '../core/docker-events';
 import type { Keys } from '../core/keys';
 
 export interface DockerEventWatcherOptions {
@@ -91,25 +97,14 @@ export function startDockerEventWatcher(opts: DockerEventWatcherOptions): Docker
 
   /** Reads one connection of the stream until it ends; events are handled in order. */
   async function consume(stream: NodeJS.ReadableStream): Promise<void> {
-    let buffered = '';
     let chain = Promise.resolve();
     await new Promise<void>((resolve) => {
-      stream.on('data', (chunk: Buffer) => {
-        buffered += chunk.toString();
-        let nl: number;
-        while ((nl = buffered.indexOf('\n')) >= 0) {
-          const line = buffered.slice(0, nl).trim();
-          buffered = buffered.slice(nl + 1);
-          if (!line) continue;
-          let e: DockerEventMessage;
-          try {
-            e = JSON.parse(line) as DockerEventMessage;
-          } catch {
-            continue;
-          }
+      stream.on(
+        'data',
+        jsonLines<DockerEventMessage>((e) => {
           chain = chain.then(() => handle(e));
-        }
-      });
+        }),
+      );
       stream.once('end', resolve);
       stream.once('close', resolve);
       stream.once('error', (err: Error) => {

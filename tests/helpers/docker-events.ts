@@ -1,5 +1,6 @@
 /** Docker's own record of what happens to containers (the Engine's event stream), for tests to count on. */
 import type Docker from 'dockerode';
+import { jsonLines } from '../../core/docker-events';
 
 export interface DockerEvent {
   Action?: string;
@@ -18,19 +19,13 @@ export async function watchDockerEvents(docker: Docker, names: string[], onEvent
   const stream = (await docker.getEvents({
     filters: { container: names, type: ['container'] },
   })) as NodeJS.ReadableStream & { destroy(): void };
-  let buffered = '';
-  stream.on('data', (chunk: Buffer) => {
-    buffered += chunk.toString();
-    let nl: number;
-    while ((nl = buffered.indexOf('\n')) >= 0) {
-      const line = buffered.slice(0, nl).trim();
-      buffered = buffered.slice(nl + 1);
-      if (!line) continue;
-      const e = JSON.parse(line) as DockerEvent;
+  stream.on(
+    'data',
+    jsonLines<DockerEvent>((e) => {
       events.push(e);
       onEvent?.(e);
-    }
-  });
+    }),
+  );
   const ofName = (name: string) => events.filter((e) => e.Actor?.Attributes?.name === name);
   return {
     events,
