@@ -5,12 +5,59 @@
  * cooldown, backoff or breaker in the way), `selfheal up` with MONITOR_INTERVAL (5 s by default) and
  * DOCKER_EVENTS=true, then false.
  */
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { makeUnhealthy, runTestContainer, SLEEPER, STOPPABLE } from '../tests/helpers/containers';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import Docker from 'dockerode';
+import { freePort } from '../starter/temporal-local';
+import { nodeCommand, projectScript } from '../workers/project';
+import { makeUnhealthy, removeTestContainers, runTestContainer, SLEEPER, STOPPABLE } from '../tests/helpers/containers';
 import { watchDockerEvents } from '../tests/helpers/docker-events';
-import { waitFor } from '../tests/helpers/env';
-import { startStack } from '../tests/helpers/stack';
+import { createTestEnv, waitFor, type TestEnv } from '../tests/helpers/env';
+import { startFakeOllama } from '../tests/helpers/fake-ollama';
 import { percentile, progress, round1, type Row } from './common';
+
+const [NODE, ...CLI] = nodeCommand(projectScript('starter/cli'));
+
+/** `selfheal up --no-pipeline` on a Temporal dev server of its own, the fake model answering 500 (runbook plans). */
+async function up(t: TestEnv, extra: Record<string, string>) {
+  const ollama = await startFakeOllama({ replies: [{ kind: 'status', status: 500 }] });
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'selfheal-bench-docker-'));
+  const env = {
+    PATH: process.env.PATH ?? '',
+    HOME: process.env.HOME ?? '',
+    ...t.env,
+    TEMPORAL_ADDRESS: `127.0.0.1:${await freePort()}`,
+    METRICS_PORT: String(await freePort()),
+    SELFHEAL_DATA_DIR: dataDir,
+    OLLAMA_HOST: ollama.url,
+    LOG_LEVEL: 'warn',
+    ...extra,
+  };
+  const child = spawn(NODE, [...CLI, 'up', '--no-pipeline', '--ui-port', String(await freePort())], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise((r) => child.once('exit', r));
+  const stop = async () => {
+    if (child.exitCode === null) child.kill('SIGTERM');
+    await exited;
+    await ollama.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  };
+  try {
+    await waitFor(() => /selfheal is up in/.test(out), { timeoutMs: 180_000, what: 'selfheal up' });
+  } catch (err) {
+    await stop();
+    throw new Error(`${(err as Error).message}\n${out.slice(-2000)}`);
+  }
+  return { stop };
+}
 
 type Fault = 'unhealthy' | 'died';
 
@@ -18,19 +65,19 @@ export async function benchDockerDetection({ trials = 20, interval = 5 } = {}): 
   const rows: Row[] = [];
   for (const mode of ['events', 'polling'] as const) {
     progress(`docker detection: ${mode}, MONITOR_INTERVAL=${interval}, ${trials} trials per fault`);
-    const s = await startStack({
-      ollama: { replies: [{ kind: 'status', status: 500 }] },
-      env: () => ({
-        MONITOR_INTERVAL: String(interval),
-        DOCKER_EVENTS: String(mode === 'events'),
-        AUTO_FIX_ENABLED: 'true',
-        VERIFY_DELAY: '1',
-        RESTART_COOLDOWN: '0',
-        RESTART_STOP_TIMEOUT: '1',
-        MAX_ACTIONS_PER_HOUR: '10000',
-        CONTAINER_ALLOWLIST: 'nothing-by-name-*',
-      }),
+    const t = await createTestEnv();
+    const docker = new Docker();
+    const selfheal = await up(t, {
+      MONITOR_INTERVAL: String(interval),
+      DOCKER_EVENTS: String(mode === 'events'),
+      AUTO_FIX_ENABLED: 'true',
+      VERIFY_DELAY: '1',
+      RESTART_COOLDOWN: '0',
+      RESTART_STOP_TIMEOUT: '1',
+      MAX_ACTIONS_PER_HOUR: '10000',
+      CONTAINER_ALLOWLIST: 'nothing-by-name-*',
     });
+    const s = { t, docker };
     try {
       for (const fault of ['unhealthy', 'died'] as Fault[]) {
         const latencies: number[] = [];
@@ -97,7 +144,9 @@ export async function benchDockerDetection({ trials = 20, interval = 5 } = {}): 
         rows.push(row);
       }
     } finally {
-      await s.stop();
+      await selfheal.stop();
+      await removeTestContainers(docker, t);
+      await t.cleanup();
     }
   }
   return rows;
