@@ -42,6 +42,14 @@ export interface DockerActivityDeps {
   stops?: { redis: Pick<Redis, 'hgetall'>; keys: Keys };
 }
 
+/**
+ * A stop record holds only for the incarnation it stopped: made at or after the container's last start. An older one
+ * (its `start` event missed while the stream was down) says nothing about how the container ended this time.
+ */
+export function stopStillHolds(stop: StoppedOnPurpose | undefined, startedAt: number): stop is StoppedOnPurpose {
+  return stop !== undefined && (!Number.isFinite(startedAt) || stop.at >= startedAt);
+}
+
 export function createDockerActivities({ docker, scope, stops }: DockerActivityDeps) {
   /** The containers stopped on purpose, by name; none when they cannot be read (the exit code decides then). */
   async function stoppedOnPurpose(): Promise<Map<string, StoppedOnPurpose>> {
@@ -102,7 +110,7 @@ export function createDockerActivities({ docker, scope, stops }: DockerActivityD
       ...(label ? { scopeLabel: label } : {}),
       ...(service ? { service } : {}),
       ...(state.Running ? {} : { exitCode: state.ExitCode, oomKilled: state.OOMKilled }),
-      ...(!state.Running && stopped.has(name) ? { stopped: stopped.get(name) } : {}),
+      ...(!state.Running && stopStillHolds(stopped.get(name), started) ? { stopped: stopped.get(name) } : {}),
     };
   }
 

@@ -29,22 +29,39 @@ export function scopeLabel(labels: Record<string, string> | undefined, autohealL
 }
 
 /**
- * The stop timeout a container's labels ask for. A label that is not a whole number of seconds in 0..3600 is
- * reported (`invalid`) and the next label, or the default, applies.
+ * The longest stop timeout a restart uses: the restart activity has 2 minutes for the stop, the start, the wait for
+ * health (30 s) and the notice.
+ */
+export const STOP_TIMEOUT_MAX_SECONDS = 60;
+
+/**
+ * The stop timeout a container's labels ask for. A label that is not a whole number of seconds is reported
+ * (`invalid`) and the next label, or the default, applies; one above STOP_TIMEOUT_MAX_SECONDS is cut to it
+ * (`clamped` says so).
  */
 export function stopTimeoutFromLabels(labels: Record<string, string> | undefined): {
   seconds?: number;
   label?: string;
   invalid?: string[];
+  clamped?: string;
 } {
   const invalid: string[] = [];
   for (const label of STOP_TIMEOUT_LABELS) {
     const raw = labels?.[label];
     if (raw === undefined) continue;
-    if (/^\d{1,4}$/.test(raw.trim()) && Number(raw) <= 3600) {
-      return { seconds: Number(raw), label, ...(invalid.length ? { invalid } : {}) };
+    if (/^\d{1,6}$/.test(raw.trim())) {
+      const asked = Number(raw);
+      const seconds = Math.min(asked, STOP_TIMEOUT_MAX_SECONDS);
+      return {
+        seconds,
+        label,
+        ...(invalid.length ? { invalid } : {}),
+        ...(asked > seconds
+          ? { clamped: `${label}=${asked} is above ${STOP_TIMEOUT_MAX_SECONDS} s: ${seconds} s used` }
+          : {}),
+      };
     }
-    invalid.push(`${label}=${JSON.stringify(raw.slice(0, 40))} is not a number of seconds (0..3600)`);
+    invalid.push(`${label}=${JSON.stringify(raw.slice(0, 40))} is not a whole number of seconds`);
   }
   return invalid.length ? { invalid } : {};
 }

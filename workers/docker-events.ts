@@ -38,6 +38,9 @@ export interface DockerEventWatcher {
   stop(): Promise<void>;
 }
 
+/** A connection that lasted this long was fine: its end resets the backoff. */
+const STABLE_MS = 30_000;
+
 const sleep = (ms: number, signal: AbortSignal) =>
   new Promise<void>((resolve) => {
     const timer = setTimeout(resolve, ms);
@@ -118,6 +121,7 @@ export function startDockerEventWatcher(opts: DockerEventWatcherOptions): Docker
   async function run(): Promise<void> {
     let failures = 0;
     while (!abort.signal.aborted) {
+      let connectedAt: number | undefined;
       try {
         const stream = (await docker.getEvents({
           ...(lastEventSeconds !== undefined ? { since: lastEventSeconds } : {}),
@@ -127,14 +131,19 @@ export function startDockerEventWatcher(opts: DockerEventWatcherOptions): Docker
             ...(opts.labels.length > 0 ? { label: opts.labels } : {}),
           },
         })) as NodeJS.ReadableStream & { destroy?: () => void };
+        if (abort.signal.aborted) {
+          // Stopped while connecting: the stream that came after is not followed.
+          stream.destroy?.();
+          break;
+        }
         current = stream;
         counts.connected = true;
-        if (failures > 0) {
+        connectedAt = Date.now();
+        if (counts.reconnects > 0) {
           log.info({ afterFailures: failures }, 'docker event stream reconnected');
           // Whatever happened while it was down (and was not replayed) is looked at now.
           requestCycle('event stream reconnected');
         } else log.info('docker event stream connected');
-        failures = 0;
         await consume(stream);
       } catch (err) {
         log.warn({ err: errorFirstLine(err) }, 'docker event stream unavailable');
@@ -142,10 +151,14 @@ export function startDockerEventWatcher(opts: DockerEventWatcherOptions): Docker
       counts.connected = false;
       current = undefined;
       if (abort.signal.aborted) break;
-      failures++;
+      // A stream that stayed up a while and ended (a proxy's idle timeout) is routine: reconnect at once. One that
+      // drops right away, or never came up, backs off.
+      const stayedUp = connectedAt !== undefined && Date.now() - connectedAt > STABLE_MS;
+      failures = stayedUp ? 0 : failures + 1;
       counts.reconnects++;
-      const delay = reconnectDelayMs(failures);
-      log.warn({ retryInMs: delay }, 'docker event stream dropped; polling covers the gap');
+      const delay = stayedUp ? 0 : reconnectDelayMs(failures);
+      if (stayedUp) log.info('docker event stream ended; reconnecting');
+      else log.warn({ retryInMs: delay }, 'docker event stream dropped; polling covers the gap');
       await sleep(delay, abort.signal);
     }
   }

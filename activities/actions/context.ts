@@ -1,6 +1,7 @@
 import type Docker from 'dockerode';
 import type pg from 'pg';
 import pino from 'pino';
+import type { StoppedOnPurpose } from '../../core/docker-events';
 import type { Keys } from '../../core/keys';
 import { defineScript, type ScriptRunner } from '../../core/redis-script';
 import { CLEAR_STALE_LOCKS, REMOVE_ENTRIES, REQUEUE_CHUNK, REQUEUE_LOST_CHUNK } from '../actions-lua';
@@ -18,6 +19,8 @@ export interface ActionContext extends ReturnType<typeof createExecutedRows> {
   log: pino.Logger;
   /** The actions' Lua scripts (activities/actions-lua.ts), registered on the Redis client. */
   scripts: ActionScripts;
+  /** The record of a container stopped on purpose (the Docker event stream's, workers/docker-events.ts), if any. */
+  stopRecord: (container: string) => Promise<StoppedOnPurpose | undefined>;
 }
 
 export interface ActionScripts {
@@ -46,6 +49,16 @@ export function createActionContext({ pool, pipelinePool, redis, keys, docker, c
     config,
     log,
     scripts,
+    stopRecord: async (container: string) => {
+      const raw = await redis.hget(keys.dockerStops(), container).catch(() => null);
+      if (!raw) return undefined;
+      try {
+        const v = JSON.parse(raw) as Partial<StoppedOnPurpose>;
+        return typeof v.at === 'number' && typeof v.how === 'string' ? { at: v.at, how: v.how } : undefined;
+      } catch {
+        return undefined;
+      }
+    },
     ...createExecutedRows(pool, documentsPool),
   };
   return ctx;

@@ -6,6 +6,7 @@ import { containerAllowed, containerDenied } from '../../core/safety';
 import { isHealthyStatus } from '../../core/snapshot';
 import type { Plan } from '../../core/plan';
 import type { ActionContext } from './context';
+import { stopStillHolds } from '../docker';
 import { createNotice } from './notice';
 import { quarantineRows } from './quarantine-document';
 import { record } from './executed-row';
@@ -26,7 +27,7 @@ export async function httpStatus(url: string, timeoutMs = 2_000): Promise<number
 }
 
 export function createRestartWorker(ctx: ActionContext) {
-  const { pool, documentsPool, docker, config, priorResult, lastAttempt, recordAttempt } = ctx;
+  const { pool, documentsPool, docker, config, priorResult, lastAttempt, recordAttempt, stopRecord } = ctx;
   const notice = createNotice(ctx);
   const healthUrls = new Map(config.healthTargets.map((t) => [t.container, t.url]));
   const restartHealthTimeoutMs = config.restartHealthTimeoutMs ?? 30_000;
@@ -110,6 +111,18 @@ export function createRestartWorker(ctx: ActionContext) {
       await record(pool, input, done);
       return told(plan, await waitForHealth(name, url, done, performance.now()));
     }
+    // Stopped on purpose since the healing began (it may have waited an hour for a permit, an approval or a backoff):
+    // an operator's stop is not undone.
+    const stop = inspected.State.Running ? undefined : await stopRecord(name);
+    if (stopStillHolds(stop, Date.parse(inspected.State.StartedAt))) {
+      const result: ActionResult = {
+        action: 'restart_worker',
+        outcome: 'nothing_to_do',
+        details: { container: name, state: inspected.State.Status, stoppedOnPurpose: stop },
+      };
+      await record(pool, input, result);
+      return result;
+    }
     const before = await isHealthy(url, inspected.State);
     // Health is the problem only for an unhealthy container or a dead lock owner. A worker that fails, crawls or
     // hangs behind a 2xx is restarted while "healthy": the workflow re-ran its detector right before this call.
@@ -173,6 +186,7 @@ export function createRestartWorker(ctx: ActionContext) {
         ...(quarantinedFirst ? { quarantinedFirst, quarantineRequested: poison } : {}),
         ...(stopTimeout.label ? { stopTimeoutLabel: stopTimeout.label } : {}),
         ...(stopTimeout.invalid ? { stopTimeoutLabelInvalid: stopTimeout.invalid } : {}),
+        ...(stopTimeout.clamped ? { stopTimeoutLabelClamped: stopTimeout.clamped } : {}),
         restartMs,
       },
     };

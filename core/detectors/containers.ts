@@ -37,10 +37,12 @@ export const detectUnhealthyContainer: Detector = (snapshot, history, t, now) =>
     // Decided by Docker's facts either way: a container stopped on purpose is not restarted for its health URL.
     seen.add(c.name);
     if (ended?.leftAlone) continue;
-    // A document it died holding (now or at an earlier death in the history), on which workers died at least twice:
-    // a poison document's crash loop. Read from the history too: the document may have been requeued since.
+    // A document it held when it died this time (seen now or in the history since: it may have been requeued), on
+    // which workers died at least twice: a poison document's crash loop. Only this death's: a document quarantined
+    // after an earlier death must not exempt every later restart from the breaker.
+    const thisDeath = `${c.name}@${c.startedAt ?? 'process'}`;
     const poisonSuspects = [...deathsByDocument([...history.map((r) => r.snapshot), snapshot])]
-      .filter(([, died]) => died.size >= 2 && [...died].some((k) => k.startsWith(`${c.name}@`)))
+      .filter(([, died]) => died.size >= 2 && died.has(thisDeath))
       .map(([id]) => id)
       .sort((a, b) => a - b)
       .slice(0, EVIDENCE_ID_CAP);

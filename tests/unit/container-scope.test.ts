@@ -29,11 +29,16 @@ describe('container scope from labels (autoheal-compatible)', () => {
     });
     const bad = stopTimeoutFromLabels({ 'selfheal.stop.timeout': '1e9', 'autoheal.stop.timeout': '5' });
     expect(bad.seconds).toBe(5);
-    expect(bad.invalid).toEqual(['selfheal.stop.timeout="1e9" is not a number of seconds (0..3600)']);
+    expect(bad.invalid).toEqual(['selfheal.stop.timeout="1e9" is not a whole number of seconds']);
     expect(stopTimeoutFromLabels({ 'selfheal.stop.timeout': '-1' })).toEqual({
-      invalid: ['selfheal.stop.timeout="-1" is not a number of seconds (0..3600)'],
+      invalid: ['selfheal.stop.timeout="-1" is not a whole number of seconds'],
     });
-    expect(stopTimeoutFromLabels({ 'selfheal.stop.timeout': '3601' }).seconds).toBeUndefined();
+    // Above what the restart's activity can wait for: cut to 60 s, and said.
+    expect(stopTimeoutFromLabels({ 'autoheal.stop.timeout': '300' })).toEqual({
+      seconds: 60,
+      label: 'autoheal.stop.timeout',
+      clamped: 'autoheal.stop.timeout=300 is above 60 s: 60 s used',
+    });
     expect(stopTimeoutFromLabels({})).toEqual({});
   });
 

@@ -394,6 +394,10 @@ describe('poison_document: worker processes died while processing it', () => {
     const later = [...history, rec2(withDoc(NOW, false, 200))];
     const [b] = detectUnhealthyContainer(withDoc(NOW + S, false, 200, false), later, thresholds, NOW + S);
     expect(b!.evidence.poisonSuspects).toEqual([42]);
+    // A later death (a new incarnation) without it: no suspect, so no exemption from the breaker.
+    const after = [...later, rec2(withDoc(NOW + 2 * S, true, 300, false))];
+    const [c] = detectUnhealthyContainer(withDoc(NOW + 3 * S, false, 300, false), after, thresholds, NOW + 3 * S);
+    expect(c!.evidence.poisonSuspects).toBeUndefined();
   });
 
   it('a restart between two cycles (new start time) while it held the document counts as a death', () => {
