@@ -7,13 +7,7 @@ import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import type { Keys } from '../core/keys';
 import type { Plan } from '../core/plan';
-import {
-  evaluateSafety,
-  RESTART_BACKOFF_MAX_SECONDS,
-  type SafetyContext,
-  type SafetyPolicy,
-  type Verdict,
-} from '../core/safety';
+import { evaluateSafety, type SafetyContext, type SafetyPolicy, type Verdict } from '../core/safety';
 import { containerWorking, type ContainerState } from '../core/snapshot';
 import { latestCycleRecord } from './metrics-stream';
 
@@ -100,13 +94,9 @@ export function createSafetyActivities({ pool, redis, keys }: { pool: pg.Pool; r
       let view: ContainerView = { known: false };
       if (plan.action === 'restart_worker' && plan.params.container) {
         view = await containerView(plan.params.container);
-        // Far enough back for the breaker and for the longest backoff the last restart may impose.
-        const lookBackSeconds = Math.max(
-          policy.breakerWindowSeconds,
-          policy.cooldownSeconds,
-          Math.min(policy.restartBackoffMaxSeconds ?? RESTART_BACKOFF_MAX_SECONDS, 86_400),
-        );
-        const windowStart = now - lookBackSeconds * 1000;
+        // Far enough back for the breaker and the backoff: a restart that imposes a doubled backoff is in the breaker
+        // window (it is counted there); one before it imposes RESTART_COOLDOWN alone.
+        const windowStart = now - Math.max(policy.breakerWindowSeconds, policy.cooldownSeconds) * 1000;
         const { rows } = await pool.query<{ reserved_at_ms: string }>(
           `SELECT reserved_at_ms FROM action_permits
             WHERE action = 'restart_worker' AND target = $1 AND reserved_at_ms > $2

@@ -9,6 +9,9 @@ export const detectUnhealthyContainer: Detector = (snapshot, history, t, now) =>
   // What Docker says first: a dead or Docker-unhealthy container is one anomaly, from Docker's facts, which fire at
   // once; a failing health URL of a container Docker sees working counts its failures.
   const seen = new Set<string>();
+  // Deaths per document over the history, read once per cycle and only when some container is dead.
+  let deaths: ReturnType<typeof deathsByDocument> | undefined;
+  const documentDeaths = () => (deaths ??= deathsByDocument([...history.map((r) => r.snapshot), snapshot]));
   for (const c of snapshot.containers) {
     if (c.running) {
       // Docker's HEALTHCHECK: `starting` is not unhealthy, and a container without one keeps the health URL below.
@@ -41,7 +44,7 @@ export const detectUnhealthyContainer: Detector = (snapshot, history, t, now) =>
     // which workers died at least twice: a poison document's crash loop. Only this death's: a document quarantined
     // after an earlier death must not exempt every later restart from the breaker.
     const thisDeath = `${c.name}@${c.startedAt ?? 'process'}`;
-    const poisonSuspects = [...deathsByDocument([...history.map((r) => r.snapshot), snapshot])]
+    const poisonSuspects = [...documentDeaths()]
       .filter(([, died]) => died.size >= 2 && died.has(thisDeath))
       .map(([id]) => id)
       .sort((a, b) => a - b)
