@@ -25,6 +25,11 @@ export interface PlanParams {
    * quarantined first, so the restarted worker does not take it and die again (the crash loop's cause).
    */
   quarantineFirst?: number[];
+  /**
+   * restart_worker of a worker that is hung behind a working health check (`unhealthy_container` found by its lack of
+   * progress): its health cannot say it is fixed, so it is restarted while it looks healthy, as for a stall.
+   */
+  hung?: boolean;
 }
 
 export const PlanSource = { llm: 'llm', runbook: 'runbook' } as const;
@@ -61,6 +66,14 @@ export interface Plan {
  * detector, not by health.
  */
 export const HEALTH_VISIBLE_TYPES: readonly AnomalyType[] = ['unhealthy_container', 'stuck_documents'];
+
+/**
+ * Whether a healthy container means a restart of `plan` has nothing to do: for the HEALTH_VISIBLE_TYPES, except a
+ * worker hung behind a working health check (`params.hung`), which its detector, not its health, must clear.
+ */
+export function healthDecides(plan: Pick<Plan, 'anomalyType' | 'params'>): boolean {
+  return HEALTH_VISIBLE_TYPES.includes(plan.anomalyType) && plan.params.hung !== true;
+}
 
 export const ALLOWED_ACTIONS: Record<AnomalyType, readonly ActionType[]> = {
   stuck_documents: ['requeue_documents', 'restart_worker', 'escalate_to_human', 'no_action'],

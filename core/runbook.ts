@@ -4,7 +4,7 @@
  * hash approvals are bound to). Pure and deterministic: it runs in activities, in tests and in the workflow
  * sandbox (no node:crypto, no clock).
  */
-import { EVIDENCE_ID_CAP, LOCK_EVIDENCE_CAP, LOST_EVIDENCE_CAP } from './detectors';
+import { EVIDENCE_ID_CAP, LOCK_EVIDENCE_CAP, LOST_EVIDENCE_CAP, PROGRESS_SOURCE } from './detectors';
 import { ALLOWED_ACTIONS, type Plan, type PlanParams } from './plan';
 import { sanitizeUntrusted } from './redact';
 import type { Result } from './result';
@@ -178,7 +178,12 @@ export function deriveParams(anomaly: Anomaly, action: ActionType, context: Runb
       // A worker that died holding a document that killed a worker before: that document goes first.
       const poison =
         anomaly.type === 'unhealthy_container' ? documentIds(anomaly.evidence.poisonSuspects, EVIDENCE_ID_CAP) : [];
-      return { ok: true, value: { container, ...(poison.length > 0 ? { quarantineFirst: poison } : {}) } };
+      // A worker hung behind a working health check: restarted while it looks healthy (see `healthDecides`).
+      const hung = anomaly.type === 'unhealthy_container' && anomaly.evidence.source === PROGRESS_SOURCE;
+      return {
+        ok: true,
+        value: { container, ...(poison.length > 0 ? { quarantineFirst: poison } : {}), ...(hung ? { hung } : {}) },
+      };
     }
     case 'requeue_documents': {
       const ids = documentIds(

@@ -1,10 +1,9 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import type Docker from 'dockerode';
-import { HEALTH_VISIBLE_TYPES } from '../../core/plan';
 import { scopeLabel, stopTimeoutFromLabels } from '../../core/container-scope';
 import { containerAllowed, containerDenied } from '../../core/safety';
 import { isHealthyStatus } from '../../core/snapshot';
-import type { Plan } from '../../core/plan';
+import { healthDecides, type Plan } from '../../core/plan';
 import type { ActionContext } from './context';
 import { stopStillHolds } from '../docker';
 import { createNotice } from './notice';
@@ -125,8 +124,9 @@ export function createRestartWorker(ctx: ActionContext) {
     }
     const before = await isHealthy(url, inspected.State);
     // Health is the problem only for an unhealthy container or a dead lock owner. A worker that fails, crawls or
-    // hangs behind a 2xx is restarted while "healthy": the workflow re-ran its detector right before this call.
-    if (before.healthy && HEALTH_VISIBLE_TYPES.includes(plan.anomalyType)) {
+    // hangs behind a 2xx (`params.hung`) is restarted while "healthy": the workflow re-ran its detector right before
+    // this call.
+    if (before.healthy && healthDecides(plan)) {
       const result: ActionResult = {
         action: 'restart_worker',
         outcome: 'nothing_to_do',

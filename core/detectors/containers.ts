@@ -1,6 +1,7 @@
 /** Container and service detectors: failing health checks or stopped containers, and the LLM server. */
 import { anomaly, EVIDENCE_ID_CAP, type Detector } from './common';
 import { deathsByDocument } from './documents';
+import { hungWorkers } from './hung';
 import type { ContainerState } from '../snapshot';
 import type { Anomaly } from '../types';
 
@@ -91,6 +92,8 @@ export const detectUnhealthyContainer: Detector = (snapshot, history, t, now) =>
       ),
     );
   }
+  // Working as far as Docker and its health URL can tell, and taking nothing from a backlog its peers work through.
+  out.push(...hungWorkers(snapshot, history, t, now, seen));
   return out;
 };
 

@@ -20,6 +20,8 @@ import {
   type Thresholds,
 } from '../../core/detectors';
 import { isHealthyStatus, type CycleRecord, type Snapshot, type WorkerWindow } from '../../core/snapshot';
+import { healthDecides } from '../../core/plan';
+import { runbookPlan } from '../../core/runbook';
 import type { AnomalyType } from '../../core/types';
 import { history, snapshot, stage, T0, thresholds } from '../helpers/snapshots';
 
@@ -928,5 +930,133 @@ describe('isHealthyStatus: what a health check accepts', () => {
     [Number.NaN, false],
   ])('%s -> %s', (status, healthy) => {
     expect(isHealthyStatus(status)).toBe(healthy);
+  });
+});
+
+describe('silently hung workers: each one, told from an idle one by a backlog its peers work through', () => {
+  const WINDOW = thresholds.queueStallSeconds * S;
+  const STARTED = NOW - 10 * 60 * S;
+  /** Stage extract with workers x-1..x-3 (containers of the same names); `rows` their outcomes in the window. */
+  const cycle =
+    (
+      rows: WorkerWindow[],
+      over: { depth?: number; startedAt?: Record<string, number>; processing?: Snapshot['processing'] } = {},
+    ) =>
+    (at: number) =>
+      snapshot(at, {
+        stages: [
+          stage('extract', { queueDepth: over.depth ?? 40, workers: rows.filter((r) => r.completed + r.failed > 0) }),
+          stage('evaluate'),
+        ],
+        containers: ['x-1', 'x-2', 'x-3'].map((name) => ({
+          name,
+          state: 'running',
+          running: true,
+          restartCount: 0,
+          stage: 'extract',
+          startedAt: over.startedAt?.[name] ?? STARTED,
+        })),
+        processing: over.processing ?? [],
+        processingTotal: over.processing?.length ?? 0,
+        health: [],
+      });
+  const oneHung = cycle([w('x-1', 30, 0), w('x-2', 0, 0), w('x-3', 28, 1)]);
+  const twoHung = cycle([w('x-1', 30, 0), w('x-2', 0, 0), w('x-3', 0, 0)]);
+  const covering = (make: (at: number) => Snapshot) => history(NOW, 14, 5 * S, make);
+
+  run(detectUnhealthyContainer, [
+    {
+      name: 'fires: x-2 finished nothing for the whole window',
+      snapshot: oneHung(NOW),
+      history: covering(oneHung),
+      fires: ['x-2'],
+    },
+    {
+      name: 'fires for each: x-2 and x-3 both hung while x-1 works',
+      snapshot: twoHung(NOW),
+      history: covering(twoHung),
+      fires: ['x-2', 'x-3'],
+    },
+    {
+      name: 'quiet: the history does not cover the window yet',
+      snapshot: oneHung(NOW),
+      history: history(NOW, 5, 5 * S, oneHung),
+      fires: [],
+    },
+    {
+      name: 'quiet: the queue was empty in one cycle of the window (an idle worker is not hung)',
+      snapshot: oneHung(NOW),
+      history: [
+        ...covering(oneHung).slice(0, 10),
+        { snapshot: cycle([w('x-1', 30, 0), w('x-3', 28, 1)], { depth: 0 })(NOW - 15 * S), candidates: [], active: [] },
+      ],
+      fires: [],
+    },
+    {
+      name: 'quiet: x-2 finished one document within the window',
+      snapshot: oneHung(NOW),
+      history: [
+        ...covering(oneHung).slice(0, 12),
+        {
+          snapshot: cycle([w('x-1', 30, 0), w('x-2', 1, 0), w('x-3', 28, 1)])(NOW - 5 * S),
+          candidates: [],
+          active: [],
+        },
+      ],
+      fires: [],
+    },
+    {
+      name: 'quiet: x-2 holds a document (slow, or a stuck document: another detector)',
+      snapshot: cycle([w('x-1', 30, 0), w('x-3', 28, 1)], {
+        processing: [{ id: 7, stage: 'extract', workerId: 'x-2', startedAt: NOW - 50 * S, updatedAt: NOW - 50 * S }],
+      })(NOW),
+      history: covering(oneHung),
+      fires: [],
+    },
+    {
+      name: 'quiet: the processing list is capped and cannot say what x-2 holds',
+      snapshot: cycle([w('x-1', 30, 0), w('x-3', 28, 1)], {
+        processing: [{ id: 7, stage: 'extract', workerId: 'x-1', startedAt: NOW - 1 * S, updatedAt: NOW - 1 * S }],
+      })(NOW),
+      history: covering((at) => ({ ...oneHung(at), processingTotal: 60 })),
+      fires: [],
+    },
+    {
+      name: 'quiet: x-2 started within the window (still starting, or just restarted)',
+      snapshot: cycle([w('x-1', 30, 0), w('x-3', 28, 1)], { startedAt: { 'x-2': NOW - WINDOW + S } })(NOW),
+      history: covering(oneHung),
+      fires: [],
+    },
+    {
+      name: 'quiet: no peer finished anything (every worker stuck: the stalled queue says so, once)',
+      snapshot: cycle([])(NOW),
+      history: covering(cycle([])),
+      fires: [],
+    },
+  ]);
+
+  it('says it is hung behind a working health check, and its plan restarts it while it looks healthy', () => {
+    const [a] = detectUnhealthyContainer(oneHung(NOW), covering(oneHung), thresholds, NOW);
+    expect(a!.evidence).toMatchObject({ source: 'progress', stage: 'extract', worker: 'x-2', queueDepth: 40 });
+    expect(a!.summary).toMatch(/x-2: took and finished no document for 60 s while queue:extract held 40/);
+    const plan = runbookPlan(a!, 0, { containers: ['x-1', 'x-2', 'x-3'] });
+    expect(plan.action).toBe('restart_worker');
+    expect(plan.params).toEqual({ container: 'x-2', hung: true });
+    expect(healthDecides(plan)).toBe(false);
+    // A dead container's plan is decided by its health, as before.
+    const [dead] = detectUnhealthyContainer(
+      snapshot(NOW, { containers: [{ name: 'x-9', state: 'exited', running: false, restartCount: 0, exitCode: 1 }] }),
+      [],
+      thresholds,
+      NOW,
+    );
+    expect(healthDecides(runbookPlan(dead!, 0, { containers: ['x-9'] }))).toBe(true);
+  });
+
+  it('a Docker-unhealthy or health-URL-failing container is reported once, for its health', () => {
+    const s = oneHung(NOW);
+    s.containers = s.containers.map((c) => (c.name === 'x-2' ? { ...c, health: 'unhealthy' } : c));
+    const out = detectUnhealthyContainer(s, covering(oneHung), thresholds, NOW);
+    expect(out.map((a) => [a.target, a.evidence.source])).toEqual([['x-2', 'docker']]);
   });
 });

@@ -7,7 +7,7 @@ import { log, patched, sleep } from '@temporalio/workflow';
 import { errorMessage } from '../../core/errors';
 import { EVIDENCE_SKIPPED_TYPES, type AnalysisEvidence } from '../../core/evidence';
 import { classifyFallback } from '../../core/fallback-cause';
-import { HEALTH_VISIBLE_TYPES, type Plan } from '../../core/plan';
+import { healthDecides, type Plan } from '../../core/plan';
 import { withContainers } from '../../core/snapshot';
 import type { HealingInput, HealingStatus } from '../definitions';
 import {
@@ -194,7 +194,7 @@ export async function beforeActing(run: HealingRun, plan: Plan, key: string): Pr
     });
     return run.escalate(`refused by policy before acting: ${recheck.verdict.reasons.join('; ')}`);
   }
-  if (plan.action === 'restart_worker' && !HEALTH_VISIBLE_TYPES.includes(run.anomaly.type)) {
+  if (plan.action === 'restart_worker' && !healthDecides(plan)) {
     const still = await verify(run.input);
     if (still.healed || still.blind) {
       await finishPermit({ idempotencyKey: key, now: Date.now(), outcome: 'nothing_to_do' });
