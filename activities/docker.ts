@@ -38,8 +38,56 @@ const listedUnhealthy = (c: Docker.ContainerInfo) => /\(unhealthy\)/.test(c.Stat
 export interface DockerActivityDeps {
   docker: Docker;
   scope: WatchScope;
-  /** Where the event stream records the containers stopped on purpose (workers/docker-events.ts). */
-  stops?: { redis: Pick<Redis, 'hgetall'>; keys: Keys };
+  /**
+   * Where the event stream records the containers stopped on purpose (workers/docker-events.ts), and where the
+   * inspection records the restarts made by Docker's restart policy.
+   */
+  stops?: { redis: Redis; keys: Keys };
+}
+
+/** How long the restarts made by Docker's restart policy are kept: longer than any circuit breaker window. */
+const POLICY_RESTARTS_KEPT_MS = 24 * 3600_000;
+
+/**
+ * Records the restarts Docker's restart policy made since the last inspection: a container whose `RestartCount`
+ * grew restarted that many times (dated by this inspection, the closest known time). A container seen for the first
+ * time, or recreated (its count went down), only sets the count. Best effort: Redis down loses nothing else.
+ */
+export async function recordPolicyRestarts(
+  redis: Redis,
+  keys: Keys,
+  containers: Pick<ContainerState, 'name' | 'restartCount'>[],
+  now: number,
+): Promise<void> {
+  const known = await redis.hgetall(keys.dockerRestartCounts());
+  const tx = redis.multi();
+  let changed = false;
+  for (const c of containers) {
+    const before = known[c.name] === undefined ? undefined : Number(known[c.name]);
+    if (before === c.restartCount) continue;
+    changed = true;
+    tx.hset(keys.dockerRestartCounts(), c.name, String(c.restartCount));
+    if (before === undefined || !Number.isSafeInteger(before) || c.restartCount < before) continue;
+    const key = keys.dockerRestarts(c.name);
+    for (let n = before + 1; n <= c.restartCount; n++) tx.zadd(key, now, `${now}:${n}`);
+    tx.zremrangebyscore(key, '-inf', now - POLICY_RESTARTS_KEPT_MS);
+    tx.pexpire(key, POLICY_RESTARTS_KEPT_MS);
+  }
+  if (changed) await tx.exec();
+  else tx.discard();
+}
+
+/** epoch ms of the restarts Docker's restart policy made of `container` since `since`, oldest first. */
+export async function policyRestartsSince(
+  redis: Redis,
+  keys: Keys,
+  container: string,
+  since: number,
+): Promise<number[]> {
+  const members = await redis.zrangebyscore(keys.dockerRestarts(container), `(${since}`, '+inf', 'WITHSCORES');
+  const out: number[] = [];
+  for (let i = 1; i < members.length; i += 2) out.push(Number(members[i]));
+  return out;
 }
 
 /**
@@ -139,6 +187,7 @@ export function createDockerActivities({ docker, scope, stops }: DockerActivityD
         const containers = (
           await Promise.all([...byName.entries()].map(([name, info]) => inspectOne(name, info, stopped)))
         ).filter((c) => c !== undefined);
+        if (stops) await recordPolicyRestarts(stops.redis, stops.keys, containers, Date.now()).catch(() => undefined);
         return { ok: true, containers: containers.sort((a, b) => a.name.localeCompare(b.name)) };
       } catch (err) {
         return { ok: false, error: errorFirstLine(err), containers: [] };

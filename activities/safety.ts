@@ -9,6 +9,7 @@ import type { Keys } from '../core/keys';
 import type { Plan } from '../core/plan';
 import { evaluateSafety, type SafetyContext, type SafetyPolicy, type Verdict } from '../core/safety';
 import { containerWorking, type ContainerState } from '../core/snapshot';
+import { policyRestartsSince } from './docker';
 import { latestCycleRecord } from './metrics-stream';
 
 /** The target of a restart as the latest cycle saw it (`containerView`). */
@@ -90,6 +91,7 @@ export function createSafetyActivities({ pool, redis, keys }: { pool: pg.Pool; r
     async checkSafety(input: CheckSafetyInput): Promise<{ verdict: Verdict; context: SafetyContext; stage?: string }> {
       const { plan, policy, now } = input;
       let recentRestartsOfTarget: number[] = [];
+      let dockerRestartsOfTarget: number[] = [];
       let restartsInFlightInStage = 0;
       let view: ContainerView = { known: false };
       if (plan.action === 'restart_worker' && plan.params.container) {
@@ -105,6 +107,10 @@ export function createSafetyActivities({ pool, redis, keys }: { pool: pg.Pool; r
           [plan.params.container, windowStart, input.ownPermitKey ?? ''],
         );
         recentRestartsOfTarget = rows.map((r) => Number(r.reserved_at_ms));
+        // And Docker's own (its restart policy), as the actions worker's inspections recorded them.
+        dockerRestartsOfTarget = await policyRestartsSince(redis, keys, plan.params.container, windowStart).catch(
+          () => [],
+        );
         if (view.group) {
           // A permit never finished (its workflow was terminated) stops counting after the longest action time.
           // Holding a permit of its own, a workflow counts only the permits reserved before it: of two restarts of
@@ -134,6 +140,7 @@ export function createSafetyActivities({ pool, redis, keys }: { pool: pg.Pool; r
         requeueCap: policy.requeueCap,
         // State read above.
         recentRestartsOfTarget,
+        ...(dockerRestartsOfTarget.length > 0 ? { dockerRestartsOfTarget } : {}),
         restartsInFlightInStage,
         targetScopeLabel: view.scopeLabel,
         targetHealthy: view.healthy,

@@ -45,6 +45,13 @@ export function createKeys(prefix = '') {
      * actions worker (a `stop`, or a kill with SIGTERM or SIGINT); the container's next `start` removes it.
      */
     dockerStops: () => `${prefix}selfheal:docker:stopped`,
+    /** Hash container name -> Docker's `RestartCount` as the last inspection saw it. */
+    dockerRestartCounts: () => `${prefix}selfheal:docker:restart-counts`,
+    /**
+     * Sorted set of the restarts Docker's restart policy made of a container (its `RestartCount` grew), scored by
+     * the epoch ms of the inspection that saw them: crash loops count them beside selfheal's own restarts.
+     */
+    dockerRestarts: (container: string) => `${prefix}selfheal:docker:restarts:${container}`,
   };
 }
 export type Keys = ReturnType<typeof createKeys>;

@@ -26,6 +26,11 @@ export interface SafetyContext {
   requeueCap: number;
   /** epoch ms of the restarts of this target executed in the breaker window, newest last. */
   recentRestartsOfTarget: number[];
+  /**
+   * epoch ms of the restarts Docker's restart policy made of this target in the breaker window, oldest first: a crash
+   * loop is a crash loop whoever restarts it.
+   */
+  dockerRestartsOfTarget?: number[];
   /** Restarts in flight (reserved, not finished) for the same stage or service, other than this workflow's. */
   restartsInFlightInStage: number;
   /** For restart_worker: the label that puts the container in scope (`selfheal.enable=true`, `autoheal=true`). */
@@ -145,10 +150,13 @@ export function evaluateSafety(plan: Plan, ctx: SafetyContext): Verdict {
     if (!allowed.ok) return escalate(allowed.why);
     reasons.push(allowed.why);
     const windowStart = ctx.now - ctx.breakerWindowSeconds * 1000;
-    const inWindow = ctx.recentRestartsOfTarget.filter((t) => t > windowStart);
+    const byDocker = (ctx.dockerRestartsOfTarget ?? []).filter((t) => t > windowStart);
+    const restarts = [...ctx.recentRestartsOfTarget, ...byDocker].sort((a, b) => a - b);
+    const inWindow = restarts.filter((t) => t > windowStart);
+    const dockerNote = byDocker.length > 0 ? ` (${byDocker.length} by Docker's restart policy)` : '';
     const poison = plan.params.quarantineFirst ?? [];
     if (inWindow.length >= ctx.breakerRestarts) {
-      const open = `circuit breaker open: ${inWindow.length} restarts of ${container} in the last ${ctx.breakerWindowSeconds / 60} min`;
+      const open = `circuit breaker open: ${inWindow.length} restarts of ${container}${dockerNote} in the last ${ctx.breakerWindowSeconds / 60} min`;
       // The loop's cause is known and removed first: the documents it died on are quarantined before this restart.
       if (poison.length === 0) return escalate(open);
       reasons.push(
@@ -162,7 +170,7 @@ export function evaluateSafety(plan: Plan, ctx: SafetyContext): Verdict {
     // A crash loop backs off, like Kubernetes' CrashLoopBackOff: after n restarts of the target in the breaker window
     // the next one waits RESTART_COOLDOWN x 2^(n-1) after the last (capped), on durable timers, instead of giving up.
     // Not when the loop's cause is removed first (the documents it died on are quarantined): then at once.
-    const last = ctx.recentRestartsOfTarget[ctx.recentRestartsOfTarget.length - 1];
+    const last = restarts[restarts.length - 1];
     if (last !== undefined && poison.length === 0) {
       const backoffMs = restartBackoffMs(inWindow.length, ctx.cooldownSeconds, ctx.restartBackoffMaxSeconds);
       if (ctx.now - last < backoffMs) {
@@ -171,7 +179,7 @@ export function evaluateSafety(plan: Plan, ctx: SafetyContext): Verdict {
           decision: 'wait',
           reasons: [
             ...reasons,
-            `crash loop: ${inWindow.length} restart${inWindow.length === 1 ? '' : 's'} of ${container} in the last ` +
+            `crash loop: ${inWindow.length} restart${inWindow.length === 1 ? '' : 's'} of ${container}${dockerNote} in the last ` +
               `${ctx.breakerWindowSeconds / 60} min, the last ${ago} s ago; backing off ${Math.round(backoffMs / 1000)} s ` +
               `(RESTART_COOLDOWN ${ctx.cooldownSeconds} s, doubling)`,
           ],

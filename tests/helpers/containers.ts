@@ -31,6 +31,8 @@ export interface TestContainerOptions {
   healthcheck?: boolean;
   /** Host network (to serve HTTP on 127.0.0.1); default none. */
   host?: boolean;
+  /** Docker's restart policy; default none. */
+  restartPolicy?: Docker.HostRestartPolicy;
 }
 
 /** Creates and starts `name` running `entrypoint`; `created` collects the names for the teardown. */
@@ -49,7 +51,10 @@ export async function runTestContainer(
     Cmd: [],
     Labels: { [PREFIX_LABEL]: t.prefix, ...opts.labels },
     ...(opts.healthcheck ? { Healthcheck: HEALTHCHECK } : {}),
-    HostConfig: { NetworkMode: opts.host ? 'host' : 'none' },
+    HostConfig: {
+      NetworkMode: opts.host ? 'host' : 'none',
+      ...(opts.restartPolicy ? { RestartPolicy: opts.restartPolicy } : {}),
+    },
   });
   await container.start();
   return container;

@@ -6,7 +6,9 @@
  * pipeline (no stage) whose HEALTH_TARGETS URL fails, restarted and healthy again.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../../pipeline/runner-support';
+import { createDockerActivities, policyRestartsSince } from '../../activities/docker';
+import { createSafetyActivities } from '../../activities/safety';
+import { freePort, PREFIX_LABEL } from '../../pipeline/runner-support';
 import { healingWorkflowId, type HealingStatus } from '../../workflows/definitions';
 import { makeUnhealthy, removeTestContainers, runTestContainer, SLEEPER, STOPPABLE } from '../helpers/containers';
 import { watchDockerEvents } from '../helpers/docker-events';
@@ -185,6 +187,70 @@ describe('Docker-native health', () => {
     const res = await fetch(`http://127.0.0.1:${webPort}/`);
     expect(res.status).toBe(200);
   }, 120_000);
+
+  it("a crash loop under Docker's restart policy counts: its restarts recorded by the inspection open the breaker", async () => {
+    // Out of the stack's scope (no label, not allow-listed): only this test's inspection watches it.
+    const looping = name('policy');
+    const inspection = createDockerActivities({
+      docker: s.docker,
+      scope: { allowlist: [looping], autohealLabel: false },
+      stops: { redis: s.t.redis, keys: s.t.keys },
+    });
+    const seen = async () =>
+      (await inspection.inspectContainers({ names: [], labels: [`${PREFIX_LABEL}=${s.t.prefix}`] })).containers.find(
+        (c) => c.name === looping,
+      );
+    await runTestContainer(s.docker, s.t, looping, ['/bin/busybox', 'sh', '-c', 'busybox sleep 3; exit 3'], {
+      restartPolicy: { Name: 'on-failure', MaximumRetryCount: 3 },
+    });
+    const first = await seen();
+    expect(first?.restartCount).toBe(0);
+    const from = Date.now();
+    await waitFor(async () => (await inspect(looping)).RestartCount === 3 && !(await inspect(looping)).State.Running, {
+      timeoutMs: 30_000,
+      what: 'Docker to restart it 3 times and give up',
+    });
+    expect((await seen())?.restartCount).toBe(3);
+    const times = await policyRestartsSince(s.t.redis, s.t.keys, looping, from - 1);
+    expect(times).toHaveLength(3);
+    for (const at of times) expect(at).toBeGreaterThanOrEqual(from);
+    // Seen again unchanged: nothing more recorded.
+    await seen();
+    expect(await policyRestartsSince(s.t.redis, s.t.keys, looping, 0)).toHaveLength(3);
+    // The policy sees a crash loop of three restarts in the hour, though selfheal made none.
+    const safety = createSafetyActivities({ pool: s.t.pool, redis: s.t.redis, keys: s.t.keys });
+    const { verdict, context } = await safety.checkSafety({
+      plan: {
+        id: 'p-policy',
+        anomalyType: 'unhealthy_container',
+        action: 'restart_worker',
+        target: looping,
+        params: { container: looping },
+        reasoning: 'test',
+        confidence: 0.9,
+        source: 'runbook',
+        rung: 0,
+      },
+      policy: {
+        autoFix: true,
+        minConfidence: 0.5,
+        allowlist: [looping],
+        denylist: [],
+        cooldownSeconds: 10,
+        restartBackoffMaxSeconds: 300,
+        breakerRestarts: 3,
+        breakerWindowSeconds: 3600,
+        requeueCap: 100,
+      },
+      workflowId: 'wf-policy',
+      now: Date.now(),
+    });
+    expect(context.dockerRestartsOfTarget).toEqual(times);
+    expect(verdict.decision).toBe('escalate');
+    expect(verdict.reasons.join('; ')).toMatch(
+      new RegExp(`circuit breaker open: 3 restarts of ${looping} \\(3 by Docker's restart policy\\)`),
+    );
+  });
 
   it('healthy + selfheal.enable=true: never restarted, no healing', async () => {
     // Run last: every cycle of the tests above saw it healthy.

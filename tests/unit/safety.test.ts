@@ -173,6 +173,27 @@ describe('evaluateSafety', () => {
       decision: 'allow',
     },
     {
+      name: "Docker's restart policy restarts count: one by selfheal 40 min ago, one by Docker 15 min ago, wait 20 min",
+      plan: plan(),
+      ctx: ctx({ recentRestartsOfTarget: [NOW - 40 * MIN], dockerRestartsOfTarget: [NOW - 15 * MIN] }),
+      decision: 'wait',
+      reason:
+        /crash loop: 2 restarts of pipeline-extract-1 \(1 by Docker's restart policy\) .* the last 900 s ago; backing off 1200 s/,
+    },
+    {
+      name: "circuit breaker: three restarts by Docker's restart policy within the hour",
+      plan: plan(),
+      ctx: ctx({ dockerRestartsOfTarget: [NOW - 50 * MIN, NOW - 35 * MIN, NOW - 20 * MIN] }),
+      decision: 'escalate',
+      reason: /circuit breaker open: 3 restarts of pipeline-extract-1 \(3 by Docker's restart policy\)/,
+    },
+    {
+      name: "Docker's restarts past the breaker window are forgotten",
+      plan: plan(),
+      ctx: ctx({ dockerRestartsOfTarget: [NOW - 90 * MIN, NOW - 70 * MIN, NOW - 61 * MIN] }),
+      decision: 'allow',
+    },
+    {
       name: 'another restart in flight in the stage: wait for it',
       plan: plan(),
       ctx: ctx({ restartsInFlightInStage: 1 }),
