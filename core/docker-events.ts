@@ -66,8 +66,10 @@ export function eventMeaning(e: DockerEventMessage, now: number): EventMeaning {
  */
 export function jsonLines<T>(onMessage: (message: T) => void): (chunk: Buffer | string) => void {
   let buffered = '';
+  // A multi-byte character split between two chunks is decoded whole, when its last byte arrives.
+  const decoder = new TextDecoder();
   return (chunk) => {
-    buffered += chunk.toString();
+    buffered += typeof chunk === 'string' ? chunk : decoder.decode(chunk, { stream: true });
     let nl: number;
     while ((nl = buffered.indexOf('\n')) >= 0) {
       const line = buffered.slice(0, nl).trim();

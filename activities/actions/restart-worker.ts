@@ -82,6 +82,19 @@ export function createRestartWorker(ctx: ActionContext) {
       }
       throw err;
     }
+    // Docker also resolves an id or an id prefix: the container found must be the one named, or a name that passed
+    // the lists could reach another container (a hex name that is a prefix of the database's id).
+    const resolved = (inspected.Name ?? '').replace(/^\//, '');
+    if (resolved !== name) {
+      return {
+        action: 'restart_worker',
+        outcome: 'refused',
+        details: {
+          container: name,
+          reason: `${name} resolves to the container ${resolved || inspected.Id}, not one of that name`,
+        },
+      };
+    }
     const labels = inspected.Config?.Labels ?? {};
     const permitted = containerAllowed(
       name,

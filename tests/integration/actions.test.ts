@@ -272,6 +272,24 @@ describe('restartWorker (real Docker engine)', () => {
       });
       expect(await executedRows(t, key)).toEqual([]);
       expect(counted.calls).toEqual([`GET /containers/${other}/json`]);
+
+      // Docker resolves an id prefix too: a name that is a prefix of another container's id is not that container.
+      const idPrefix = created.id.slice(0, 12);
+      counted.calls.length = 0;
+      const byId = `restart-${uniqueId()}`;
+      const viaId = await call('restartWorker', {
+        plan: plan('restart_worker', { container: idPrefix }),
+        idempotencyKey: byId,
+      });
+      expect(viaId).toMatchObject({
+        outcome: 'refused',
+        details: {
+          container: idPrefix,
+          reason: `${idPrefix} resolves to the container ${other}, not one of that name`,
+        },
+      });
+      expect(await executedRows(t, byId)).toEqual([]);
+      expect(counted.calls).toEqual([`GET /containers/${idPrefix}/json`]);
     } finally {
       await created.remove({ force: true });
     }

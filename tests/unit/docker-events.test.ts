@@ -1,7 +1,7 @@
 import { PassThrough } from 'node:stream';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
-import { eventMeaning, reconnectDelayMs, type DockerEventMessage } from '../../core/docker-events';
+import { eventMeaning, jsonLines, reconnectDelayMs, type DockerEventMessage } from '../../core/docker-events';
 import { createKeys } from '../../core/keys';
 import { startDockerEventWatcher } from '../../workers/docker-events';
 
@@ -110,5 +110,20 @@ describe('the event watcher (the stream replaced by a PassThrough: a drop cannot
     expect(watcher.stats()).toMatchObject({ events: 3, reconnects: 1, connected: true });
     await watcher.stop();
     expect(watcher.stats().connected).toBe(false);
+  });
+});
+
+describe('the JSON lines of the event stream', () => {
+  it('splits messages across chunks, skips blank and broken lines, and decodes a character split between chunks', () => {
+    const got: unknown[] = [];
+    const feed = jsonLines((m) => got.push(m));
+    const bytes = Buffer.from('{"name":"wörker-é"}\n\nnot json\n{"a":1}\n{"b"', 'utf8');
+    // Cut inside the two-byte "ö".
+    const cut = bytes.indexOf(Buffer.from('ö', 'utf8')) + 1;
+    feed(bytes.subarray(0, cut));
+    feed(bytes.subarray(cut));
+    expect(got).toEqual([{ name: 'wörker-é' }, { a: 1 }]);
+    feed(':2}\n');
+    expect(got).toEqual([{ name: 'wörker-é' }, { a: 1 }, { b: 2 }]);
   });
 });
