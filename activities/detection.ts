@@ -4,7 +4,14 @@
  * to `monitoring:alerts` for other consumers.
  */
 import type { Redis } from 'ioredis';
-import { detectAll, evaluateCycle, type HysteresisResult, type Thresholds } from '../core/detectors';
+import {
+  detectAll,
+  evaluateCycle,
+  PROGRESS_SOURCE,
+  stillHung,
+  type HysteresisResult,
+  type Thresholds,
+} from '../core/detectors';
 import type { Keys } from '../core/keys';
 import type { CycleRecord, Snapshot } from '../core/snapshot';
 import type { Anomaly } from '../core/types';
@@ -54,9 +61,17 @@ export function createDetectionActivities(deps: DetectionDeps) {
       } catch {
         history = memory;
       }
-      const found = detectAll(input.snapshot, history, input.thresholds, input.snapshot.at).find(
+      let found = detectAll(input.snapshot, history, input.thresholds, input.snapshot.at).find(
         (a) => a.fingerprint === input.anomaly.fingerprint,
       );
+      // A hung worker is checked for progress: the detector leaves a worker alone for a while after it (re)starts.
+      if (!found && input.anomaly.evidence.source === PROGRESS_SOURCE && stillHung(input.snapshot, input.anomaly)) {
+        found = {
+          ...input.anomaly,
+          summary: `${input.anomaly.target}: still takes and finishes no document`,
+          detectedAt: input.snapshot.at,
+        };
+      }
       const degraded = Object.entries(input.snapshot.sources)
         .filter(([, st]) => !st.ok)
         .map(([name]) => name);

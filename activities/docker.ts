@@ -16,6 +16,7 @@ import {
 import type { ContainerState, ContainersView } from '../core/snapshot';
 import { globMatch } from '../core/safety';
 import { errorFirstLine } from '../core/errors';
+import { defineScript } from '../core/redis-script';
 
 /** Label that marks the containers of the monitored pipeline. */
 export const PIPELINE_LABEL = 'selfheal.pipeline';
@@ -49,32 +50,59 @@ export interface DockerActivityDeps {
 const POLICY_RESTARTS_KEPT_MS = 24 * 3600_000;
 
 /**
- * Records the restarts Docker's restart policy made since the last inspection: a container whose `RestartCount`
- * grew restarted that many times (dated by this inspection, the closest known time). A container seen for the first
- * time, or recreated (its count went down), only sets the count. Best effort: Redis down loses nothing else.
+ * One container's `RestartCount` as an inspection saw it, compared and set in one step (inspections run at once in
+ * the cycle, in verifications and on several actions workers). KEYS: the counts hash, the container's sorted set.
+ * ARGV: name, container id, count, start time (epoch ms), ms kept. The count is stored as `<id>:<count>`: a container
+ * recreated under the same name, or whose count went down (a `docker restart` resets it), only sets it. Each restart
+ * added is a member `<id>:<start>:<n>` scored by the container's last start: two inspections of the same state add
+ * the same members, once; restarts that happened while nothing inspected are dated by their last start, not by now.
+ */
+const RECORD_POLICY_RESTARTS = `
+local prev = redis.call('HGET', KEYS[1], ARGV[1])
+local id, n, started, keep = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local added = 0
+if prev then
+  local pid, pn = string.match(prev, '^(.*):(%d+)$')
+  pn = tonumber(pn)
+  if pid == id and pn ~= nil and n > pn then
+    for i = pn + 1, n do
+      added = added + redis.call('ZADD', KEYS[2], started, id .. ':' .. ARGV[4] .. ':' .. i)
+    end
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', started - keep)
+    redis.call('PEXPIRE', KEYS[2], keep)
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], id .. ':' .. n)
+redis.call('PEXPIRE', KEYS[1], keep)
+return added
+`;
+
+/**
+ * Records the restarts Docker's restart policy made since the last inspection: a container whose `RestartCount` grew
+ * restarted that many times. A container seen for the first time, recreated, or whose count went down only sets the
+ * count. Only containers whose stored count differs are sent to Redis. Best effort: Redis down loses nothing else.
+ *
+ * Docker resets `RestartCount` on a `docker restart` (selfheal's restarts), so those are never counted twice; policy
+ * restarts that bring the count back to its stored value within one cycle after such a reset are missed.
  */
 export async function recordPolicyRestarts(
   redis: Redis,
   keys: Keys,
-  containers: Pick<ContainerState, 'name' | 'restartCount'>[],
-  now: number,
-): Promise<void> {
+  containers: Pick<ContainerState, 'name' | 'id' | 'restartCount' | 'startedAt'>[],
+): Promise<number> {
   const known = await redis.hgetall(keys.dockerRestartCounts());
-  const tx = redis.multi();
-  let changed = false;
+  const record = defineScript(redis, 'selfhealRecordPolicyRestarts', RECORD_POLICY_RESTARTS);
+  let added = 0;
   for (const c of containers) {
-    const before = known[c.name] === undefined ? undefined : Number(known[c.name]);
-    if (before === c.restartCount) continue;
-    changed = true;
-    tx.hset(keys.dockerRestartCounts(), c.name, String(c.restartCount));
-    if (before === undefined || !Number.isSafeInteger(before) || c.restartCount < before) continue;
-    const key = keys.dockerRestarts(c.name);
-    for (let n = before + 1; n <= c.restartCount; n++) tx.zadd(key, now, `${now}:${n}`);
-    tx.zremrangebyscore(key, '-inf', now - POLICY_RESTARTS_KEPT_MS);
-    tx.pexpire(key, POLICY_RESTARTS_KEPT_MS);
+    if (!c.id || known[c.name] === `${c.id}:${c.restartCount}`) continue;
+    added += Number(
+      await record(
+        [keys.dockerRestartCounts(), keys.dockerRestarts(c.name)],
+        [c.name, c.id, c.restartCount, c.startedAt ?? 0, POLICY_RESTARTS_KEPT_MS],
+      ),
+    );
   }
-  if (changed) await tx.exec();
-  else tx.discard();
+  return added;
 }
 
 /** epoch ms of the restarts Docker's restart policy made of `container` since `since`, oldest first. */
@@ -148,6 +176,7 @@ export function createDockerActivities({ docker, scope, stops }: DockerActivityD
     const service = composeService(labels);
     return {
       name,
+      id: inspected.Id,
       state: state.Status,
       running: state.Running,
       restartCount: inspected.RestartCount,
@@ -187,7 +216,7 @@ export function createDockerActivities({ docker, scope, stops }: DockerActivityD
         const containers = (
           await Promise.all([...byName.entries()].map(([name, info]) => inspectOne(name, info, stopped)))
         ).filter((c) => c !== undefined);
-        if (stops) await recordPolicyRestarts(stops.redis, stops.keys, containers, Date.now()).catch(() => undefined);
+        if (stops) await recordPolicyRestarts(stops.redis, stops.keys, containers).catch(() => undefined);
         return { ok: true, containers: containers.sort((a, b) => a.name.localeCompare(b.name)) };
       } catch (err) {
         return { ok: false, error: errorFirstLine(err), containers: [] };

@@ -143,7 +143,8 @@ export function createSafetyActivities({ pool, redis, keys }: { pool: pg.Pool; r
         ...(dockerRestartsOfTarget.length > 0 ? { dockerRestartsOfTarget } : {}),
         restartsInFlightInStage,
         targetScopeLabel: view.scopeLabel,
-        targetHealthy: view.healthy,
+        // A hung worker answers its health check: it is not the healthy worker the last-healthy rule protects.
+        targetHealthy: plan.params.hung ? false : view.healthy,
         healthyWorkersInStage: view.healthyInGroup,
         targetGroup: view.groupName,
       };

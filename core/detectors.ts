@@ -11,7 +11,7 @@ export {
   type Thresholds,
 } from './detectors/common';
 export { detectLlmUnavailable, detectUnhealthyContainer } from './detectors/containers';
-export { hungWorkers, PROGRESS_SOURCE } from './detectors/hung';
+export { hungWorkers, PROGRESS_SOURCE, stillHung } from './detectors/hung';
 export {
   applyHysteresis,
   detectAll,

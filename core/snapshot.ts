@@ -89,6 +89,8 @@ export interface HealthResult {
 
 export interface ContainerState {
   name: string;
+  /** Docker's id, when inspected (absent in records from before it was kept). */
+  id?: string;
   /** Docker's state: running, exited, restarting, paused, dead, created. */
   state: string;
   running: boolean;

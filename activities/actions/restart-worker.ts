@@ -121,7 +121,7 @@ export function createRestartWorker(ctx: ActionContext) {
         },
       };
       await record(pool, input, done);
-      return told(plan, await waitForHealth(name, url, done, performance.now()));
+      return told(plan, await waitForHealth(name, inspected.Id, url, done, performance.now()));
     }
     // Stopped on purpose since the healing began (it may have waited an hour for a permit, an approval or a backoff):
     // an operator's stop is not undone.
@@ -178,7 +178,8 @@ export function createRestartWorker(ctx: ActionContext) {
     beat();
     const beating = setInterval(beat, 5_000);
     try {
-      await container.restart({ t: stopSeconds });
+      // By id from here on: the name was checked against the container it names, and must not reach another one.
+      await docker.getContainer(inspected.Id).restart({ t: stopSeconds });
     } finally {
       clearInterval(beating);
     }
@@ -204,7 +205,7 @@ export function createRestartWorker(ctx: ActionContext) {
       },
     };
     await record(pool, input, done);
-    return told(plan, await waitForHealth(name, url, done, t0));
+    return told(plan, await waitForHealth(name, inspected.Id, url, done, t0));
   }
 
   /**
@@ -222,11 +223,12 @@ export function createRestartWorker(ctx: ActionContext) {
    */
   async function waitForHealth(
     name: string,
+    id: string,
     url: string | undefined,
     done: ActionResult,
     t0: number,
   ): Promise<ActionResult> {
-    const container = docker.getContainer(name);
+    const container = docker.getContainer(id);
     const deadline = Date.now() + restartHealthTimeoutMs;
     let last: { healthy: boolean; status?: number; dockerHealth?: string } = { healthy: false };
     for (;;) {

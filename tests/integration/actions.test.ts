@@ -136,10 +136,17 @@ describe('restartWorker (real Docker engine)', () => {
     counted.calls.length = 0;
   });
 
-  const onlyInspectAndRestart = () => {
+  /** Inspect by name (then by id while waiting for health), restart by the id the name was checked against. */
+  const onlyInspectAndRestart = async () => {
     const name = worker.container!;
-    for (const c of counted.calls)
-      expect([`GET /containers/${name}/json`, `POST /containers/${name}/restart`]).toContain(c);
+    const id = (await runnerDocker.getContainer(name).inspect()).Id;
+    for (const c of counted.calls) {
+      expect([
+        `GET /containers/${name}/json`,
+        `GET /containers/${id}/json`,
+        `POST /containers/${id}/restart`,
+      ]).toContain(c);
+    }
   };
 
   it('brings a killed container back to health, with inspect and restart calls only', async () => {
@@ -160,9 +167,10 @@ describe('restartWorker (real Docker engine)', () => {
     expect(r.details.healthyAfterMs).toEqual(expect.any(Number));
     expect((await runnerDocker.getContainer(name).inspect()).State.Running).toBe(true);
     expect(await httpStatus(worker.healthUrl)).toBe(200);
-    expect(counted.calls).toContain(`POST /containers/${name}/restart`);
+    const id = (await runnerDocker.getContainer(name).inspect()).Id;
+    expect(counted.calls).toContain(`POST /containers/${id}/restart`);
     expect(counted.calls.filter((c) => c.endsWith('/restart'))).toHaveLength(1);
-    onlyInspectAndRestart();
+    await onlyInspectAndRestart();
     expect(await executedRows(t, key)).toEqual([
       expect.objectContaining({ action: 'restart_worker', outcome: 'done' }),
     ]);
@@ -204,7 +212,7 @@ describe('restartWorker (real Docker engine)', () => {
     expect(await httpStatus(worker.healthUrl)).toBe(200);
     // A hang belongs to the process that hung: the new one cleared it.
     expect(await t.redis.hexists(t.keys.pipelineFaults(), `hang:${worker.worker}`)).toBe(0);
-    onlyInspectAndRestart();
+    await onlyInspectAndRestart();
   });
 
   it('reports partial when health does not come back in time after the restart', async () => {
@@ -229,7 +237,7 @@ describe('restartWorker (real Docker engine)', () => {
     });
     expect(r).toMatchObject({ outcome: 'partial', details: { healthy: false, stateBefore: 'running' } });
     expect((await runnerDocker.getContainer(name).inspect()).State.StartedAt).not.toBe(before.State.StartedAt);
-    onlyInspectAndRestart();
+    await onlyInspectAndRestart();
     await waitFor(async () => (await httpStatus(worker.healthUrl)) === 200, {
       what: 'the real health URL back at 200',
     });

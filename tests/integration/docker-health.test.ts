@@ -6,7 +6,7 @@
  * pipeline (no stage) whose HEALTH_TARGETS URL fails, restarted and healthy again.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDockerActivities, policyRestartsSince } from '../../activities/docker';
+import { createDockerActivities, policyRestartsSince, recordPolicyRestarts } from '../../activities/docker';
 import { createSafetyActivities } from '../../activities/safety';
 import { freePort, PREFIX_LABEL } from '../../pipeline/runner-support';
 import { healingWorkflowId, type HealingStatus } from '../../workflows/definitions';
@@ -214,9 +214,16 @@ describe('Docker-native health', () => {
     const times = await policyRestartsSince(s.t.redis, s.t.keys, looping, from - 1);
     expect(times).toHaveLength(3);
     for (const at of times) expect(at).toBeGreaterThanOrEqual(from);
-    // Seen again unchanged: nothing more recorded.
+    // Seen again unchanged: nothing more recorded. Inspections at once, one of them stale (it read the count before
+    // the last restart): still three, each once.
+    const now = (await seen())!;
+    await Promise.all([
+      recordPolicyRestarts(s.t.redis, s.t.keys, [{ ...now, restartCount: 2 }]),
+      recordPolicyRestarts(s.t.redis, s.t.keys, [now]),
+      recordPolicyRestarts(s.t.redis, s.t.keys, [now]),
+    ]);
     await seen();
-    expect(await policyRestartsSince(s.t.redis, s.t.keys, looping, 0)).toHaveLength(3);
+    expect(await policyRestartsSince(s.t.redis, s.t.keys, looping, 0)).toEqual(times);
     // The policy sees a crash loop of three restarts in the hour, though selfheal made none.
     const safety = createSafetyActivities({ pool: s.t.pool, redis: s.t.redis, keys: s.t.keys });
     const { verdict, context } = await safety.checkSafety({

@@ -97,17 +97,18 @@ describe('healing end to end, auto-fix on', () => {
     console.log('fault -> detected -> verified healed (s):', timings);
   });
 
+  /** `chaos`: the arguments of `selfheal chaos`, or a function that injects the fault itself. */
   async function faultToHeal(
     name: string,
-    chaos: string[],
+    chaos: string[] | (() => Promise<void>),
     type: string,
     target: string,
     action: string,
-    more: string[][] = [],
   ): Promise<HealingStatus> {
     const injectedAt = Date.now();
-    for (const args of [...more, chaos]) {
-      const r = s.selfheal.cli(['chaos', ...args]);
+    if (typeof chaos === 'function') await chaos();
+    else {
+      const r = s.selfheal.cli(['chaos', ...chaos]);
       expect(r.status, r.stderr).toBe(0);
     }
     const id = healingWorkflowId(type, target);
@@ -244,13 +245,16 @@ describe('healing end to end, auto-fix on', () => {
       const [a, b] = extract() as [RunningWorker, RunningWorker];
       const before = await startTimes();
       const injectedAt = Date.now();
+      // Both at the same instant (the field `selfheal chaos hang-worker <worker> silent` sets): one after the other,
+      // the first would be a hung worker beside a working peer, found on its own before the queue stalls.
       const status = await faultToHeal(
         'stalled_queue (silent hang)',
-        ['hang-worker', b.worker, 'silent'],
+        async () => {
+          await s.t.redis.hset(s.t.keys.pipelineFaults(), `hang:${a.worker}`, 'silent', `hang:${b.worker}`, 'silent');
+        },
         'stalled_queue',
         'extract',
         'restart_worker',
-        [['hang-worker', a.worker, 'silent']],
       );
       const victim = status.plan!.params.container!;
       const other = [a, b].find((w) => w.container !== victim)!;

@@ -16,6 +16,7 @@ import {
   detectStuckDocuments,
   detectUnhealthyContainer,
   evaluateCycle,
+  stillHung,
   type Detector,
   type Thresholds,
 } from '../../core/detectors';
@@ -959,6 +960,8 @@ describe('silently hung workers: each one, told from an idle one by a backlog it
         processing: over.processing ?? [],
         processingTotal: over.processing?.length ?? 0,
         health: [],
+        outcomes: 'document_events',
+        liveWorkers: ['x-1', 'x-2', 'x-3'],
       });
   const oneHung = cycle([w('x-1', 30, 0), w('x-2', 0, 0), w('x-3', 28, 1)]);
   const twoHung = cycle([w('x-1', 30, 0), w('x-2', 0, 0), w('x-3', 0, 0)]);
@@ -1028,6 +1031,33 @@ describe('silently hung workers: each one, told from an idle one by a backlog it
       fires: [],
     },
     {
+      name: 'quiet: worker ids are not container names (no heartbeat under the name): nothing tells it is idle',
+      snapshot: { ...oneHung(NOW), liveWorkers: ['w-1', 'w-2', 'w-3'] },
+      history: covering(oneHung),
+      fires: [],
+    },
+    {
+      name: 'quiet: a paused container (an operator paused it)',
+      snapshot: {
+        ...oneHung(NOW),
+        containers: oneHung(NOW).containers.map((c) => (c.name === 'x-2' ? { ...c, state: 'paused' } : c)),
+      },
+      history: covering(oneHung),
+      fires: [],
+    },
+    {
+      name: 'quiet: outcomes read from documents alone (a completion may carry no worker id)',
+      snapshot: { ...oneHung(NOW), outcomes: 'documents' },
+      history: covering(oneHung),
+      fires: [],
+    },
+    {
+      name: 'quiet: a gap in the history longer than the outcome window (blind or missing cycles)',
+      snapshot: oneHung(NOW),
+      history: [{ snapshot: oneHung(NOW - 10 * 60 * S), candidates: [], active: [] }],
+      fires: [],
+    },
+    {
       name: 'quiet: no peer finished anything (every worker stuck: the stalled queue says so, once)',
       snapshot: cycle([])(NOW),
       history: covering(cycle([])),
@@ -1038,7 +1068,8 @@ describe('silently hung workers: each one, told from an idle one by a backlog it
   it('says it is hung behind a working health check, and its plan restarts it while it looks healthy', () => {
     const [a] = detectUnhealthyContainer(oneHung(NOW), covering(oneHung), thresholds, NOW);
     expect(a!.evidence).toMatchObject({ source: 'progress', stage: 'extract', worker: 'x-2', queueDepth: 40 });
-    expect(a!.summary).toMatch(/x-2: took and finished no document for 60 s while queue:extract held 40/);
+    // 60 s of cycles, each with no outcome of it in its own 30 s window.
+    expect(a!.summary).toMatch(/x-2: took and finished no document for 90 s while queue:extract held 40/);
     const plan = runbookPlan(a!, 0, { containers: ['x-1', 'x-2', 'x-3'] });
     expect(plan.action).toBe('restart_worker');
     expect(plan.params).toEqual({ container: 'x-2', hung: true });
@@ -1051,6 +1082,23 @@ describe('silently hung workers: each one, told from an idle one by a backlog it
       NOW,
     );
     expect(healthDecides(runbookPlan(dead!, 0, { containers: ['x-9'] }))).toBe(true);
+  });
+
+  it('still hung, from a fresh snapshot: until it shows progress; after a restart, only with a backlog and no progress', () => {
+    const [a] = detectUnhealthyContainer(oneHung(NOW), covering(oneHung), thresholds, NOW);
+    const later = NOW + 10 * S;
+    // Not restarted: no outcome and nothing held, whatever the queue.
+    expect(stillHung(oneHung(later), a!)).toBe(true);
+    expect(stillHung(cycle([w('x-1', 30, 0)], { depth: 0 })(later), a!)).toBe(true);
+    // It finished something, or holds a document: it works.
+    expect(stillHung(cycle([w('x-1', 30, 0), w('x-2', 1, 0)])(later), a!)).toBe(false);
+    const holding = [{ id: 9, stage: 'extract', workerId: 'x-2', startedAt: later, updatedAt: later }];
+    expect(stillHung(cycle([w('x-1', 30, 0)], { processing: holding })(later), a!)).toBe(false);
+    // Restarted since: hung again only with a backlog it does not touch.
+    const restarted = { startedAt: { 'x-2': NOW + 2 * S } };
+    expect(stillHung(cycle([w('x-1', 30, 0)], restarted)(later), a!)).toBe(true);
+    expect(stillHung(cycle([w('x-1', 30, 0)], { ...restarted, depth: 0 })(later), a!)).toBe(false);
+    expect(stillHung(cycle([w('x-1', 30, 0), w('x-2', 3, 0)], restarted)(later), a!)).toBe(false);
   });
 
   it('a Docker-unhealthy or health-URL-failing container is reported once, for its health', () => {
