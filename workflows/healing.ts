@@ -11,7 +11,15 @@ import { errorMessage } from '../core/errors';
 import { planSourceLabel } from '../core/fallback-cause';
 import type { HealingInput, HealingStatus } from './definitions';
 import { awaitApproval, setHandlers } from './healing/approval';
-import { analyze, beforeActing, checkSafetyWaiting, execute, verifyFix, waitForPermit } from './healing/phases';
+import {
+  actUnlessSilenced,
+  analyze,
+  beforeActing,
+  checkSafetyWaiting,
+  execute,
+  verifyFix,
+  waitForPermit,
+} from './healing/phases';
 import { createHealingRun, failHealing, type HealingRun } from './healing/run';
 
 export type { ActionRecord, Decision, HealingInput, HealingPolicy, HealingStatus } from './definitions';
@@ -63,10 +71,12 @@ async function heal(run: HealingRun): Promise<HealingStatus> {
         }
       }
       const key = `${info.workflowId}:${info.runId}:${rung}:${plan.id}`;
-      const stop =
-        (await waitForPermit(run, plan, stage, key)) ??
-        (await beforeActing(run, plan, key)) ??
-        (await execute(run, plan, key));
+      // Silences (maintenance windows) hold the action; histories from before them replay the old sequence.
+      const stop = patched('silences')
+        ? await actUnlessSilenced(run, plan, stage, key)
+        : ((await waitForPermit(run, plan, stage, key)) ??
+          (await beforeActing(run, plan, key)) ??
+          (await execute(run, plan, key)));
       if (stop) return stop;
     }
     const healed = await verifyFix(run, plan, rung);
