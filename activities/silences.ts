@@ -66,13 +66,21 @@ export async function addSilence(pool: pg.Pool, s: NewSilence): Promise<Silence>
   }
 }
 
-/** The silences, newest first: all of them, or only those not removed that end after `openAfter`. */
-export async function listSilences(pool: pg.Pool, opts: { openAfter?: number; limit?: number } = {}) {
+/**
+ * The silences, newest first: all of them; with `openAfter`, only those not removed that end after it (the ones that
+ * can match); with `recentSince`, those that end, or were removed, after it.
+ */
+export async function listSilences(
+  pool: pg.Pool,
+  opts: { openAfter?: number; recentSince?: number; limit?: number } = {},
+) {
   const { rows } = await pool.query<SilenceRow>(
     `SELECT ${COLUMNS} FROM silences
-      WHERE $1::double precision IS NULL OR (removed_at IS NULL AND ends_at > to_timestamp($1 / 1000.0))
-      ORDER BY id DESC LIMIT $2`,
-    [opts.openAfter ?? null, opts.limit ?? 1000],
+      WHERE ($1::double precision IS NULL OR (removed_at IS NULL AND ends_at > to_timestamp($1 / 1000.0)))
+        AND ($2::double precision IS NULL OR ends_at > to_timestamp($2 / 1000.0)
+             OR removed_at > to_timestamp($2 / 1000.0))
+      ORDER BY id DESC LIMIT $3`,
+    [opts.openAfter ?? null, opts.recentSince ?? null, opts.limit ?? 1000],
   );
   return rows.map(fromRow);
 }

@@ -76,7 +76,7 @@ export async function silenceAddCommand(config: Config, opts: SilenceAddArgs): P
 export async function silenceListCommand(config: Config, opts: { json?: boolean; all?: boolean }): Promise<void> {
   const now = Date.now();
   const silences = await withPool(config, (pool) =>
-    listSilences(pool, opts.all ? {} : { openAfter: now - 86_400_000 }),
+    listSilences(pool, opts.all ? {} : { recentSince: now - 86_400_000 }),
   );
   if (opts.json) return void process.stdout.write(JSON.stringify(silences.map((s) => silenceJson(s, now))) + '\n');
   if (silences.length === 0) return void process.stdout.write('no silences\n');
