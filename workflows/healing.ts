@@ -17,6 +17,7 @@ import {
   beforeActing,
   checkSafetyWaiting,
   execute,
+  holdWhileSilenced,
   verifyFix,
   waitForPermit,
 } from './healing/phases';
@@ -61,6 +62,11 @@ async function heal(run: HealingRun): Promise<HealingStatus> {
       });
       if (verdict.decision === 'escalate') return run.escalate(`refused by policy: ${verdict.reasons.join('; ')}`);
       if (verdict.decision === 'needs_approval') {
+        // No approval is asked for during a maintenance window: the request waits for the silence to end.
+        if (patched('silences')) {
+          const hold = await holdWhileSilenced(run, plan);
+          if (hold.end) return hold.end;
+        }
         const d = await awaitApproval(run, plan, verdict, rung);
         if (d.decision === 'reject') {
           const why =

@@ -4,6 +4,7 @@
  * is listed and audited (who, why, when), an expired silence of a lower id changes nothing, and once the silence is
  * removed the held healing goes on: restarted, healed.
  */
+import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { healingWorkflowId } from '../../workflows/definitions';
 import { makeUnhealthy, removeTestContainers, runTestContainer, SLEEPER } from '../helpers/containers';
@@ -31,12 +32,17 @@ describe('silences', () => {
     s = await startStack({
       ollama: { replies: [{ kind: 'status', status: 500 }] },
       async beforeSelfheal({ docker, t }) {
-        const n = `sil-${t.id}-web`;
-        await runTestContainer(docker, t, n, SLEEPER, { labels: { 'selfheal.enable': 'true' }, healthcheck: true });
-        await waitFor(async () => (await docker.getContainer(n).inspect()).State.Health?.Status === 'healthy', {
-          timeoutMs: 30_000,
-          what: 'the HEALTHCHECK to pass',
-        });
+        const names = [`sil-${t.id}-web`, `sil-${t.id}-gone`];
+        for (const n of names) {
+          await runTestContainer(docker, t, n, SLEEPER, { labels: { 'selfheal.enable': 'true' }, healthcheck: true });
+        }
+        await waitFor(
+          async () => {
+            const states = await Promise.all(names.map((n) => docker.getContainer(n).inspect()));
+            return states.every((st) => st.State.Health?.Status === 'healthy');
+          },
+          { timeoutMs: 30_000, what: 'the HEALTHCHECKs to pass' },
+        );
       },
       env: () => ({
         AUTO_FIX_ENABLED: 'true',
@@ -188,4 +194,34 @@ describe('silences', () => {
     const after = JSON.parse(s.selfheal.cli(['silence', 'list', '--json']).stdout) as Record<string, unknown>[];
     expect(after.find((r) => r.id === silence.id)).toMatchObject({ state: 'removed', removedBy: 'bob' });
   }, 300_000);
+
+  it('a fault gone while silenced ends the healing healed, without any action', async () => {
+    const target = name('gone');
+    const added = s.selfheal.cli(['silence', 'add', '--target', target, '--for', '2h', '--reason', 'disk swap']);
+    expect(added.stderr).toBe('');
+    const silenceId = Number(/^silence #(\d+) added: any anomaly on /.exec(added.stdout)?.[1]);
+    expect(silenceId).toBeGreaterThan(0);
+    const before = await startedAt(target);
+    makeUnhealthy(target);
+    const id = healingWorkflowId('unhealthy_container', target);
+    await waitFor(async () => (await audit(id)).find((r) => r.step === 'silenced'), {
+      timeoutMs: 90_000,
+      what: 'the silenced audit row',
+    });
+    // The operator fixes it by hand during the window; Docker sees it healthy again.
+    execFileSync('docker', ['exec', target, '/bin/busybox', 'touch', '/tmp/healthy']);
+    await waitFor(async () => (await s.docker.getContainer(target).inspect()).State.Health?.Status === 'healthy', {
+      timeoutMs: 30_000,
+      what: 'healthy again',
+    });
+    expect(s.selfheal.cli(['silence', 'remove', `#${silenceId}`]).status).toBe(0);
+    const ended = await endedRun(s.client, id, { timeoutMs: 90_000 });
+    expect(ended.status.phase).toBe('healed');
+    expect(ended.status.history.at(-1)?.note).toMatch(/^gone while silenced: unhealthy_container no longer detected/);
+    const steps = await audit(id);
+    expect(steps.filter((r) => r.step === 'unsilenced').map((r) => r.outcome)).toEqual(['gone']);
+    expect(steps.filter((r) => r.step === 'executed')).toEqual([]);
+    expect(ended.status.actions).toEqual([]);
+    expect(await startedAt(target)).toBe(before);
+  }, 240_000);
 });
