@@ -5,6 +5,9 @@
  * removed the held healing goes on: restarted, healed.
  */
 import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { historyToJSON } from '@temporalio/common/lib/proto-utils';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { healingWorkflowId } from '../../workflows/definitions';
 import { makeUnhealthy, removeTestContainers, runTestContainer, SLEEPER } from '../helpers/containers';
@@ -182,6 +185,11 @@ describe('silences', () => {
 
     // The held healing goes on: the fault is still there, so the restart runs and heals.
     const ended = await endedRun(s.client, id, { timeoutMs: 90_000 });
+    if (process.env.RECORD_HISTORIES) {
+      // For the replay test (tests/unit/replay.test.ts): a healing held by a silence, then healed.
+      const history = await s.client.workflow.getHandle(id, ended.runId).fetchHistory();
+      writeFileSync(path.join(__dirname, '../fixtures/histories/healing-silenced.json'), historyToJSON(history));
+    }
     expect(ended.status.phase).toBe('healed');
     const steps = await audit(id);
     expect(steps.filter((r) => r.step === 'unsilenced').map((r) => r.outcome)).toEqual(['still there: proceeding']);
