@@ -135,6 +135,15 @@ describe('silences', () => {
       openAnomalies: { target: string; silencedBy?: { id: number } }[];
     };
     expect(view.openAnomalies.find((a) => a.target === target)?.silencedBy).toMatchObject({ id: silence.id });
+    // `selfheal status` marks it, and counts the held healing by its phase (visibility may lag a moment).
+    const heldLine = new RegExp(`^  unhealthy_container on ${target} \\(.*\\(silenced by #${silence.id}\\)$`, 'm');
+    await waitFor(
+      () => {
+        const screen = s.selfheal.cli(['status']).stdout;
+        return heldLine.test(screen) && /^Healings .*silenced 1/m.test(screen);
+      },
+      { timeoutMs: 30_000, intervalMs: 1_000, what: 'selfheal status showing the silenced anomaly and healing' },
+    );
 
     // Several re-checks later, still held: no restart ran, nothing executed.
     const rechecks = (await audit(id)).length;
