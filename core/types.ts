@@ -39,6 +39,8 @@ export const HealPhase = {
   checking: 'checking',
   rate_limited: 'rate_limited',
   awaiting_approval: 'awaiting_approval',
+  /** A silence (maintenance window) holds the action: waiting on durable timers until it ends. */
+  silenced: 'silenced',
   executing: 'executing',
   verifying: 'verifying',
   healed: 'healed',

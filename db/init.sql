@@ -61,3 +61,47 @@ CREATE TABLE IF NOT EXISTS action_permits (
 );
 CREATE INDEX IF NOT EXISTS action_permits_reserved ON action_permits (reserved_at_ms);
 CREATE INDEX IF NOT EXISTS action_permits_target ON action_permits (action, target, reserved_at_ms);
+
+-- Silences (maintenance windows): while one matches an anomaly (its type, or any; its target by glob, or any) and
+-- now is in [starts_at, ends_at), the anomaly is still detected and shown but no action runs; a healing waits.
+-- A silence is never deleted: `silence remove` marks removed_at/removed_by, and every add and remove is also written
+-- to the append-only silence_log (who, why, when).
+CREATE TABLE IF NOT EXISTS silences (
+  id            bigserial   PRIMARY KEY,
+  anomaly_type  text        NULL,
+  target_glob   text        NULL,
+  starts_at     timestamptz NOT NULL DEFAULT now(),
+  ends_at       timestamptz NOT NULL,
+  reason        text        NOT NULL CHECK (btrim(reason) <> ''),
+  created_by    text        NOT NULL CHECK (btrim(created_by) <> ''),
+  created_at    timestamptz NOT NULL DEFAULT now(),
+  removed_at    timestamptz NULL,
+  removed_by    text        NULL,
+  CHECK (ends_at > starts_at)
+);
+CREATE INDEX IF NOT EXISTS silences_open ON silences (ends_at) WHERE removed_at IS NULL;
+
+CREATE TABLE IF NOT EXISTS silence_log (
+  id          bigserial   PRIMARY KEY,
+  silence_id  bigint      NOT NULL,
+  event       text        NOT NULL CHECK (event IN ('added', 'removed')),
+  actor       text        NOT NULL,
+  reason      text        NULL,
+  details     jsonb       NOT NULL DEFAULT '{}'::jsonb,
+  created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS silence_log_silence ON silence_log (silence_id, id);
+
+CREATE OR REPLACE FUNCTION silence_log_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION 'silence_log is append-only: % refused', TG_OP USING ERRCODE = 'insufficient_privilege';
+END;
+$$;
+DROP TRIGGER IF EXISTS silence_log_append_only ON silence_log;
+CREATE TRIGGER silence_log_append_only
+  BEFORE UPDATE OR DELETE ON silence_log
+  FOR EACH ROW EXECUTE FUNCTION silence_log_refuse_change();
+DROP TRIGGER IF EXISTS silence_log_no_truncate ON silence_log;
+CREATE TRIGGER silence_log_no_truncate
+  BEFORE TRUNCATE ON silence_log
+  FOR EACH STATEMENT EXECUTE FUNCTION silence_log_refuse_change();

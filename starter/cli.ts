@@ -21,6 +21,7 @@ import type * as PipelineUp from './pipeline-up';
 import type * as Pool from '../db/pool';
 import type * as Redis from 'ioredis';
 import type * as ScheduleCommand from './schedule-command';
+import type * as SilenceCommand from './silence-command';
 import type * as Status from './status';
 import type * as Up from './up';
 import type * as WorkerEnv from '../workers/env';
@@ -296,6 +297,45 @@ export function buildCli(): Command {
     .action(
       withConfig((config, command: string, opts: { note?: string; json?: boolean }) =>
         load<typeof ScheduleCommand>('./schedule-command').scheduleCommand(config, command, opts),
+      ),
+    );
+
+  // Silences (maintenance windows): starter/silence-command.ts.
+  const silence = program
+    .command('silence')
+    .description('maintenance windows: while a silence matches, anomalies are shown but no action runs');
+  const silenceModule = () => load<typeof SilenceCommand>('./silence-command');
+  silence
+    .command('add')
+    .description('silence an anomaly type and/or a target glob for a while (audited: who, why, when)')
+    .option('--type <type>', 'only this anomaly type (default: any)')
+    .option('--target <glob>', 'only targets matching this glob, CONTAINER_ALLOWLIST syntax (default: any)')
+    .option('--for <duration>', 'how long: 30m, 1h, 2h30m, 1d')
+    .option('--until <time>', 'until an ISO time, e.g. 2026-01-01T18:00:00Z')
+    .option('--reason <text>', 'why (required)')
+    .option('--by <name>', 'who silences (default: the OS user)')
+    .option('--json', 'print JSON')
+    .action(
+      withConfig((config, opts: SilenceCommand.SilenceAddArgs) => silenceModule().silenceAddCommand(config, opts)),
+    );
+  silence
+    .command('list')
+    .description('silences open or ended in the last 24 h (--all: every one), with their state')
+    .option('--all', 'every silence ever added')
+    .option('--json', 'print JSON')
+    .action(
+      withConfig((config, opts: { all?: boolean; json?: boolean }) => silenceModule().silenceListCommand(config, opts)),
+    );
+  silence
+    .command('remove')
+    .description('end a silence now (it is kept, marked removed, and audited); held healings go on')
+    .argument('<id>', 'the silence id, e.g. 12')
+    .option('--by <name>', 'who removes it (default: the OS user)')
+    .option('--reason <text>', 'why')
+    .option('--json', 'print JSON')
+    .action(
+      withConfig((config, id: string, opts: { by?: string; reason?: string; json?: boolean }) =>
+        silenceModule().silenceRemoveCommand(config, id, opts),
       ),
     );
 

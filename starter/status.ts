@@ -8,7 +8,10 @@ import { ScheduleNotFoundError, WorkflowNotFoundError, type Client } from '@temp
 import { temporal } from '@temporalio/proto';
 import { Redis } from 'ioredis';
 import { latestCycleRecord } from '../activities/metrics-stream';
-import type { Config } from '../core/config';
+import { listSilences } from '../activities/silences';
+import { selfhealDatabaseUrl, type Config } from '../core/config';
+import { matchingSilence, type Silence } from '../core/silence';
+import { createPool } from '../db/pool';
 import { createKeys } from '../core/keys';
 import { MONITOR_SCHEDULE_ID, TaskQueue } from '../workflows/definitions';
 import { listHealings, withClient } from './healings';
@@ -58,7 +61,8 @@ export type AnomaliesStatus =
       available: true;
       /** ISO time the latest cycle collected its snapshot, or null when no cycle was recorded yet. */
       cycleAt: string | null;
-      open: { type: string; target: string; severity: string; summary: string }[];
+      /** `silencedBy`: the silence (maintenance window) that holds it, when one does. */
+      open: { type: string; target: string; severity: string; summary: string; silencedBy?: number }[];
     }
   | { available: false; error: string };
 
@@ -146,6 +150,18 @@ async function healingCounts(client: Client): Promise<StatusReport['healings']> 
   return { open: rows.length, byPhase, truncated: rows.length >= OPEN_HEALINGS_CAP };
 }
 
+/** The silences open now, to mark the anomalies they hold; none when Postgres does not answer (not fatal). */
+async function openSilences(config: Config): Promise<Silence[]> {
+  const pool = createPool(selfhealDatabaseUrl(config), { max: 1, application: 'selfheal-status' });
+  try {
+    return await listSilences(pool, { openAfter: Date.now() });
+  } catch {
+    return [];
+  } finally {
+    await pool.end().catch(() => undefined);
+  }
+}
+
 /** The latest cycle record's open anomalies; a Redis that does not answer is reported, not fatal. */
 export async function latestAnomalies(config: Config): Promise<AnomaliesStatus> {
   const redis = new Redis(config.REDIS_URL, {
@@ -157,11 +173,18 @@ export async function latestAnomalies(config: Config): Promise<AnomaliesStatus> 
   redis.on('error', () => undefined);
   try {
     await redis.connect();
-    const record = await latestCycleRecord(redis, createKeys(config.REDIS_KEY_PREFIX));
+    const [record, silences] = await Promise.all([
+      latestCycleRecord(redis, createKeys(config.REDIS_KEY_PREFIX)),
+      openSilences(config),
+    ]);
+    const now = Date.now();
     return {
       available: true,
       cycleAt: record ? new Date(record.snapshot.at).toISOString() : null,
-      open: (record?.active ?? []).map(({ type, target, severity, summary }) => ({ type, target, severity, summary })),
+      open: (record?.active ?? []).map(({ type, target, severity, summary }) => {
+        const silence = matchingSilence(silences, { type, target }, now);
+        return { type, target, severity, summary, ...(silence ? { silencedBy: silence.id } : {}) };
+      }),
     };
   } catch (err) {
     return { available: false, error: errorFirstLine(err) };
@@ -240,7 +263,10 @@ export function formatStatus(r: StatusReport, now = Date.now()): string {
   else if (!a.cycleAt) lines.push('Anomalies  no monitoring cycle recorded yet');
   else {
     lines.push(`Anomalies  ${a.open.length} open in the latest cycle (${a.cycleAt}, ${ago(a.cycleAt, now)})`);
-    for (const o of a.open) lines.push(`  ${o.type} on ${o.target} (${o.severity}): ${o.summary}`);
+    for (const o of a.open) {
+      const silenced = o.silencedBy !== undefined ? ` (silenced by #${o.silencedBy})` : '';
+      lines.push(`  ${o.type} on ${o.target} (${o.severity}): ${o.summary}${silenced}`);
+    }
   }
   return lines.join('\n') + '\n';
 }

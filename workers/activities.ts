@@ -14,6 +14,7 @@ import { createDockerActivities } from '../activities/docker';
 import { createEvidenceActivities } from '../activities/evidence';
 import { createMetricsActivities } from '../activities/metrics';
 import { createSafetyActivities } from '../activities/safety';
+import { createSilenceActivities } from '../activities/silences';
 import type { Config } from '../core/config';
 import { createKeys } from '../core/keys';
 
@@ -66,6 +67,7 @@ export function healingActivities(config: Config, { pool, redis }: WorkerClients
     ...createAuditActivities({ pool }),
     ...createApprovalActivities({ secret: config.APPROVAL_SECRET }),
     ...createSafetyActivities({ pool, redis, keys: createKeys(config.REDIS_KEY_PREFIX) }),
+    ...createSilenceActivities({ pool }),
     ...createAnalysisActivities({
       ollama: createOllamaClient({ host: config.OLLAMA_HOST, timeoutMs: config.LLM_TIMEOUT_MS }),
       model: config.OLLAMA_MODEL,

@@ -7,6 +7,8 @@ import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import client from 'prom-client';
 import { cycleRecordsAfter, latestCycleRecord } from '../activities/metrics-stream';
+import { listSilences } from '../activities/silences';
+import { matchingSilence, type Silence } from '../core/silence';
 import type { Keys } from '../core/keys';
 import type { CycleRecord } from '../core/snapshot';
 import { AnomalyType } from '../core/types';
@@ -22,7 +24,15 @@ export interface MetricsView {
   /** Rows of healing_log by step in the last 24 h. */
   healings24h: Record<string, number>;
   /** Ids of the healing workflows with an anomaly open in the latest cycle. */
-  openAnomalies: { type: string; target: string; severity: string; summary: string; fingerprint: string }[];
+  openAnomalies: {
+    type: string;
+    target: string;
+    severity: string;
+    summary: string;
+    fingerprint: string;
+    /** The silence that holds it now ("silenced by #12"): detected and shown, but no action runs. */
+    silencedBy?: { id: number; reason: string; by: string; until: string };
+  }[];
 }
 
 const CYCLE_BUCKETS_S = [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30];
@@ -56,6 +66,9 @@ export function createMetricsState(deps: MetricsStateDeps) {
     ['table'],
   );
   const openAnomalies = g('selfheal_open_anomalies', 'Anomalies open after noise control, by type', ['type']);
+  const silenced = g('selfheal_anomalies_silenced', 'Open anomalies a silence (maintenance window) holds, by type', [
+    'type',
+  ]);
   const staleLocks = g('selfheal_stale_locks', 'Document locks held by a worker without heartbeat');
   const lastCycle = g('selfheal_last_cycle_timestamp_seconds', 'When the latest monitoring cycle collected');
   const cycleDuration = new client.Histogram({
@@ -98,7 +111,12 @@ export function createMetricsState(deps: MetricsStateDeps) {
     }
   }
 
-  function setGauges(latest: CycleRecord | null): void {
+  /** The silences open now (one small query); none when they cannot be read. */
+  async function openSilences(): Promise<Silence[]> {
+    return listSilences(deps.pool, { openAfter: Date.now() }).catch(() => []);
+  }
+
+  function setGauges(latest: CycleRecord | null, silences: Silence[]): void {
     for (const m of [
       queueDepth,
       documents,
@@ -107,6 +125,7 @@ export function createMetricsState(deps: MetricsStateDeps) {
       processingMs,
       containerUp,
       openAnomalies,
+      silenced,
       sourceUp,
       outcomesTable,
     ])
@@ -134,6 +153,10 @@ export function createMetricsState(deps: MetricsStateDeps) {
     staleLocks.set(s.staleLockTotal);
     for (const type of Object.values(AnomalyType)) {
       openAnomalies.set({ type }, latest.active.filter((a) => a.type === type).length);
+      silenced.set(
+        { type },
+        latest.active.filter((a) => a.type === type && matchingSilence(silences, a, Date.now())).length,
+      );
     }
   }
 
@@ -141,29 +164,42 @@ export function createMetricsState(deps: MetricsStateDeps) {
     registry,
     /** The JSON view of /metrics. */
     async view(): Promise<MetricsView> {
-      const [latest, steps] = await Promise.all([
+      const [latest, steps, silences] = await Promise.all([
         latestRecord(),
         deps.pool.query<{ step: string; n: number }>(
           `SELECT step, count(*)::int AS n FROM healing_log WHERE created_at > now() - interval '24 hours' GROUP BY step`,
         ),
+        openSilences(),
       ]);
+      const now = Date.now();
       return {
         latest,
         healings24h: Object.fromEntries(steps.rows.map((r) => [r.step, r.n])),
-        openAnomalies: (latest?.active ?? []).map(({ type, target, severity, summary, fingerprint }) => ({
-          type,
-          target,
-          severity,
-          summary,
-          fingerprint,
-        })),
+        openAnomalies: (latest?.active ?? []).map(({ type, target, severity, summary, fingerprint }) => {
+          const s = matchingSilence(silences, { type, target }, now);
+          return {
+            type,
+            target,
+            severity,
+            summary,
+            fingerprint,
+            ...(s
+              ? { silencedBy: { id: s.id, reason: s.reason, by: s.createdBy, until: new Date(s.endsAt).toISOString() } }
+              : {}),
+          };
+        }),
       };
     },
     /** Prometheus text exposition, refreshed from Redis and Postgres on each scrape. */
     async prometheus(): Promise<string> {
       // A source that cannot be read leaves its metrics as they were; the scrape still answers.
-      const [latest] = await Promise.allSettled([latestRecord(), observeNewCycles(), countNewSteps()]);
-      if (latest.status === 'fulfilled') setGauges(latest.value);
+      const [latest, , , silences] = await Promise.allSettled([
+        latestRecord(),
+        observeNewCycles(),
+        countNewSteps(),
+        openSilences(),
+      ]);
+      if (latest.status === 'fulfilled') setGauges(latest.value, silences.status === 'fulfilled' ? silences.value : []);
       return registry.metrics();
     },
   };

@@ -31,6 +31,7 @@ export function healingPolicy(config: Config): HealingPolicy {
     llmTimeoutMs: config.LLM_TIMEOUT_MS,
     // Whether decisions must be signed; the secret itself never enters a workflow.
     signedApprovals: config.APPROVAL_SECRET !== undefined,
+    silenceRecheckSeconds: config.SILENCE_RECHECK_INTERVAL,
   };
 }
 

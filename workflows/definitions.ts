@@ -76,6 +76,8 @@ export interface HealingPolicy extends SafetyPolicy {
    * `verifyApproval` activity (the secret is never in the workflow). Absent in older inputs: unsigned.
    */
   signedApprovals?: boolean;
+  /** SILENCE_RECHECK_INTERVAL: s between re-checks of a silence holding a healing. Absent in older inputs: 60. */
+  silenceRecheckSeconds?: number;
 }
 
 /** The input of `healingWorkflow`. */

@@ -11,7 +11,16 @@ import { errorMessage } from '../core/errors';
 import { planSourceLabel } from '../core/fallback-cause';
 import type { HealingInput, HealingStatus } from './definitions';
 import { awaitApproval, setHandlers } from './healing/approval';
-import { analyze, beforeActing, checkSafetyWaiting, execute, verifyFix, waitForPermit } from './healing/phases';
+import {
+  actUnlessSilenced,
+  analyze,
+  beforeActing,
+  checkSafetyWaiting,
+  execute,
+  holdWhileSilenced,
+  verifyFix,
+  waitForPermit,
+} from './healing/phases';
 import { createHealingRun, failHealing, type HealingRun } from './healing/run';
 
 export type { ActionRecord, Decision, HealingInput, HealingPolicy, HealingStatus } from './definitions';
@@ -53,6 +62,11 @@ async function heal(run: HealingRun): Promise<HealingStatus> {
       });
       if (verdict.decision === 'escalate') return run.escalate(`refused by policy: ${verdict.reasons.join('; ')}`);
       if (verdict.decision === 'needs_approval') {
+        // No approval is asked for during a maintenance window: the request waits for the silence to end.
+        if (patched('silences')) {
+          const hold = await holdWhileSilenced(run, plan);
+          if (hold.end) return hold.end;
+        }
         const d = await awaitApproval(run, plan, verdict, rung);
         if (d.decision === 'reject') {
           const why =
@@ -63,10 +77,12 @@ async function heal(run: HealingRun): Promise<HealingStatus> {
         }
       }
       const key = `${info.workflowId}:${info.runId}:${rung}:${plan.id}`;
-      const stop =
-        (await waitForPermit(run, plan, stage, key)) ??
-        (await beforeActing(run, plan, key)) ??
-        (await execute(run, plan, key));
+      // Silences (maintenance windows) hold the action; histories from before them replay the old sequence.
+      const stop = patched('silences')
+        ? await actUnlessSilenced(run, plan, stage, key)
+        : ((await waitForPermit(run, plan, stage, key)) ??
+          (await beforeActing(run, plan, key)) ??
+          (await execute(run, plan, key)));
       if (stop) return stop;
     }
     const healed = await verifyFix(run, plan, rung);

@@ -35,12 +35,19 @@ describe('the schemas, one at a time in an empty schema', () => {
 
   it("selfheal's migrate creates only selfheal's tables, never the pipeline's", async () => {
     await Promise.all([migrate(pool), migrate(pool), migrate(pool)]);
-    expect(await tables(pool, schema)).toEqual(['action_permits', 'healing_log']);
+    expect(await tables(pool, schema)).toEqual(['action_permits', 'healing_log', 'silence_log', 'silences']);
   });
 
   it("the reference pipeline's setup adds its own tables; both are idempotent, also concurrently", async () => {
     await Promise.all([ensurePipelineSchema(pool), migrate(pool), ensurePipelineSchema(pool)]);
-    expect(await tables(pool, schema)).toEqual(['action_permits', 'document_events', 'documents', 'healing_log']);
+    expect(await tables(pool, schema)).toEqual([
+      'action_permits',
+      'document_events',
+      'documents',
+      'healing_log',
+      'silence_log',
+      'silences',
+    ]);
   });
 });
 

@@ -11,6 +11,7 @@ import { healthDecides, type Plan } from '../../core/plan';
 import { withContainers } from '../../core/snapshot';
 import type { HealingInput, HealingStatus } from '../definitions';
 import {
+  activeSilence,
   analysisProxy,
   checkSafety,
   collectMetrics,
@@ -210,6 +211,76 @@ export async function beforeActing(run: HealingRun, plan: Plan, key: string): Pr
     }
   }
   return undefined;
+}
+
+/**
+ * Silences: while one holds the anomaly, no action runs. The hold is audited (`silenced`, with the silence's id, who
+ * and why) and shown (phase `silenced`, note "silenced by #12 ..."), and waits on durable timers, re-checking every
+ * SILENCE_RECHECK_INTERVAL s (a silence removed early is noticed within it) or at the silence's end. Once no silence
+ * holds it, the detector is re-run: a fault gone meanwhile ends the run healed, one that cannot be seen escalates,
+ * one still there goes on. Returns the run's end, or whether a silence held it.
+ */
+export async function holdWhileSilenced(run: HealingRun, plan: Plan): Promise<{ end?: HealingStatus; held: boolean }> {
+  const recheckMs = (run.policy.silenceRecheckSeconds ?? 60) * 1000;
+  const ask = () => activeSilence({ anomalyType: run.anomaly.type, target: run.anomaly.target, now: Date.now() });
+  let heldBy: number | undefined;
+  let heldSince = 0;
+  for (let s = await ask(); s; s = await ask()) {
+    if (s.id !== heldBy) {
+      heldBy = s.id;
+      heldSince = Date.now();
+      run.enter('silenced', s.note);
+      await run.audit({
+        step: 'silenced',
+        action: plan.action,
+        params: { planId: plan.id, silenceId: s.id, reason: s.reason, silencedBy: s.createdBy, endsAt: s.endsAt },
+        decidedBy: s.createdBy,
+        outcome: `silenced by #${s.id}`,
+      });
+    }
+    // At most ~2,000 re-checks per silence, so a long one keeps the history bounded (silences last at most 30 days).
+    const periodMs = Math.max(recheckMs, Math.ceil((s.endsAt - heldSince) / 2_000));
+    await sleep(Math.max(1_000, Math.min(s.endsAt - Date.now(), periodMs)));
+  }
+  if (heldBy === undefined) return { held: false };
+  const still = await verify(run.input);
+  await run.audit({
+    step: 'unsilenced',
+    action: plan.action,
+    params: { planId: plan.id, silenceId: heldBy },
+    decidedBy: 'policy',
+    outcome: still.healed ? 'gone' : still.blind ? still.note : 'still there: proceeding',
+  });
+  if (still.blind)
+    return { held: true, end: await run.escalate(`${plan.action} not run after a silence: ${still.note}`) };
+  if (still.healed) return { held: true, end: await run.finish('healed', `gone while silenced: ${still.note}`) };
+  run.enter('checking', `silence #${heldBy} over and ${still.note}: ${plan.action} goes on`);
+  return { held: true };
+}
+
+/**
+ * Permit, checks and action, held while a silence matches: before the permit is reserved, and again once it is (a
+ * silence added while the permit was awaited); then the permit is given back (outcome `refused`: it never ran and
+ * is no restart for the cooldown or the breaker) and a new one is reserved after the hold.
+ */
+export async function actUnlessSilenced(
+  run: HealingRun,
+  plan: Plan,
+  stage: string | undefined,
+  baseKey: string,
+): Promise<HealingStatus | undefined> {
+  for (let attempt = 0; ; attempt++) {
+    const key = attempt === 0 ? baseKey : `${baseKey}:s${attempt}`;
+    const hold = await holdWhileSilenced(run, plan);
+    if (hold.end) return hold.end;
+    const stop = await waitForPermit(run, plan, stage, key);
+    if (stop) return stop;
+    if (await activeSilence({ anomalyType: run.anomaly.type, target: run.anomaly.target, now: Date.now() })) {
+      await finishPermit({ idempotencyKey: key, now: Date.now(), outcome: 'refused' });
+      continue;
+    }
+    return (await beforeActing(run, plan, key)) ?? (await execute(run, plan, key));
+  }
 }
 
 /** 5. Act through the actions worker; the permit is closed with the outcome. Returns the run's end on a failure. */

@@ -13,6 +13,7 @@ import type { createDockerActivities } from '../../activities/docker';
 import type { createEvidenceActivities } from '../../activities/evidence';
 import type { createMetricsActivities } from '../../activities/metrics';
 import type { createSafetyActivities } from '../../activities/safety';
+import type { createSilenceActivities } from '../../activities/silences';
 import { TaskQueue } from '../definitions';
 
 export const { appendHealingLog } = proxyActivities<ReturnType<typeof createAuditActivities>>({
@@ -21,6 +22,10 @@ export const { appendHealingLog } = proxyActivities<ReturnType<typeof createAudi
   retry: { maximumAttempts: 200, initialInterval: '1 second', maximumInterval: '30 seconds' },
 });
 export const { checkSafety, reservePermit, finishPermit } = proxyActivities<ReturnType<typeof createSafetyActivities>>({
+  startToCloseTimeout: '30 seconds',
+  retry: { maximumAttempts: 20, initialInterval: '1 second', maximumInterval: '30 seconds' },
+});
+export const { activeSilence } = proxyActivities<ReturnType<typeof createSilenceActivities>>({
   startToCloseTimeout: '30 seconds',
   retry: { maximumAttempts: 20, initialInterval: '1 second', maximumInterval: '30 seconds' },
 });
