@@ -7,6 +7,7 @@ import { errorMessage } from '../../core/errors';
 import type { Plan } from '../../core/plan';
 import type { Verdict } from '../../core/safety';
 import {
+  alertResolvedSignal,
   anomalySeenSignal,
   approveSignal,
   decideUpdate,
@@ -79,6 +80,19 @@ export function setHandlers(run: HealingRun): void {
   setHandler(anomalySeenSignal, () => {
     status.seen += 1;
   });
+  // Alertmanager says the alert behind this run resolved: recorded (query answer only; no command, no phase change).
+  setHandler(alertResolvedSignal, (r) => {
+    const at = Date.now();
+    status.resolved = {
+      fingerprint: r.fingerprint,
+      startsAt: r.startsAt,
+      ...(r.endsAt ? { endsAt: r.endsAt } : {}),
+      receivedAt: at,
+    };
+    if (status.history.length < 200) {
+      status.history.push({ at, phase: status.phase, note: `alert ${r.fingerprint} resolved in Alertmanager` });
+    }
+  });
   const signal = (d: DecisionInput, signature: string | undefined) => {
     if (policy.signedApprovals) void decideSigned(run, d, signature);
     else decide(run, d);
@@ -104,12 +118,19 @@ export function setHandlers(run: HealingRun): void {
     },
     {
       validator: (d: DecideInput) => {
+        // Typed refusals (a validator's failure is not in the history: no replay concern), so that a client such as
+        // the HTTP server answers each with its status without reading the message.
         if (d.decision !== 'approve' && d.decision !== 'reject')
-          throw new Error(`unknown decision: ${String(d.decision)}`);
-        const problem = approverError(run, d.by) ?? stateProblem(run, d.planId);
-        if (problem) throw new Error(problem);
+          throw ApplicationFailure.nonRetryable(`unknown decision: ${String(d.decision)}`, 'invalid_input');
+        const who = approverError(run, d.by);
+        if (who) throw ApplicationFailure.nonRetryable(who, d.by?.trim() ? 'not_approver' : 'invalid_input');
+        const state = stateProblem(run, d.planId);
+        if (state) throw ApplicationFailure.nonRetryable(state, 'not_awaiting_approval');
         if (policy.signedApprovals && !d.signature) {
-          throw new Error('a signed decision is required (APPROVAL_SECRET is set): use selfheal approve or reject');
+          throw ApplicationFailure.nonRetryable(
+            'a signed decision is required (APPROVAL_SECRET is set): use selfheal approve or reject',
+            'signature_required',
+          );
         }
       },
     },
