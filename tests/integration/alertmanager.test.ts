@@ -10,6 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { signApproval } from '../../activities/approval';
 import { findTemporalCli } from '../../starter/temporal-local';
 import { healingWorkflowId, type HealingStatus } from '../../workflows/definitions';
 import { uniqueId, waitFor } from '../helpers/env';
@@ -123,6 +124,8 @@ describe('Alertmanager receiver and approvals over HTTP', () => {
         AUTO_FIX_ENABLED: 'false',
         CONTAINER_ALLOWLIST: 'pipeline-*',
         VERIFY_DELAY: '1',
+        // The first healing's permit (it ended before acting) must not make the second one back off.
+        RESTART_COOLDOWN: '0',
         APPROVERS: 'alice,bob',
         APPROVAL_SECRET,
         WEBHOOK_TOKEN,
@@ -261,7 +264,7 @@ describe('Alertmanager receiver and approvals over HTTP', () => {
     await expect(s.client.workflow.getHandle(id).describe()).rejects.toThrow();
   });
 
-  it('HTTP approve: another plan is a 409 that acts on nothing; the right plan lets the healing proceed', async () => {
+  it('HTTP approve: another plan is a 409 that acts on nothing; the right plan lets the healing proceed; a signed reject ends the next', async () => {
     const target = s.workers[0]!.container!;
     const id = healingWorkflowId('unhealthy_container', target);
     expect((await webhook(notification(target))).status).toBe(200);
@@ -314,6 +317,31 @@ describe('Alertmanager receiver and approvals over HTTP', () => {
     next.alerts[0]!.startsAt = new Date().toISOString();
     expect(await (await webhook(next)).json()).toMatchObject({ alerts: [{ workflowId: id, firing: 'started' }] });
     await waitFor(() => listed(target).length === 2, { what: `a second run of ${id}` });
-    await s.client.workflow.getHandle(id).terminate('test done');
+
+    // Rejected with a signature the caller made (as the CLI does), no bearer; a forged one is refused.
+    const second = await awaitingApproval(id);
+    const plan2 = second.plan!.id;
+    const forged = await post(`/healings/${id}/reject`, {
+      by: 'bob',
+      planId: plan2,
+      reason: 'not now',
+      signature: signApproval('another-secret-0123456789', {
+        workflowId: id,
+        planId: plan2,
+        decision: 'reject',
+        by: 'bob',
+      }),
+    });
+    expect(forged.status).toBe(403);
+    expect(((await forged.json()) as { error: string }).error).toMatch(/signature refused/);
+    const signature = signApproval(APPROVAL_SECRET, { workflowId: id, planId: plan2, decision: 'reject', by: 'bob' });
+    const noReason = await post(`/healings/${id}/reject`, { by: 'bob', planId: plan2, signature });
+    expect(noReason.status).toBe(400);
+    const rejected = await post(`/healings/${id}/reject`, { by: 'bob', planId: plan2, reason: 'not now', signature });
+    expect(rejected.status).toBe(200);
+    expect(await rejected.json()).toEqual({ workflowId: id, planId: plan2, by: 'bob', decision: 'reject' });
+    const end = (await s.client.workflow.getHandle(id).result()) as HealingStatus;
+    expect(end.phase).toBe('rejected');
+    expect(end.decision).toMatchObject({ decision: 'reject', by: 'bob', reason: 'not now', via: 'update' });
   });
 });
