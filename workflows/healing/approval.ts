@@ -13,6 +13,7 @@ import {
   decideUpdate,
   rejectSignal,
   statusQuery,
+  type AlertResolved,
   type Decision,
   type DecideInput,
 } from '../definitions';
@@ -81,16 +82,22 @@ export function setHandlers(run: HealingRun): void {
     status.seen += 1;
   });
   // Alertmanager says the alert behind this run resolved: recorded (query answer only; no command, no phase change).
-  setHandler(alertResolvedSignal, (r) => {
+  setHandler(alertResolvedSignal, (r?: Partial<AlertResolved>) => {
+    // Anyone with namespace access may send it: a malformed one must not fail the workflow task.
+    const text = (v: unknown) => (typeof v === 'string' ? v.slice(0, 64) : '?');
     const at = Date.now();
     status.resolved = {
-      fingerprint: r.fingerprint,
-      startsAt: r.startsAt,
-      ...(r.endsAt ? { endsAt: r.endsAt } : {}),
+      fingerprint: text(r?.fingerprint),
+      startsAt: text(r?.startsAt),
+      ...(typeof r?.endsAt === 'string' ? { endsAt: text(r.endsAt) } : {}),
       receivedAt: at,
     };
     if (status.history.length < 200) {
-      status.history.push({ at, phase: status.phase, note: `alert ${r.fingerprint} resolved in Alertmanager` });
+      status.history.push({
+        at,
+        phase: status.phase,
+        note: `alert ${status.resolved.fingerprint} resolved in Alertmanager`,
+      });
     }
   });
   const signal = (d: DecisionInput, signature: string | undefined) => {
