@@ -243,6 +243,14 @@ export const configSchema = z.object({
     .min(16, { error: 'expected at least 16 characters' })
     .optional()
     .describe('Shared secret approvals must carry when set (at least 16 characters).'),
+  WEBHOOK_TOKEN: z
+    .string()
+    .min(16, { error: 'expected at least 16 characters' })
+    .optional()
+    .describe('Bearer token `POST /webhooks/alertmanager` requires when set (at least 16 characters).'),
+  PUBLIC_URL: optionalUrl(['http:', 'https:']).describe(
+    'Base URL people reach the HTTP server at: notices then link to the healing and its approve and reject endpoints.',
+  ),
   LOST_DOCUMENT_THRESHOLD: seconds(600).describe(
     'Seconds a document may stay `queued` in no list before `lost_documents`.',
   ),
@@ -336,6 +344,7 @@ const SECRET_VARS = new Set([
   'SELFHEAL_DATABASE_URL',
   'REDIS_URL',
   'ESCALATION_WEBHOOK_URL',
+  'WEBHOOK_TOKEN',
 ]);
 
 /**

@@ -38,6 +38,8 @@ export interface EscalationInput {
   anomaly?: { severity?: string; summary?: string; evidence?: Record<string, unknown> };
   /** Base URL of the Temporal Web UI (TEMPORAL_UI_URL), for a link to the run. */
   webUiUrl?: string;
+  /** PUBLIC_URL: selfheal's HTTP server as people reach it, for the healing's page and its decision endpoints. */
+  publicUrl?: string;
   /** Epoch ms of the escalation. */
   at: number;
   /**
@@ -102,6 +104,13 @@ export interface EscalationJson {
   commands: EscalationCommands;
   /** Link to the run in the Temporal Web UI, or null when TEMPORAL_UI_URL is not set. */
   webUiUrl: string | null;
+  /** Only with PUBLIC_URL: the healing on selfheal's HTTP server (`GET` answers its state). */
+  url?: string;
+  /**
+   * Only with PUBLIC_URL, while the healing waits for a decision: the endpoints that approve or reject (`POST`
+   * `{by, planId, reason?}`, see the README's "Approve over HTTP"); null when nothing waits.
+   */
+  endpoints?: { approve: string; reject: string } | null;
   /** Epoch ms. */
   at: number;
   /** For `restarted`: the restart's outcome and details (bounded like the evidence); absent otherwise. */
@@ -179,6 +188,12 @@ function runLine(e: Pick<EscalationJson, 'event' | 'commands' | 'workflowId' | '
   return `Workflow ${e.workflowId} ended escalated: nothing waits for approval. Details: \`${e.commands.show}\``;
 }
 
+/** The healing's URL on selfheal's HTTP server (PUBLIC_URL), or null. */
+export function healingUrl(base: string | undefined, workflowId: string): string | null {
+  if (!base) return null;
+  return `${base.replace(/\/+$/, '')}/healings/${encodeURIComponent(workflowId)}`;
+}
+
 /** The run's page in the Temporal Web UI (v2 routes), or null. */
 export function webUiLink(base: string | undefined, namespace?: string, workflowId?: string, runId?: string) {
   if (!base || !namespace || !workflowId) return null;
@@ -192,8 +207,18 @@ function summaryText(e: Omit<EscalationJson, 'text'>): string {
   if (e.summary) parts.push(`Anomaly: ${e.summary}`);
   parts.push(`Plan ${e.plan.id}: ${e.plan.action} (${e.plan.source}, confidence ${e.plan.confidence.toFixed(2)}).`);
   parts.push(runLine(e));
+  if (e.endpoints) parts.push(`Over HTTP: POST ${e.endpoints.approve} or ${e.endpoints.reject}`);
+  if (e.url) parts.push(`Healing: ${e.url}`);
   if (e.webUiUrl) parts.push(`Web UI: ${e.webUiUrl}`);
   return parts.join('\n');
+}
+
+/** `url` and `endpoints` when PUBLIC_URL is set; nothing otherwise (the v1 body is unchanged without it). */
+function publicLinks(input: EscalationInput): Pick<EscalationJson, 'url' | 'endpoints'> {
+  const url = healingUrl(input.publicUrl, input.workflowId);
+  if (!url) return {};
+  const waiting = input.awaitingApproval && !input.restarted;
+  return { url, endpoints: waiting ? { approve: `${url}/approve`, reject: `${url}/reject` } : null };
 }
 
 /** The generic JSON body. */
@@ -233,6 +258,7 @@ export function buildEscalationJson(input: EscalationInput): EscalationJson {
     evidence,
     commands: escalationCommands(input.workflowId, input.awaitingApproval ? plan.id : undefined),
     webUiUrl: webUiLink(input.webUiUrl, input.namespace, input.workflowId, input.runId),
+    ...publicLinks(input),
     at: input.at,
     ...(input.restarted
       ? {
@@ -317,15 +343,25 @@ export function buildEscalationSlack(input: EscalationInput): SlackBody {
         `*Details:* \`${slackEscape(e.commands.show)}\``,
     },
   });
-  if (e.webUiUrl) {
-    // A link we built from our own config and encoded ids: `|` and `>` cannot occur in it.
+  if (e.endpoints) {
     blocks.push({
-      type: 'context',
-      elements: [
-        { type: 'mrkdwn', text: `<${e.webUiUrl.replace(/[|>]/g, encodeURIComponent)}|Open in Temporal Web UI>` },
-      ],
+      type: 'section',
+      text: {
+        type: 'mrkdwn',
+        text: `*Over HTTP:* \`POST ${slackEscape(e.endpoints.approve)}\` or \`POST ${slackEscape(e.endpoints.reject)}\``,
+      },
     });
   }
+  // Links we built from our own config and encoded ids: `|` and `>` are encoded away all the same.
+  const link = (url: string, label: string) => ({
+    type: 'mrkdwn' as const,
+    text: `<${url.replace(/[|>]/g, encodeURIComponent)}|${label}>`,
+  });
+  const links = [
+    ...(e.url ? [link(e.url, 'Open in selfheal')] : []),
+    ...(e.webUiUrl ? [link(e.webUiUrl, 'Open in Temporal Web UI')] : []),
+  ];
+  if (links.length > 0) blocks.push({ type: 'context', elements: links });
   const fallback = `${headline(e)} on ${e.target}${e.severity ? ` (${e.severity})` : ''}: ${e.reason}`;
   return { text: esc(fallback, SLACK_SECTION_MAX), blocks };
 }

@@ -106,6 +106,7 @@ export function actionsActivities(
         escalationWebhookUrl: config.ESCALATION_WEBHOOK_URL,
         escalationWebhookFormat: config.ESCALATION_WEBHOOK_FORMAT,
         temporalUiUrl: config.TEMPORAL_UI_URL,
+        publicUrl: config.PUBLIC_URL,
         containerAllowlist: config.CONTAINER_ALLOWLIST,
         containerDenylist: config.CONTAINER_DENYLIST,
         autohealLabel: config.AUTOHEAL_LABEL,

@@ -142,11 +142,23 @@ export interface HealingStatus {
   seen: number;
   /** Signals and updates that arrived when they could change nothing (late, duplicate, not an approver). */
   ignored: { at: number; what: string }[];
+  /** The last alert of this type and target Alertmanager reported resolved while the run was open (absent: none). */
+  resolved?: AlertResolved & { receivedAt: number };
+}
+
+/** An alert Alertmanager reports resolved (POST /webhooks/alertmanager): recorded on the open healing, nothing else. */
+export interface AlertResolved {
+  /** Alertmanager's fingerprint of the alert. */
+  fingerprint: string;
+  /** RFC 3339, as Alertmanager sent them. */
+  startsAt: string;
+  endsAt?: string;
 }
 
 export const approveSignal = defineSignal<[ApproveInput]>('approve');
 export const rejectSignal = defineSignal<[RejectInput]>('reject');
 export const anomalySeenSignal = defineSignal<[{ detectedAt: number; fingerprint: string }]>('anomalySeen');
+export const alertResolvedSignal = defineSignal<[AlertResolved]>('alertResolved');
 export const decideUpdate = defineUpdate<DecideInput['decision'], [DecideInput]>('decide');
 export const statusQuery = defineQuery<HealingStatus>('status');
 

@@ -30,6 +30,7 @@ export function createNotice({ pool, config }: Pick<ActionContext, 'pool' | 'con
       plan,
       anomaly,
       webUiUrl: config.temporalUiUrl,
+      publicUrl: config.publicUrl,
       at: Date.now(),
       ...kind,
     });

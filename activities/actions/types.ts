@@ -81,6 +81,8 @@ export interface ActionConfig {
   escalationWebhookFormat?: WebhookFormat;
   /** TEMPORAL_UI_URL: base of the Web UI, for a link to the run in escalations. */
   temporalUiUrl?: string;
+  /** PUBLIC_URL: selfheal's HTTP server as people reach it, for the healing's link and decision endpoints. */
+  publicUrl?: string;
 }
 
 export interface ActionDeps {

@@ -7,11 +7,13 @@ import { errorMessage } from '../../core/errors';
 import type { Plan } from '../../core/plan';
 import type { Verdict } from '../../core/safety';
 import {
+  alertResolvedSignal,
   anomalySeenSignal,
   approveSignal,
   decideUpdate,
   rejectSignal,
   statusQuery,
+  type AlertResolved,
   type Decision,
   type DecideInput,
 } from '../definitions';
@@ -79,6 +81,25 @@ export function setHandlers(run: HealingRun): void {
   setHandler(anomalySeenSignal, () => {
     status.seen += 1;
   });
+  // Alertmanager says the alert behind this run resolved: recorded (query answer only; no command, no phase change).
+  setHandler(alertResolvedSignal, (r?: Partial<AlertResolved>) => {
+    // Anyone with namespace access may send it: a malformed one must not fail the workflow task.
+    const text = (v: unknown) => (typeof v === 'string' ? v.slice(0, 64) : '?');
+    const at = Date.now();
+    status.resolved = {
+      fingerprint: text(r?.fingerprint),
+      startsAt: text(r?.startsAt),
+      ...(typeof r?.endsAt === 'string' ? { endsAt: text(r.endsAt) } : {}),
+      receivedAt: at,
+    };
+    if (status.history.length < 200) {
+      status.history.push({
+        at,
+        phase: status.phase,
+        note: `alert ${status.resolved.fingerprint} resolved in Alertmanager`,
+      });
+    }
+  });
   const signal = (d: DecisionInput, signature: string | undefined) => {
     if (policy.signedApprovals) void decideSigned(run, d, signature);
     else decide(run, d);
@@ -104,12 +125,19 @@ export function setHandlers(run: HealingRun): void {
     },
     {
       validator: (d: DecideInput) => {
+        // Typed refusals (a validator's failure is not in the history: no replay concern), so that a client such as
+        // the HTTP server answers each with its status without reading the message.
         if (d.decision !== 'approve' && d.decision !== 'reject')
-          throw new Error(`unknown decision: ${String(d.decision)}`);
-        const problem = approverError(run, d.by) ?? stateProblem(run, d.planId);
-        if (problem) throw new Error(problem);
+          throw ApplicationFailure.nonRetryable(`unknown decision: ${String(d.decision)}`, 'invalid_input');
+        const who = approverError(run, d.by);
+        if (who) throw ApplicationFailure.nonRetryable(who, d.by?.trim() ? 'not_approver' : 'invalid_input');
+        const state = stateProblem(run, d.planId);
+        if (state) throw ApplicationFailure.nonRetryable(state, 'not_awaiting_approval');
         if (policy.signedApprovals && !d.signature) {
-          throw new Error('a signed decision is required (APPROVAL_SECRET is set): use selfheal approve or reject');
+          throw ApplicationFailure.nonRetryable(
+            'a signed decision is required (APPROVAL_SECRET is set): use selfheal approve or reject',
+            'signature_required',
+          );
         }
       },
     },
