@@ -59,6 +59,16 @@ describe('the built-in runbook file', () => {
   });
 });
 
+describe("the README's example", () => {
+  it('is a valid runbooks file', () => {
+    const readme = readFileSync(path.join(import.meta.dirname, '../../README.md'), 'utf8');
+    const section = readme.slice(readme.indexOf('### Runbooks as files'));
+    const example = /```yaml\n([\s\S]*?)```/.exec(section)?.[1];
+    expect(example).toBeDefined();
+    expect(parsed(example!).runbooks[0]).toMatchObject({ type: 'stuck_documents', ladder: ['escalate_to_human'] });
+  });
+});
+
 describe('runbook file errors name the file, the line and the field', () => {
   const cases: { name: string; text: string; errors: string[] }[] = [
     {
