@@ -19,6 +19,8 @@ COPY workers ./workers
 COPY starter ./starter
 COPY pipeline ./pipeline
 COPY db ./db
+# The built-in runbook (RUNBOOKS_FILE's default), copied into dist/runbooks by the build.
+COPY runbooks ./runbooks
 # The image is only built from code that compiles; the workflow bundle is built here once (the workers load it
 # through SELFHEAL_WORKFLOW_BUNDLE instead of each running webpack at start); then the dev dependencies go.
 RUN npm run build \

@@ -11,7 +11,9 @@ import { buildPrompt, llmReplyJsonSchema, parsePlan } from '../core/llm-plan';
 import type { Plan } from '../core/plan';
 import { sanitizeUntrusted } from '../core/redact';
 import { runbookPlan, withPlanId } from '../core/runbook';
-import type { Anomaly, AnomalyType } from '../core/types';
+import { resolveRunbook } from '../core/runbook-file';
+import type { ActionType, Anomaly, AnomalyType } from '../core/types';
+import type { RunbookSource } from './runbook-source';
 import { withoutCredentials } from './url-credentials';
 
 /** LLM calls one worker runs at once when not configured (a local Ollama serves requests mostly one by one). */
@@ -59,6 +61,8 @@ export interface AnalysisActivitiesOptions {
   containers?: readonly string[];
   /** LLM calls in flight at once from this worker; default DEFAULT_LLM_CONCURRENCY (2). */
   maxConcurrent?: number;
+  /** The runbooks file (RUNBOOKS_FILE): the ladder plans are held to, the verify delay. Default: the built-in ladders. */
+  runbooks?: RunbookSource;
 }
 
 export interface AnalyzeInput {
@@ -205,11 +209,26 @@ function ollamaTokens(response: unknown): Pick<AnalysisResult['llm'], 'evalCount
 export function createAnalysisActivities(opts: AnalysisActivitiesOptions) {
   const slots = createSemaphore(opts.maxConcurrent ?? DEFAULT_LLM_CONCURRENCY);
 
+  /**
+   * The analysis under the anomaly's runbook, resolved at each analysis (not frozen in the workflow's input), so an
+   * edited runbooks file applies to healings already running: the LLM is offered and held to its ladder, the runbook
+   * plans on it, and its verify delay travels with the plan.
+   */
   async function analyzeAnomaly(input: AnalyzeInput): Promise<AnalysisResult> {
+    const runbook = opts.runbooks
+      ? opts.runbooks.resolve(input.anomaly.type, input.anomaly.target)
+      : resolveRunbook(undefined, input.anomaly.type, input.anomaly.target);
+    const result = await analyzeOnLadder(input, runbook.ladder);
+    if (runbook.verifyDelaySeconds === undefined) return result;
+    const { id: _id, ...plan } = result.plan;
+    return { ...result, plan: withPlanId({ ...plan, verifyDelaySeconds: runbook.verifyDelaySeconds }) };
+  }
+
+  async function analyzeOnLadder(input: AnalyzeInput, ladder: readonly ActionType[]): Promise<AnalysisResult> {
     const { anomaly } = input;
     const rung = Number.isSafeInteger(input.rung) && input.rung > 0 ? input.rung : 0;
     const containers = [...new Set([...(opts.containers ?? []), ...(input.context?.containers ?? [])])];
-    const context = { containers, rung, evidence: input.evidence };
+    const context = { containers, rung, evidence: input.evidence, ladder };
     const started = Date.now();
     const deadline = started + opts.timeoutMs;
 
@@ -248,7 +267,7 @@ export function createAnalysisActivities(opts: AnalysisActivitiesOptions) {
           { role: 'system', content: prompt.system },
           { role: 'user', content: prompt.user },
         ],
-        format: llmReplyJsonSchema(anomaly.type, rung),
+        format: llmReplyJsonSchema(anomaly.type, rung, ladder),
         options: { temperature: 0 },
         stream: false,
       });

@@ -7,10 +7,12 @@ import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import type { Keys } from '../core/keys';
 import type { Plan } from '../core/plan';
+import { resolveRunbook } from '../core/runbook-file';
 import { evaluateSafety, type SafetyContext, type SafetyPolicy, type Verdict } from '../core/safety';
 import { containerWorking, type ContainerState } from '../core/snapshot';
 import { policyRestartsSince } from './docker';
 import { latestCycleRecord } from './metrics-stream';
+import type { RunbookSource } from './runbook-source';
 
 /** The target of a restart as the latest cycle saw it (`containerView`). */
 interface ContainerView {
@@ -54,7 +56,38 @@ export interface ReserveInput {
 
 export type ReserveResult = { granted: true; permitId: number } | { granted: false; nextFreeAt: number; used: number };
 
-export function createSafetyActivities({ pool, redis, keys }: { pool: pg.Pool; redis: Redis; keys: Keys }) {
+export function createSafetyActivities({
+  pool,
+  redis,
+  keys,
+  runbooks,
+}: {
+  pool: pg.Pool;
+  redis: Redis;
+  keys: Keys;
+  /** The runbooks file (RUNBOOKS_FILE): cooldown, breaker and approval per anomaly. Default: the configured policy. */
+  runbooks?: RunbookSource;
+}) {
+  /**
+   * The policy under the anomaly's runbook, resolved at each check (not frozen in the workflow's input), so an edited
+   * runbooks file applies to healings still waiting: its cooldown and breaker replace the configured ones.
+   */
+  function runbookPolicy(plan: Plan, policy: SafetyPolicy): { policy: SafetyPolicy; approvalAlwaysBy?: string } {
+    const runbook = runbooks
+      ? runbooks.resolve(plan.anomalyType, plan.target)
+      : resolveRunbook(undefined, plan.anomalyType, plan.target);
+    return {
+      policy: {
+        ...policy,
+        ...(runbook.cooldownSeconds !== undefined ? { cooldownSeconds: runbook.cooldownSeconds } : {}),
+        ...(runbook.breaker
+          ? { breakerRestarts: runbook.breaker.restarts, breakerWindowSeconds: runbook.breaker.windowSeconds }
+          : {}),
+      },
+      ...(runbook.approval === 'always' ? { approvalAlwaysBy: runbook.source } : {}),
+    };
+  }
+
   /**
    * The target container as the latest cycle saw it: its health (running, not Docker-unhealthy, its HEALTH_TARGETS
    * URL answering), its scope label, and its group, the replicas the last-healthy and in-flight rules count among:
@@ -89,7 +122,8 @@ export function createSafetyActivities({ pool, redis, keys }: { pool: pg.Pool; r
   return {
     /** Reads the state the policy needs and evaluates it. */
     async checkSafety(input: CheckSafetyInput): Promise<{ verdict: Verdict; context: SafetyContext; stage?: string }> {
-      const { plan, policy, now } = input;
+      const { plan, now } = input;
+      const { policy, approvalAlwaysBy } = runbookPolicy(plan, input.policy);
       let recentRestartsOfTarget: number[] = [];
       let dockerRestartsOfTarget: number[] = [];
       let restartsInFlightInStage = 0;
@@ -131,6 +165,7 @@ export function createSafetyActivities({ pool, redis, keys }: { pool: pg.Pool; r
         now,
         autoFix: policy.autoFix,
         minConfidence: policy.minConfidence,
+        ...(approvalAlwaysBy ? { approvalAlwaysBy } : {}),
         allowlist: policy.allowlist,
         denylist: policy.denylist,
         cooldownSeconds: policy.cooldownSeconds,

@@ -229,6 +229,14 @@ export const configSchema = z.object({
     .describe('Address the HTTP metrics server binds to.'),
   METRICS_RETENTION: seconds(86_400).describe('Seconds of snapshots kept in `monitoring:metrics`.'),
   VERIFY_DELAY: seconds(60, 0).describe('Seconds to wait after an action before verifying recovery.'),
+  RUNBOOKS_FILE: z
+    .string()
+    .trim()
+    .min(1)
+    .optional()
+    .describe(
+      'YAML runbooks per anomaly type and target (README, Runbooks as files); default the built-in `runbooks/default.yaml`.',
+    ),
   TEMPORAL_CLI_PATH: z
     .string()
     .trim()

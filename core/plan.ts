@@ -54,6 +54,8 @@ export interface Plan {
   fallbackCause?: FallbackCause;
   /** Position on the remediation ladder (0 = first remedy, then the next rung after a failed verification). */
   rung: number;
+  /** s between the action and its verification, when the anomaly's runbook (RUNBOOKS_FILE) sets it; else VERIFY_DELAY. */
+  verifyDelaySeconds?: number;
 }
 
 /**

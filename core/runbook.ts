@@ -16,6 +16,11 @@ export interface RunbookContext {
    * is restarted only when it is one of these.
    */
   containers: readonly string[];
+  /**
+   * The ladder of the anomaly's runbook (RUNBOOKS_FILE, core/runbook-file.ts): its actions in order. Default: the
+   * built-in one, ALLOWED_ACTIONS of the type.
+   */
+  ladder?: readonly ActionType[];
 }
 
 /**
@@ -85,22 +90,26 @@ const REASON_MAX = 300;
 
 const normalizeRung = (rung: number): number => (Number.isSafeInteger(rung) && rung > 0 ? rung : 0);
 
-/**
- * Actions a plan may take for `type` at `rung`. The order of ALLOWED_ACTIONS is the ladder: at rung 0 every allowed
- * action; at a later rung (a remedy was tried and did not heal) only the actions at or after that position, never
- * `no_action`, and always `escalate_to_human`.
- */
-export function allowedActionsAt(type: AnomalyType, rung: number): ActionType[] {
-  const all = ALLOWED_ACTIONS[type];
-  const r = normalizeRung(rung);
-  if (r === 0) return [...all];
-  const later = all.filter((a, i) => i >= r && a !== 'no_action');
-  return later.includes(ESCALATE) ? later : [...later, ESCALATE];
+/** The ladder in force: `ladder` (a runbook file's) when given, else the built-in ALLOWED_ACTIONS of `type`. */
+export function ladderOf(type: AnomalyType, ladder?: readonly ActionType[]): readonly ActionType[] {
+  return ladder ?? ALLOWED_ACTIONS[type];
 }
 
-/** Position of `action` on the ladder of `type` (its index in ALLOWED_ACTIONS), or -1. */
-export function ladderIndex(type: AnomalyType, action: ActionType): number {
-  return ALLOWED_ACTIONS[type].indexOf(action);
+/**
+ * Actions a plan may take for `type` at `rung`. The order of the ladder (`ladder`, default ALLOWED_ACTIONS) is the
+ * order of the remedies: at rung 0 every action on it; at a later rung (a remedy was tried and did not heal) only the
+ * actions at or after that position, never `no_action`; `escalate_to_human` always.
+ */
+export function allowedActionsAt(type: AnomalyType, rung: number, ladder?: readonly ActionType[]): ActionType[] {
+  const all = ladderOf(type, ladder);
+  const r = normalizeRung(rung);
+  const actions = r === 0 ? [...all] : all.filter((a, i) => i >= r && a !== 'no_action');
+  return actions.includes(ESCALATE) ? actions : [...actions, ESCALATE];
+}
+
+/** Position of `action` on the ladder of `type` (`ladder`, default ALLOWED_ACTIONS), or -1. */
+export function ladderIndex(type: AnomalyType, action: ActionType, ladder?: readonly ActionType[]): number {
+  return ladderOf(type, ladder).indexOf(action);
 }
 
 const strings = (v: unknown): string[] =>
@@ -223,13 +232,13 @@ export function deriveParams(anomaly: Anomaly, action: ActionType, context: Runb
 
 /**
  * The runbook's plan for `anomaly` at `rung` (0 = first remedy; the workflow passes rung + 1 after a failed
- * verification). It walks the ladder (ALLOWED_ACTIONS order) from `rung`, skipping `no_action` and any remedy whose
+ * verification). It walks the ladder (`context.ladder`, default ALLOWED_ACTIONS order) from `rung`, skipping `no_action` and any remedy whose
  * parameters the evidence cannot supply, and ends at `escalate_to_human`, also past the last remedy. The plan's
  * `rung` is the ladder position of the action chosen (at least the `rung` asked for).
  */
 export function runbookPlan(anomaly: Anomaly, rung: number, context: RunbookContext): Plan {
   const r = normalizeRung(rung);
-  const ladder = ALLOWED_ACTIONS[anomaly.type];
+  const ladder = ladderOf(anomaly.type, context.ladder);
   const skipped: string[] = [];
   for (let i = r; i < ladder.length; i++) {
     const action = ladder[i]!;

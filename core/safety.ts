@@ -12,6 +12,11 @@ export interface SafetyContext {
   autoFix: boolean;
   /** MIN_CONFIDENCE, 0..1. */
   minConfidence: number;
+  /**
+   * Set when the anomaly's runbook (RUNBOOKS_FILE) says `approval: always`: where that rule comes from (`<file>
+   * runbooks[i]`). Every action then waits for a human, auto-fix or not; escalation and no_action stay allowed.
+   */
+  approvalAlwaysBy?: string;
   /** CONTAINER_ALLOWLIST / CONTAINER_DENYLIST globs; the deny list wins. */
   allowlist: string[];
   denylist: string[];
@@ -209,6 +214,7 @@ export function evaluateSafety(plan: Plan, ctx: SafetyContext): Verdict {
 
   const approval: string[] = [];
   if (!ctx.autoFix) approval.push('auto-fix is off: every action waits for approval');
+  if (ctx.approvalAlwaysBy) approval.push(`the runbook (${ctx.approvalAlwaysBy}) always asks for approval`);
   if (!(plan.confidence >= ctx.minConfidence)) {
     approval.push(`confidence ${plan.confidence.toFixed(2)} is under the floor ${ctx.minConfidence}`);
   }

@@ -43,10 +43,16 @@ function fail(err: unknown): never {
   process.exit(1);
 }
 
-/** Runs a command body with the parsed config; errors become one line and exit 1. */
-function withConfig<A extends unknown[]>(body: (config: Config, ...args: A) => Promise<void>) {
+/**
+ * Runs a command body with the parsed config; errors become one line and exit 1. `runbooks: false`: an invalid
+ * runbooks file does not stop the command (`doctor` reports it).
+ */
+function withConfig<A extends unknown[]>(
+  body: (config: Config, ...args: A) => Promise<void>,
+  opts: { runbooks?: boolean } = {},
+) {
   return async (...args: A) => {
-    const config = load<typeof WorkerEnv>('../workers/env').loadConfigOrExit();
+    const config = load<typeof WorkerEnv>('../workers/env').loadConfigOrExit(process.env, opts);
     try {
       await body(config, ...args);
     } catch (err) {
@@ -104,17 +110,20 @@ export function buildCli(): Command {
     .description('check every dependency: ok / degraded / missing, with a fix hint')
     .option('--json', 'print JSON')
     .action(
-      withConfig(async (config, opts: { json?: boolean }) => {
-        const { doctorExitCode, runDoctor } = load<typeof Doctor>('./doctor');
-        const rows = await runDoctor(config);
-        if (opts.json) process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
-        else
-          load<typeof Output>('./output').printTable(
-            ['dependency', 'status', 'detail', 'hint'],
-            rows.map((r) => [r.dependency, r.status, r.detail, r.hint]),
-          );
-        process.exitCode = doctorExitCode(rows);
-      }),
+      withConfig(
+        async (config, opts: { json?: boolean }) => {
+          const { doctorExitCode, runDoctor } = load<typeof Doctor>('./doctor');
+          const rows = await runDoctor(config);
+          if (opts.json) process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
+          else
+            load<typeof Output>('./output').printTable(
+              ['dependency', 'status', 'detail', 'hint'],
+              rows.map((r) => [r.dependency, r.status, r.detail, r.hint]),
+            );
+          process.exitCode = doctorExitCode(rows);
+        },
+        { runbooks: false },
+      ),
     );
 
   program

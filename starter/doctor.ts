@@ -11,6 +11,7 @@ import { findTemporalCli, INSTALL_HINT } from './temporal-local';
 import { temporalAnswers } from '../workers/temporal-connection';
 import { redactSecrets } from '../core/redact';
 import { errorFirstLine } from '../core/errors';
+import { DEFAULT_RUNBOOKS_FILE, readRunbooksFile } from '../activities/runbook-source';
 
 export const CheckStatus = { ok: 'ok', degraded: 'degraded', missing: 'missing' } as const;
 export type CheckStatus = (typeof CheckStatus)[keyof typeof CheckStatus];
@@ -264,6 +265,32 @@ async function checkTemporalCli(config: Config): Promise<DoctorRow> {
   }
 }
 
+/**
+ * The runbooks file (RUNBOOKS_FILE, else the built-in one): valid, with its entry count, or every problem with its
+ * line. Required: the workers refuse to start without a valid one.
+ */
+export function checkRunbooks(config: Pick<Config, 'RUNBOOKS_FILE'>): DoctorRow {
+  const name = config.RUNBOOKS_FILE ?? `${DEFAULT_RUNBOOKS_FILE} (built-in)`;
+  const read = readRunbooksFile(config.RUNBOOKS_FILE);
+  if (!read.ok) {
+    return {
+      dependency: 'Runbooks',
+      status: 'missing',
+      detail: read.error.split('\n').join('; '),
+      hint: 'fix the file (README, Runbooks as files) or unset RUNBOOKS_FILE for the built-in runbook',
+      required: true,
+    };
+  }
+  const n = read.value.runbooks.length;
+  return {
+    dependency: 'Runbooks',
+    status: 'ok',
+    detail: `${name}: ${n} ${n === 1 ? 'entry' : 'entries'}`,
+    hint: '',
+    required: true,
+  };
+}
+
 /** One row per dependency, checked in parallel, each bounded by a short timeout. */
 export async function runDoctor(config: Config): Promise<DoctorRow[]> {
   return Promise.all([
@@ -273,6 +300,7 @@ export async function runDoctor(config: Config): Promise<DoctorRow[]> {
     checkDocker(),
     checkOllama(config),
     checkTemporalCli(config),
+    Promise.resolve(checkRunbooks(config)),
   ]);
 }
 

@@ -13,6 +13,7 @@ import { createDetectionActivities } from '../activities/detection';
 import { createDockerActivities } from '../activities/docker';
 import { createEvidenceActivities } from '../activities/evidence';
 import { createMetricsActivities } from '../activities/metrics';
+import { createRunbookSource } from '../activities/runbook-source';
 import { createSafetyActivities } from '../activities/safety';
 import { createSilenceActivities } from '../activities/silences';
 import type { Config } from '../core/config';
@@ -63,12 +64,17 @@ export function monitorActivities(config: Config, { pool, pipelinePool, redis }:
 
 /** selfheal-healing: LLM analysis with the runbook fallback, the safety state, audit. */
 export function healingActivities(config: Config, { pool, redis }: WorkerClients) {
+  // One reader of RUNBOOKS_FILE for the worker; an edit that breaks it keeps the last valid version in force.
+  const runbooks = createRunbookSource(config.RUNBOOKS_FILE, (error) =>
+    process.stderr.write(`selfheal: RUNBOOKS_FILE is invalid, the last valid version stays in force:\n${error}\n`),
+  );
   return {
     ...createAuditActivities({ pool }),
     ...createApprovalActivities({ secret: config.APPROVAL_SECRET }),
-    ...createSafetyActivities({ pool, redis, keys: createKeys(config.REDIS_KEY_PREFIX) }),
+    ...createSafetyActivities({ pool, redis, keys: createKeys(config.REDIS_KEY_PREFIX), runbooks }),
     ...createSilenceActivities({ pool }),
     ...createAnalysisActivities({
+      runbooks,
       ollama: createOllamaClient({ host: config.OLLAMA_HOST, timeoutMs: config.LLM_TIMEOUT_MS }),
       model: config.OLLAMA_MODEL,
       timeoutMs: config.LLM_TIMEOUT_MS,

@@ -1,12 +1,32 @@
+import { readRunbooksFile } from '../activities/runbook-source';
 import { CONFIG_EXIT_CODE, formatConfigProblems, parseConfig, type Config } from '../core/config';
 
 /**
- * Parses the environment once at an entry point. Bad configuration prints one message listing every bad
- * variable and exits with code 2 before anything is started or written.
+ * Parses the environment once at an entry point, and validates the runbooks file (RUNBOOKS_FILE, else the built-in
+ * one) unless `runbooks` is false (`selfheal doctor` reports it as a check instead). Bad configuration prints one
+ * message listing every bad variable (for the runbooks file: its name, line and field) and exits with code 2 before
+ * anything is started or written.
  */
-export function loadConfigOrExit(env: NodeJS.ProcessEnv = process.env): Config {
+export function loadConfigOrExit(env: NodeJS.ProcessEnv = process.env, opts: { runbooks?: boolean } = {}): Config {
   const result = parseConfig(env);
-  if (result.ok) return result.config;
+  if (result.ok) {
+    if (opts.runbooks === false) return result.config;
+    const runbooks = readRunbooksFile(result.config.RUNBOOKS_FILE);
+    if (runbooks.ok) return result.config;
+    process.stderr.write(
+      `${formatConfigProblems([
+        {
+          variable: 'RUNBOOKS_FILE',
+          expected: 'expected a valid runbooks file',
+          got: result.config.RUNBOOKS_FILE ?? '(the built-in one)',
+        },
+      ])}\n${runbooks.error
+        .split('\n')
+        .map((line) => `    ${line}`)
+        .join('\n')}\n`,
+    );
+    process.exit(CONFIG_EXIT_CODE);
+  }
   process.stderr.write(formatConfigProblems(result.problems) + '\n');
   process.exit(CONFIG_EXIT_CODE);
 }

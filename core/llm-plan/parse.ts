@@ -144,7 +144,7 @@ export function parsePlan(raw: string, anomaly: Anomaly, context: LlmPlanContext
         injectionSuspected = true;
         return fail(`disallowed: unknown action "${action}"`);
       }
-      const allowed = allowedActionsAt(anomaly.type, rung);
+      const allowed = allowedActionsAt(anomaly.type, rung, context.ladder);
       if (!(allowed as string[]).includes(normalized)) {
         injectionSuspected = true;
         return fail(
@@ -188,7 +188,7 @@ export function parsePlan(raw: string, anomaly: Anomaly, context: LlmPlanContext
     const params = deriveParams(anomaly, reply.data.action, context);
     if (!params.ok) return fail(`inapplicable: ${reply.data.action}: ${params.error}`);
     const runbook = runbookPlan(anomaly, rung, context);
-    const index = ladderIndex(anomaly.type, reply.data.action);
+    const index = ladderIndex(anomaly.type, reply.data.action, context.ladder);
     const plan = withPlanId({
       anomalyType: anomaly.type,
       action: reply.data.action,

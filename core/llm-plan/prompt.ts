@@ -130,7 +130,7 @@ export const SYSTEM_PROMPT = [
  */
 export function buildPrompt(anomaly: Anomaly, context: LlmPlanContext): { system: string; user: string } {
   const rung = Number.isSafeInteger(context.rung) && context.rung! > 0 ? context.rung! : 0;
-  const actions = offeredActionsAt(anomaly.type, rung);
+  const actions = offeredActionsAt(anomaly.type, rung, context.ladder);
   const extra = evidenceBlock(context.evidence);
   const data = extra ? `${anomalyBlock(anomaly)}\n${extra}` : anomalyBlock(anomaly);
   const fence = `ANOMALY-DATA-${fnv1a64(data).slice(0, 12)}`;

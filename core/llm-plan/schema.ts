@@ -28,16 +28,23 @@ export type LlmReply = z.infer<typeof llmReplySchema>;
  * and a healing that does nothing only escalates one verification later. A reply that says no_action anyway (a
  * server that ignores the schema) is still an allowed action and parsed as such.
  */
-export function offeredActionsAt(type: AnomalyType, rung = 0): ActionType[] {
-  return allowedActionsAt(type, rung).filter((a) => a !== 'no_action');
+export function offeredActionsAt(type: AnomalyType, rung = 0, ladder?: readonly ActionType[]): ActionType[] {
+  return allowedActionsAt(type, rung, ladder).filter((a) => a !== 'no_action');
 }
 
-/** The reply schema narrowed to the actions offered for `type` at `rung` (what the model is constrained to). */
-export function llmReplySchemaFor(type: AnomalyType, rung = 0) {
-  return llmReplySchema.extend({ action: z.enum(offeredActionsAt(type, rung)) });
+/**
+ * The reply schema narrowed to the actions offered for `type` at `rung` on `ladder` (the runbook's, default the
+ * built-in one): what the model is constrained to.
+ */
+export function llmReplySchemaFor(type: AnomalyType, rung = 0, ladder?: readonly ActionType[]) {
+  return llmReplySchema.extend({ action: z.enum(offeredActionsAt(type, rung, ladder)) });
 }
 
 /** JSON Schema of the reply for Ollama's `format` (grammar-constrained output), from the zod schema. */
-export function llmReplyJsonSchema(type: AnomalyType, rung = 0): Record<string, unknown> {
-  return z.toJSONSchema(llmReplySchemaFor(type, rung));
+export function llmReplyJsonSchema(
+  type: AnomalyType,
+  rung = 0,
+  ladder?: readonly ActionType[],
+): Record<string, unknown> {
+  return z.toJSONSchema(llmReplySchemaFor(type, rung, ladder));
 }

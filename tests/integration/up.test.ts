@@ -156,6 +156,7 @@ describe('selfheal up', () => {
       Docker: 'ok',
       Ollama: 'degraded',
       'temporal CLI': 'ok',
+      Runbooks: 'ok',
     });
 
     const health = await fetch(`http://127.0.0.1:${metricsPort}/health`);

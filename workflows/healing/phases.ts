@@ -330,9 +330,10 @@ export async function execute(run: HealingRun, plan: Plan, key: string): Promise
 export async function verifyFix(run: HealingRun, plan: Plan, rung: number) {
   const { anomaly, policy, input, status } = run;
   const windowed = anomaly.type === 'error_rate_spike' || anomaly.type === 'processing_time_anomaly';
-  const verifyDelaySeconds = windowed
-    ? Math.max(policy.verifyDelaySeconds, input.thresholds.errorRateWindowSeconds)
-    : policy.verifyDelaySeconds;
+  // The runbook's delay when it sets one (it came with the plan from the analysis activity), else VERIFY_DELAY. Only
+  // the timer's duration changes, not the commands: replay-safe without a patch.
+  const delay = plan.verifyDelaySeconds ?? policy.verifyDelaySeconds;
+  const verifyDelaySeconds = windowed ? Math.max(delay, input.thresholds.errorRateWindowSeconds) : delay;
   run.enter('verifying', `waiting ${verifyDelaySeconds} s, then re-running the ${anomaly.type} detector`);
   await sleep(verifyDelaySeconds * 1000);
   const healed = await verify(input);
