@@ -69,13 +69,16 @@ function projectLeftovers(): string[] {
 let connection: Connection | undefined;
 let client: Client;
 
-async function completedHealing(workflowId: string): Promise<{ status: HealingStatus; runId: string }> {
+/** The run of `workflowId` started at or after `since` (epoch ms), once completed: ids are reused once a run closed. */
+async function completedHealing(workflowId: string, since: number): Promise<{ status: HealingStatus; runId: string }> {
   const handle = client.workflow.getHandle(workflowId);
-  await waitFor(async () => (await handle.describe().catch(() => undefined))?.status.name === 'COMPLETED', {
-    timeoutMs: 240_000,
-    intervalMs: 1000,
-    what: `${workflowId} completed`,
-  });
+  await waitFor(
+    async () => {
+      const d = await handle.describe().catch(() => undefined);
+      return d?.status.name === 'COMPLETED' && d.startTime.getTime() >= since - 1000;
+    },
+    { timeoutMs: 240_000, intervalMs: 1000, what: `${workflowId} started after the fault, completed` },
+  );
   const desc = await handle.describe();
   return { status: await handle.query(statusQuery), runId: desc.runId };
 }
@@ -175,8 +178,9 @@ describe('docker compose deployment', () => {
   it('docker kill of a pipeline worker: a healing restarts it, audited in healing_log', async () => {
     const target = 'pipeline-extract-1';
     const startedBefore = docker('inspect', '-f', '{{.State.StartedAt}}', target);
+    const killedAt = Date.now();
     docker('kill', target);
-    const { status, runId } = await completedHealing(healingWorkflowId('unhealthy_container', target));
+    const { status, runId } = await completedHealing(healingWorkflowId('unhealthy_container', target), killedAt);
     expect(status.phase).toBe('healed');
     expect(containerRunning(target)).toBe(true);
     expect(docker('inspect', '-f', '{{.State.StartedAt}}', target)).not.toBe(startedBefore);
@@ -195,6 +199,7 @@ describe('docker compose deployment', () => {
 
     const target = 'pipeline-evaluate-1';
     const workflowId = healingWorkflowId('unhealthy_container', target);
+    const scaledKillAt = Date.now();
     docker('kill', target);
     const handle = client.workflow.getHandle(workflowId);
     await waitFor(async () => (await handle.query(statusQuery).catch(() => undefined))?.phase === 'awaiting_approval', {
@@ -218,7 +223,7 @@ describe('docker compose deployment', () => {
     const killedAt = Date.now();
 
     await handle.executeUpdate(decideUpdate, { args: [{ decision: 'approve', by: 'deploy-test' }] });
-    const { status, runId } = await completedHealing(workflowId);
+    const { status, runId } = await completedHealing(workflowId, scaledKillAt);
     expect(status.phase).toBe('healed');
     expect(containerRunning(target)).toBe(true);
     expect(containerRunning(victim!.Name)).toBe(false);

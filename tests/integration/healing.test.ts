@@ -8,7 +8,7 @@
 import { execFileSync } from 'node:child_process';
 import type { Client } from '@temporalio/client';
 import type Docker from 'dockerode';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import { generateDocuments } from '../../pipeline/generator';
 import type { RunningWorker } from '../../pipeline/runner';
@@ -191,6 +191,10 @@ describe('healing end to end, auto-fix on', () => {
     afterAll(async () => {
       await traffic?.stop();
       s.selfheal.cli(['chaos', 'clear']);
+    });
+    // A test that failed half-way leaves its fault behind: the next one starts from a healthy pipeline all the same.
+    afterEach((ctx) => {
+      if (ctx.task.result?.state === 'fail') s.selfheal.cli(['chaos', 'clear']);
     });
 
     /** Restarted exactly the one container, by a healed workflow; its peers kept running untouched. */
