@@ -67,7 +67,8 @@ async function heal(run: HealingRun): Promise<HealingStatus> {
           const hold = await holdWhileSilenced(run, plan);
           if (hold.end) return hold.end;
         }
-        const d = await awaitApproval(run, plan, verdict, rung);
+        const d = await awaitApproval(run, plan, verdict, rung, () => holdWhileSilenced(run, plan));
+        if ('end' in d) return d.end;
         if (d.decision === 'reject') {
           const why =
             d.via === 'timeout'

@@ -6,6 +6,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { historyToJSON } from '@temporalio/common/lib/proto-utils';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,6 +15,8 @@ import { makeUnhealthy, removeTestContainers, runTestContainer, SLEEPER } from '
 import { waitFor } from '../helpers/env';
 import { startStack, type Stack } from '../helpers/stack';
 import { endedRun, healingStatus } from '../helpers/temporal';
+
+const runbooks = (id: string) => path.join(os.tmpdir(), `selfheal-silences-${id}.yaml`);
 
 describe('silences', () => {
   let s: Stack;
@@ -35,7 +38,12 @@ describe('silences', () => {
     s = await startStack({
       ollama: { replies: [{ kind: 'status', status: 500 }] },
       async beforeSelfheal({ docker, t }) {
-        const names = [`sil-${t.id}-web`, `sil-${t.id}-gone`];
+        const names = [`sil-${t.id}-web`, `sil-${t.id}-gone`, `sil-${t.id}-appr`];
+        // One container whose restarts always wait for a human (a runbook file), for the approval held by a silence.
+        writeFileSync(
+          runbooks(t.id),
+          `version: 1\nrunbooks:\n  - type: unhealthy_container\n    target: "sil-${t.id}-appr"\n    approval: always\n`,
+        );
         for (const n of names) {
           await runTestContainer(docker, t, n, SLEEPER, { labels: { 'selfheal.enable': 'true' }, healthcheck: true });
         }
@@ -47,11 +55,13 @@ describe('silences', () => {
           { timeoutMs: 30_000, what: 'the HEALTHCHECKs to pass' },
         );
       },
-      env: () => ({
+      env: ({ t }) => ({
         AUTO_FIX_ENABLED: 'true',
         VERIFY_DELAY: '2',
         RESTART_COOLDOWN: '0',
         SILENCE_RECHECK_INTERVAL: '1',
+        RUNBOOKS_FILE: runbooks(t.id),
+        APPROVAL_TIMEOUT: '4',
       }),
     });
   }, 180_000);
@@ -241,4 +251,54 @@ describe('silences', () => {
     expect(ended.status.actions).toEqual([]);
     expect(await startedAt(target)).toBe(before);
   }, 240_000);
+  it('a healing awaiting approval is held by a silence past its approval timeout, and waits again once it is removed', async () => {
+    const target = name('appr');
+    const id = healingWorkflowId('unhealthy_container', target);
+    const before = await startedAt(target);
+    makeUnhealthy(target);
+    await waitFor(async () => (await healingStatus(s.client, id))?.phase === 'awaiting_approval', {
+      timeoutMs: 90_000,
+      what: `${id} awaiting approval`,
+    });
+    const added = s.selfheal.cli([
+      'silence',
+      'add',
+      '--target',
+      target,
+      '--for',
+      '1h',
+      '--reason',
+      'patching',
+      '--json',
+    ]);
+    expect(added.status, added.stderr).toBe(0);
+    const silence = JSON.parse(added.stdout) as { id: number };
+    // APPROVAL_TIMEOUT is 4 s: the wait runs out during the silence, which holds it instead of rejecting it.
+    await waitFor(async () => (await healingStatus(s.client, id))?.phase === 'silenced', {
+      timeoutMs: 30_000,
+      what: `${id} held by the silence`,
+    });
+    await new Promise((r) => setTimeout(r, 6_000));
+    expect((await healingStatus(s.client, id))?.phase).toBe('silenced');
+    const steps = (await audit(id)).map((r) => r.step);
+    expect(steps).toContain('silenced');
+    expect(steps).not.toContain('rejected');
+    expect(await startedAt(target)).toBe(before);
+
+    const removed = s.selfheal.cli(['silence', 'remove', String(silence.id), '--by', 'bob']);
+    expect(removed.status, removed.stderr).toBe(0);
+    // The fault is still there: the request waits again, and an approval now restarts it.
+    await waitFor(async () => (await healingStatus(s.client, id))?.phase === 'awaiting_approval', {
+      timeoutMs: 30_000,
+      what: `${id} awaiting approval again`,
+    });
+    const ok = s.selfheal.cli(['approve', id, '--by', 'alice']);
+    expect(ok.status, ok.stderr).toBe(0);
+    const { status } = await endedRun(s.client, id, { timeoutMs: 60_000 });
+    expect(status.phase, JSON.stringify(status.history)).toBe('healed');
+    expect(await startedAt(target)).not.toBe(before);
+    const after = (await audit(id)).map((r) => r.step);
+    expect(after.filter((st) => st === 'approved')).toHaveLength(1);
+    expect(after).not.toContain('rejected');
+  });
 });

@@ -2,7 +2,7 @@
  * Human decisions: the approve/reject signals and the `decide` update, checked one way (`stateProblem` and
  * `approverError`, plus a signature when APPROVAL_SECRET is set), and the approval phase that waits for one.
  */
-import { ApplicationFailure, condition, setHandler } from '@temporalio/workflow';
+import { ApplicationFailure, condition, patched, setHandler } from '@temporalio/workflow';
 import { errorMessage } from '../../core/errors';
 import type { Plan } from '../../core/plan';
 import type { Verdict } from '../../core/safety';
@@ -16,6 +16,7 @@ import {
   type AlertResolved,
   type Decision,
   type DecideInput,
+  type HealingStatus,
 } from '../definitions';
 import { notices, verifyApproval } from './proxies';
 import type { HealingRun } from './run';
@@ -148,7 +149,13 @@ export function setHandlers(run: HealingRun): void {
  * The approval phase: tell a human (log, webhook with the commands bound to this plan; a failed notice never blocks
  * the wait), wait for a decision up to APPROVAL_TIMEOUT (none rejects), audit it. Returns the decision.
  */
-export async function awaitApproval(run: HealingRun, plan: Plan, verdict: Verdict, rung: number): Promise<Decision> {
+export async function awaitApproval(
+  run: HealingRun,
+  plan: Plan,
+  verdict: Verdict,
+  rung: number,
+  hold?: () => Promise<{ end?: HealingStatus; held: boolean }>,
+): Promise<Decision | { end: HealingStatus }> {
   const { info, policy } = run;
   run.enter('awaiting_approval', verdict.reasons.join('; '));
   let notice: string;
@@ -168,7 +175,16 @@ export async function awaitApproval(run: HealingRun, plan: Plan, verdict: Verdic
     decidedBy: 'policy',
     outcome: notice,
   });
-  const decided = await condition(() => run.pending !== null, policy.approvalTimeoutSeconds * 1000);
+  let decided = await condition(() => run.pending !== null, policy.approvalTimeoutSeconds * 1000);
+  // A silence that holds the anomaly when the wait runs out holds the request too, not drops it: once the silence is
+  // over (and the fault still there) the wait starts again, for a whole APPROVAL_TIMEOUT.
+  while (!decided && hold && patched('silence-approval')) {
+    const held = await hold();
+    if (held.end) return { end: held.end };
+    if (!held.held) break;
+    run.enter('awaiting_approval', `${verdict.reasons.join('; ')} (again, after the silence)`);
+    decided = await condition(() => run.pending !== null, policy.approvalTimeoutSeconds * 1000);
+  }
   if (!decided) {
     run.pending = {
       decision: 'reject',
