@@ -57,6 +57,9 @@ export function createRunbookSource(
     if (read.ok) current = read.value;
     else onInvalid(read.error);
   };
+  // Read now, when the worker starts (right after its start-up check): an edit that breaks the file before the first
+  // decision keeps this version in force too.
+  load();
   return {
     resolve(type, target) {
       load();

@@ -282,7 +282,7 @@ export const configSchema = z.object({
     'Seconds a healing may wait on a durable timer for an action permit before it escalates instead.',
   ),
   SILENCE_RECHECK_INTERVAL: seconds(60, 1).describe(
-    'Seconds between re-checks of a silence that holds a healing (a silence removed early is noticed within this).',
+    'Seconds between re-checks of a silence that holds a healing (a silence removed early is noticed within this, or within 1/200 of the silence when that is longer).',
   ),
   RESTART_STOP_TIMEOUT: seconds(10, 0).describe(
     'Seconds Docker gives a container to stop before it is killed, on restart.',

@@ -52,6 +52,9 @@ export function matchingSilence(
   return best;
 }
 
+/** Characters of a silence's reason: it travels in every re-check of a held healing. */
+export const REASON_MAX = 500;
+
 /** `silenced by #12 (alice: deploy of v2) until 2026-…Z`: the line the status and the Web UI show. */
 export function silenceNote(s: Pick<Silence, 'id' | 'createdBy' | 'reason' | 'endsAt'>): string {
   return `silenced by #${s.id} (${s.createdBy}: ${s.reason}) until ${new Date(s.endsAt).toISOString()}`;
@@ -126,15 +129,19 @@ export function parseSilenceAdd(raw: SilenceAddOptions, now: number, defaultBy: 
   else {
     const until = opts.until!.trim();
     // An ISO date and time; a bare date or a number is refused (it would not mean what one expects).
-    endsAt = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}/.test(until) ? Date.parse(until) : NaN;
+    // With its zone (Z or an offset): without one, the time would depend on the clock settings of the machine.
+    endsAt = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/i.test(until)
+      ? Date.parse(until)
+      : NaN;
     if (Number.isNaN(endsAt)) {
-      throw new Error(`--until: expected an ISO time such as 2026-01-01T18:00:00Z, got "${opts.until}"`);
+      throw new Error(`--until: expected an ISO time with its zone, such as 2026-01-01T18:00:00Z, got "${opts.until}"`);
     }
     if (endsAt <= now) throw new Error(`--until: ${new Date(endsAt).toISOString()} is in the past`);
   }
   if (endsAt - now > MAX_SILENCE_MS) throw new Error('a silence lasts at most 30 days');
   const reason = opts.reason?.trim();
   if (!reason) throw new Error('--reason: say why (it is audited)');
+  if (reason.length > REASON_MAX) throw new Error(`--reason: at most ${REASON_MAX} characters, got ${reason.length}`);
   const createdBy = (opts.by ?? defaultBy).trim();
   if (!createdBy) throw new Error('--by: must name who silences');
   return { anomalyType, targetGlob: target ?? null, startsAt: now, endsAt, reason, createdBy };

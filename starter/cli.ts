@@ -44,15 +44,18 @@ function fail(err: unknown): never {
 }
 
 /**
- * Runs a command body with the parsed config; errors become one line and exit 1. `runbooks: false`: an invalid
- * runbooks file does not stop the command (`doctor` reports it).
+ * Runs a command body with the parsed config; errors become one line and exit 1. `runbooks: true` (`up`): an invalid
+ * runbooks file stops the command before anything starts. The other commands do not read the file, and must keep
+ * working while it is being fixed (silence, approve, status in an incident); `doctor` reports it as a check.
  */
 function withConfig<A extends unknown[]>(
   body: (config: Config, ...args: A) => Promise<void>,
   opts: { runbooks?: boolean } = {},
 ) {
   return async (...args: A) => {
-    const config = load<typeof WorkerEnv>('../workers/env').loadConfigOrExit(process.env, opts);
+    const config = load<typeof WorkerEnv>('../workers/env').loadConfigOrExit(process.env, {
+      runbooks: opts.runbooks ?? false,
+    });
     try {
       await body(config, ...args);
     } catch (err) {
@@ -80,10 +83,13 @@ export function buildCli(): Command {
       new Option('--ui-port <port>', 'Web UI port of a dev server that up starts').default('8233').argParser(Number),
     )
     .action(
-      withConfig(async (config, opts: { pipeline: boolean; uiPort: number }) => {
-        const { startReferencePipeline } = load<typeof PipelineUp>('./pipeline-up');
-        await load<typeof Up>('./up').upCommand(config, { ...opts, startPipeline: startReferencePipeline });
-      }),
+      withConfig(
+        async (config, opts: { pipeline: boolean; uiPort: number }) => {
+          const { startReferencePipeline } = load<typeof PipelineUp>('./pipeline-up');
+          await load<typeof Up>('./up').upCommand(config, { ...opts, startPipeline: startReferencePipeline });
+        },
+        { runbooks: true },
+      ),
     );
 
   program

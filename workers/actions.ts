@@ -17,7 +17,8 @@ import { runWorker } from './run-worker';
 import { monitoringInput } from './schedule';
 import { errorMessage } from '../core/errors';
 
-const config = loadConfigOrExit();
+// The runbooks file is the healing worker's: this one starts while it is being fixed.
+const config = loadConfigOrExit(process.env, { runbooks: false });
 const log = createLogger('selfheal-actions', config.LOG_LEVEL);
 const pools = createPools(config, { application: 'selfheal-actions' });
 const redis = createFailFastRedis(config.REDIS_URL);

@@ -99,7 +99,13 @@ export async function decideOverHttp(
   const { by, planId, reason, signature: given } = parsed.data;
   if (decision === 'reject' && !reason?.trim()) return fail(400, 'reason: a rejection says why');
   let signature = given;
-  if (!signature) {
+  if (signature) {
+    // Checked here too: a healing started while APPROVAL_SECRET was unset does not check signatures itself, and a
+    // made-up one must not pass through this port.
+    if (!sameSecret(signature.toLowerCase(), signApproval(opts.secret, { workflowId, planId, decision, by }))) {
+      return fail(403, 'signature refused: it does not sign this workflow, plan, decision and approver');
+    }
+  } else {
     const token = bearerToken(opts.authorization);
     if (!token || !sameSecret(token, opts.secret)) {
       return fail(401, 'a decision needs a signature, or Authorization: Bearer <APPROVAL_SECRET>');

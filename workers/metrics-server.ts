@@ -11,7 +11,8 @@ import { monitoringInput } from './schedule';
 import { errorMessage } from '../core/errors';
 
 async function main(): Promise<void> {
-  const config = loadConfigOrExit();
+  // The runbooks file is the healing worker's: the HTTP server (approvals, webhooks) stays up while it is fixed.
+  const config = loadConfigOrExit(process.env, { runbooks: false });
   const log = createLogger('selfheal-http', config.LOG_LEVEL);
   const pools = createPools(config, { application: 'selfheal-http' });
   const redis = createFailFastRedis(config.REDIS_URL);

@@ -14,7 +14,8 @@ import { createLogger } from './logger';
 import { runWorker } from './run-worker';
 import { errorMessage } from '../core/errors';
 
-const config = loadConfigOrExit();
+// The runbooks file is the healing worker's: this one starts while it is being fixed.
+const config = loadConfigOrExit(process.env, { runbooks: false });
 const log = createLogger('selfheal-monitor', config.LOG_LEVEL);
 const pools = createPools(config, { application: 'selfheal-monitor' });
 const redis = createFailFastRedis(config.REDIS_URL);

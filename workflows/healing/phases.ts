@@ -238,8 +238,9 @@ export async function holdWhileSilenced(run: HealingRun, plan: Plan): Promise<{ 
         outcome: `silenced by #${s.id}`,
       });
     }
-    // At most ~2,000 re-checks per silence, so a long one keeps the history bounded (silences last at most 30 days).
-    const periodMs = Math.max(recheckMs, Math.ceil((s.endsAt - heldSince) / 2_000));
+    // At most ~200 re-checks per silence, so a long one keeps the history bounded (about 11 events each; silences
+    // last at most 30 days): a silence longer than 200 x SILENCE_RECHECK_INTERVAL is re-checked every 1/200 of it.
+    const periodMs = Math.max(recheckMs, Math.ceil((s.endsAt - heldSince) / 200));
     await sleep(Math.max(1_000, Math.min(s.endsAt - Date.now(), periodMs)));
   }
   if (heldBy === undefined) return { held: false };
@@ -279,7 +280,18 @@ export async function actUnlessSilenced(
       await finishPermit({ idempotencyKey: key, now: Date.now(), outcome: 'refused' });
       continue;
     }
-    return (await beforeActing(run, plan, key)) ?? (await execute(run, plan, key));
+    const halt = await beforeActing(run, plan, key);
+    if (halt) return halt;
+    // The checks before acting may have waited (a crash-loop backoff, a restart in flight): a silence added meanwhile
+    // holds the action too. Histories from before this check replay without it.
+    if (
+      patched('silence-before-execute') &&
+      (await activeSilence({ anomalyType: run.anomaly.type, target: run.anomaly.target, now: Date.now() }))
+    ) {
+      await finishPermit({ idempotencyKey: key, now: Date.now(), outcome: 'refused' });
+      continue;
+    }
+    return execute(run, plan, key);
   }
 }
 
