@@ -5,7 +5,7 @@
  * line and the field, and resolved for an anomaly. A field an entry leaves out keeps the configured value
  * (RESTART_COOLDOWN, VERIFY_DELAY, AUTO_FIX_ENABLED and MIN_CONFIDENCE, a breaker of 3 restarts per hour).
  */
-import { LineCounter, parseDocument, type Document } from 'yaml';
+import { isMap, isScalar, LineCounter, parseDocument, type Document } from 'yaml';
 import { z } from 'zod';
 import { ALLOWED_ACTIONS } from './plan';
 import type { Result } from './result';
@@ -104,9 +104,22 @@ export interface ResolvedRunbook {
   source: string;
 }
 
-/** Line (1-based) of the node at `path` in the document, or of its nearest ancestor that exists. */
+/**
+ * Line (1-based) of the node at `path` in the document, or of its nearest ancestor that exists. A field of a map is
+ * named by its key's line (a block value such as `breaker:` starts on the next line).
+ */
 function lineOf(doc: Document, counter: LineCounter, path: readonly PropertyKey[]): number | undefined {
   for (let n = path.length; n >= 0; n--) {
+    const last = path[n - 1];
+    if (n > 0 && typeof last === 'string') {
+      const parent = n === 1 ? doc.contents : doc.getIn(path.slice(0, n - 1) as unknown[], true);
+      if (isMap(parent)) {
+        const pair = parent.items.find((item) => isScalar(item.key) && item.key.value === last);
+        const range = (pair?.key as { range?: [number, number, number] } | undefined)?.range;
+        if (range) return counter.linePos(range[0]).line;
+      }
+      continue;
+    }
     const node = n === 0 ? doc.contents : doc.getIn(path.slice(0, n) as unknown[], true);
     const range = (node as { range?: [number, number, number] } | undefined)?.range;
     if (range) return counter.linePos(range[0]).line;

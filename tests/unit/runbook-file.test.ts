@@ -127,6 +127,14 @@ describe('runbook file errors name the file, the line and the field', () => {
       ],
     },
     {
+      name: 'a field whose value is a block below its key is named by the key (an unknown one, a breaker missing a field)',
+      text: 'version: 1\nrunbooks:\n  - type: stalled_queue\n    extra:\n      a: 1\n    breaker:\n      restarts: 2\n',
+      errors: [
+        'rb.yaml:4: runbooks[0].extra: unknown field "extra"',
+        expect.stringMatching(/^rb\.yaml:6: runbooks\[0\]\.breaker\.windowSeconds: /),
+      ],
+    },
+    {
       name: 'not a list of entries',
       text: 'version: 1\nrunbooks: stuck_documents\n',
       errors: ['rb.yaml:2: runbooks: expected a list of runbook entries'],
