@@ -341,7 +341,12 @@ describe('selfheal watching an existing pipeline (only the contract documents ta
     expect(await tables(db.watched.pool, db.watched.schema)).toEqual(['documents']);
     expect(await schemaObjects(db.watched.pool, db.watched.schema)).toEqual(watchedBefore);
     // selfheal's own tables are all in its schema.
-    expect(await tables(db.own.pool, db.own.schema)).toEqual(['action_permits', 'healing_log']);
+    expect(await tables(db.own.pool, db.own.schema)).toEqual([
+      'action_permits',
+      'healing_log',
+      'silence_log',
+      'silences',
+    ]);
   }, 300_000);
 });
 
