@@ -98,15 +98,8 @@ export const SilenceAddOptions = z
   .strict();
 export type SilenceAddOptions = z.infer<typeof SilenceAddOptions>;
 
-/** A silence to store. */
-export interface NewSilence {
-  anomalyType: AnomalyType | null;
-  targetGlob: string | null;
-  startsAt: number;
-  endsAt: number;
-  reason: string;
-  createdBy: string;
-}
+/** A silence to store: the fields its author gives. */
+export type NewSilence = Pick<Silence, 'anomalyType' | 'targetGlob' | 'startsAt' | 'endsAt' | 'reason' | 'createdBy'>;
 
 const anomalyTypes = Object.values(AnomalyType) as [AnomalyType, ...AnomalyType[]];
 
