@@ -1,6 +1,6 @@
 /** Rate detectors over a stage's recent window: the error rate and the processing time, stage-wide or per worker. */
 import { anomaly, stageContainers, type Detector, type Thresholds } from './common';
-import type { CycleRecord, Snapshot, WorkerWindow } from '../snapshot';
+import type { CycleRecord, Snapshot, StageMetrics, WorkerWindow } from '../snapshot';
 import type { Anomaly } from '../types';
 
 /** Per-worker rows listed in evidence (the suspects are always among them). */
@@ -23,6 +23,48 @@ function outliers(
   if (suspects.length === 0 || suspects.length === workers.length) return [];
   const peers = workers.filter((w) => !suspects.includes(w));
   return peersFine(peers) ? suspects.map((w) => w.worker).sort() : [];
+}
+
+/**
+ * The outliers of a stage that have lasted. A fault of the whole stage (its input, a dependency) reaches the
+ * workers' windows one after the other: each window holds its own mix of outcomes from before and after the onset,
+ * so for a cycle or two the worker that happened to take more documents since then looks bad beside peers that
+ * still look fine. A worker is therefore a suspect only once it has been an outlier in every cycle of the last half
+ * window, back to one at least that long ago: by then a fault of the whole stage has reached its peers' windows as
+ * well (each holds half a window of outcomes from after the onset), and no worker is an outlier any more.
+ *
+ * `wait`: some worker is an outlier that has not lasted yet, and none has: the detector reports nothing for the
+ * stage until it is told apart (it lasts, or its peers turn bad too). A stage bad in every cycle of a whole window
+ * (an outlier that comes and goes) is reported at last, without the outliers that have not lasted.
+ */
+function lastingOutliers(
+  stage: string,
+  snapshot: Snapshot,
+  history: CycleRecord[],
+  t: Thresholds,
+  outliersOf: (s: StageMetrics) => string[],
+  badOf: (s: StageMetrics) => boolean,
+): { suspects: string[]; wait: boolean } {
+  const now = snapshot.at;
+  const current = snapshot.stages.find((s) => s.stage === stage);
+  const found = current ? outliersOf(current) : [];
+  if (found.length === 0) return { suspects: [], wait: false };
+  const windowMs = t.errorRateWindowSeconds * 1000;
+  const past = history
+    .filter((r) => r.snapshot.at < now)
+    .map((r) => ({ at: r.snapshot.at, stage: r.snapshot.stages.find((s) => s.stage === stage) }));
+  /** `holds` in every earlier cycle back to one at least `spanMs` old. */
+  const lasted = (spanMs: number, holds: (s: StageMetrics) => boolean) => {
+    for (let i = past.length - 1; i >= 0; i--) {
+      const p = past[i]!;
+      if (!p.stage || !holds(p.stage)) return false;
+      if (p.at <= now - spanMs) return true;
+    }
+    return false;
+  };
+  const suspects = found.filter((w) => lasted(windowMs / 2, (s) => outliersOf(s).includes(w)));
+  const wait = suspects.length === 0 && !lasted(windowMs, badOf);
+  return { suspects, wait };
 }
 
 /** Suspect workers that are containers serving the stage: the only ones a restart may act on. */
@@ -50,21 +92,40 @@ const sum = (workers: WorkerWindow[]) =>
     { completed: 0, failed: 0, totalMs: 0 },
   );
 
-export const detectErrorRateSpike: Detector = (snapshot, _history, t) => {
+/** The workers failing beside fine peers in one cycle's window of a stage. */
+function errorOutliers(stage: StageMetrics, t: Thresholds): string[] {
+  return outliers(
+    stage.workers ?? [],
+    (w) => w.completed + w.failed >= t.errorRateMinSamples && rateOf(w) > t.errorRateThreshold,
+    (peers) => {
+      const p = sum(peers);
+      return p.completed + p.failed >= t.errorRateMinSamples && rateOf(p) <= t.errorRateThreshold;
+    },
+  );
+}
+
+/** The stage as a whole fails over the threshold. */
+function errorStageWide(stage: StageMetrics, t: Thresholds): boolean {
+  const samples = stage.windowCompleted + stage.windowFailed;
+  return samples >= t.errorRateMinSamples && stage.windowFailed / samples > t.errorRateThreshold;
+}
+
+export const detectErrorRateSpike: Detector = (snapshot, history, t) => {
   const out: Anomaly[] = [];
   for (const stage of snapshot.stages) {
     const workers = stage.workers ?? [];
-    const suspects = outliers(
-      workers,
-      (w) => w.completed + w.failed >= t.errorRateMinSamples && rateOf(w) > t.errorRateThreshold,
-      (peers) => {
-        const p = sum(peers);
-        return p.completed + p.failed >= t.errorRateMinSamples && rateOf(p) <= t.errorRateThreshold;
-      },
+    const { suspects, wait } = lastingOutliers(
+      stage.stage,
+      snapshot,
+      history,
+      t,
+      (s) => errorOutliers(s, t),
+      (s) => errorStageWide(s, t) || errorOutliers(s, t).length > 0,
     );
+    if (wait) continue;
     const samples = stage.windowCompleted + stage.windowFailed;
     const rate = samples > 0 ? stage.windowFailed / samples : 0;
-    const stageWide = samples >= t.errorRateMinSamples && rate > t.errorRateThreshold;
+    const stageWide = errorStageWide(stage, t);
     if (!stageWide && suspects.length === 0) continue;
     const byWorker = suspects.map((w) => {
       const row = workers.find((x) => x.worker === w)!;
@@ -123,15 +184,29 @@ export const detectProcessingTimeAnomaly: Detector = (snapshot, history, t, now)
     const workers = stage.workers ?? [];
     const slow = (w: { completed: number; meanMs: number | null }) =>
       w.completed >= t.slowdownMinSamples && w.meanMs !== null && w.meanMs / baseline > t.slowdownFactor;
-    const suspects = outliers(workers, slow, (peers) => {
-      const p = sum(peers);
-      return p.completed >= t.slowdownMinSamples && !slow({ completed: p.completed, meanMs: p.totalMs / p.completed });
-    });
+    const slowOutliers = (s: StageMetrics) =>
+      outliers(s.workers ?? [], slow, (peers) => {
+        const p = sum(peers);
+        return (
+          p.completed >= t.slowdownMinSamples && !slow({ completed: p.completed, meanMs: p.totalMs / p.completed })
+        );
+      });
     // One slow worker of several hardly moves the stage mean (it finishes fewer documents): it fires on its own.
-    const stageSlow =
-      stage.recentMeanMs !== null &&
-      stage.recentSamples >= t.slowdownMinSamples &&
-      stage.recentMeanMs / baseline > t.slowdownFactor;
+    const slowStage = (s: StageMetrics) =>
+      s.recentMeanMs !== null &&
+      s.recentSamples >= t.slowdownMinSamples &&
+      s.recentMeanMs / baseline > t.slowdownFactor;
+    // Measured against today's baseline in the earlier cycles too: they lie within the last window.
+    const { suspects, wait } = lastingOutliers(
+      stage.stage,
+      snapshot,
+      history,
+      t,
+      slowOutliers,
+      (s) => slowStage(s) || slowOutliers(s).length > 0,
+    );
+    if (wait) continue;
+    const stageSlow = slowStage(stage);
     if (!stageSlow && suspects.length === 0) continue;
     const worst = Math.max(
       stage.recentMeanMs ?? 0,

@@ -274,8 +274,11 @@ describe('one bad worker among fine peers: the suspects a restart may act on', (
       suspects: null,
     },
   ];
+  /** Fine workers until 20 s ago, then the case's shape (more than half the 30 s window: it has lasted). */
+  const lasting = (s: Snapshot, sinceMs = 20 * S) =>
+    history(NOW, 20, 5 * S, (at) => (at > NOW - sinceMs ? { ...s, at } : baseline(at)));
   it.each(cases)('$name', (c) => {
-    const out = detect(c.detector, c.snapshot, history(NOW, 20, 5 * S, baseline));
+    const out = detect(c.detector, c.snapshot, lasting(c.snapshot));
     if (c.suspects === null) {
       expect(out).toEqual([]);
       return;
@@ -291,9 +294,51 @@ describe('one bad worker among fine peers: the suspects a restart may act on', (
   it('a suspect that is not a container of the stage is named but not offered for a restart', () => {
     const s = byWorker([w('x-1', 30, 0), w('x-2', 5, 20)]);
     s.containers = [{ name: 'x-1', state: 'running', running: true, restartCount: 0, stage: 'extract' }];
-    const [a] = detect(detectErrorRateSpike, s);
+    const [a] = detect(detectErrorRateSpike, s, lasting(s));
     expect(a!.evidence.suspects).toEqual(['x-2']);
     expect(a!.evidence.containers).toEqual([]);
+  });
+
+  // The onset of a fault of the whole stage: each worker's window holds its own mix of outcomes from before and
+  // after it, so for a cycle or two one worker looks bad beside a peer that still looks fine.
+  const oneAhead = byWorker([w('x-1', 40, 8), w('x-2', 25, 20)]);
+  const bothBad = byWorker([w('x-1', 30, 25), w('x-2', 20, 30)]);
+
+  it('an outlier seen for less than half the window: nothing yet, though the stage rate is over the threshold', () => {
+    for (const since of [1 * S, 6 * S, 14 * S]) {
+      expect(detect(detectErrorRateSpike, oneAhead, lasting(oneAhead, since)), `since ${since} ms`).toEqual([]);
+    }
+  });
+
+  it('the onset of a stage-wide fault: the peer turns bad too, and the stage fires with no suspect', () => {
+    const h = history(NOW, 20, 5 * S, (at) => (at > NOW - 10 * S ? { ...oneAhead, at } : baseline(at)));
+    const [a] = detect(detectErrorRateSpike, bothBad, h);
+    expect(a!.evidence.suspects).toEqual([]);
+    expect(a!.evidence.containers).toEqual([]);
+  });
+
+  it('a worker that has been the outlier for half the window is the suspect', () => {
+    const [a] = detect(detectErrorRateSpike, oneAhead, lasting(oneAhead, 16 * S));
+    expect(a!.evidence.suspects).toEqual(['x-2']);
+  });
+
+  it('a history too short to tell (the monitor just started): nothing yet', () => {
+    const h = history(NOW, 2, 5 * S, (at) => ({ ...oneAhead, at }));
+    expect(detect(detectErrorRateSpike, oneAhead, h)).toEqual([]);
+  });
+
+  it('an outlier that comes and goes in a stage bad for a whole window: the stage fires, with no suspect', () => {
+    const h = history(NOW, 20, 5 * S, (at) =>
+      at > NOW - 40 * S ? { ...((at - NOW) % (10 * S) === 0 ? oneAhead : bothBad), at } : baseline(at),
+    );
+    const [a] = detect(detectErrorRateSpike, oneAhead, h);
+    expect(a!.evidence.suspects).toEqual([]);
+    expect(a!.summary).not.toContain('x-2');
+  });
+
+  it('a slow worker seen for less than half the window: nothing yet', () => {
+    const s = byWorker([w('x-1', 50, 0, 100), w('x-2', 5, 0, 1000)]);
+    expect(detect(detectProcessingTimeAnomaly, s, lasting(s, 6 * S))).toEqual([]);
   });
 });
 
