@@ -1,5 +1,30 @@
 import { defineConfig } from 'vitest/config';
 
+/**
+ * Integration files that run one at a time, after the parallel ones: those that drive a real model or a browser
+ * (each takes most of a core while it runs) and those that kill and restart the services they depend on and
+ * measure the outage.
+ */
+const SERIAL = [
+  'tests/integration/llm-real.test.ts',
+  'tests/integration/local-model.test.ts',
+  'tests/integration/web-ui.test.ts',
+  'tests/integration/outage.test.ts',
+  'tests/integration/restarts.test.ts',
+];
+
+/**
+ * Integration files at once. Each stands up its own selfheal, pipeline containers, namespace, schema and Redis
+ * prefix (tests/helpers/stack.ts), so they are isolated; more at once than this overloads 2 cores.
+ */
+const PARALLEL = Number(process.env.SELFHEAL_TEST_WORKERS ?? 3);
+
+const integration = {
+  globalSetup: ['tests/helpers/global-setup.ts'],
+  testTimeout: 120_000,
+  hookTimeout: 120_000,
+};
+
 export default defineConfig({
   test: {
     projects: [
@@ -16,19 +41,29 @@ export default defineConfig({
         test: {
           name: 'integration',
           include: ['tests/integration/**/*.test.ts'],
-          globalSetup: ['tests/helpers/global-setup.ts'],
-          // Integration tests share one Temporal server, Postgres, Redis and Docker: run them one file at a time.
+          exclude: SERIAL,
+          maxWorkers: PARALLEL,
+          ...integration,
+          // After the unit tests and the compose deployment (whose containers are labelled like the reference
+          // pipeline's: they never meet an integration test's).
+          sequence: { groupOrder: 2 },
+        },
+      },
+      {
+        test: {
+          name: 'integration-serial',
+          include: SERIAL,
           fileParallelism: false,
-          testTimeout: 120_000,
-          hookTimeout: 120_000,
+          ...integration,
+          // A group of its own: vitest runs projects of one group with one worker limit.
+          sequence: { groupOrder: 3 },
         },
       },
       {
         test: {
           // The compose deployment (tests/deploy/): its own Temporal, Postgres and containers on the host's ports
-          // 7233, 8080 and 8001. A group of its own (groupOrder 1, after the unit tests; vitest runs the integration
-          // files, one at a time, as a group after that), so that its containers (labelled like the reference
-          // pipeline's) never meet an integration test's.
+          // 7233, 8080 and 8001, in a group of its own (groupOrder 1: after the unit tests, before the integration
+          // files).
           name: 'deploy',
           include: ['tests/deploy/**/*.test.ts'],
           fileParallelism: false,
