@@ -15,9 +15,9 @@ const SERIAL = [
 
 /**
  * Integration files at once. Each stands up its own selfheal, pipeline containers, namespace, schema and Redis
- * prefix (tests/helpers/stack.ts), so they are isolated; more at once than this overloads 2 cores.
+ * prefix (tests/helpers/stack.ts), so they are isolated; each keeps most of a core busy at times, and more at once than this overloads 2 cores.
  */
-const PARALLEL = Number(process.env.SELFHEAL_TEST_WORKERS ?? 3);
+const PARALLEL = Number(process.env.SELFHEAL_TEST_WORKERS ?? 2);
 
 const integration = {
   globalSetup: ['tests/helpers/global-setup.ts'],
