@@ -15,7 +15,8 @@ const SERIAL = [
 
 /**
  * Integration files at once. Each stands up its own selfheal, pipeline containers, namespace, schema and Redis
- * prefix (tests/helpers/stack.ts), so they are isolated; each keeps most of a core busy at times, and more at once than this overloads 2 cores.
+ * prefix (tests/helpers/stack.ts), so they are isolated; each keeps most of a core busy at times, and three at once
+ * overloaded 2 cores (hooks timed out).
  */
 const PARALLEL = Number(process.env.SELFHEAL_TEST_WORKERS ?? 2);
 
