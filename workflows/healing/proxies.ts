@@ -71,7 +71,11 @@ const remote = {
  * (`failHealing`). The retry policies are the remote activities' ones.
  */
 const LOCAL_RETRY_THRESHOLD = '10 seconds';
-const state = { startToCloseTimeout: '30 seconds', localRetryThreshold: LOCAL_RETRY_THRESHOLD, retry: stateRetry };
+const state = {
+  startToCloseTimeout: '30 seconds',
+  localRetryThreshold: LOCAL_RETRY_THRESHOLD,
+  retry: stateRetry,
+} as const;
 const localOnes = {
   audit: proxyLocalActivities<ReturnType<typeof createAuditActivities>>({
     startToCloseTimeout: '30 seconds',
