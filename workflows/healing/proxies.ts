@@ -35,6 +35,8 @@ interface PolicyActivities {
  *   the only one with a Docker client), collection and detection on the monitor worker: a local activity runs only
  *   where the workflow runs;
  * - restarts heartbeat, so that a worker dying mid-restart is noticed in 30 s: local activities cannot heartbeat.
+ * Local activities in a row run within one workflow task, whose clock (`Date.now()`) does not move between them: the
+ * `now` they are given (permits, silences, the safety state) is that task's start, at most a few seconds behind.
  * Histories from before (remote activities) replay the old commands: `local()` is the patch that tells.
  */
 export const local = (): boolean => patched('local-activities');
