@@ -33,6 +33,18 @@ const PERMIT_LOCK = 0x5e1f4ea2;
 
 export type { SafetyPolicy } from '../core/safety';
 
+/**
+ * The healing policy of the worker's configuration, which a healing reads when it decides and again after it waited
+ * (workflows/healing/run.ts): a policy changed by restarting the healing worker applies to healings still waiting.
+ */
+export function createPolicyActivities<P>(policy: () => P) {
+  return {
+    currentPolicy(): Promise<P> {
+      return Promise.resolve(policy());
+    },
+  };
+}
+
 export interface CheckSafetyInput {
   plan: Plan;
   policy: SafetyPolicy;

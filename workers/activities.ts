@@ -14,10 +14,11 @@ import { createDockerActivities } from '../activities/docker';
 import { createEvidenceActivities } from '../activities/evidence';
 import { createMetricsActivities } from '../activities/metrics';
 import { createRunbookSource } from '../activities/runbook-source';
-import { createSafetyActivities } from '../activities/safety';
+import { createPolicyActivities, createSafetyActivities } from '../activities/safety';
 import { createSilenceActivities } from '../activities/silences';
 import type { Config } from '../core/config';
 import { createKeys } from '../core/keys';
+import { healingPolicy } from './schedule';
 
 /** Records read back per cycle: enough to cover the longest look-back of the detectors at the configured interval. */
 export function historyLimit(config: Config): number {
@@ -72,6 +73,8 @@ export function healingActivities(config: Config, { pool, redis }: WorkerClients
     ...createAuditActivities({ pool }),
     ...createApprovalActivities({ secret: config.APPROVAL_SECRET }),
     ...createSafetyActivities({ pool, redis, keys: createKeys(config.REDIS_KEY_PREFIX), runbooks }),
+    // This worker's configuration is the healing policy in force (a healing's input holds the one it started with).
+    ...createPolicyActivities(() => healingPolicy(config)),
     ...createSilenceActivities({ pool }),
     ...createAnalysisActivities({
       runbooks,

@@ -83,7 +83,13 @@ export interface HealingPolicy extends SafetyPolicy {
 /** The input of `healingWorkflow`. */
 export interface HealingInput {
   anomaly: Anomaly;
+  /**
+   * The policy when the healing was started. A healing applies the healing worker's current policy instead, read
+   * when it decides and after each wait (workflows/healing/run.ts); histories from before that keep this one.
+   */
   policy: HealingPolicy;
+  /** Fixed for this healing: applied over the worker's current policy (a one-off run, a test). */
+  policyOverrides?: Partial<HealingPolicy>;
   thresholds: Thresholds;
   /** Containers the pipeline has (for restart plans), and the labels that find them. */
   containers: string[];

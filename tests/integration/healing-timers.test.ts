@@ -34,7 +34,7 @@ describe('healing workflow, time-skipping', () => {
     server = await startTimeSkipping({
       // The model agrees with the runbook: clear the stale locks.
       replies: [planReply('clear_stale_locks', 'owner is dead')],
-      // The workers do not depend on the policy (it is workflow input): one set serves every test.
+      // The policy under test is fixed by each workflow's input (policyOverrides): one set serves every test.
       config: (t, ollama) => config(t, ollama, {}),
     });
     ({ t, ollama, env } = server);
@@ -50,6 +50,8 @@ describe('healing workflow, time-skipping', () => {
   const input = (cfg: Config, anomaly: Anomaly): HealingInput => ({
     anomaly,
     policy: healingPolicy(cfg),
+    // The workers' configuration is the default one: the policy under test is fixed for the run.
+    policyOverrides: healingPolicy(cfg),
     thresholds: thresholdsFrom(cfg),
     containers: [],
     containerLabels: [],

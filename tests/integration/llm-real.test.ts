@@ -116,7 +116,17 @@ describe.skipIf(problem !== undefined)(`real model ${MODEL ?? ''}${problem ? ` (
     return client.workflow.start(healingWorkflow, {
       workflowId: `${healingWorkflowId(anomaly.type, anomaly.target)}-${uniqueId()}`,
       taskQueue: TaskQueue.healing,
-      args: [{ anomaly, policy, thresholds: thresholdsFrom(config), containers: [], containerLabels: [] }],
+      // The policy under test is fixed for the run, over the worker's configuration.
+      args: [
+        {
+          anomaly,
+          policy,
+          policyOverrides: policy,
+          thresholds: thresholdsFrom(config),
+          containers: [],
+          containerLabels: [],
+        },
+      ],
     });
   }
 

@@ -49,6 +49,8 @@ const APPROVAL_TIMEOUT_S = 20;
 const CYCLES_AFTER = 12;
 /** Activities that write `healing_log` rows: the audit, and the escalation (its `executed` row). */
 const WRITERS = ['appendHealingLog', 'escalateToHuman'];
+/** The audit as a local activity (a marker in the history; it returns the ids of the rows it wrote). */
+const LOCAL_WRITER = 'appendHealingLogs';
 
 /** Running parts of one scenario; every field is set as it starts, so clean-up stops what exists. */
 interface Scenario {
@@ -140,8 +142,9 @@ async function dockerEvents(docker: Docker, t: TestEnv, since: number, until: nu
 
 /**
  * Audit completeness of one healing run: every `healing_log` writer its history shows completed has its row, once,
- * with the id the activity returned (for the audit); none failed for good; and the log holds no other row of the
- * run. Returns the steps in order and the highest attempt an audit write took.
+ * with the id the activity returned (for the audit: remote activities, and the local activity whose marker holds the
+ * ids of the rows it wrote); none failed for good; and the log holds no other row of the run. Returns the steps in
+ * order and the highest attempt an audit write took (a local activity's marker holds the attempt that succeeded).
  */
 async function checkAudit(
   client: Client,
@@ -154,7 +157,25 @@ async function checkAudit(
   const attempts = new Map<string, number>();
   const completed: { activityId: string; type: string; result: unknown }[] = [];
   const failed: string[] = [];
+  const local: { type: string; attempt: number; result: unknown; failed: boolean; backoff: boolean }[] = [];
   for (const e of events) {
+    const m = e.markerRecordedEventAttributes;
+    if (m?.markerName === 'core_local_activity') {
+      const data = JSON.parse(Buffer.from(m.details!.data!.payloads![0]!.data!).toString('utf8')) as {
+        activity_type: string;
+        attempt: number;
+        /** Set on a failed attempt whose retry waits on a timer (not a failure for good). */
+        backoff?: unknown;
+      };
+      const r = m.details?.result?.payloads?.[0];
+      local.push({
+        type: data.activity_type,
+        attempt: data.attempt,
+        result: r ? defaultPayloadConverter.fromPayload(r) : undefined,
+        failed: !!m.failure && !data.backoff,
+        backoff: !!data.backoff,
+      });
+    }
     const id = e.eventId?.toString() ?? '';
     const s = e.activityTaskScheduledEventAttributes;
     if (s) scheduled.set(id, { activityId: s.activityId!, type: s.activityType!.name! });
@@ -178,9 +199,20 @@ async function checkAudit(
     [workflowId],
   );
   expect(
-    failed.filter((f) => WRITERS.includes(f)),
+    [...failed, ...local.filter((l) => l.failed).map((l) => l.type)].filter(
+      (f) => WRITERS.includes(f) || f === LOCAL_WRITER,
+    ),
     `${workflowId}: audit writes given up`,
   ).toEqual([]);
+  const localIds = local
+    .filter((l) => l.type === LOCAL_WRITER && !l.failed && !l.backoff)
+    .flatMap((l) => l.result as number[]);
+  for (const id of localIds) {
+    expect(
+      rows.filter((r) => r.id === id && r.run_id === runId),
+      `${workflowId}: row ${id} of a local audit write`,
+    ).toHaveLength(1);
+  }
   for (const w of writes) {
     const mine = rows.filter((r) => r.run_id === runId && r.activity_id === w.activityId);
     expect(mine, `${workflowId}: rows of ${w.type} activity ${w.activityId}`).toHaveLength(1);
@@ -188,18 +220,18 @@ async function checkAudit(
     else expect(mine[0]!.step).toBe('executed');
   }
   // Nothing but those: no row from a write the history does not show as done, no duplicate.
-  expect(rows.length, `${workflowId}: rows ${JSON.stringify(rows.map((r) => r.step))}`).toBe(writes.length);
-  const auditAttempts = [...scheduled.entries()]
-    .filter(([, a]) => a.type === 'appendHealingLog')
-    .map(([id]) => attempts.get(id) ?? 0);
-  const silenceAttempts = [...scheduled.entries()]
-    .filter(([, a]) => a.type === 'activeSilence')
-    .map(([id]) => attempts.get(id) ?? 0);
+  expect(rows.length, `${workflowId}: rows ${JSON.stringify(rows.map((r) => r.step))}`).toBe(
+    writes.length + localIds.length,
+  );
+  const attemptsOf = (type: string) => [
+    ...[...scheduled.entries()].filter(([, a]) => a.type === type).map(([id]) => attempts.get(id) ?? 0),
+    ...local.filter((l) => l.type === type).map((l) => l.attempt),
+  ];
   return {
     steps: rows.map((r) => r.step),
-    maxAttempt: Math.max(0, ...auditAttempts),
-    silenceAttempt: Math.max(0, ...silenceAttempts),
-    writes: writes.length,
+    maxAttempt: Math.max(0, ...attemptsOf('appendHealingLog'), ...attemptsOf(LOCAL_WRITER)),
+    silenceAttempt: Math.max(0, ...attemptsOf('activeSilence')),
+    writes: writes.length + localIds.length,
   };
 }
 

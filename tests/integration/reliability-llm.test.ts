@@ -195,7 +195,15 @@ describe('R6: Ollama down, slow or answering garbage, end to end', () => {
       workflowId,
       taskQueue: TaskQueue.healing,
       args: [
-        { anomaly, policy, thresholds: thresholdsFrom(config), containers: [live.container!], containerLabels: [] },
+        // The policy under test is fixed for the run, over the worker's configuration.
+        {
+          anomaly,
+          policy,
+          policyOverrides: policy,
+          thresholds: thresholdsFrom(config),
+          containers: [live.container!],
+          containerLabels: [],
+        },
       ],
     });
     const status = await handle.result();

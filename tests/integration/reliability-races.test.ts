@@ -89,7 +89,17 @@ async function startHarness(env: Record<string, string>) {
       return client.workflow.start(healingWorkflow, {
         workflowId: healingWorkflowId(anomaly.type, anomaly.target),
         taskQueue: TaskQueue.healing,
-        args: [{ anomaly, policy: policy(over), thresholds, containers: [], containerLabels: [] }],
+        // The policy under test is fixed for the run (the worker's configuration is the default one).
+        args: [
+          {
+            anomaly,
+            policy: policy(over),
+            policyOverrides: policy(over),
+            thresholds,
+            containers: [],
+            containerLabels: [],
+          },
+        ],
       });
     },
     async auditOf(runId: string): Promise<LogRow[]> {

@@ -77,7 +77,8 @@ async function decideSigned(run: HealingRun, d: DecisionInput, signature: string
 
 /** The query, the sighting signal, and the decision signals and update of a healing run. */
 export function setHandlers(run: HealingRun): void {
-  const { status, policy } = run;
+  const { status } = run;
+  // The policy is read when the handlers run: the worker's current one once the healing has read it (run.ts).
   setHandler(statusQuery, () => status);
   setHandler(anomalySeenSignal, () => {
     status.seen += 1;
@@ -102,7 +103,7 @@ export function setHandlers(run: HealingRun): void {
     }
   });
   const signal = (d: DecisionInput, signature: string | undefined) => {
-    if (policy.signedApprovals) void decideSigned(run, d, signature);
+    if (run.policy.signedApprovals) void decideSigned(run, d, signature);
     else decide(run, d);
   };
   setHandler(approveSignal, ({ by, reason, planId, signature }) =>
@@ -115,7 +116,7 @@ export function setHandlers(run: HealingRun): void {
     decideUpdate,
     (d: DecideInput) => {
       const decision = { decision: d.decision, by: d.by, reason: d.reason, planId: d.planId, via: 'update' as const };
-      if (policy.signedApprovals) {
+      if (run.policy.signedApprovals) {
         return decideSigned(run, decision, d.signature).then((problem) => {
           if (problem) throw ApplicationFailure.nonRetryable(problem, 'decision_refused');
           return run.pending!.decision;
@@ -134,7 +135,7 @@ export function setHandlers(run: HealingRun): void {
         if (who) throw ApplicationFailure.nonRetryable(who, d.by?.trim() ? 'not_approver' : 'invalid_input');
         const state = stateProblem(run, d.planId);
         if (state) throw ApplicationFailure.nonRetryable(state, 'not_awaiting_approval');
-        if (policy.signedApprovals && !d.signature) {
+        if (run.policy.signedApprovals && !d.signature) {
           throw ApplicationFailure.nonRetryable(
             'a signed decision is required (APPROVAL_SECRET is set): use selfheal approve or reject',
             'signature_required',
@@ -156,7 +157,7 @@ export async function awaitApproval(
   rung: number,
   hold?: () => Promise<{ end?: HealingStatus; held: boolean }>,
 ): Promise<Decision | { end: HealingStatus }> {
-  const { info, policy } = run;
+  const { info } = run;
   run.enter('awaiting_approval', verdict.reasons.join('; '));
   let notice: string;
   try {
@@ -175,7 +176,8 @@ export async function awaitApproval(
     decidedBy: 'policy',
     outcome: notice,
   });
-  let decided = await condition(() => run.pending !== null, policy.approvalTimeoutSeconds * 1000);
+  let decided = await condition(() => run.pending !== null, run.policy.approvalTimeoutSeconds * 1000);
+  run.waited();
   // A silence that holds the anomaly when the wait runs out holds the request too, not drops it: once the silence is
   // over (and the fault still there) the wait starts again, for a whole APPROVAL_TIMEOUT.
   while (!decided && hold && patched('silence-approval')) {
@@ -183,7 +185,8 @@ export async function awaitApproval(
     if (held.end) return { end: held.end };
     if (!held.held) break;
     run.enter('awaiting_approval', `${verdict.reasons.join('; ')} (again, after the silence)`);
-    decided = await condition(() => run.pending !== null, policy.approvalTimeoutSeconds * 1000);
+    decided = await condition(() => run.pending !== null, (await run.readPolicy()).approvalTimeoutSeconds * 1000);
+    run.waited();
   }
   if (!decided) {
     run.pending = {
@@ -197,7 +200,8 @@ export async function awaitApproval(
   }
   const d = run.pending!;
   run.status.decision = d;
-  await run.audit({
+  // A rejection ends the run next: its last row is written with this one.
+  await run[d.decision === 'reject' ? 'deferAudit' : 'audit']({
     step: d.decision === 'approve' ? 'approved' : 'rejected',
     action: plan.action,
     params: { planId: plan.id, via: d.via },

@@ -87,11 +87,12 @@ export async function analyze(run: HealingRun, rung: number): Promise<Plan> {
  * that the verdict is an escalation. The first wait is audited (`rate_limited`), not every check.
  */
 export async function checkSafetyWaiting(run: HealingRun, args: { plan: Plan; ownPermitKey?: string }) {
-  const { policy } = run;
   const since = Date.now();
   let pauseMs = 5_000;
   let waited = false;
   for (;;) {
+    // The policy in force now (the worker's): at the first check, and again after each wait.
+    const policy = await run.readPolicy();
     const r = await checkSafety({ ...args, policy, workflowId: run.info.workflowId, now: Date.now() });
     if (r.verdict.decision !== 'wait') return r;
     const why = r.verdict.reasons.join('; ');
@@ -122,6 +123,7 @@ export async function checkSafetyWaiting(run: HealingRun, args: { plan: Plan; ow
       });
     }
     await sleep(untilMs);
+    run.waited();
     if (r.verdict.retryAt === undefined) pauseMs = Math.min(pauseMs * 2, 60_000);
   }
 }
@@ -136,9 +138,10 @@ export async function waitForPermit(
   stage: string | undefined,
   key: string,
 ): Promise<HealingStatus | undefined> {
-  const { policy } = run;
   const waitedSince = Date.now();
   for (;;) {
+    // After an approval, a silence or a wait for the budget: the budget in force now.
+    const policy = await run.readPolicy();
     const permit = await reservePermit({
       idempotencyKey: key,
       workflowId: run.info.workflowId,
@@ -173,6 +176,7 @@ export async function waitForPermit(
       decidedBy: 'policy',
     });
     await sleep(Math.max(waitMs, 1_000));
+    run.waited();
   }
 }
 
@@ -242,6 +246,7 @@ export async function holdWhileSilenced(run: HealingRun, plan: Plan): Promise<{ 
     // last at most 30 days): a silence longer than 200 x SILENCE_RECHECK_INTERVAL is re-checked every 1/200 of it.
     const periodMs = Math.max(recheckMs, Math.ceil((s.endsAt - heldSince) / 200));
     await sleep(Math.max(1_000, Math.min(s.endsAt - Date.now(), periodMs)));
+    run.waited();
   }
   if (heldBy === undefined) return { held: false };
   const still = await verify(run.input);
@@ -348,9 +353,11 @@ export async function verifyFix(run: HealingRun, plan: Plan, rung: number) {
   const verifyDelaySeconds = windowed ? Math.max(delay, input.thresholds.errorRateWindowSeconds) : delay;
   run.enter('verifying', `waiting ${verifyDelaySeconds} s, then re-running the ${anomaly.type} detector`);
   await sleep(verifyDelaySeconds * 1000);
+  run.waited();
   const healed = await verify(input);
   status.verification = { at: Date.now(), healed: healed.healed, note: healed.note };
-  await run.audit({
+  // Healed: the run ends next, and its last row is written with this one.
+  await run[healed.healed ? 'deferAudit' : 'audit']({
     step: 'verified',
     action: plan.action,
     params: { planId: plan.id, rung },

@@ -2,13 +2,20 @@
  * One healing run's state and the steps every phase uses: the `status` the query answers, entering a phase (search
  * attributes and the Web UI's markdown details), the audit, finishing and escalating.
  */
-import { log, setCurrentDetails, upsertSearchAttributes, workflowInfo, type WorkflowInfo } from '@temporalio/workflow';
+import {
+  log,
+  patched,
+  setCurrentDetails,
+  upsertSearchAttributes,
+  workflowInfo,
+  type WorkflowInfo,
+} from '@temporalio/workflow';
 import { planSourceLabel } from '../../core/fallback-cause';
 import type { Plan } from '../../core/plan';
 import type { Anomaly, HealPhase } from '../../core/types';
 import type { AuditEntry } from '../../activities/audit';
 import { SearchAttr, type Decision, type HealingInput, type HealingPolicy, type HealingStatus } from '../definitions';
-import { actions, appendHealingLog } from './proxies';
+import { actions, appendHealingLog, appendHealingLogs, currentPolicy, local } from './proxies';
 
 export type Finish = 'healed' | 'escalated' | 'rejected' | 'failed';
 
@@ -20,7 +27,20 @@ export interface HealingRun {
   status: HealingStatus;
   /** The decision that applies to the current plan (a new plan needs a new decision). */
   pending: Decision | null;
+  /** Writes an audit row (with the rows deferred before it, in one local activity). */
   audit(entry: Omit<AuditEntry, 'anomalyType' | 'target'>): Promise<unknown>;
+  /**
+   * An audit row the next `audit` writes along with its own (one call for both): only where the next step is
+   * certainly that audit (a decision to reject, then the end). Histories from before write it at once.
+   */
+  deferAudit(entry: Omit<AuditEntry, 'anomalyType' | 'target'>): Promise<unknown>;
+  /**
+   * The policy in force: the healing worker's, read again when the healing has waited since it last read it (and at
+   * the first decision), so that a policy changed meanwhile applies. Histories from before keep the input's.
+   */
+  readPolicy(): Promise<HealingPolicy>;
+  /** The healing waited (a timer, a decision): the next `readPolicy` reads the worker's policy again. */
+  waited(): void;
   enter(phase: HealPhase, note: string): void;
   finish(phase: Finish, note: string, extra?: Partial<AuditEntry>): Promise<HealingStatus>;
   escalate(why: string): Promise<HealingStatus>;
@@ -57,6 +77,15 @@ export function createHealingRun(input: HealingInput): HealingRun {
     seen: 1,
     ignored: [],
   };
+  // Audit rows are named within the run by their order (local activities: see appendHealingLogs).
+  let auditSeq = 0;
+  let deferred: AuditEntry[] = [];
+  let policyStale = true;
+  const row = (entry: Omit<AuditEntry, 'anomalyType' | 'target'>): AuditEntry => ({
+    anomalyType: anomaly.type,
+    target: anomaly.target,
+    ...entry,
+  });
   const run: HealingRun = {
     input,
     anomaly,
@@ -64,7 +93,28 @@ export function createHealingRun(input: HealingInput): HealingRun {
     info,
     status,
     pending: null,
-    audit: (entry) => appendHealingLog({ anomalyType: anomaly.type, target: anomaly.target, ...entry }),
+    async audit(entry) {
+      if (!local()) return appendHealingLog(row(entry));
+      const entries = [...deferred, row(entry)];
+      deferred = [];
+      const ids = await appendHealingLogs(entries.map((e) => ({ ...e, key: `audit-${++auditSeq}` })));
+      return ids[ids.length - 1];
+    },
+    async deferAudit(entry) {
+      if (!local()) return appendHealingLog(row(entry));
+      deferred.push(row(entry));
+      return undefined;
+    },
+    async readPolicy() {
+      if (policyStale && patched('live-policy')) {
+        run.policy = { ...input.policy, ...(await currentPolicy()), ...input.policyOverrides };
+        policyStale = false;
+      }
+      return run.policy;
+    },
+    waited() {
+      policyStale = true;
+    },
     enter(phase, note) {
       status.phase = phase;
       status.history.push({ at: Date.now(), phase, note });
