@@ -23,6 +23,11 @@ const seconds = (def: number, min = 1) =>
     )
     .default(def);
 
+/**
+ * Default HEALING_CACHED_WORKFLOWS. See workers/healing.ts for the measurement behind it.
+ */
+export const HEALING_CACHED_WORKFLOWS_DEFAULT = 100;
+
 const integer = (def: number, min: number, max = Number.MAX_SAFE_INTEGER, what = 'whole number') =>
   z
     .string()
@@ -300,6 +305,9 @@ export const configSchema = z.object({
     .regex(/^[A-Za-z0-9.:-]+$/, { error: 'expected a host name or IP address' })
     .default('127.0.0.1')
     .describe("Address the workers' SDK metrics endpoints bind to."),
+  HEALING_CACHED_WORKFLOWS: integer(HEALING_CACHED_WORKFLOWS_DEFAULT, 0).describe(
+    'Healing runs the healing worker keeps in memory (its workflow cache); a run out of it replays its history on its next step. Bounds the worker at about 0.3 MB per run.',
+  ),
 });
 
 export type Config = z.output<typeof configSchema>;
