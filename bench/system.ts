@@ -439,6 +439,7 @@ export async function benchHealingCache(n: number, caches: (number | undefined)[
       const client = new Client({ connection, namespace: 'default' });
       let out = '';
       const proc = spawn(process.execPath, [script], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      progress(`healing cache ${cache ?? 'default'}: healing worker started (pid ${proc.pid})`);
       worker = proc;
       proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
       proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
@@ -456,7 +457,11 @@ export async function benchHealingCache(n: number, caches: (number | undefined)[
       ]);
       await new Promise((r) => setTimeout(r, 3_000));
       const rest = procMiB(proc.pid!, 'VmRSS');
-      const now = Date.now();
+      progress(`healing cache ${cache ?? 'default'}: worker polls, ${toMB(rest)} MB at rest; starting ${n} healings`);
+      // Real stale locks: a healing re-runs its detector, and one whose anomaly is gone ends without waiting.
+      const anomalies = await Promise.all(
+        Array.from({ length: n }, () => staleLock(t, { ownerPrefix: 'bench-dead-', documentIds: 1e12 })),
+      );
       const input = (anomaly: Anomaly): HealingInput => ({
         anomaly,
         policy: healingPolicy(parsed.config),
@@ -466,20 +471,21 @@ export async function benchHealingCache(n: number, caches: (number | undefined)[
       });
       const t0 = performance.now();
       await Promise.all(
-        Array.from({ length: n }, (_, i) => {
-          const a = syntheticAnomaly(i, now);
-          return client.workflow.start('healingWorkflow', {
+        anomalies.map((a) =>
+          client.workflow.start('healingWorkflow', {
             taskQueue: TaskQueue.healing,
             workflowId: healingWorkflowId(a.type, a.target),
             args: [input(a)],
-          });
-        }),
+          }),
+        ),
       );
+      let notified = 0;
       await waitFor(
         async () => {
           const r = await t.pool.query<{ n: number }>(
             "SELECT count(DISTINCT workflow_id)::int AS n FROM healing_log WHERE step = 'notified'",
           );
+          if (r.rows[0]!.n !== notified) progress(`healing cache: ${(notified = r.rows[0]!.n)} waiting`);
           return r.rows[0]!.n >= n;
         },
         { timeoutMs: 900_000, intervalMs: 1_000, what: `${n} healings waiting for approval` },
