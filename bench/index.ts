@@ -9,7 +9,11 @@
  *   monitor    cycle cost against its floor; --sizes 10000,1000000,10000000 --cycles 30 --lost 1000 (lost at 1M)
  *   heal       restart / requeue / stale locks against the bare operation; --docs 100000 --cap 10000
  *              --locks 10000 --rounds 3
- *   system     `selfheal up` startup, healing throughput (--bursts 10,100,500) and peak memory per process
+ *   system     `selfheal up` startup, healing throughput (--bursts 10,100,500) and peak memory per process (after
+ *              `npm run build`: it runs the compiled CLI); --starts 10,100,500 instead times only the monitoring
+ *              cycle's starts of N healings and the client's N parallel starts, on dev servers with and without a
+ *              database file; --cache default,100 --open 500 instead measures the compiled healing worker's memory
+ *              with 500 healings open (waiting for approval), per HEALING_CACHED_WORKFLOWS value
  *   detection  Docker-native detection, events against polling (--trials 20 --interval 5; --write keeps it in the
  *              report), then the detection latency per fault class (`selfheal demo`) against its bound (--no-demo)
  *   up         startup time and resident memory of `selfheal up` with the reference pipeline
@@ -44,7 +48,7 @@ import { benchLlm, llmTargets } from './llm';
 import { benchMonitorSize } from './monitor';
 import { type BenchResults, machine, readResults, writeReport } from './report';
 import { benchDockerDetection } from './docker-detection';
-import { benchDetection, benchSystem } from './system';
+import { benchCycleStarts, benchDetection, benchHealingCache, benchSystem } from './system';
 import { targets } from './targets';
 
 export { targets };
@@ -289,7 +293,20 @@ async function main(): Promise<void> {
       return;
     }
     case 'system': {
-      const { values } = parseArgs({ args: rest, options: { bursts: { type: 'string' } } });
+      const { values } = parseArgs({
+        args: rest,
+        options: {
+          bursts: { type: 'string' },
+          starts: { type: 'string' },
+          cache: { type: 'string' },
+          open: { type: 'string' },
+        },
+      });
+      if (values.starts) return table(await benchCycleStarts(list(values.starts, [])));
+      if (values.cache) {
+        const caches = values.cache.split(',').map((c) => (c.trim() === 'default' ? undefined : Number(c)));
+        return table(await benchHealingCache(Number(values.open ?? '500'), caches));
+      }
       const s = await benchSystem(list(values.bursts, [10, 100, 500]));
       console.log(`up in ${s.startupSeconds} s`);
       table(s.throughput);

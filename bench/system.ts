@@ -14,22 +14,28 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
+import { NativeConnection, Worker } from '@temporalio/worker';
 import { parseConfig, thresholdsFrom, type Config } from '../core/config';
 import type { Anomaly } from '../core/types';
 import { DEMO_DEFAULTS, type DemoResult } from '../starter/demo';
-import { nodeCommand, projectScript } from '../workers/project';
-import { healingPolicy } from '../workers/schedule';
-import { findTemporalCli, freePort } from '../starter/temporal-local';
-import { temporalAnswers } from '../workers/temporal-connection';
-import { healingWorkflowId, MONITOR_SCHEDULE_ID } from '../workflows/definitions';
+import { PROJECT_ROOT, projectScript } from '../workers/project';
+import { healingPolicy, monitoringInput } from '../workers/schedule';
+import { findTemporalCli, freePort, startDevServer, stopProcessGroup } from '../starter/temporal-local';
+import { registerSearchAttributes, temporalAnswers, waitForPollers } from '../workers/temporal-connection';
+import { healingWorkflowId, MONITOR_SCHEDULE_ID, TaskQueue, type CycleResult } from '../workflows/definitions';
+import type { Snapshot } from '../core/snapshot';
 import type { HealingInput, HealingStatus } from '../workflows/healing';
 import { staleLock } from '../tests/helpers/anomalies';
 import { createTestEnv, waitFor, type TestEnv } from '../tests/helpers/env';
 import { planReply, startFakeOllama, type FakeOllama } from '../tests/helpers/fake-ollama';
 import { procMiB, progress, round1, type Row } from './common';
 
-/** The CLI as this benchmark runs: from the sources, through tsx's hook (`npm run bench -- cli` times the compiled one). */
-const [NODE, ...CLI] = nodeCommand(projectScript('starter/cli'));
+/**
+ * The CLI as operators run it: the compiled `bin/selfheal.cjs` (run `npm run build` first), so that `up` starts the
+ * compiled workers with no TypeScript loader and their memory is what an operator's processes take.
+ */
+const NODE = process.execPath;
+const CLI = [path.join(PROJECT_ROOT, 'bin', 'selfheal.cjs')];
 
 export interface SystemResult {
   startupSeconds: number;
@@ -258,4 +264,257 @@ export async function benchDetection(): Promise<Row[]> {
     rmSync(dataDir, { recursive: true, force: true });
     await t.cleanup();
   }
+}
+
+/** A stale-lock anomaly of a dead owner of its own (no Redis behind it: the cycle only starts its healing). */
+function syntheticAnomaly(i: number, now: number): Anomaly {
+  const owner = `bench-owner-${i}`;
+  return {
+    type: 'stale_locks',
+    target: owner,
+    severity: 'warning',
+    fingerprint: `stale_locks:${owner}`,
+    summary: `1 document locks held by ${owner}, which has no heartbeat`,
+    evidence: { owner, documentIds: [String(i)], count: 1, totalStale: 1, locks: [] },
+    detectedAt: now,
+  };
+}
+
+/**
+ * The monitoring cycle's own cost of starting N healings, and of the client's N parallel starts, on a Temporal dev
+ * server of its own (`db-file`: with a database file, as `selfheal up` runs it; `in-memory`: without one). The
+ * cycle is the real `monitoringCycleWorkflow` on an in-process worker; only its collection and detection are stubs
+ * (an empty snapshot; N anomalies fired), so the cycle's time is its starts. No healing worker polls: the healings
+ * stay open, so a second cycle with the same N anomalies measures N signals to open runs. The client's starts are N
+ * `workflow.start` calls at once on one connection, as bench/system.ts's bursts make them.
+ */
+export async function benchCycleStarts(
+  counts: number[],
+  servers: ('db-file' | 'in-memory')[] = ['db-file', 'in-memory'],
+): Promise<Row[]> {
+  const cli = findTemporalCli(process.env.TEMPORAL_CLI_PATH);
+  if (!cli) throw new Error('no temporal CLI (scripts/dev.sh setup)');
+  const parsed = parseConfig({});
+  if (!parsed.ok) throw new Error(JSON.stringify(parsed.problems));
+  const input = monitoringInput(parsed.config);
+  const rows: Row[] = [];
+  for (const server of servers) {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'selfheal-bench-starts-'));
+    const port = await freePort();
+    const address = `127.0.0.1:${port}`;
+    const dev = await startDevServer({
+      cli,
+      port,
+      logFile: path.join(dir, 'temporal.log'),
+      ...(server === 'db-file' ? { dbFile: path.join(dir, 'temporal.db') } : {}),
+    });
+    try {
+      const connection = await Connection.connect({ address });
+      await registerSearchAttributes(connection, 'default');
+      const client = new Client({ connection, namespace: 'default' });
+      const workerConnection = await NativeConnection.connect({ address });
+      let fired: Anomaly[] = [];
+      const emptySnapshot = (): Snapshot => ({
+        at: Date.now(),
+        durationMs: 0,
+        sources: {} as Snapshot['sources'],
+        stages: [],
+        processing: [],
+        processingTotal: 0,
+        staleLocks: [],
+        staleLockTotal: 0,
+        locksTotal: 0,
+        liveWorkers: [],
+        health: [],
+        containers: [],
+        ollama: { reachable: false, modelPresent: false },
+      });
+      const monitor = await Worker.create({
+        connection: workerConnection,
+        taskQueue: TaskQueue.monitor,
+        workflowsPath: projectScript('workflows/index'),
+        activities: {
+          collectMetrics: () => Promise.resolve(emptySnapshot()),
+          detectAnomalies: () => Promise.resolve({ fired, active: fired }),
+        },
+      });
+      const actions = await Worker.create({
+        connection: workerConnection,
+        taskQueue: TaskQueue.actions,
+        activities: { inspectContainers: () => Promise.resolve({ ok: true, containers: [] }) },
+      });
+      const run = Promise.all([monitor.run(), actions.run()]);
+      try {
+        const cycle = async (id: string): Promise<{ ms: number; result: CycleResult }> => {
+          const t0 = performance.now();
+          const result: CycleResult = await client.workflow.execute('monitoringCycleWorkflow', {
+            taskQueue: TaskQueue.monitor,
+            workflowId: id,
+            args: [input],
+          });
+          return { ms: performance.now() - t0, result };
+        };
+        // Warm-up: the workflow bundle is loaded, the first task served.
+        fired = [];
+        const quiet = await cycle('bench-quiet');
+        for (const n of counts) {
+          const now = Date.now();
+          fired = Array.from({ length: n }, (_, i) => syntheticAnomaly(i + n * 1_000_000, now));
+          const starts = await cycle(`bench-start-${n}`);
+          const signals = await cycle(`bench-signal-${n}`);
+          const t0 = performance.now();
+          await Promise.all(
+            Array.from({ length: n }, (_, i) =>
+              client.workflow.start('healingWorkflow', {
+                taskQueue: 'bench-no-worker',
+                workflowId: `bench-client-${n}-${i}`,
+                args: [],
+              }),
+            ),
+          );
+          const clientMs = performance.now() - t0;
+          const row: Row = {
+            server,
+            anomalies: n,
+            quiet_cycle_ms: Math.round(quiet.ms),
+            cycle_starting_ms: Math.round(starts.ms),
+            started: starts.result.started.length,
+            cycle_signalling_ms: Math.round(signals.ms),
+            signalled: signals.result.signalled.length,
+            client_parallel_starts_ms: Math.round(clientMs),
+          };
+          progress(`cycle starts: ${JSON.stringify(row)}`);
+          rows.push(row);
+        }
+      } finally {
+        monitor.shutdown();
+        actions.shutdown();
+        await run;
+        await workerConnection.close();
+        await connection.close();
+      }
+    } finally {
+      await stopProcessGroup(dev);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  return rows;
+}
+
+/**
+ * What open healings cost the healing worker: the compiled healing worker (`dist/workers/healing.js`, as `selfheal
+ * up` spawns it) against a dev server of its own (in memory), approval required; N healings started at once all end
+ * up waiting for approval (one `notified` row each), i.e. open and, up to the cache's bound, cached. Per
+ * HEALING_CACHED_WORKFLOWS value (undefined: the default): resident set at rest, once all N wait, and its peak.
+ */
+export async function benchHealingCache(n: number, caches: (number | undefined)[]): Promise<Row[]> {
+  const cli = findTemporalCli(process.env.TEMPORAL_CLI_PATH);
+  if (!cli) throw new Error('no temporal CLI (scripts/dev.sh setup)');
+  const script = path.join(PROJECT_ROOT, 'dist', 'workers', 'healing.js');
+  const rows: Row[] = [];
+  for (const cache of caches) {
+    const t = await createTestEnv();
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'selfheal-bench-cache-'));
+    const port = await freePort();
+    const address = `127.0.0.1:${port}`;
+    const dev = await startDevServer({ cli, port, logFile: path.join(dir, 'temporal.log') });
+    let worker: ChildProcess | undefined;
+    try {
+      const env: Record<string, string> = {
+        PATH: process.env.PATH ?? '',
+        HOME: process.env.HOME ?? '',
+        ...t.env,
+        TEMPORAL_ADDRESS: address,
+        // Nothing listens there: every plan is the runbook's, at once.
+        OLLAMA_HOST: `http://127.0.0.1:${await freePort()}`,
+        AUTO_FIX_ENABLED: 'false',
+        APPROVAL_TIMEOUT: '3600',
+        LOG_LEVEL: 'warn',
+        ...(cache === undefined ? {} : { HEALING_CACHED_WORKFLOWS: String(cache) }),
+      };
+      const parsed = parseConfig(env);
+      if (!parsed.ok) throw new Error(JSON.stringify(parsed.problems));
+      const connection = await Connection.connect({ address });
+      await registerSearchAttributes(connection, 'default');
+      const client = new Client({ connection, namespace: 'default' });
+      let out = '';
+      const proc = spawn(process.execPath, [script], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      progress(`healing cache ${cache ?? 'default'}: healing worker started (pid ${proc.pid})`);
+      worker = proc;
+      proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
+      const exited = new Promise<never>((_, reject) =>
+        proc.once('exit', (code) => reject(new Error(`the healing worker exited ${code}: ${out}`))),
+      );
+      // Killed at the end on purpose: that exit is no failure.
+      exited.catch(() => undefined);
+      await Promise.race([
+        waitForPollers(connection, 'default', [
+          { name: TaskQueue.healing, type: 'workflow' },
+          { name: TaskQueue.healing, type: 'activity' },
+        ]),
+        exited,
+      ]);
+      await new Promise((r) => setTimeout(r, 3_000));
+      const rest = procMiB(proc.pid!, 'VmRSS');
+      progress(`healing cache ${cache ?? 'default'}: worker polls, ${toMB(rest)} MB at rest; starting ${n} healings`);
+      // Real stale locks: a healing re-runs its detector, and one whose anomaly is gone ends without waiting.
+      const anomalies = await Promise.all(
+        Array.from({ length: n }, () => staleLock(t, { ownerPrefix: 'bench-dead-', documentIds: 1e12 })),
+      );
+      const input = (anomaly: Anomaly): HealingInput => ({
+        anomaly,
+        policy: healingPolicy(parsed.config),
+        thresholds: thresholdsFrom(parsed.config),
+        containers: [],
+        containerLabels: [],
+      });
+      const t0 = performance.now();
+      await Promise.all(
+        anomalies.map((a) =>
+          client.workflow.start('healingWorkflow', {
+            taskQueue: TaskQueue.healing,
+            workflowId: healingWorkflowId(a.type, a.target),
+            args: [input(a)],
+          }),
+        ),
+      );
+      let notified = 0;
+      await waitFor(
+        async () => {
+          const r = await t.pool.query<{ n: number }>(
+            "SELECT count(DISTINCT workflow_id)::int AS n FROM healing_log WHERE step = 'notified'",
+          );
+          if (r.rows[0]!.n !== notified) progress(`healing cache: ${(notified = r.rows[0]!.n)} waiting`);
+          return r.rows[0]!.n >= n;
+        },
+        { timeoutMs: 900_000, intervalMs: 1_000, what: `${n} healings waiting for approval` },
+      );
+      const seconds = (performance.now() - t0) / 1000;
+      await new Promise((r) => setTimeout(r, 3_000));
+      const waiting = procMiB(proc.pid!, 'VmRSS');
+      const row: Row = {
+        healing_cached_workflows: cache ?? 'default (SDK, from the heap limit)',
+        open_healings: n,
+        seconds_to_all_waiting: round1(seconds),
+        rss_mb_at_rest: toMB(rest),
+        rss_mb_all_waiting: toMB(waiting),
+        peak_rss_mb: toMB(procMiB(proc.pid!, 'VmHWM')),
+        mb_per_open_healing:
+          rest !== undefined && waiting !== undefined ? Math.round((toMB(waiting - rest)! / n) * 100) / 100 : undefined,
+      };
+      progress(`healing cache: ${JSON.stringify(row)}`);
+      rows.push(row);
+      await connection.close();
+    } finally {
+      if (worker && worker.exitCode === null) {
+        worker.kill('SIGTERM');
+        await new Promise((r) => worker!.once('exit', r));
+      }
+      await stopProcessGroup(dev);
+      rmSync(dir, { recursive: true, force: true });
+      await t.cleanup();
+    }
+  }
+  return rows;
 }

@@ -23,6 +23,9 @@ runWorker({
   taskQueue: TaskQueue.healing,
   workflowsPath: projectScript('workflows/index'),
   activities: healingActivities(config, { pool, redis }),
+  // Bounded: the SDK's default cache (sized from the heap limit, about 2,300 runs) let the worker grow with every open
+  // healing. See HEALING_CACHED_WORKFLOWS_DEFAULT in core/config.ts for the arithmetic.
+  maxCachedWorkflows: config.HEALING_CACHED_WORKFLOWS,
   onShutdown: async () => {
     redis.disconnect();
     await pool.end();

@@ -14,6 +14,9 @@ import { createLogger } from './logger';
 import { runWorker } from './run-worker';
 import { errorMessage } from '../core/errors';
 
+/** Monitoring cycles kept in memory: at most a few are open at once. */
+const MONITOR_CACHED_WORKFLOWS = 10;
+
 // The runbooks file is the healing worker's: this one starts while it is being fixed.
 const config = loadConfigOrExit(process.env, { runbooks: false });
 const log = createLogger('selfheal-monitor', config.LOG_LEVEL);
@@ -34,6 +37,9 @@ async function main(): Promise<void> {
     taskQueue: TaskQueue.monitor,
     workflowsPath: projectScript('workflows/index'),
     activities: monitorActivities(config, { pool: pools.selfheal, pipelinePool: pools.pipeline, redis }),
+    // A cycle is short and the Schedule overlaps none (SKIP); a Docker event may trigger one more: a handful of runs
+    // are ever open, so the SDK's default cache (about 2,300) only bounds nothing.
+    maxCachedWorkflows: MONITOR_CACHED_WORKFLOWS,
     onShutdown: async () => {
       redis.disconnect();
       await pools.end();

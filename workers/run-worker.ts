@@ -39,6 +39,8 @@ export interface RunWorkerOptions {
   workflowsPath?: string;
   activities?: WorkerOptions['activities'];
   maxConcurrentActivityTaskExecutions?: number;
+  /** Workflow runs kept in memory (the SDK's default is sized from the heap limit: about 2,300 with Node's 4 GB). */
+  maxCachedWorkflows?: number;
   /** Called after the worker stopped (close clients here). */
   onShutdown?: () => Promise<void>;
 }
@@ -69,6 +71,7 @@ export async function runWorker(opts: RunWorkerOptions): Promise<void> {
     ...workflowSource(opts.workflowsPath),
     activities: opts.activities,
     maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivityTaskExecutions,
+    ...(opts.maxCachedWorkflows === undefined ? {} : { maxCachedWorkflows: opts.maxCachedWorkflows }),
   });
   stopWhenParentGoes(() => {
     if (worker.getState() === 'RUNNING') worker.shutdown();
