@@ -315,6 +315,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
 
     // ---- faults -------------------------------------------------------------------------------------------------
     const open = () => faults.filter((f) => f.endedAt === undefined && f.end !== undefined);
+    const watched = () => faults.filter((f) => f.endedAt === undefined && f.gone !== undefined);
     const openData = (kind: SoakKind) => faults.some((f) => f.kind === kind && !dataDone(f));
     /** Data faults count as open (for not stacking the same one) for a minute. */
     const dataDone = (f: InjectedFault) => f.end !== undefined || Date.now() - f.injectedAt > 60_000;
@@ -348,10 +349,14 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
           if (free.length === 0) return undefined;
           const w = pick(free);
           const c = w.container;
-          const allow = ['stuck_documents', 'lost_documents', 'stalled_queue', 'poison_document'].map((type) => ({
-            type,
-            target: type === 'poison_document' ? '*' : w.stage,
-          }));
+          const allow = [
+            ...['stuck_documents', 'stalled_queue'].map((type) => ({ type, target: w.stage })),
+            { type: 'poison_document', target: '*' },
+            // A killed process leaves its lease (a stale lock named after it) and, between its commit and its push,
+            // a document queued in the next stage in no list.
+            { type: 'stale_locks', target: c },
+            ...stages.map((s) => ({ type: 'lost_documents', target: s })),
+          ];
           const common = {
             expect: [{ type: 'unhealthy_container', target: c }],
             allow,
@@ -512,8 +517,20 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
               { type: 'poison_document', target: '*' },
               ...all.map((c) => ({ type: 'unhealthy_container', target: c })),
             ],
-            allow: ['stuck_documents', 'lost_documents', 'stalled_queue'].map((type) => ({ type, target: stage })),
+            // Each death on it leaves that worker's lease, as a kill does; it lasts until the document is dead.
+            allow: [
+              ...['stuck_documents', 'stalled_queue'].map((type) => ({ type, target: stage })),
+              ...all.map((c) => ({ type: 'stale_locks', target: c })),
+              ...stages.map((s) => ({ type: 'lost_documents', target: s })),
+            ],
             containers: all,
+            gone: async () => {
+              const { rows } = await pool.query<{ n: number }>(
+                "SELECT count(*)::int AS n FROM documents WHERE id = ANY($1::bigint[]) AND status IN ('queued', 'processing')",
+                [r.documents as number[]],
+              );
+              return rows[0]!.n === 0;
+            },
           };
         }
       }
@@ -530,13 +547,13 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     let nextAt = Date.now();
     let n = 0;
     while (Date.now() < end) {
-      for (const f of open()) {
+      for (const f of watched()) {
         if (f.gone && (await f.gone().catch(() => false))) {
           f.endedAt = Date.now();
           f.endedBy = 'gone';
           say(`${stamp()} #${f.n} ${f.detail}: gone after ${round1((f.endedAt - f.injectedAt) / 1000)} s`);
-        } else if (f.expiresAt !== undefined && Date.now() >= f.expiresAt) {
-          await f.end!().catch((err: unknown) => say(`ending #${f.n}: ${errorMessage(err)}`));
+        } else if (f.end && f.expiresAt !== undefined && Date.now() >= f.expiresAt) {
+          await f.end().catch((err: unknown) => say(`ending #${f.n}: ${errorMessage(err)}`));
           f.endedAt = Date.now();
           f.endedBy = 'soak';
           say(
@@ -590,6 +607,12 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     let quietSince: number | undefined;
     let drainQuiet = false;
     while (Date.now() - drainStart < drainMs) {
+      for (const f of watched()) {
+        if (await f.gone!().catch(() => false)) {
+          f.endedAt = Date.now();
+          f.endedBy = 'gone';
+        }
+      }
       const { rows } = await pool.query<{ n: number }>(
         "SELECT count(*)::int AS n FROM documents WHERE status IN ('queued', 'processing')",
       );
