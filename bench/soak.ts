@@ -546,6 +546,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     }
     let nextAt = Date.now();
     let n = 0;
+    let deferred = false;
     while (Date.now() < end) {
       for (const f of watched()) {
         if (f.gone && (await f.gone().catch(() => false))) {
@@ -562,7 +563,9 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
         }
       }
       if (Date.now() >= nextAt && open().length < MAX_OPEN) {
-        const kind = firstPass[0] ?? pick(SOAK_KINDS);
+        // Each kind once first (in a shuffled order); after a kind found no target, a random one, so that a kind
+        // that cannot be injected for a while (redis-flush onto a backlog) does not hold the others back.
+        const kind = !deferred && firstPass[0] ? firstPass[0] : pick(SOAK_KINDS);
         const at = Date.now();
         let made: Awaited<ReturnType<typeof inject>>;
         try {
@@ -572,7 +575,8 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
           made = undefined;
         }
         if (made) {
-          if (firstPass[0] === kind) firstPass.shift();
+          if (firstPass.includes(kind)) firstPass.splice(firstPass.indexOf(kind), 1);
+          deferred = false;
           const f: InjectedFault = { ...made, n: ++n, injectedAt: at };
           faults.push(f);
           say(`${stamp()} #${f.n} injected ${f.detail}`);
@@ -582,6 +586,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
           skipped++;
           // Nothing fits now (its targets are busy): another kind first, this one later.
           if (firstPass[0] === kind) firstPass.push(firstPass.shift()!);
+          deferred = !deferred;
           nextAt = Date.now() + 2_000;
         }
       }
