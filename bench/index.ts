@@ -26,6 +26,10 @@
  *   llm        the analyzer against the model at OLLAMA_HOST / OLLAMA_MODEL over bench/fixtures/llm-anomalies.json:
  *              schema-valid rate, agreement with the runbook, unsafe proposals caught, fallbacks by cause, latency,
  *              tokens/s; --only NAME runs the matching cases; --write as for cli. Not in `all`: it needs a model
+ *   soak       chaos soak: the pipeline under load, every `selfheal chaos` fault at random times, auto-fix on; documents
+ *              lost, processed twice, false remediations (exit 1 unless all 0), faults healed/escalated/missed and
+ *              time to heal; --minutes 30 --seed N --drain 300; writes its key of bench/results.json, --write also
+ *              the "Chaos soak" section of docs/RELIABILITY.md. Not in `all`: it takes half an hour
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -49,6 +53,7 @@ import { benchMonitorSize } from './monitor';
 import { type BenchResults, machine, readResults, writeReport } from './report';
 import { benchDockerDetection } from './docker-detection';
 import { benchCycleStarts, benchDetection, benchHealingCache, benchSystem } from './system';
+import { benchSoak } from './soak';
 import { targets } from './targets';
 
 export { targets };
@@ -272,7 +277,20 @@ function writePart(part: (saved: BenchResults) => Partial<BenchResults>): void {
   console.log('written: bench/results.json, docs/BENCHMARKS.md');
 }
 
-const PARTS = ['all', 'report', 'monitor', 'heal', 'system', 'detection', 'up', 'pipeline', 'cli', 'compose', 'llm'];
+const PARTS = [
+  'all',
+  'report',
+  'monitor',
+  'heal',
+  'system',
+  'detection',
+  'up',
+  'pipeline',
+  'cli',
+  'compose',
+  'llm',
+  'soak',
+];
 
 async function main(): Promise<void> {
   const [what = 'all', ...rest] = process.argv.slice(2);
@@ -382,6 +400,10 @@ async function main(): Promise<void> {
       if (values.write) writePart(() => ({ llm: { measuredAt, machine: m, ...b } }));
       return;
     }
+    case 'soak':
+      // Exit 1 when a document was lost or processed twice, or a healthy target was remediated.
+      if (!(await benchSoak(rest))) process.exit(1);
+      return;
     default:
       console.error(`unknown benchmark "${what}": expected one of ${PARTS.join(', ')}`);
       process.exit(2);
