@@ -1,7 +1,7 @@
 /**
- * The chaos soak (`npm run bench -- soak --minutes 30 [--seed N] [--write]`, and tests/integration/soak.test.ts for a
- * few minutes): the reference pipeline (worker containers) under a steady stream of documents, with every fault of
- * `selfheal chaos` injected at random times (a seeded RNG: the seed is printed, the same seed draws the same
+ * The chaos soak (`npm run bench -- soak --minutes 30 [--seed N] [--write]`; a few-minute run of it is meant for
+ * CI, once it passes there): the reference pipeline (worker containers) under a steady stream of documents, with every
+ * fault of `selfheal chaos` injected at random times (a seeded RNG: the seed is printed, the same seed draws the same
  * schedule), several open at once, auto-fix on. Then a drain (no new faults, no new documents, the faults the soak
  * ends itself ended) until every document is terminal and no healing is open, and the checks:
  * - documents lost: not completed, failed or dead (quarantined) after the drain: must be 0;
@@ -864,8 +864,7 @@ export function writeReliabilitySection(root: string, r: SoakResult): void {
     'escalated: the healing ended escalated, rejected (a plan under `MIN_CONFIDENCE` not approved in time) or failed';
   const section = `${SECTION}
 
-\`npm run bench -- soak --minutes ${r.minutes} --seed ${r.seed} --write\` (${r.measuredAt}; \`tests/integration/soak.test.ts\`
-runs the same code for \`SOAK_MINUTES\`, default 5, in CI). The reference pipeline with ${r.workers.length} worker
+\`npm run bench -- soak --minutes ${r.minutes} --seed ${r.seed} --write\` (${r.measuredAt}). The reference pipeline with ${r.workers.length} worker
 containers (${r.workers.join(', ')}) and \`selfheal up\` (auto-fix on), 40 documents/s, and for ${r.minutes} minutes
 every fault of \`selfheal chaos\` at random times (seed ${r.seed}; exponential gaps; at most ${MAX_OPEN} open at once;
 worker faults and \`llm-down\` ended by the soak after 30-90 s if no healing ended them; \`redis-flush\` and

@@ -281,7 +281,10 @@ describe('healing end to end, auto-fix on', () => {
         /took and finished no document for \d+ s while queue:extract held \d+ .*\(hung behind a working health check\)/,
       );
       expect(hung.plan?.params).toEqual({ container: other.container, hung: true });
-      expect(hung.actions.filter((x) => x.action === 'restart_worker').map((x) => x.outcome)).toEqual(['done']);
+      expect(
+        hung.actions.filter((x) => x.action === 'restart_worker').map((x) => x.outcome),
+        JSON.stringify({ history: hung.history, verification: hung.verification }),
+      ).toEqual(['done']);
       expect(await startedAt(s.docker, other.container!)).toBeGreaterThan(before.get(other.container!)!);
       // The restarted process took the fault away with it; the first victim was not restarted again, and no other
       // restart ran.
