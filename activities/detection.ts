@@ -9,6 +9,7 @@ import {
   evaluateCycle,
   PROGRESS_SOURCE,
   stillHung,
+  suspectsStillOutliers,
   type HysteresisResult,
   type Thresholds,
 } from '../core/detectors';
@@ -69,6 +70,15 @@ export function createDetectionActivities(deps: DetectionDeps) {
         found = {
           ...input.anomaly,
           summary: `${input.anomaly.target}: still takes and finishes no document`,
+          detectedAt: input.snapshot.at,
+        };
+      }
+      // A suspect worker is checked on its own: the detector waits again whenever one cycle breaks its streak.
+      const outliers = found ? [] : suspectsStillOutliers(input.anomaly, input.snapshot, history, input.thresholds);
+      if (outliers.length > 0) {
+        found = {
+          ...input.anomaly,
+          summary: `${input.anomaly.target}: ${outliers.join(', ')} still the outlier`,
           detectedAt: input.snapshot.at,
         };
       }

@@ -28,4 +28,9 @@ export {
   LOST_EVIDENCE_CAP,
 } from './detectors/documents';
 export { detectOrphanedEntries, detectStalledQueue } from './detectors/queues';
-export { detectErrorRateSpike, detectProcessingTimeAnomaly, stageBaselineMs } from './detectors/rates';
+export {
+  detectErrorRateSpike,
+  detectProcessingTimeAnomaly,
+  stageBaselineMs,
+  suspectsStillOutliers,
+} from './detectors/rates';

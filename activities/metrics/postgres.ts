@@ -119,8 +119,11 @@ export function snapshotQueries(
                FROM unnest($1::text[]) AS s(stage)`,
           values: [stages, progressLookbackSeconds ?? null],
         },
+    // With the total of the same statement: the list is complete exactly when it holds `total` rows. (The total from
+    // the counts above, read at the same time on another connection, could differ from the list by the documents
+    // taken in between, and a complete list then looked capped: a hung worker looked as if it held one.)
     processing: {
-      text: `SELECT id, stage, worker_id, started_at, updated_at FROM documents
+      text: `SELECT id, stage, worker_id, started_at, updated_at, count(*) OVER ()::int AS total FROM documents
               WHERE status = 'processing' ORDER BY updated_at LIMIT $1`,
       values: [PROCESSING_CAP],
     },
@@ -159,14 +162,18 @@ async function readPostgresFrom(deps: MetricsDeps, outcomes: OutcomeSource): Pro
     Promise.all(stages.map(async (stage) => [stage, await plannerEstimate(pool, stage, 'completed')] as const)),
     pool.query<WindowRow>(q.window),
     pool.query<{ stage: string; last_event: Date | null; last_start: Date | null }>(q.progress),
-    pool.query<{ id: number; stage: string; worker_id: string | null; started_at: Date | null; updated_at: Date }>(
-      q.processing,
-    ),
+    pool.query<{
+      id: number;
+      stage: string;
+      worker_id: string | null;
+      started_at: Date | null;
+      updated_at: Date;
+      total: number;
+    }>(q.processing),
   ]);
   const counts = new Map<string, StageMetrics['counts']>();
   const blank = () => ({ queued: 0, processing: 0, completed: 0, failed: 0, dead: 0 });
   for (const [stage, n] of estimates) counts.set(stage, { ...blank(), completed: n });
-  let processingTotal = 0;
   // Past the cap, the planner's estimate (never below the cap: a stale estimate must not hide a backlog).
   const liveCounts = await Promise.all(
     live.rows.map(async (r) =>
@@ -177,7 +184,6 @@ async function readPostgresFrom(deps: MetricsDeps, outcomes: OutcomeSource): Pro
     const c = counts.get(r.stage) ?? blank();
     c[r.status as keyof StageMetrics['counts']] = r.n;
     counts.set(r.stage, c);
-    if (r.status === 'processing') processingTotal += r.n;
   }
   return {
     outcomes,
@@ -196,7 +202,7 @@ async function readPostgresFrom(deps: MetricsDeps, outcomes: OutcomeSource): Pro
       startedAt: r.started_at?.getTime() ?? null,
       updatedAt: r.updated_at.getTime(),
     })),
-    processingTotal,
+    processingTotal: processing.rows[0]?.total ?? 0,
   };
 }
 

@@ -176,21 +176,49 @@ export function stageBaselineMs(stage: string, history: CycleRecord[], t: Thresh
   return means.length >= t.slowdownMinSamples ? median(means) : null;
 }
 
+/** The workers slower than `baseline` by the factor beside fine peers in one cycle's window of a stage. */
+function slowOutliers(stage: StageMetrics, baseline: number, t: Thresholds): string[] {
+  const slow = (w: { completed: number; meanMs: number | null }) =>
+    w.completed >= t.slowdownMinSamples && w.meanMs !== null && w.meanMs / baseline > t.slowdownFactor;
+  return outliers(stage.workers ?? [], slow, (peers) => {
+    const p = sum(peers);
+    return p.completed >= t.slowdownMinSamples && !slow({ completed: p.completed, meanMs: p.totalMs / p.completed });
+  });
+}
+
+/**
+ * The anomaly's suspects that are still outliers of its stage in this snapshot (none for a stage-wide anomaly).
+ * The healing's re-check before a restart and its verification ask it when the detector reports nothing: a suspect
+ * whose streak one cycle broke (too few samples) makes the detector wait again, which does not mean the fault is
+ * gone, while a worker that is no outlier any more is fine.
+ */
+export function suspectsStillOutliers(
+  anomaly: Anomaly,
+  snapshot: Snapshot,
+  history: CycleRecord[],
+  t: Thresholds,
+): string[] {
+  const suspects = Array.isArray(anomaly.evidence.suspects)
+    ? anomaly.evidence.suspects.filter((w): w is string => typeof w === 'string')
+    : [];
+  const stage = snapshot.stages.find((s) => s.stage === anomaly.target);
+  if (suspects.length === 0 || !stage) return [];
+  let now: string[] = [];
+  if (anomaly.type === 'error_rate_spike') now = errorOutliers(stage, t);
+  else if (anomaly.type === 'processing_time_anomaly') {
+    const baseline = stageBaselineMs(stage.stage, history, t, snapshot.at);
+    if (baseline !== null && baseline > 0) now = slowOutliers(stage, baseline, t);
+  }
+  return suspects.filter((w) => now.includes(w));
+}
+
 export const detectProcessingTimeAnomaly: Detector = (snapshot, history, t, now) => {
   const out: Anomaly[] = [];
   for (const stage of snapshot.stages) {
     const baseline = stageBaselineMs(stage.stage, history, t, now);
     if (baseline === null || baseline <= 0) continue;
     const workers = stage.workers ?? [];
-    const slow = (w: { completed: number; meanMs: number | null }) =>
-      w.completed >= t.slowdownMinSamples && w.meanMs !== null && w.meanMs / baseline > t.slowdownFactor;
-    const slowOutliers = (s: StageMetrics) =>
-      outliers(s.workers ?? [], slow, (peers) => {
-        const p = sum(peers);
-        return (
-          p.completed >= t.slowdownMinSamples && !slow({ completed: p.completed, meanMs: p.totalMs / p.completed })
-        );
-      });
+    const workersSlow = (s: StageMetrics) => slowOutliers(s, baseline, t);
     // One slow worker of several hardly moves the stage mean (it finishes fewer documents): it fires on its own.
     const slowStage = (s: StageMetrics) =>
       s.recentMeanMs !== null &&
@@ -202,8 +230,8 @@ export const detectProcessingTimeAnomaly: Detector = (snapshot, history, t, now)
       snapshot,
       history,
       t,
-      slowOutliers,
-      (s) => slowStage(s) || slowOutliers(s).length > 0,
+      workersSlow,
+      (s) => slowStage(s) || workersSlow(s).length > 0,
     );
     if (wait) continue;
     const stageSlow = slowStage(stage);

@@ -17,6 +17,7 @@ import {
   detectUnhealthyContainer,
   evaluateCycle,
   stillHung,
+  suspectsStillOutliers,
   type Detector,
   type Thresholds,
 } from '../../core/detectors';
@@ -334,6 +335,24 @@ describe('one bad worker among fine peers: the suspects a restart may act on', (
     const [a] = detect(detectErrorRateSpike, oneAhead, h);
     expect(a!.evidence.suspects).toEqual([]);
     expect(a!.summary).not.toContain('x-2');
+  });
+
+  it("a suspect's streak broken by one cycle: the detector waits again, but the re-check still finds it the outlier", () => {
+    const [a] = detect(detectErrorRateSpike, oneAhead, lasting(oneAhead, 16 * S));
+    expect(a!.evidence.suspects).toEqual(['x-2']);
+    // The cycle before this one had too few samples to compare: the detector waits, the suspect is still bad.
+    const broken = lasting(oneAhead, 16 * S);
+    broken[broken.length - 1] = {
+      ...broken[broken.length - 1]!,
+      snapshot: byWorker([w('x-1', 3, 0), w('x-2', 2, 3)], NOW - 5 * S),
+    };
+    expect(detect(detectErrorRateSpike, oneAhead, broken)).toEqual([]);
+    expect(suspectsStillOutliers(a!, oneAhead, broken, thresholds)).toEqual(['x-2']);
+    // Fine again (after its restart): no longer an outlier.
+    expect(suspectsStillOutliers(a!, byWorker([w('x-1', 40, 0), w('x-2', 40, 1)]), broken, thresholds)).toEqual([]);
+    // A stage-wide anomaly has no suspect to re-check.
+    const [wide] = detect(detectErrorRateSpike, bothBad, lasting(bothBad));
+    expect(suspectsStillOutliers(wide!, oneAhead, broken, thresholds)).toEqual([]);
   });
 
   it('a slow worker seen for less than half the window: nothing yet', () => {

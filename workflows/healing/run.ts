@@ -95,10 +95,17 @@ export function createHealingRun(input: HealingInput): HealingRun {
     pending: null,
     async audit(entry) {
       if (!local()) return appendHealingLog(row(entry));
-      const entries = [...deferred, row(entry)];
+      const held = deferred;
       deferred = [];
-      const ids = await appendHealingLogs(entries.map((e) => ({ ...e, key: `audit-${++auditSeq}` })));
-      return ids[ids.length - 1];
+      try {
+        const ids = await appendHealingLogs([...held, row(entry)].map((e) => ({ ...e, key: `audit-${++auditSeq}` })));
+        return ids[ids.length - 1];
+      } catch (err) {
+        // Nothing of the call was written (one transaction): the rows it carried along go with the next write (the
+        // failure's own row, when the retries ran out).
+        deferred = [...held, ...deferred];
+        throw err;
+      }
     },
     async deferAudit(entry) {
       if (!local()) return appendHealingLog(row(entry));
