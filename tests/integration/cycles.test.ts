@@ -276,7 +276,7 @@ describe('R10: a health check flapping around its threshold', () => {
       [name],
     );
     const executedTimes = executed.rows.map((r) => Number(r.at));
-    expect(executedTimes).toHaveLength(3);
+    expect(executedTimes, `the firings' healings ended: ${phases.join(', ')}`).toHaveLength(3);
     expect(permitTimes).toHaveLength(executedTimes.length);
     const gaps = permitTimes.slice(1).map((p, i) => p - permitTimes[i]!);
     gaps.forEach((gap, i) => expect(gap).toBeGreaterThanOrEqual(COOLDOWN_S * 1000 * 2 ** i));
