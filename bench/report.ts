@@ -44,7 +44,7 @@ export function machine(): BenchResults['machine'] {
   };
 }
 
-function mdTable(rows: Row[]): string {
+export function mdTable(rows: Row[]): string {
   if (rows.length === 0) return '_(no rows)_\n';
   const cols = [...new Set(rows.flatMap((r) => Object.keys(r)))];
   const cell = (v: Row[string]) => (v === undefined || v === null ? '' : String(v).replace(/\|/g, '\\|'));

@@ -31,7 +31,7 @@ import { nodeCommand, projectScript } from '../workers/project';
 import { createTestEnv, waitFor } from '../tests/helpers/env';
 import { stopTestPipeline } from '../tests/helpers/pipeline';
 import { percentile, progress, round1, type Row } from './common';
-import { machine, readResults, type BenchResults } from './report';
+import { machine, mdTable, readResults, type BenchResults } from './report';
 
 const ROOT = path.resolve(__dirname, '..');
 
@@ -832,16 +832,6 @@ function notHealed(r: SoakResult): string[] {
   return r.faults
     .filter((f) => f.outcome !== 'healed')
     .map((f) => `#${f.n} ${f.detail}: ${f.outcome}${f.healings.length ? ` (${f.healings.join('; ')})` : ''}`);
-}
-
-function mdTable(rows: Row[]): string {
-  const cols = [...new Set(rows.flatMap((r) => Object.keys(r)))];
-  const cell = (v: Row[string]) => (v === undefined || v === null ? '' : String(v).replace(/\|/g, '\\|'));
-  return [
-    `| ${cols.join(' | ')} |`,
-    `| ${cols.map(() => '---').join(' | ')} |`,
-    ...rows.map((r) => `| ${cols.map((c) => cell(r[c])).join(' | ')} |`),
-  ].join('\n');
 }
 
 const SECTION = '## Chaos soak';
