@@ -1,5 +1,6 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import type pg from 'pg';
+import { withTransaction } from './actions/executed-row';
 
 /** One step of a healing run, as written to `healing_log`. */
 export interface AuditEntry {
@@ -71,9 +72,7 @@ export function createAuditActivities({ pool }: { pool: pg.Pool }) {
     async appendHealingLogs(entries: KeyedAuditEntry[]): Promise<number[]> {
       const run = Context.current().info.workflowExecution;
       if (!run) throw ApplicationFailure.nonRetryable('appendHealingLogs runs only inside a workflow', 'invalid_input');
-      const client = await pool.connect();
-      try {
-        await client.query('BEGIN');
+      return withTransaction(pool, async (client) => {
         const ids: number[] = [];
         for (const entry of entries) {
           const { rows } = await client.query<{ id: number }>(INSERT, values(run, entry, entry.key));
@@ -89,12 +88,7 @@ export function createAuditActivities({ pool }: { pool: pg.Pool }) {
         }
         await client.query('COMMIT');
         return ids;
-      } catch (err) {
-        await client.query('ROLLBACK').catch(() => undefined);
-        throw err;
-      } finally {
-        client.release();
-      }
+      });
     },
   };
 }

@@ -26,7 +26,7 @@ export interface Recorded {
  * throws, the transaction is rolled back, and a client whose ROLLBACK fails is destroyed instead of returned to the
  * pool.
  */
-async function withTransaction<T>(pool: pg.Pool, body: (db: pg.PoolClient) => Promise<T>): Promise<T> {
+export async function withTransaction<T>(pool: pg.Pool, body: (db: pg.PoolClient) => Promise<T>): Promise<T> {
   const db = await pool.connect();
   let broken = false;
   try {
