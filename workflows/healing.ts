@@ -4,7 +4,7 @@
  * Every step is written to healing_log; the phase, the action and a markdown timeline are visible in the Web UI.
  * The phases are in healing/; this file is the loop that walks them.
  */
-import { log, patched } from '@temporalio/workflow';
+import { log } from '@temporalio/workflow';
 import type { Plan } from '../core/plan';
 import type { Anomaly } from '../core/types';
 import { errorMessage } from '../core/errors';
@@ -63,7 +63,7 @@ async function heal(run: HealingRun): Promise<HealingStatus> {
       if (verdict.decision === 'escalate') return run.escalate(`refused by policy: ${verdict.reasons.join('; ')}`);
       if (verdict.decision === 'needs_approval') {
         // No approval is asked for during a maintenance window: the request waits for the silence to end.
-        if (patched('silences')) {
+        if (run.since('silences')) {
           const hold = await holdWhileSilenced(run, plan);
           if (hold.end) return hold.end;
         }
@@ -79,7 +79,7 @@ async function heal(run: HealingRun): Promise<HealingStatus> {
       }
       const key = `${info.workflowId}:${info.runId}:${rung}:${plan.id}`;
       // Silences (maintenance windows) hold the action; histories from before them replay the old sequence.
-      const stop = patched('silences')
+      const stop = run.since('silences')
         ? await actUnlessSilenced(run, plan, stage, key)
         : ((await waitForPermit(run, plan, stage, key)) ??
           (await beforeActing(run, plan, key)) ??
@@ -93,7 +93,7 @@ async function heal(run: HealingRun): Promise<HealingStatus> {
     }
     // The restarted worker died again holding a document that killed it before: the same remedy once more, planned
     // from what is seen now, so that document is quarantined first (a poison document must not keep it down).
-    if (!poisonRetried && newPoisonSuspects(plan, healed.current).length > 0 && patched('poison-first')) {
+    if (!poisonRetried && newPoisonSuspects(plan, healed.current).length > 0 && run.since('poison-first')) {
       poisonRetried = true;
       run.anomaly = healed.current!;
       log.info('died again on a document that killed it before: restart with it quarantined first', { rung });

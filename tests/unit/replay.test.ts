@@ -26,6 +26,21 @@ describe('recorded workflow histories replay with the current code', () => {
     expect(files.some((f) => f.startsWith('healing-'))).toBe(true);
   });
 
+  it('has a healing whose local activity ended a workflow task before the code after it ran (the next task)', () => {
+    // The layout that broke a replay when a patch was read after a local activity (docs/ARCHITECTURE.md).
+    const history = historyFromJSON(JSON.parse(readFileSync(path.join(dir, 'healing-split-task.json'), 'utf8')));
+    const events = history.events ?? [];
+    const split = events.findIndex(
+      (e, i) =>
+        e.markerRecordedEventAttributes?.markerName === 'core_local_activity' &&
+        events[i + 1]?.workflowTaskScheduledEventAttributes,
+    );
+    expect(split).toBeGreaterThan(0);
+    // The next task's first command is the code after it (evidence gathered for the analysis), not a marker.
+    const next = events.slice(split + 1).find((e) => e.activityTaskScheduledEventAttributes);
+    expect(next?.activityTaskScheduledEventAttributes?.activityType?.name).toBe('gatherEvidence');
+  });
+
   it.each(files)(
     '%s',
     async (file) => {

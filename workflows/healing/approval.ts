@@ -2,7 +2,7 @@
  * Human decisions: the approve/reject signals and the `decide` update, checked one way (`stateProblem` and
  * `approverError`, plus a signature when APPROVAL_SECRET is set), and the approval phase that waits for one.
  */
-import { ApplicationFailure, condition, patched, setHandler } from '@temporalio/workflow';
+import { ApplicationFailure, condition, setHandler } from '@temporalio/workflow';
 import { errorMessage } from '../../core/errors';
 import type { Plan } from '../../core/plan';
 import type { Verdict } from '../../core/safety';
@@ -180,7 +180,7 @@ export async function awaitApproval(
   run.waited();
   // A silence that holds the anomaly when the wait runs out holds the request too, not drops it: once the silence is
   // over (and the fault still there) the wait starts again, for a whole APPROVAL_TIMEOUT.
-  while (!decided && hold && patched('silence-approval')) {
+  while (!decided && hold && run.since('silence-approval')) {
     const held = await hold();
     if (held.end) return { end: held.end };
     if (!held.held) break;

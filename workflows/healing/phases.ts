@@ -3,7 +3,7 @@
  * so), wait for a permit of the global budget, check again before acting, act, verify. Approval is in approval.ts.
  */
 import type { Anomaly } from '../../core/types';
-import { log, patched, sleep } from '@temporalio/workflow';
+import { log, sleep } from '@temporalio/workflow';
 import { errorMessage } from '../../core/errors';
 import { EVIDENCE_SKIPPED_TYPES, type AnalysisEvidence } from '../../core/evidence';
 import { classifyFallback } from '../../core/fallback-cause';
@@ -32,7 +32,7 @@ export async function analyze(run: HealingRun, rung: number): Promise<Plan> {
   run.enter('analyzing', rung === 0 ? anomaly.summary : `the fix did not work: next rung (${rung})`);
   // Evidence an SRE would read (recent document errors, the container's last log lines), when it can be had.
   let evidence: AnalysisEvidence | undefined;
-  if (!EVIDENCE_SKIPPED_TYPES.includes(anomaly.type) && patched('llm-evidence')) {
+  if (!EVIDENCE_SKIPPED_TYPES.includes(anomaly.type) && run.since('llm-evidence')) {
     try {
       evidence = await gatherEvidence({ anomaly, containers: input.containers });
     } catch (err) {
@@ -290,7 +290,7 @@ export async function actUnlessSilenced(
     // The checks before acting may have waited (a crash-loop backoff, a restart in flight): a silence added meanwhile
     // holds the action too. Histories from before this check replay without it.
     if (
-      patched('silence-before-execute') &&
+      run.since('silence-before-execute') &&
       (await activeSilence({ anomalyType: run.anomaly.type, target: run.anomaly.target, now: Date.now() }))
     ) {
       await finishPermit({ idempotencyKey: key, now: Date.now(), outcome: 'refused' });

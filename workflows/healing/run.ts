@@ -19,12 +19,34 @@ import { actions, appendHealingLog, appendHealingLogs, currentPolicy, local } fr
 
 export type Finish = 'healed' | 'escalated' | 'rejected' | 'failed';
 
+/**
+ * The changes of the healing's command sequence that histories from before them must replay without. Each was a
+ * `patched()` call where the change happens; a run that starts now reads them all at its start (`since`).
+ */
+export type HealingPatch =
+  'llm-evidence' | 'live-policy' | 'silences' | 'silence-approval' | 'silence-before-execute' | 'poison-first';
+
+/**
+ * The marker of a run that takes every change in `HealingPatch` (a run started by this code).
+ *
+ * Why at the start: replaying, `patched()` answers true only for a marker the SDK has already seen, and it sees a
+ * workflow task's markers when it replays that task. A local activity can end in one workflow task while the code
+ * after it ran in the next (seen in runs queried while their first tasks ran: the marker in task 1, the code after it
+ * in task 2); replayed, that code runs within task 1, before the next task's markers are known, so a `patched()`
+ * there answers false where the first run took the change: nondeterminism, the run stuck after a worker restart.
+ * Read in the first activation, before any local activity, the answer is the same on every replay. A change made
+ * after this one: its own `patched()` call next to this one, its answer kept on the run.
+ */
+export const PATCHES_AT_START = 'patches-at-start';
+
 export interface HealingRun {
   input: HealingInput;
   anomaly: Anomaly;
   policy: HealingPolicy;
   info: WorkflowInfo;
   status: HealingStatus;
+  /** Whether this run takes a change: always for a run started by this code, as recorded for older histories. */
+  since(patch: HealingPatch): boolean;
   /** The decision that applies to the current plan (a new plan needs a new decision). */
   pending: Decision | null;
   /** Writes an audit row (with the rows deferred before it, in one local activity). */
@@ -66,6 +88,8 @@ function escalationPlan(run: HealingRun, suffix: string, why: string): Plan {
 export function createHealingRun(input: HealingInput): HealingRun {
   const { anomaly, policy } = input;
   const info = workflowInfo();
+  // First, before any local activity (see PATCHES_AT_START).
+  const current = patched(PATCHES_AT_START);
   const status: HealingStatus = {
     phase: 'analyzing',
     anomaly,
@@ -92,6 +116,7 @@ export function createHealingRun(input: HealingInput): HealingRun {
     policy,
     info,
     status,
+    since: (patch) => current || patched(patch),
     pending: null,
     async audit(entry) {
       if (!local()) return appendHealingLog(row(entry));
@@ -113,7 +138,7 @@ export function createHealingRun(input: HealingInput): HealingRun {
       return undefined;
     },
     async readPolicy() {
-      if (policyStale && patched('live-policy')) {
+      if (policyStale && run.since('live-policy')) {
         run.policy = { ...input.policy, ...(await currentPolicy()), ...input.policyOverrides };
         policyStale = false;
       }
