@@ -13,7 +13,10 @@
  *              `npm run build`: it runs the compiled CLI); --starts 10,100,500 instead times only the monitoring
  *              cycle's starts of N healings and the client's N parallel starts, on dev servers with and without a
  *              database file; --cache default,100 --open 500 instead measures the compiled healing worker's memory
- *              with 500 healings open (waiting for approval), per HEALING_CACHED_WORKFLOWS value
+ *              with 500 healings open (waiting for approval), per HEALING_CACHED_WORKFLOWS value; --server
+ *              in-memory runs the bursts on a dev server without a database file; --env NAME=VALUE (repeated) adds
+ *              environment for `up` and its processes (a tuning); --write puts the figures into bench/results.json
+ *              and docs/BENCHMARKS.md (a tuning in a table of its own; the figures replaced first are kept as before)
  *   detection  Docker-native detection, events against polling (--trials 20 --interval 5; --write keeps it in the
  *              report), then the detection latency per fault class (`selfheal demo`) against its bound (--no-demo)
  *   up         startup time and resident memory of `selfheal up` with the reference pipeline
@@ -52,7 +55,7 @@ import { benchLlm, llmTargets } from './llm';
 import { benchMonitorSize } from './monitor';
 import { type BenchResults, machine, readResults, writeReport } from './report';
 import { benchDockerDetection } from './docker-detection';
-import { benchCycleStarts, benchDetection, benchHealingCache, benchSystem } from './system';
+import { benchCycleStarts, benchDetection, benchHealingCache, benchSystem, type SystemResult } from './system';
 import { benchSoak } from './soak';
 import { targets } from './targets';
 
@@ -226,23 +229,40 @@ async function benchAll(): Promise<void> {
   const heal = await benchHeal([]);
   const system = await benchSystem([10, 100, 500]);
   const inMemory = await benchSystem([500], 'in-memory');
-  system.throughput.push(...inMemory.throughput.map((r) => ({ ...r, server: 'in-memory dev server' })));
-  for (const r of system.throughput) r.server ??= 'dev server with --db-filename (selfheal up)';
+  system.throughput.push(...inMemory.throughput.map((r) => ({ ...r, server: IN_MEMORY })));
+  for (const r of system.throughput) r.server ??= DB_FILE;
   const detection = await benchDetection();
   const cli = { measuredAt: new Date().toISOString(), machine: machine(), rows: await benchCli() };
   // The compose and llm parts run alone (the host's ports; a model): their last figures are kept.
   let compose: BenchResults['compose'];
   let llm: BenchResults['llm'];
   let dockerDetection: BenchResults['dockerDetection'];
+  let systemBefore: BenchResults['systemBefore'];
+  let systemTuned: BenchResults['systemTuned'];
   try {
     const saved = readResults(ROOT);
     compose = saved.compose;
     llm = saved.llm;
     dockerDetection = saved.dockerDetection;
+    systemBefore = saved.systemBefore ?? { measuredAt: saved.startedAt, ...saved.system };
+    systemTuned = saved.systemTuned;
   } catch {
     compose = undefined;
   }
-  const partial = { startedAt, machine: m, monitor, detection, heal, system, cli, compose, llm, dockerDetection };
+  const partial = {
+    startedAt,
+    machine: m,
+    monitor,
+    detection,
+    heal,
+    system,
+    systemBefore,
+    systemTuned,
+    cli,
+    compose,
+    llm,
+    dockerDetection,
+  };
   const results: BenchResults = { ...partial, targets: targets(partial), finishedAt: new Date().toISOString() };
   writeReport(ROOT, results);
   console.log('monitoring cycle vs floor');
@@ -275,6 +295,61 @@ function writePart(part: (saved: BenchResults) => Partial<BenchResults>): void {
   const merged = { ...saved, ...part(saved) };
   writeReport(ROOT, { ...merged, targets: targets(merged) });
   console.log('written: bench/results.json, docs/BENCHMARKS.md');
+}
+
+/** `--env K=V` (repeated) as an environment. */
+function parseEnv(pairs: string[]): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw new Error(`--env: expected NAME=VALUE, got "${pair}"`);
+    env[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  return env;
+}
+
+const DB_FILE = 'dev server with --db-filename (selfheal up)';
+const IN_MEMORY = 'in-memory dev server';
+
+/**
+ * `system --write`: a run with selfheal's defaults replaces the throughput rows of its server (and, with the database
+ * file, the memory); a run with `--env` is a tuning and goes to its own table. The figures the first such write
+ * replaces are kept as the "before" (`systemBefore`).
+ */
+function systemPart(
+  saved: BenchResults,
+  s: SystemResult,
+  server: 'db-file' | 'in-memory',
+  extraEnv: Record<string, string>,
+  measuredAt: string,
+): Partial<BenchResults> {
+  const label = server === 'db-file' ? DB_FILE : IN_MEMORY;
+  const rows: Row[] = s.throughput.map((r) => ({ ...r, server: label, measured_at: measuredAt }));
+  const env = Object.entries(extraEnv)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' ');
+  if (env) {
+    const peak = (name: string) => s.memory.find((m) => m.process === name)?.peak_rss_mb;
+    const tuned = rows.map((r) => ({
+      env,
+      ...r,
+      healing_peak_mb: peak('selfheal-healing'),
+      monitor_peak_mb: peak('selfheal-monitor'),
+    }));
+    const keep = (saved.systemTuned ?? []).filter((r) => !(r.env === env && r.server === label));
+    return { systemTuned: [...keep, ...tuned] };
+  }
+  const systemBefore = saved.systemBefore ?? { measuredAt: saved.startedAt, ...saved.system };
+  // This run's rows replace every row of its server (a row left from another run would read as this one's).
+  const kept = saved.system.throughput.filter((r) => (r.server ?? DB_FILE) !== label);
+  return {
+    systemBefore,
+    system: {
+      startupSeconds: server === 'db-file' ? s.startupSeconds : saved.system.startupSeconds,
+      throughput: [...kept, ...rows],
+      memory: server === 'db-file' ? s.memory.map((m) => ({ ...m, measured_at: measuredAt })) : saved.system.memory,
+    },
+  };
 }
 
 const PARTS = [
@@ -318,17 +393,27 @@ async function main(): Promise<void> {
           starts: { type: 'string' },
           cache: { type: 'string' },
           open: { type: 'string' },
+          server: { type: 'string', default: 'db-file' },
+          env: { type: 'string', multiple: true, default: [] },
+          write: { type: 'boolean', default: false },
         },
       });
+      if (values.server !== 'db-file' && values.server !== 'in-memory') {
+        throw new Error(`--server: db-file or in-memory, not ${values.server}`);
+      }
       if (values.starts) return table(await benchCycleStarts(list(values.starts, [])));
       if (values.cache) {
         const caches = values.cache.split(',').map((c) => (c.trim() === 'default' ? undefined : Number(c)));
         return table(await benchHealingCache(Number(values.open ?? '500'), caches));
       }
-      const s = await benchSystem(list(values.bursts, [10, 100, 500]));
+      const extraEnv = parseEnv(values.env);
+      const measuredAt = new Date().toISOString();
+      const s = await benchSystem(list(values.bursts, [10, 100, 500]), values.server, extraEnv);
       console.log(`up in ${s.startupSeconds} s`);
       table(s.throughput);
       table(s.memory);
+      if (values.write)
+        writePart((saved) => systemPart(saved, s, values.server as 'db-file' | 'in-memory', extraEnv, measuredAt));
       return;
     }
     case 'detection': {

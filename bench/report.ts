@@ -12,6 +12,10 @@ export interface BenchResults {
   detection: Row[];
   heal: { restart: Row[]; requeue: Row[]; locks: Row[] };
   system: { startupSeconds: number; throughput: Row[]; memory: Row[] };
+  /** The system figures the first `system --write` replaced (the "before" of the storms issue). */
+  systemBefore?: { measuredAt: string; startupSeconds: number; throughput: Row[]; memory: Row[] };
+  /** `system --env K=V --write`: the same bursts with a tuning of the processes' environment. */
+  systemTuned?: Row[];
   /** CLI start time (`npm run bench -- cli --write` measures it alone, with its own time and machine load). */
   cli?: { measuredAt: string; machine?: BenchResults['machine']; rows: Row[] };
   /**
@@ -53,6 +57,31 @@ export function mdTable(rows: Row[]): string {
     `| ${cols.map(() => '---').join(' | ')} |`,
     ...rows.map((r) => `| ${cols.map((c) => cell(r[c])).join(' | ')} |`),
   ].join('\n');
+}
+
+function beforeSection(before: NonNullable<BenchResults['systemBefore']>): string {
+  return `
+### Before: the same bursts and processes on ${before.measuredAt.slice(0, 10)}
+
+Measured before the storms work (the audit and safety steps each a remote activity, the cycle starting its healings
+one at a time, the SDK's default workflow cache, the workers run through tsx): bench/results.json \`systemBefore\`.
+
+${mdTable(before.throughput)}
+
+${mdTable(before.memory)}
+`;
+}
+
+function tunedSection(rows: Row[]): string {
+  return `
+### Tunings of the processes' environment
+
+\`npm run bench -- system --bursts 500 --env NAME=VALUE --write\`: the same burst with more environment for
+\`selfheal up\` and every process it starts (NODE_OPTIONS for every Node process, \`MALLOC_ARENA_MAX\` for glibc's
+allocator); selfheal's defaults are the rows above.
+
+${mdTable(rows)}
+`;
 }
 
 function cliSection(cli: NonNullable<BenchResults['cli']>): string {
@@ -187,6 +216,6 @@ ${mdTable(r.system.throughput)}
 Peak resident set (\`VmHWM\`) of every process \`selfheal up\` started, read after the largest burst.
 
 ${mdTable(r.system.memory)}
-${r.cli ? cliSection(r.cli) : ''}${r.compose ? composeSection(r.compose) : ''}${r.llm ? llmSection(r.llm) : ''}`;
+${r.systemBefore ? beforeSection(r.systemBefore) : ''}${r.systemTuned?.length ? tunedSection(r.systemTuned) : ''}${r.cli ? cliSection(r.cli) : ''}${r.compose ? composeSection(r.compose) : ''}${r.llm ? llmSection(r.llm) : ''}`;
   writeFileSync(path.join(root, 'docs/BENCHMARKS.md'), md);
 }

@@ -100,10 +100,13 @@ async function burst(client: Client, t: TestEnv, config: Config, n: number): Pro
 /**
  * `server`: `db-file` lets `selfheal up` start its dev server with a database file (as operators run it);
  * `in-memory` starts a dev server without one first (up then uses it), to show what the file's SQLite writes cost.
+ * `extraEnv`: more environment for `selfheal up` and the processes it starts (a tuning to measure, e.g.
+ * `MALLOC_ARENA_MAX=2`); it overrides the bench's own settings.
  */
 export async function benchSystem(
   bursts: number[],
   server: 'db-file' | 'in-memory' = 'db-file',
+  extraEnv: Record<string, string> = {},
 ): Promise<SystemResult> {
   const t = await createTestEnv();
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'selfheal-bench-'));
@@ -138,6 +141,7 @@ export async function benchSystem(
       VERIFY_DELAY: '1',
       MONITOR_INTERVAL: '60',
       LOG_LEVEL: 'warn',
+      ...extraEnv,
     };
     const parsed = parseConfig(env);
     if (!parsed.ok) throw new Error(JSON.stringify(parsed.problems));

@@ -58,12 +58,14 @@ export function targets(r: Omit<BenchResults, 'targets' | 'finishedAt'>): Target
         (m500 ? `; in-memory dev server ${m500.seconds_to_all_terminal} s (${m500.workflows_per_s}/s)` : ''),
       met: b500.all_terminal === true && num(b500.seconds_to_all_terminal) <= 60,
       note:
-        'CPU-bound on 2 cores shared by the dev server, Postgres, Redis and the three workers: one healing is about ' +
-        '100 history events, 13 activities and 14 workflow tasks (the audit and safety steps are each a remote ' +
-        'activity) plus a verification snapshot, and every step waited 0.3-1 s for a busy process during a burst; ' +
-        "the dev server's SQLite file costs about half the rate (150 simultaneous healings, measured separately here: " +
-        '102.6 s with the file, 43.3 s in memory; a full run adds an in-memory row for 500). Not fixed here: making the audit and ' +
-        'safety steps local activities would cut the round trips per healing by about half.',
+        'CPU-bound on 2 cores shared by the dev server, Postgres, Redis and the three workers. One healing is now about ' +
+        '70 history events, 6 activity tasks, 12 local activities and 7-8 workflow tasks (before: about 100 events, 13 ' +
+        'activities, 14 workflow tasks). A CPU profile of the healing worker during a burst (in-memory dev server, ' +
+        '2026-12-05): its workflow thread was busy 181 of 204 s, mostly in the SDK entering the shared V8 context ' +
+        'for every activation and in its promise hook, which records a stack trace for every promise a workflow ' +
+        'makes; the workflow code itself took about 14 s. Caching all 500 runs (HEALING_CACHED_WORKFLOWS=600) gave ' +
+        '195 s, so replays are not the cost. Not reached: it would take fewer workflow activations per healing ' +
+        '(or healings that each take a storm of one kind) rather than fewer round trips.',
     });
   if (r.system.memory.length > 0) {
     // The Temporal dev server is listed but is Temporal's process, not selfheal's.
@@ -78,10 +80,12 @@ export function targets(r: Omit<BenchResults, 'targets' | 'finishedAt'>): Target
       ...(over.length
         ? {
             note:
-              `over: ${over.map((m) => String(m.process)).join(', ')}. The healing worker's peak follows the workflows ` +
-              "it keeps cached (the SDK's default cache, sized from the heap): read after 500 open healings; at rest " +
-              'it is about 270 MB, of which about 100 MB is the Temporal SDK with its workflow sandbox and tsx. ' +
-              'Not fixed here: a smaller maxCachedWorkflows bounds it at the cost of replays.',
+              `over: ${over.map((m) => String(m.process)).join(', ')}. Bounding the healing worker's workflow cache ` +
+              '(HEALING_CACHED_WORKFLOWS, 100) did not lower its peak: during a burst its heap fills with garbage the ' +
+              'garbage collector leaves while it may, and glibc keeps freed memory in per-thread arenas. A heap ' +
+              'limit (NODE_OPTIONS=--max-old-space-size=150) with MALLOC_ARENA_MAX=2 took it to 283 MB (tunings ' +
+              'below); 96 MB of heap gave the same 284 MB, so about 130 MB is not the JavaScript heap. Not set by ' +
+              'default: a heap limit turns a storm larger than measured into an out-of-memory crash of the healer.',
           }
         : {}),
     });
