@@ -137,6 +137,7 @@ export function createSafetyActivities({
       const { plan, now } = input;
       const { policy, approvalAlwaysBy } = runbookPolicy(plan, input.policy);
       let recentRestartsOfTarget: number[] = [];
+      let noopRestartsOfTarget: number[] = [];
       let dockerRestartsOfTarget: number[] = [];
       let restartsInFlightInStage = 0;
       let view: ContainerView = { known: false };
@@ -145,14 +146,15 @@ export function createSafetyActivities({
         // Far enough back for the breaker and the backoff: a restart that imposes a doubled backoff is in the breaker
         // window (it is counted there); one before it imposes RESTART_COOLDOWN alone.
         const windowStart = now - Math.max(policy.breakerWindowSeconds, policy.cooldownSeconds) * 1000;
-        const { rows } = await pool.query<{ reserved_at_ms: string }>(
-          `SELECT reserved_at_ms FROM action_permits
+        const { rows } = await pool.query<{ reserved_at_ms: string; outcome: string | null }>(
+          `SELECT reserved_at_ms, outcome FROM action_permits
             WHERE action = 'restart_worker' AND target = $1 AND reserved_at_ms > $2
               AND coalesce(outcome, '') <> 'refused' AND idempotency_key <> $3
             ORDER BY reserved_at_ms`,
           [plan.params.container, windowStart, input.ownPermitKey ?? ''],
         );
         recentRestartsOfTarget = rows.map((r) => Number(r.reserved_at_ms));
+        noopRestartsOfTarget = rows.filter((r) => r.outcome === 'nothing_to_do').map((r) => Number(r.reserved_at_ms));
         // And Docker's own (its restart policy), as the actions worker's inspections recorded them.
         dockerRestartsOfTarget = await policyRestartsSince(redis, keys, plan.params.container, windowStart).catch(
           () => [],
@@ -187,6 +189,7 @@ export function createSafetyActivities({
         requeueCap: policy.requeueCap,
         // State read above.
         recentRestartsOfTarget,
+        ...(noopRestartsOfTarget.length > 0 ? { noopRestartsOfTarget } : {}),
         ...(dockerRestartsOfTarget.length > 0 ? { dockerRestartsOfTarget } : {}),
         restartsInFlightInStage,
         targetScopeLabel: view.scopeLabel,

@@ -29,8 +29,16 @@ export interface SafetyContext {
   breakerWindowSeconds: number;
   /** Documents one requeue may move. */
   requeueCap: number;
-  /** epoch ms of the restarts of this target executed in the breaker window, newest last. */
+  /**
+   * epoch ms of the restart permits of this target in the breaker window, newest last: restarts executed or in flight,
+   * and those that found nothing to do (`noopRestartsOfTarget`), which start the cooldown too.
+   */
   recentRestartsOfTarget: number[];
+  /**
+   * epoch ms of the permits among `recentRestartsOfTarget` whose restart did not run (the check before acting found
+   * the fault gone): the circuit breaker does not count them, since it counts restarts.
+   */
+  noopRestartsOfTarget?: number[];
   /**
    * epoch ms of the restarts Docker's restart policy made of this target in the breaker window, oldest first: a crash
    * loop is a crash loop whoever restarts it.
@@ -160,8 +168,9 @@ export function evaluateSafety(plan: Plan, ctx: SafetyContext): Verdict {
     const inWindow = restarts.filter((t) => t > windowStart);
     const dockerNote = byDocker.length > 0 ? ` (${byDocker.length} by Docker's restart policy)` : '';
     const poison = plan.params.quarantineFirst ?? [];
-    if (inWindow.length >= ctx.breakerRestarts) {
-      const open = `circuit breaker open: ${inWindow.length} restarts of ${container}${dockerNote} in the last ${ctx.breakerWindowSeconds / 60} min`;
+    const ran = inWindow.length - (ctx.noopRestartsOfTarget ?? []).filter((t) => t > windowStart).length;
+    if (ran >= ctx.breakerRestarts) {
+      const open = `circuit breaker open: ${ran} restarts of ${container}${dockerNote} in the last ${ctx.breakerWindowSeconds / 60} min`;
       // The loop's cause is known and removed first: the documents it died on are quarantined before this restart.
       if (poison.length === 0) return escalate(open);
       reasons.push(

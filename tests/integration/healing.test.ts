@@ -275,7 +275,13 @@ describe('healing end to end, auto-fix on', () => {
         90_000,
         injectedAt,
       );
-      expect(hung.phase, JSON.stringify(hung.history)).toBe('healed');
+      // On failure: the run's timeline and every restart permit of that container (the breaker counts them).
+      const permits = await s.t.pool.query(
+        `SELECT workflow_id, reserved_at_ms, finished_at_ms, outcome FROM action_permits
+          WHERE action = 'restart_worker' AND target = $1 ORDER BY reserved_at_ms`,
+        [other.container],
+      );
+      expect(hung.phase, JSON.stringify({ history: hung.history, permits: permits.rows })).toBe('healed');
       expect(hung.anomaly.evidence).toMatchObject({ source: 'progress', worker: other.container, stage: 'extract' });
       expect(hung.anomaly.summary).toMatch(
         /took and finished no document for \d+ s while queue:extract held \d+ .*\(hung behind a working health check\)/,

@@ -124,6 +124,21 @@ describe('safety state', () => {
     expect(r.verdict.reasons.join(';')).toMatch(/circuit breaker open: 3 restarts/);
   });
 
+  it('a restart permit that found nothing to do is no restart for the circuit breaker', async () => {
+    await t.pool.query('DELETE FROM action_permits');
+    await permit('k-n1', 'pipeline-b', NOW - 59 * MIN, 'done');
+    await permit('k-n2', 'pipeline-b', NOW - 50 * MIN, 'done');
+    await permit('k-n3', 'pipeline-b', NOW - 41 * MIN, 'nothing_to_do');
+    const r = await check({ plan: restart('pipeline-b'), policy, workflowId: 'wf1', now: NOW });
+    expect(r.verdict.reasons.join(';')).not.toMatch(/circuit breaker/);
+    expect(r.verdict.decision).toBe('allow');
+    // Done, all three: the breaker opens.
+    await t.pool.query(`UPDATE action_permits SET outcome = 'done' WHERE idempotency_key = 'k-n3'`);
+    const open = await check({ plan: restart('pipeline-b'), policy, workflowId: 'wf1', now: NOW });
+    expect(open.verdict.decision).toBe('escalate');
+    expect(open.verdict.reasons.join(';')).toMatch(/circuit breaker open: 3 restarts/);
+  });
+
   it('one restart in flight per stage (the other waits); a permit abandoned long ago stops counting', async () => {
     await t.pool.query('DELETE FROM action_permits');
     await permit('k-fly', 'pipeline-a', NOW - 1 * MIN, null);

@@ -167,6 +167,22 @@ describe('evaluateSafety', () => {
       reason: /circuit breaker/,
     },
     {
+      name: 'a permit that found nothing to do is no restart for the breaker: two restarts and one no-op in the hour',
+      plan: plan(),
+      ctx: ctx({
+        recentRestartsOfTarget: [NOW - 59 * MIN, NOW - 50 * MIN, NOW - 41 * MIN],
+        noopRestartsOfTarget: [NOW - 41 * MIN],
+      }),
+      decision: 'allow',
+    },
+    {
+      name: 'the same three permits all restarts: the breaker opens',
+      plan: plan(),
+      ctx: ctx({ recentRestartsOfTarget: [NOW - 59 * MIN, NOW - 50 * MIN, NOW - 41 * MIN] }),
+      decision: 'escalate',
+      reason: /circuit breaker open: 3 restarts/,
+    },
+    {
       name: 'breaker closed again once the oldest restart is past the hour',
       plan: plan(),
       ctx: ctx({ recentRestartsOfTarget: [NOW - 61 * MIN, NOW - 35 * MIN, NOW - 20 * MIN] }),
