@@ -244,7 +244,7 @@ async function benchAll(): Promise<void> {
     compose = saved.compose;
     llm = saved.llm;
     dockerDetection = saved.dockerDetection;
-    systemBefore = saved.systemBefore ?? { measuredAt: saved.startedAt, ...saved.system };
+    systemBefore = systemBeforeOf(saved);
     systemTuned = saved.systemTuned;
   } catch {
     compose = undefined;
@@ -308,6 +308,11 @@ function parseEnv(pairs: string[]): Record<string, string> {
   return env;
 }
 
+/** The "before" of the system figures: kept once set, else the figures about to be replaced. */
+function systemBeforeOf(saved: BenchResults): NonNullable<BenchResults['systemBefore']> {
+  return saved.systemBefore ?? { measuredAt: saved.startedAt, ...saved.system };
+}
+
 const DB_FILE = 'dev server with --db-filename (selfheal up)';
 const IN_MEMORY = 'in-memory dev server';
 
@@ -339,7 +344,7 @@ function systemPart(
     const keep = (saved.systemTuned ?? []).filter((r) => !(r.env === env && r.server === label));
     return { systemTuned: [...keep, ...tuned] };
   }
-  const systemBefore = saved.systemBefore ?? { measuredAt: saved.startedAt, ...saved.system };
+  const systemBefore = systemBeforeOf(saved);
   // This run's rows replace every row of its server (a row left from another run would read as this one's).
   const kept = saved.system.throughput.filter((r) => (r.server ?? DB_FILE) !== label);
   return {
