@@ -54,23 +54,39 @@ export async function stopTestPipeline(t: TestEnv, runner: PipelineRunner | unde
   }
 }
 
-/** Waits until every id is `completed` in the last stage (or has failed, when `allowFailed`). */
+/**
+ * Waits until every id is `completed` in the last stage (or has failed, when `allowFailed`). On a timeout the error
+ * says where the unfinished documents are (status, stage, worker) and what Redis holds, so a failure can be explained.
+ */
 export async function waitForDocuments(
   t: TestEnv,
   ids: number[],
   { timeoutMs = 60_000, allowFailed = false } = {},
 ): Promise<void> {
-  await waitFor(
-    async () => {
-      const { rows } = await t.pool.query<{ n: number }>(
-        `SELECT count(*)::int AS n FROM documents
-          WHERE id = ANY($1::bigint[]) AND (status = 'completed' ${allowFailed ? "OR status = 'failed'" : ''})`,
-        [ids],
-      );
-      return rows[0]!.n === ids.length || undefined;
-    },
-    { timeoutMs, intervalMs: 100, what: `${ids.length} documents to finish` },
-  );
+  const done = allowFailed ? ['completed', 'failed'] : ['completed'];
+  try {
+    await waitFor(
+      async () => {
+        const { rows } = await t.pool.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM documents WHERE id = ANY($1::bigint[]) AND status = ANY($2::text[])`,
+          [ids, done],
+        );
+        return rows[0]!.n === ids.length || undefined;
+      },
+      { timeoutMs, intervalMs: 100, what: `${ids.length} documents to finish` },
+    );
+  } catch (e) {
+    const { rows } = await t.pool.query<{ id: string; status: string; stage: string; worker_id: string | null }>(
+      `SELECT id, status, stage, worker_id FROM documents
+        WHERE id = ANY($1::bigint[]) AND NOT status = ANY($2::text[]) ORDER BY id LIMIT 20`,
+      [ids, done],
+    );
+    const state = await redisState(t).catch((err: unknown) => String(err));
+    throw new Error(
+      `${(e as Error).message}\nunfinished (first 20): ${JSON.stringify(rows)}\nredis: ${JSON.stringify(state)}`,
+      { cause: e },
+    );
+  }
 }
 
 /** Lengths of every queue and non-empty processing list, and the number of lease keys, of the environment. */
