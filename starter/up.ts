@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, openSync, writeFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, writeFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
 import { selfhealDatabaseUrl, type Config } from '../core/config';
@@ -164,6 +164,11 @@ export async function up(opts: UpOptions): Promise<UpHandle> {
     rmSync(path.join(root, 'up.json'), { force: true });
   };
 
+  // A workflow bundle built beforehand is checked before anything starts.
+  const prebuilt = opts.env.SELFHEAL_WORKFLOW_BUNDLE ? path.resolve(opts.env.SELFHEAL_WORKFLOW_BUNDLE) : undefined;
+  if (prebuilt && !existsSync(prebuilt))
+    throw new UpError(`SELFHEAL_WORKFLOW_BUNDLE: no workflow bundle at ${prebuilt} (unset it to have up bundle)`);
+
   try {
     // 1. Temporal
     let temporalStarted = false;
@@ -236,9 +241,16 @@ export async function up(opts: UpOptions): Promise<UpHandle> {
 
     // 4. The workflow bundle, built once in a process of its own (the workers then load it instead of each running
     // webpack, which cost each its peak memory for good)
-    const bundleStarted = Date.now();
-    env.SELFHEAL_WORKFLOW_BUNDLE = await bundleWorkflows(root, env, logDir);
-    say(`Workflows: bundled in ${((Date.now() - bundleStarted) / 1000).toFixed(1)} s`);
+    // (or one the caller built beforehand and named in SELFHEAL_WORKFLOW_BUNDLE: the integration tests bundle once per
+    // run instead of once per `selfheal up`)
+    if (prebuilt) {
+      env.SELFHEAL_WORKFLOW_BUNDLE = prebuilt;
+      say(`Workflows: the bundle built beforehand (${prebuilt})`);
+    } else {
+      const bundleStarted = Date.now();
+      env.SELFHEAL_WORKFLOW_BUNDLE = await bundleWorkflows(root, env, logDir);
+      say(`Workflows: bundled in ${((Date.now() - bundleStarted) / 1000).toFixed(1)} s`);
+    }
     checkInterrupted();
 
     // 5. selfheal workers and the HTTP server

@@ -8,5 +8,7 @@ declare module 'vitest' {
     temporalDbFile: string;
     temporalNamespaces: string[];
     testRunId: string;
+    /** The workflow bundle built once for the run (SELFHEAL_WORKFLOW_BUNDLE of every `selfheal up`). */
+    workflowBundle: string;
   }
 }

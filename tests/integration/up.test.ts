@@ -126,6 +126,8 @@ describe('selfheal up', () => {
     const first = startUp(env, uiPort);
     const seconds = await waitUp(first);
     console.log(`selfheal up: ${seconds} s to up (Temporal dev server started)`);
+    // No bundle was handed to it (the other files' `selfheal up` load the one the run built): up bundles.
+    expect(first.output()).toMatch(/Workflows: bundled in [\d.]+ s/);
     const state = readState(dataDir);
     const names = state.components.map((c) => c.name);
     expect(names).toEqual(
@@ -252,6 +254,18 @@ describe('selfheal up', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+  it('a workflow bundle named in SELFHEAL_WORKFLOW_BUNDLE that is not there: up stops before starting anything', () => {
+    const missing = path.join(dataDir, 'no-such-bundle.js');
+    const r = spawnSync(process.execPath, [...CLI, 'up', '--ui-port', String(uiPort)], {
+      env: { ...env, SELFHEAL_WORKFLOW_BUNDLE: missing },
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    expect(r.status, r.stdout + r.stderr).not.toBe(0);
+    expect(r.stderr).toContain(`SELFHEAL_WORKFLOW_BUNDLE: no workflow bundle at ${missing}`);
+    expect(r.stdout).not.toMatch(/Temporal: starting|Pipeline:|selfheal is up/);
+  });
+
   it('Ctrl-C while it is starting stops what it started so far', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'selfheal-up-early-'));
     const address = `127.0.0.1:${await freePort()}`;
