@@ -47,8 +47,7 @@ export default defineConfig({
           exclude: SERIAL,
           maxWorkers: PARALLEL,
           ...integration,
-          // After the unit tests and the compose deployment (whose containers are labelled like the reference
-          // pipeline's: they never meet an integration test's).
+          // After the unit tests, beside the compose deployment (project deploy below).
           sequence: { groupOrder: 2 },
         },
       },
@@ -64,15 +63,17 @@ export default defineConfig({
       },
       {
         test: {
-          // The compose deployment (tests/deploy/): its own Temporal, Postgres and containers on the host's ports
-          // 7233, 8080 and 8001, in a group of its own (groupOrder 1: after the unit tests, before the integration
-          // files).
+          // The compose deployment (tests/deploy/compose.test.ts, one file): its own Temporal, Postgres and
+          // containers on the host's ports 7233, 8080 and 8001, which no integration file uses (they take free
+          // ports), and containers labelled apart from theirs. So it runs beside the integration files, first
+          // (projects of a group start in name order), in their group and with their worker limit (vitest requires
+          // one limit per group). A second file here would run beside it on the same ports: give it a group then.
           name: 'deploy',
           include: ['tests/deploy/**/*.test.ts'],
-          fileParallelism: false,
+          maxWorkers: PARALLEL,
           testTimeout: 600_000,
           hookTimeout: 1_800_000,
-          sequence: { groupOrder: 1 },
+          sequence: { groupOrder: 2 },
         },
       },
     ],
