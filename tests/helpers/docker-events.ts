@@ -11,13 +11,23 @@ export interface DockerEvent {
 }
 
 /**
- * The container events of `names` from now until `stop()`; `onEvent` sees each one as it arrives (e.g. to kill a
- * process at the right moment).
+ * The container events of `names` (or of the containers carrying every one of `{ labels }`) from now until `stop()`;
+ * `onEvent` sees each one as it arrives (e.g. to kill a process at the right moment).
+ *
+ * Watched live, never asked for afterwards: the Engine keeps only its last 256 events for `since`/`until` queries,
+ * and while other files run beside a test (the compose deployment's healthchecks alone add several a second) a
+ * minute's events can be gone by the time the test asks.
  */
-export async function watchDockerEvents(docker: Docker, names: string[], onEvent?: (e: DockerEvent) => void) {
+export async function watchDockerEvents(
+  docker: Docker,
+  scope: string[] | { labels: string[] },
+  onEvent?: (e: DockerEvent) => void,
+) {
   const events: DockerEvent[] = [];
   const stream = (await docker.getEvents({
-    filters: { container: names, type: ['container'] },
+    filters: Array.isArray(scope)
+      ? { container: scope, type: ['container'] }
+      : { label: scope.labels, type: ['container'] },
   })) as NodeJS.ReadableStream & { destroy(): void };
   stream.on(
     'data',

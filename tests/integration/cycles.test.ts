@@ -19,6 +19,7 @@ import { healingWorkflowId, statusQuery } from '../../workflows/definitions';
 import type { HealingStatus } from '../../workflows/healing';
 import { createTestEnv, type TestEnv, uniqueId, waitFor } from '../helpers/env';
 import { startFakeOllama, type FakeOllama } from '../helpers/fake-ollama';
+import { watchDockerEvents } from '../helpers/docker-events';
 import { createTestRunner, stopTestPipeline, testDocker } from '../helpers/pipeline';
 import { startSelfheal, type RunningSelfheal } from '../helpers/selfheal';
 import { allocateNamespace, connectClient, recordHistories } from '../helpers/temporal';
@@ -187,6 +188,7 @@ describe('R10: a health check flapping around its threshold', () => {
   let s: Setup;
   let runner: PipelineRunner;
   let victim: RunningWorker;
+  let watch: Awaited<ReturnType<typeof watchDockerEvents>> | undefined;
 
   beforeAll(async () => {
     t = await createTestEnv();
@@ -207,6 +209,7 @@ describe('R10: a health check flapping around its threshold', () => {
   }, 180_000);
 
   afterAll(async () => {
+    watch?.stop();
     if (t) await stopTestPipeline(t, runner, docker);
     if (s) await teardown(s);
     else await t?.cleanup();
@@ -235,6 +238,7 @@ describe('R10: a health check flapping around its threshold', () => {
     const container = docker.getContainer(name);
     const begin = Date.now();
     const phases: string[] = [];
+    watch = await watchDockerEvents(docker, [name]);
 
     // Flap: kill the container (the anomaly fires), let its healing run to the end, bring the container back if the
     // healing did not, wait until the anomaly clears, and again, until three restarts (the breaker's budget) ran.
@@ -282,17 +286,8 @@ describe('R10: a health check flapping around its threshold', () => {
     gaps.forEach((gap, i) => expect(gap).toBeGreaterThanOrEqual(COOLDOWN_S * 1000 * 2 ** i));
 
     // Docker's own record: one restart per executed row, each between its permit and its audit row.
-    const stream = await docker.getEvents({
-      since: Math.floor(begin / 1000) - 1,
-      until: Math.ceil(Date.now() / 1000) + 1,
-      filters: { container: [name], type: ['container'], event: ['restart'] },
-    });
-    let text = '';
-    for await (const chunk of stream) text += (chunk as Buffer).toString();
-    const restarts = text
-      .split('\n')
-      .filter((l) => l.trim())
-      .map((l) => Number((JSON.parse(l) as { timeNano: number }).timeNano) / 1e6);
+    watch.stop();
+    const restarts = watch.of(name, 'restart').map((e) => Number(e.timeNano) / 1e6);
     expect(restarts).toHaveLength(executedTimes.length);
     restarts.forEach((at, i) => {
       expect(at).toBeGreaterThanOrEqual(permitTimes[i]!);

@@ -28,6 +28,7 @@ import { parseRecord } from '../../activities/metrics-stream';
 import { healingWorkflowId, rejectSignal, statusQuery, WorkflowType } from '../../workflows/definitions';
 import type { HealingStatus } from '../../workflows/healing';
 import type { CycleResult } from '../../workflows/monitoring';
+import { watchDockerEvents } from '../helpers/docker-events';
 import { waitFor, type TestEnv } from '../helpers/env';
 import { startFakeOllama, type FakeOllama } from '../helpers/fake-ollama';
 import { createTestRunner, stopTestPipeline, testDocker, waitForDocuments } from '../helpers/pipeline';
@@ -63,6 +64,7 @@ interface Scenario {
   selfheal?: RunningSelfheal;
   client?: Client;
   closeClient?: () => Promise<void>;
+  dockerWatch?: Awaited<ReturnType<typeof watchDockerEvents>>;
 }
 
 let running: Scenario = {};
@@ -70,6 +72,7 @@ let running: Scenario = {};
 afterEach(async () => {
   const s = running;
   running = {};
+  s.dockerWatch?.stop();
   // A failed test may have left a server down: bring it back so the pipeline can stop cleanly.
   await s.postgres?.start().catch(() => undefined);
   await s.redis?.start().catch(() => undefined);
@@ -120,24 +123,6 @@ async function pipelineState(t: TestEnv) {
   const queue = await t.redis.lrange(t.keys.queue('evaluate'), 0, -1);
   const events = await t.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM document_events');
   return { documents: rows, queue, events: events.rows[0]!.n };
-}
-
-/** Docker's own record of the environment's containers between two instants (epoch ms). */
-async function dockerEvents(docker: Docker, t: TestEnv, since: number, until: number): Promise<string[]> {
-  const stream = await docker.getEvents({
-    since: Math.floor(since / 1000),
-    until: Math.ceil(until / 1000),
-    filters: { type: ['container'], label: [`${PREFIX_LABEL}=${t.prefix}`] },
-  });
-  let text = '';
-  for await (const chunk of stream) text += chunk.toString();
-  return text
-    .split('\n')
-    .filter((l) => l.trim())
-    .map((l) => {
-      const e = JSON.parse(l) as { Action: string; Actor?: { Attributes?: { name?: string } } };
-      return `${e.Action} ${e.Actor?.Attributes?.name ?? ''}`;
-    });
 }
 
 /**
@@ -308,6 +293,8 @@ async function outage(down: Store): Promise<void> {
 
   const before = await pipelineState(t);
   const service = down === 'postgres' ? s.postgres : s.redis;
+  // Docker's own record of the environment's containers from the outage to the end.
+  const dockerWatch = (s.dockerWatch = await watchDockerEvents(docker, { labels: [`${PREFIX_LABEL}=${t.prefix}`] }));
   const downAt = Date.now();
   await service.stop();
 
@@ -349,7 +336,7 @@ async function outage(down: Store): Promise<void> {
       ),
     ),
   );
-  const endAt = Date.now();
+  dockerWatch.stop();
 
   // The cycles reported the outage, and only it.
   const cycles = await cycleResults(client);
@@ -393,7 +380,7 @@ async function outage(down: Store): Promise<void> {
     "SELECT workflow_id, action FROM healing_log WHERE step = 'executed' ORDER BY id",
   );
   expect(executed.rows).toEqual([{ workflow_id: degradedId, action: 'escalate_to_human' }]);
-  expect(await dockerEvents(docker, t, downAt, endAt)).toEqual([]);
+  expect(dockerWatch.events.map((e) => `${e.Action} ${e.Actor?.Attributes?.name ?? ''}`)).toEqual([]);
   expect(await pipelineState(t)).toEqual(before);
 
   // The healings in flight were decided during the outage, as their histories say.

@@ -25,6 +25,7 @@ import { monitorActivities } from '../../workers/activities';
 import { healingWorkflowId, TaskQueue } from '../../workflows/definitions';
 import { healingWorkflow, type HealingPolicy } from '../../workflows/healing';
 import { auditLog } from '../helpers/audit';
+import { watchDockerEvents } from '../helpers/docker-events';
 import { createTestEnv, type TestEnv, uniqueId } from '../helpers/env';
 import { startFakeOllama, type FakeOllama, type Reply } from '../helpers/fake-ollama';
 import { createTestRunner, stopTestPipeline, tcpProxy, testDocker } from '../helpers/pipeline';
@@ -67,21 +68,6 @@ async function startWebhook(): Promise<Webhook> {
   };
 }
 
-/** Container events Docker recorded between two instants (s), e.g. `start`, `kill`, `die`, `restart`. */
-async function containerEvents(docker: Docker, name: string, since: number): Promise<string[]> {
-  const stream = await docker.getEvents({
-    since,
-    until: Math.ceil(Date.now() / 1000) + 1,
-    filters: { container: [name], type: ['container'] },
-  });
-  let text = '';
-  for await (const chunk of stream) text += chunk.toString();
-  return text
-    .split('\n')
-    .filter((l) => l.trim())
-    .map((l) => (JSON.parse(l) as { Action: string }).Action);
-}
-
 const reply = (content: string, delayMs?: number): Reply[] => [{ kind: 'content', content, delayMs }];
 
 describe('R6: Ollama down, slow or answering garbage, end to end', () => {
@@ -97,7 +83,9 @@ describe('R6: Ollama down, slow or answering garbage, end to end', () => {
   let workers: Awaited<ReturnType<typeof startTestWorkers>>;
   let monitor: ReturnType<typeof monitorActivities>;
   /** What no healing may touch: a lock held by a live worker, documents waiting in another queue, a container. */
-  const decoy = { lockDoc: '', lockValue: '', docs: [] as number[], startedAt: '', since: 0 };
+  const decoy = { lockDoc: '', lockValue: '', docs: [] as number[], startedAt: '' };
+  /** Docker's events of the decoy container from the end of its start-up on. */
+  let decoyEvents: Awaited<ReturnType<typeof watchDockerEvents>> | undefined;
   let decoyRows: unknown[];
   const deadOwners = new Set<string>();
 
@@ -124,10 +112,7 @@ describe('R6: Ollama down, slow or answering garbage, end to end', () => {
     runner = createTestRunner(t, { docker, image });
     live = await runner.start({ stage: 'extract', kind: 'container' });
     decoy.startedAt = (await docker.getContainer(live.container!).inspect()).State.StartedAt;
-    // Docker's `since` is in whole seconds: start counting at the next second, after the container's own create and
-    // start events (counting from the current second included them when the setup was fast).
-    await new Promise((r) => setTimeout(r, 1_010 - (Date.now() % 1_000)));
-    decoy.since = Math.floor(Date.now() / 1000);
+    decoyEvents = await watchDockerEvents(docker, [live.container!]);
     // Documents waiting for a stage nobody serves here, and a lock the live worker holds on one of them.
     const { rows } = await t.pool.query<{ id: number }>(
       `INSERT INTO documents (stage, status, payload)
@@ -146,6 +131,7 @@ describe('R6: Ollama down, slow or answering garbage, end to end', () => {
   }, 180_000);
 
   afterAll(async () => {
+    decoyEvents?.stop();
     await workers?.stop();
     await stopTestPipeline(t, runner, docker);
     await proxy?.restore().catch(() => undefined);
@@ -218,7 +204,7 @@ describe('R6: Ollama down, slow or answering garbage, end to end', () => {
     const inspected = await docker.getContainer(live.container!).inspect();
     expect(inspected.State.Running).toBe(true);
     expect(inspected.State.StartedAt).toBe(decoy.startedAt);
-    expect(await containerEvents(docker, live.container!, decoy.since)).toEqual([]);
+    expect(decoyEvents!.actions()).toEqual([]);
     const { rows } = await t.pool.query<{ action: string; target: string; owners: string[] }>(
       `SELECT action, target, ARRAY(SELECT DISTINCT l->>'owner' FROM jsonb_array_elements(params->'request'->'locks') l)
               AS owners
