@@ -861,8 +861,7 @@ worker faults and \`llm-down\` ended by the soak after 30-90 s if no healing end
 \`duplicate-entries\` after a burst of documents, so that they have entries to lose or duplicate), then a drain without
 faults or new documents until every document is terminal and no healing is open. Settings: ${settings}. Machine:
 ${r.machine.cores} cores, ${r.machine.memoryGiB} GiB, Node ${r.machine.node}; load average (1 min) at the start
-${r.machine.loadAverageAtStart.join(' / ')}, during the soak mean ${r.load.mean1m} and max ${r.load.max1m} (other test runs
-shared the machine).
+${r.machine.loadAverageAtStart.join(' / ')}, during the soak mean ${r.load.mean1m} and max ${r.load.max1m}.
 
 | check | result | must be |
 | --- | --- | --- |
