@@ -48,3 +48,6 @@ export async function watchDockerEvents(
     stop: () => stream.destroy(),
   };
 }
+
+/** A running watch (`watchDockerEvents`). */
+export type DockerWatch = Awaited<ReturnType<typeof watchDockerEvents>>;

@@ -38,9 +38,11 @@ export async function setup(project: TestProject): Promise<void> {
   const dbFile = path.join(runDir, 'temporal.db');
   mkdirSync(runDir, { recursive: true });
   // The workflow bundle, built once for the run while the server starts: every `selfheal up` of the tests loads it
-  // (SELFHEAL_WORKFLOW_BUNDLE) instead of running webpack again, 4-15 s each. up.test.ts still bundles in `up`.
+  // (SELFHEAL_WORKFLOW_BUNDLE) instead of running webpack again (about 4 s each on a quiet machine, more under load).
+  // up.test.ts, which spawns `up` itself, still bundles in `up`.
   const bundle = path.join(runDir, 'workflow-bundle.js');
   const bundled = bundleWorkflows(bundle);
+  bundled.catch(() => undefined); // awaited below; a failed server start must not leave it unhandled
   server = await startDevServer({
     cli,
     port,

@@ -58,7 +58,7 @@ export async function startSelfheal(
     // Nothing listens there unless a test says otherwise (a fake Ollama's URL in `extra`): at the default address, up
     // would start the real local model server (tests/integration/local-model.test.ts covers that).
     OLLAMA_HOST: `http://127.0.0.1:${await freePort()}`,
-    // Built once per run by the global setup; `extra` may set it to '' to have `up` bundle (up.test.ts).
+    // Built once per run by the global setup; `extra` may set it to '' to have `up` bundle the workflows itself.
     SELFHEAL_WORKFLOW_BUNDLE: inject('workflowBundle'),
     ...extra,
   };

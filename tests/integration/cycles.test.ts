@@ -19,7 +19,7 @@ import { healingWorkflowId, statusQuery } from '../../workflows/definitions';
 import type { HealingStatus } from '../../workflows/healing';
 import { createTestEnv, type TestEnv, uniqueId, waitFor } from '../helpers/env';
 import { startFakeOllama, type FakeOllama } from '../helpers/fake-ollama';
-import { watchDockerEvents } from '../helpers/docker-events';
+import { watchDockerEvents, type DockerWatch } from '../helpers/docker-events';
 import { createTestRunner, stopTestPipeline, testDocker } from '../helpers/pipeline';
 import { startSelfheal, type RunningSelfheal } from '../helpers/selfheal';
 import { allocateNamespace, connectClient, recordHistories } from '../helpers/temporal';
@@ -188,7 +188,7 @@ describe('R10: a health check flapping around its threshold', () => {
   let s: Setup;
   let runner: PipelineRunner;
   let victim: RunningWorker;
-  let watch: Awaited<ReturnType<typeof watchDockerEvents>> | undefined;
+  let watch: DockerWatch | undefined;
 
   beforeAll(async () => {
     t = await createTestEnv();

@@ -28,7 +28,7 @@ import { parseRecord } from '../../activities/metrics-stream';
 import { healingWorkflowId, rejectSignal, statusQuery, WorkflowType } from '../../workflows/definitions';
 import type { HealingStatus } from '../../workflows/healing';
 import type { CycleResult } from '../../workflows/monitoring';
-import { watchDockerEvents } from '../helpers/docker-events';
+import { watchDockerEvents, type DockerWatch } from '../helpers/docker-events';
 import { waitFor, type TestEnv } from '../helpers/env';
 import { startFakeOllama, type FakeOllama } from '../helpers/fake-ollama';
 import { createTestRunner, stopTestPipeline, testDocker, waitForDocuments } from '../helpers/pipeline';
@@ -64,7 +64,7 @@ interface Scenario {
   selfheal?: RunningSelfheal;
   client?: Client;
   closeClient?: () => Promise<void>;
-  dockerWatch?: Awaited<ReturnType<typeof watchDockerEvents>>;
+  dockerWatch?: DockerWatch;
 }
 
 let running: Scenario = {};

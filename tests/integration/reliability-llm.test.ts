@@ -25,7 +25,7 @@ import { monitorActivities } from '../../workers/activities';
 import { healingWorkflowId, TaskQueue } from '../../workflows/definitions';
 import { healingWorkflow, type HealingPolicy } from '../../workflows/healing';
 import { auditLog } from '../helpers/audit';
-import { watchDockerEvents } from '../helpers/docker-events';
+import { watchDockerEvents, type DockerWatch } from '../helpers/docker-events';
 import { createTestEnv, type TestEnv, uniqueId } from '../helpers/env';
 import { startFakeOllama, type FakeOllama, type Reply } from '../helpers/fake-ollama';
 import { createTestRunner, stopTestPipeline, tcpProxy, testDocker } from '../helpers/pipeline';
@@ -85,7 +85,7 @@ describe('R6: Ollama down, slow or answering garbage, end to end', () => {
   /** What no healing may touch: a lock held by a live worker, documents waiting in another queue, a container. */
   const decoy = { lockDoc: '', lockValue: '', docs: [] as number[], startedAt: '' };
   /** Docker's events of the decoy container from the end of its start-up on. */
-  let decoyEvents: Awaited<ReturnType<typeof watchDockerEvents>> | undefined;
+  let decoyEvents: DockerWatch | undefined;
   let decoyRows: unknown[];
   const deadOwners = new Set<string>();
 
