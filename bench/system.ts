@@ -29,6 +29,7 @@ import { staleLock } from '../tests/helpers/anomalies';
 import { createTestEnv, waitFor, type TestEnv } from '../tests/helpers/env';
 import { planReply, startFakeOllama, type FakeOllama } from '../tests/helpers/fake-ollama';
 import { procMiB, progress, round1, type Row } from './common';
+import { errorMessage } from '../core/errors';
 
 /**
  * The CLI as operators run it: the compiled `bin/selfheal.cjs` (run `npm run build` first), so that `up` starts the
@@ -155,7 +156,18 @@ export async function benchSystem(
     let out = '';
     proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
     proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    const m = await waitFor(() => /selfheal is up in ([\d.]+) s/.exec(out), { timeoutMs: 180_000, what: 'up' });
+    const m = await waitFor(
+      () => {
+        if (proc.exitCode !== null) throw new Error(`selfheal up exited with ${proc.exitCode}`);
+        return /selfheal is up in ([\d.]+) s/.exec(out);
+      },
+      {
+        timeoutMs: 180_000,
+        what: 'up',
+      },
+    ).catch((err: unknown) => {
+      throw new Error(`${errorMessage(err)}; up said:\n${out.slice(-4000)}`);
+    });
     const startupSeconds = Number(m[1]);
     progress(`system: up in ${startupSeconds} s (${((Date.now() - t0) / 1000).toFixed(1)} s wall)`);
 

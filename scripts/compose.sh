@@ -444,8 +444,23 @@ ${model_line:+$model_line
 EOF
 }
 
+# What the engine holds of the project `selfheal` (docker-compose.yml's name): containers, networks and volumes.
+project_leftovers() {
+  local filter=label=com.docker.compose.project=selfheal
+  docker ps -aq --filter "$filter"
+  docker network ls -q --filter "$filter"
+  docker volume ls -q --filter "$filter"
+}
+
 cmd_down() {
-  docker compose version >/dev/null 2>&1 || die "docker compose v2 is not installed (scripts/dev.sh compose up installs it)"
+  if ! docker compose version >/dev/null 2>&1; then
+    # On a machine that never ran `compose up` there is nothing to take down; with leftovers, Compose is needed.
+    if [ -z "$(project_leftovers)" ]; then
+      log "nothing to take down: no container, network or volume of the project selfheal (and Compose v2 is not installed)"
+      return 0
+    fi
+    ensure_compose
+  fi
   load_images
   mapfile -t profiles < <(all_profiles)
   dc "${profiles[@]}" down --remove-orphans "$@"
