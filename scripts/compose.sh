@@ -118,17 +118,20 @@ base_image() {
   if ! have_image "$rootfs"; then
     OFFLINE_BUILT=1
     local tar="$CACHE/images/debian-$DEBIAN_SUITE-minbase.tar"
+    # An earlier version of this script left a directory here (see --format below): build the tarball again.
+    if [ -d "$tar" ]; then as_root rm -rf "$tar"; fi
     if [ ! -s "$tar" ]; then
       command -v mmdebstrap >/dev/null || {
         as_root apt-get update -qq
         DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends mmdebstrap >/dev/null
       }
       mkdir -p "$(dirname "$tar")"
-      as_root mmdebstrap --quiet --variant=minbase --include=ca-certificates "$DEBIAN_SUITE" "$tar.tmp" ||
+      # --format: the output name ends in .tmp, from which mmdebstrap would guess a directory, not a tarball.
+      as_root mmdebstrap --quiet --format=tar --variant=minbase --include=ca-certificates "$DEBIAN_SUITE" "$tar.tmp" ||
         die "mmdebstrap of Debian $DEBIAN_SUITE failed"
       mv "$tar.tmp" "$tar"
     fi
-    docker import -q -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' -c 'CMD ["bash"]' \
+    docker import -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' -c 'CMD ["bash"]' \
       "$tar" "$rootfs" >/dev/null
   fi
   # The machine's own certificate authorities go into the base (a TLS proxy in front of the registries).
