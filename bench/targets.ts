@@ -58,14 +58,21 @@ export function targets(r: Omit<BenchResults, 'targets' | 'finishedAt'>): Target
         (m500 ? `; in-memory dev server ${m500.seconds_to_all_terminal} s (${m500.workflows_per_s}/s)` : ''),
       met: b500.all_terminal === true && num(b500.seconds_to_all_terminal) <= 60,
       note:
-        'CPU-bound on 2 cores shared by the dev server, Postgres, Redis and the three workers. One healing is now about ' +
-        '70 history events, 6 activity tasks, 12 local activities and 7-8 workflow tasks (before: about 100 events, 13 ' +
-        'activities, 14 workflow tasks). A CPU profile of the healing worker during a burst (in-memory dev server, ' +
-        '2026-12-05): its workflow thread was busy 181 of 204 s, mostly in the SDK entering the shared V8 context ' +
-        'for every activation and in its promise hook, which records a stack trace for every promise a workflow ' +
-        'makes; the workflow code itself took about 14 s. Caching all 500 runs (HEALING_CACHED_WORKFLOWS=600) gave ' +
-        '195 s, so replays are not the cost. Not reached: it would take fewer workflow activations per healing ' +
-        '(or healings that each take a storm of one kind) rather than fewer round trips.',
+        'CPU-bound on 2 cores shared by the dev server, Postgres, Redis and the three workers; the same 500-burst ' +
+        'in memory took 74.6 to 116.7 s from run to run on this machine (10 runs, 2026-12-05). One healing is about ' +
+        '70 history events, 6 activity tasks, 12 local activities and 7-8 workflow tasks (before: about 100 events, ' +
+        '13 activities, 14 workflow tasks). Where the time goes: two mechanisms of the TypeScript SDK (1.24) that no ' +
+        'worker option turns off, measured by changing the SDK by hand for the measurement only (not shipped). (1) ' +
+        'Every call into the workflow sandbox (several per activation) runs under the deadlock timeout, for which ' +
+        "Node creates and joins a watchdog thread per call: in a CPU profile of the healing worker's workflow thread " +
+        'during a 200-burst on a loaded machine, 33.9 of 71 s were in that call, 0.4 s without the timeout. (2) A ' +
+        'promise hook captures a stack trace for every promise workflow code makes (for the stack-trace query; the ' +
+        'source map is not the cost: a bundle without one took as long). 500 in memory, interleaved: 116.7 and ' +
+        '111.4 s as shipped, 73.0 and 70.3 s without both; in an earlier sequence 81.4 s as shipped, 72.0 s without ' +
+        'the timeout, 54.8 s without the hook, 47.3 s without both. Caching all 500 runs (HEALING_CACHED_WORKFLOWS=600) ' +
+        "did not help, so replays are not the cost. In selfheal's reach, not done yet: fewer activations and " +
+        'promises per healing, e.g. the 8 local activities in a row before an action (policy, safety check, audit, ' +
+        'silence checks, permit) as one.',
     });
   if (r.system.memory.length > 0) {
     // The Temporal dev server is listed but is Temporal's process, not selfheal's.
