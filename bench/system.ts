@@ -10,6 +10,7 @@
  * class), against each class's bound.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -158,15 +159,19 @@ export async function benchSystem(
     proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
     const m = await waitFor(
       () => {
-        if (proc.exitCode !== null) throw new Error(`selfheal up exited with ${proc.exitCode}`);
+        if (proc.exitCode !== null || proc.signalCode !== null)
+          throw new Error(`selfheal up exited (${proc.exitCode ?? proc.signalCode})`);
         return /selfheal is up in ([\d.]+) s/.exec(out);
       },
       {
         timeoutMs: 180_000,
         what: 'up',
       },
-    ).catch((err: unknown) => {
-      throw new Error(`${errorMessage(err)}; up said:\n${out.slice(-4000)}`);
+    ).catch(async (err: unknown) => {
+      // Its last words may still be in the pipes when it has exited: read them (for 2 s at most).
+      if (proc.exitCode !== null || proc.signalCode !== null)
+        await Promise.race([once(proc, 'close'), new Promise((r) => setTimeout(r, 2_000))]);
+      throw new Error(`${errorMessage(err)}; up said:\n${out.slice(-4000)}`, { cause: err });
     });
     const startupSeconds = Number(m[1]);
     progress(`system: up in ${startupSeconds} s (${((Date.now() - t0) / 1000).toFixed(1)} s wall)`);
@@ -194,7 +199,7 @@ export async function benchSystem(
     progress(`system: memory ${JSON.stringify(memory)}`);
     return { startupSeconds, throughput, memory };
   } finally {
-    if (child && child.exitCode === null) {
+    if (child && child.exitCode === null && child.signalCode === null) {
       child.kill('SIGTERM');
       await new Promise((r) => child!.once('exit', r));
     }

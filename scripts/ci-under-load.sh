@@ -5,10 +5,12 @@
 #   scripts/ci-under-load.sh [--runs N] [--cpu N] [--vm-bytes SIZE]
 #
 # --runs      CI runs, one after the other (default 3)
-# --cpu       stress-ng CPU workers, each spinning on a core (default 1: half of a 2-core machine)
-# --vm-bytes  memory one stress-ng VM worker keeps touching (default 1G; 0 for none)
+# --cpu       stress-ng CPU workers, each spinning on a core (default 1; 0 for none)
+# --vm-bytes  memory one stress-ng VM worker keeps writing (default 1G; 0 for none). It spins on a core too: the
+#             defaults keep two workers busy, as many as a 2-core machine has cores.
 #
-# stress-ng runs at the default priority, beside CI, for the whole of each run, and is stopped after it. Each run's
+# stress-ng runs at the default priority, beside CI, for the whole of each run, and is stopped after it (at the
+# latest after 6 hours, should this script be killed with SIGKILL). Each run's
 # log is kept in .data/ci-under-load/run-N.log; a table of results (last line, wall time, load average) is printed
 # at the end, and the script exits non-zero if any run failed.
 set -uo pipefail
@@ -31,45 +33,61 @@ while [ $# -gt 0 ]; do
 done
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "--runs: expected a positive number, got $RUNS"
 [[ $CPU =~ ^[0-9]+$ ]] || die "--cpu: expected a number, got $CPU"
+[[ $VM_BYTES =~ ^[0-9]+[KMGkmg]?$ ]] || die "--vm-bytes: expected a size such as 512M or 1G, got $VM_BYTES"
+[ "$CPU" = 0 ] && [ "$VM_BYTES" = 0 ] && die "--cpu 0 --vm-bytes 0 is no load at all"
 
 apt_install stress-ng
 
 OUT="$ROOT/.data/ci-under-load"
 mkdir -p "$OUT"
 head=$(git -C "$ROOT" rev-parse --short HEAD)
-stress_args=(--cpu "$CPU" --timeout 0 --quiet)
+# (stress-ng reads --cpu 0 as one worker per core, not none.)
+stress_args=(--timeout 6h --quiet)
+[ "$CPU" != 0 ] && stress_args+=(--cpu "$CPU")
 [ "$VM_BYTES" != 0 ] && stress_args+=(--vm 1 --vm-bytes "$VM_BYTES")
 log "$RUNS CI run(s) of $head, each on a fresh clone, beside stress-ng ${stress_args[*]}"
 
 stress_pid=
+clone=
 stop_stress() {
   [ -n "$stress_pid" ] || return 0
   kill -- "-$stress_pid" 2>/dev/null || kill "$stress_pid" 2>/dev/null
   wait "$stress_pid" 2>/dev/null
   stress_pid=
 }
-trap 'stop_stress' EXIT
-trap 'stop_stress; exit 130' INT TERM
+cleanup() {
+  stop_stress
+  [ -n "$clone" ] && rm -rf "$clone"
+  clone=
+}
+trap 'cleanup' EXIT
+trap 'cleanup; exit 130' INT
+trap 'cleanup; exit 143' TERM
 
 results=()
 failed_runs=0
 for i in $(seq 1 "$RUNS"); do
   clone=$(mktemp -d "${TMPDIR:-/tmp}/selfheal-ci-XXXXXX")
-  git clone -q "$ROOT" "$clone" && git -C "$clone" checkout -q "$head"
+  { git clone -q "$ROOT" "$clone" && git -C "$clone" checkout -q "$head"; } || die "could not clone $ROOT at $head"
   setsid stress-ng "${stress_args[@]}" &
   stress_pid=$!
+  sleep 1
+  kill -0 "$stress_pid" 2>/dev/null || die "stress-ng ${stress_args[*]} did not start"
   log "run $i/$RUNS: .ci/run in $clone (log: $OUT/run-$i.log)"
   t0=$(now)
   (cd "$clone" && CI=true bash .ci/run </dev/null >"$OUT/run-$i.log" 2>&1)
   rc=$?
   load=$(cut -d' ' -f1-3 /proc/loadavg)
+  stress_note=""
+  kill -0 "$stress_pid" 2>/dev/null || stress_note=" (stress-ng had exited before the run ended)"
   stop_stress
   last=$(tail -n 1 "$OUT/run-$i.log")
   wall=$(grep -o 'CI wall time: [0-9]* s' "$OUT/run-$i.log" | tail -n 1)
-  results+=("run $i: exit $rc, \"$last\", ${wall:-no wall time} ($(($(now) - t0)) s here), load average at the end $load")
+  results+=("run $i: exit $rc, \"$last\", ${wall:-no wall time} ($(($(now) - t0)) s here), load average at the end $load$stress_note")
   [ "$rc" -ne 0 ] && failed_runs=$((failed_runs + 1))
   log "${results[-1]}"
   rm -rf "$clone"
+  clone=
 done
 
 echo

@@ -126,6 +126,7 @@ base_image() {
         DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends mmdebstrap >/dev/null
       }
       mkdir -p "$(dirname "$tar")"
+      as_root rm -rf "$tar.tmp"
       # --format: the output name ends in .tmp, from which mmdebstrap would guess a directory, not a tarball.
       as_root mmdebstrap --quiet --format=tar --variant=minbase --include=ca-certificates "$DEBIAN_SUITE" "$tar.tmp" ||
         die "mmdebstrap of Debian $DEBIAN_SUITE failed"
@@ -456,6 +457,7 @@ project_leftovers() {
 }
 
 cmd_down() {
+  docker info >/dev/null 2>&1 || die "the Docker engine does not answer (scripts/dev.sh docker starts it)"
   if ! docker compose version >/dev/null 2>&1; then
     # On a machine that never ran `compose up` there is nothing to take down; with leftovers, Compose is needed.
     if [ -z "$(project_leftovers)" ]; then
