@@ -10,9 +10,9 @@
 #             defaults keep two workers busy, as many as a 2-core machine has cores.
 #
 # stress-ng runs at the default priority, beside CI, for the whole of each run, and is stopped after it (at the
-# latest after 6 hours, should this script be killed with SIGKILL). Each run's
-# log is kept in .data/ci-under-load/run-COMMIT-N.log; a table of results (last line, wall time, load average) is printed
-# at the end, and the script exits non-zero if any run failed.
+# latest after 6 hours, should this script be killed with SIGKILL). Each run's log is kept in
+# .data/ci-under-load/run-COMMIT-N.log; a table of results (last line, wall time, load average) is printed at the end,
+# and the script exits non-zero if any run failed.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -73,21 +73,20 @@ for i in $(seq 1 "$RUNS"); do
   stress_pid=$!
   sleep 1
   kill -0 "$stress_pid" 2>/dev/null || die "stress-ng ${stress_args[*]} did not start"
-  log "run $i/$RUNS: .ci/run in $clone (log: $OUT/run-$head-$i.log)"
+  run_log="$OUT/run-$head-$i.log"
+  log "run $i/$RUNS: .ci/run in $clone (log: $run_log)"
   t0=$(now)
-  (cd "$clone" && CI=true bash .ci/run </dev/null >"$OUT/run-$head-$i.log" 2>&1)
+  (cd "$clone" && CI=true bash .ci/run </dev/null >"$run_log" 2>&1)
   rc=$?
   load=$(cut -d' ' -f1-3 /proc/loadavg)
   stress_note=""
   kill -0 "$stress_pid" 2>/dev/null || stress_note=" (stress-ng had exited before the run ended)"
-  stop_stress
-  last=$(tail -n 1 "$OUT/run-$head-$i.log")
-  wall=$(grep -o 'CI wall time: [0-9]* s' "$OUT/run-$head-$i.log" | tail -n 1)
+  cleanup
+  last=$(tail -n 1 "$run_log")
+  wall=$(grep -o 'CI wall time: [0-9]* s' "$run_log" | tail -n 1)
   results+=("run $i: exit $rc, \"$last\", ${wall:-no wall time} ($(($(now) - t0)) s here), load average at the end $load$stress_note")
   [ "$rc" -ne 0 ] && failed_runs=$((failed_runs + 1))
   log "${results[-1]}"
-  rm -rf "$clone"
-  clone=
 done
 
 echo
