@@ -384,7 +384,7 @@ ports_free() {
 }
 
 # The profiles asked for beyond pipeline: `--profile P` / `--profile=P` arguments (taken out of ARGS: they are
-# options of `docker compose`, not of `up`) and COMPOSE_PROFILES (which docker compose reads itself). Sets LLM.
+# options of `docker compose`, not of `up`) and COMPOSE_PROFILES' comma-separated names. Sets LLM.
 LLM=0
 EXTRA_PROFILES=()
 ARGS=()
@@ -396,9 +396,15 @@ parse_profiles() {
       *) ARGS+=("$1"); shift ;;
     esac
   done
-  local p
+  # docker compose ignores COMPOSE_PROFILES once a --profile is given (and up always gives --profile pipeline), so
+  # its profiles join the command line's.
+  local p from_env
+  IFS=, read -r -a from_env <<<"${COMPOSE_PROFILES:-}"
+  for p in ${from_env[@]+"${from_env[@]}"}; do
+    p=${p// /}
+    [ -n "$p" ] && [ "$p" != pipeline ] && EXTRA_PROFILES+=("$p")
+  done
   for p in ${EXTRA_PROFILES[@]+"${EXTRA_PROFILES[@]}"}; do [ "$p" = llm ] && LLM=1; done
-  [[ ",${COMPOSE_PROFILES:-}," == *,llm,* ]] && LLM=1
   return 0
 }
 

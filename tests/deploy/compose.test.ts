@@ -2,7 +2,8 @@
  * The compose deployment end to end, as a user starts it: `scripts/dev.sh compose up` on this machine (images built
  * locally where they cannot be pulled), every service running or healthy, the Web UI on 8080, the monitoring
  * Schedule's runs listed by `temporal workflow list` on 7233; a pipeline worker killed with `docker kill` is healed
- * (auto-fix on) and its restart is in healing_log; with two healing and two actions agents, the healing agent that
+ * (auto-fix on) and its restart is in healing_log; with two healing and two actions agents and the `llm` profile
+ * (Ollama with the small model, healthy, reported by /health, consulted by the healing agent), the healing agent that
  * ran a healing is killed while the healing waits for approval and the other one finishes it (one executed row);
  * `compose down --volumes` leaves nothing of the project behind.
  */
@@ -190,12 +191,35 @@ describe('docker compose deployment', () => {
     expect(executed.split('\n')).toEqual([`restart_worker|${target}`]);
   });
 
-  it('scaled out, a healing agent killed while its healing awaits approval: the other one finishes it', async () => {
-    // Approval on, so the healing stops in the middle; two agents of each kind.
-    compose(['up', '--scale', 'healing-agent=2', '--scale', 'actions-agent=2'], { AUTO_FIX_ENABLED: 'false' });
+  it('scaled out with the model, a healing agent killed while its healing awaits approval: the other one finishes it', async () => {
+    // Approval on, so the healing stops in the middle (whatever the model's confidence); two agents of each kind; the
+    // llm profile (through COMPOSE_PROFILES, as a user may give it) adds Ollama, the offline image with its model.
+    compose(['up', '--scale', 'healing-agent=2', '--scale', 'actions-agent=2'], {
+      AUTO_FIX_ENABLED: 'false',
+      COMPOSE_PROFILES: 'llm',
+    });
     const agents = ps().filter((e) => e.Service === 'healing-agent' && e.State === 'running');
     expect(agents).toHaveLength(2);
     expect(ps().filter((e) => e.Service === 'actions-agent' && e.State === 'running')).toHaveLength(2);
+    expect(
+      ps()
+        .filter((e) => e.Service === 'ollama')
+        .map((e) => [e.State, e.Health]),
+    ).toEqual([['running', 'healthy']]);
+    // ollama-pull is started after `up --wait`, and exits at once since the image holds the model.
+    const pull = await waitFor(() => ps().find((e) => e.Service === 'ollama-pull' && e.State === 'exited'), {
+      timeoutMs: 60_000,
+      intervalMs: 1000,
+      what: 'ollama-pull exited',
+    });
+    expect(pull.ExitCode).toBe(0);
+    const health = (await (await fetch('http://127.0.0.1:8001/health')).json()) as { dependencies: { name: string }[] };
+    expect(health.dependencies.find((d) => d.name === 'ollama')).toMatchObject({
+      answers: true,
+      model: 'smollm2:135m',
+      modelPresent: true,
+      ok: true,
+    });
 
     const target = 'pipeline-evaluate-1';
     const workflowId = healingWorkflowId('unhealthy_container', target);
@@ -241,6 +265,12 @@ describe('docker compose deployment', () => {
       `SELECT action || '|' || target FROM healing_log WHERE run_id = '${runId}' AND step = 'executed'`,
     );
     expect(executed.split('\n')).toEqual([`restart_worker|${target}`]);
+    // The healing agent asked the model: the plan is the model's, or the runbook stood in for a reply the model gave
+    // (invalid, unsafe, too slow), never for a model it could not reach or did not find.
+    const proposed = psql(
+      `SELECT decided_by || '|' || coalesce(outcome, '') FROM healing_log WHERE run_id = '${runId}' AND step = 'proposed'`,
+    );
+    expect(proposed).toMatch(/^(llm\||runbook\|(invalid_reply|unsafe_action|timeout))$/);
   });
 
   it('compose down --volumes leaves no container, network or volume of the project', () => {
