@@ -14,6 +14,7 @@ import { createDockerActivities } from '../activities/docker';
 import { createEvidenceActivities } from '../activities/evidence';
 import { createMetricsActivities } from '../activities/metrics';
 import { createRunbookSource } from '../activities/runbook-source';
+import { createGateActivities } from '../activities/gate';
 import { createPolicyActivities, createSafetyActivities } from '../activities/safety';
 import { createSilenceActivities } from '../activities/silences';
 import type { Config } from '../core/config';
@@ -69,13 +70,16 @@ export function healingActivities(config: Config, { pool, redis }: WorkerClients
   const runbooks = createRunbookSource(config.RUNBOOKS_FILE, (error) =>
     process.stderr.write(`selfheal: RUNBOOKS_FILE is invalid, the last valid version stays in force:\n${error}\n`),
   );
+  const safety = createSafetyActivities({ pool, redis, keys: createKeys(config.REDIS_KEY_PREFIX), runbooks });
+  const silences = createSilenceActivities({ pool });
   return {
     ...createAuditActivities({ pool }),
     ...createApprovalActivities({ secret: config.APPROVAL_SECRET }),
-    ...createSafetyActivities({ pool, redis, keys: createKeys(config.REDIS_KEY_PREFIX), runbooks }),
+    ...safety,
     // This worker's configuration is the healing policy in force (a healing's input holds the one it started with).
     ...createPolicyActivities(() => healingPolicy(config)),
-    ...createSilenceActivities({ pool }),
+    ...silences,
+    ...createGateActivities({ safety, silences }),
     ...createAnalysisActivities({
       runbooks,
       ollama: createOllamaClient({ host: config.OLLAMA_HOST, timeoutMs: config.LLM_TIMEOUT_MS }),

@@ -2,7 +2,8 @@
  * The shape of a healing's history and the policy it applies, with the real workers' activities (Postgres, Redis,
  * the fake Ollama) on the run's Temporal dev server:
  * - the short steps on the healing worker (audit, safety check, permits, silences, the policy) are local
- *   activities: markers in the history, no activity task of their own;
+ *   activities: markers in the history, no activity task of their own; the checks right before the action (no
+ *   silence, the permit, the policy's recheck) are one of them (`gateAction`);
  * - the policy is the healing worker's, read when the healing decides and again after it waited: a healing started
  *   with a policy in its input applies the worker's, and one awaiting approval when the worker restarts with another
  *   configuration applies the new one once approved.
@@ -120,16 +121,26 @@ describe('a healing: local activities for its short steps, the policy read when 
         'inspectContainers',
         'recheckAnomaly',
       ]);
-      for (const name of ['appendHealingLogs', 'currentPolicy', 'checkSafety', 'reservePermit', 'finishPermit']) {
-        expect(s.local, name).toContain(name);
-      }
+      // In order: the audit of the detection and of the plan, the policy and its verdict, their audit, then one gate
+      // (no silence, the permit, the recheck) where there were five local activities, the permit closed, and the
+      // verification's row written with the end's.
+      expect(s.local).toEqual([
+        'appendHealingLogs',
+        'appendHealingLogs',
+        'currentPolicy',
+        'checkSafety',
+        'appendHealingLogs',
+        'gateAction',
+        'finishPermit',
+        'appendHealingLogs',
+      ]);
       // Every step is still audited, in order, once.
       const { rows } = await t.pool.query<{ step: string }>(
         'SELECT step FROM healing_log WHERE run_id = $1 ORDER BY id',
         [handle.firstExecutionRunId],
       );
       expect(rows.map((r) => r.step)).toEqual(['detected', 'proposed', 'checked', 'executed', 'verified', 'healed']);
-      record(history, 'healing-local-healed.json');
+      record(history, 'healing-gate-healed.json');
     } finally {
       await workers.stop();
     }
@@ -186,7 +197,9 @@ describe('a healing: local activities for its short steps, the policy read when 
       ]);
       const history = await handle.fetchHistory();
       expect(shape(history).activities).not.toContain('appendHealingLog');
-      record(history, 'healing-local-escalated.json');
+      // The gate finds the budget spent; the step-by-step path from there waits or, as here, escalates.
+      expect(shape(history).local).toContain('gateAction');
+      record(history, 'healing-gate-escalated.json');
     } finally {
       await workers.stop();
     }

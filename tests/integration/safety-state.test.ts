@@ -1,15 +1,18 @@
 /**
  * The safety policy with its state in Postgres and Redis: cooldown and circuit breaker from the restart permits,
  * one restart in flight per stage, never the last healthy worker (from the latest cycle record), and the atomic
- * permit budget under concurrent reservations.
+ * permit budget under concurrent reservations; the gate before an action (silence, permit, recheck in one call) and
+ * the first check it stops at.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createGateActivities, type GateInput } from '../../activities/gate';
 import {
   createSafetyActivities,
   type CheckSafetyInput,
   type ReserveInput,
   type SafetyPolicy,
 } from '../../activities/safety';
+import { addSilence, createSilenceActivities, removeSilence } from '../../activities/silences';
 import type { Plan } from '../../core/plan';
 import type { CycleRecord } from '../../core/snapshot';
 import { createTestEnv, type TestEnv } from '../helpers/env';
@@ -229,5 +232,63 @@ describe('safety state', () => {
     expect(rows[0]!.n).toBe(5);
     expect(again.granted).toBe(results[0]!.granted);
     if (again.granted && results[0]!.granted) expect(again.permitId).toBe(results[0]!.permitId);
+  });
+
+  describe('the gate before an action', () => {
+    const gate = () => createGateActivities({ safety, silences: createSilenceActivities({ pool: t.pool }) });
+    const input = (key: string, over: Partial<GateInput> = {}): GateInput => ({
+      anomalyType: 'unhealthy_container',
+      target: 'pipeline-b',
+      plan: restart('pipeline-b'),
+      idempotencyKey: key,
+      workflowId: `wf-${key}`,
+      stage: 'extract',
+      policy,
+      maxPerWindow: 10,
+      windowMs: 3_600_000,
+      now: NOW,
+      ...over,
+    });
+    const permits = async (key: string) =>
+      (await t.pool.query('SELECT 1 FROM action_permits WHERE idempotency_key = $1', [key])).rows.length;
+
+    it('passes with its permit reserved, once per key', async () => {
+      await t.pool.query('DELETE FROM action_permits');
+      expect(await gate().gateAction(input('g-pass'))).toEqual({ pass: true });
+      expect(await gate().gateAction(input('g-pass'))).toEqual({ pass: true });
+      expect(await permits('g-pass')).toBe(1);
+    });
+
+    it('stops at a silence before reserving anything', async () => {
+      await t.pool.query('DELETE FROM action_permits');
+      const now = Date.now();
+      const silence = await addSilence(t.pool, {
+        anomalyType: 'unhealthy_container',
+        targetGlob: 'pipeline-b',
+        startsAt: now - MIN,
+        endsAt: now + 10 * MIN,
+        reason: 'maintenance',
+        createdBy: 'test',
+      });
+      try {
+        expect(await gate().gateAction(input('g-silenced', { now }))).toEqual({ pass: false, at: 'silence' });
+        expect(await permits('g-silenced')).toBe(0);
+      } finally {
+        await removeSilence(t.pool, silence.id, 'test');
+      }
+    });
+
+    it('stops at a spent budget', async () => {
+      await t.pool.query('DELETE FROM action_permits');
+      expect(await gate().gateAction(input('g-spent', { maxPerWindow: 0 }))).toEqual({ pass: false, at: 'permit' });
+      expect(await permits('g-spent')).toBe(0);
+    });
+
+    it("stops at the policy's recheck (here a cooldown: wait), its permit kept for the steps that take over", async () => {
+      await t.pool.query('DELETE FROM action_permits');
+      await permit('g-cool-before', 'pipeline-b', NOW - 5 * MIN, 'done');
+      expect(await gate().gateAction(input('g-cool'))).toEqual({ pass: false, at: 'policy' });
+      expect(await permits('g-cool')).toBe(1);
+    });
   });
 });

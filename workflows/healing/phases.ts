@@ -16,6 +16,7 @@ import {
   checkSafety,
   collectMetrics,
   finishPermit,
+  gateAction,
   gatherEvidence,
   inspectContainers,
   recheckAnomaly,
@@ -199,20 +200,27 @@ export async function beforeActing(run: HealingRun, plan: Plan, key: string): Pr
     });
     return run.escalate(`refused by policy before acting: ${recheck.verdict.reasons.join('; ')}`);
   }
-  if (plan.action === 'restart_worker' && !healthDecides(plan)) {
-    const still = await verify(run.input);
-    if (still.healed || still.blind) {
-      await finishPermit({ idempotencyKey: key, now: Date.now(), outcome: 'nothing_to_do' });
-      await run.audit({
-        step: 'skipped',
-        action: plan.action,
-        params: { planId: plan.id },
-        decidedBy: 'policy',
-        outcome: still.note,
-      });
-      if (still.blind) return run.escalate(`${plan.action} not run: ${still.note}`);
-      return run.finish('healed', `gone before acting: ${still.note}`);
-    }
+  return stillThere(run, plan, key);
+}
+
+/** A restart a health check cannot justify needs its anomaly still detected (see beforeActing). */
+const needsRecheck = (plan: Plan) => plan.action === 'restart_worker' && !healthDecides(plan);
+
+/** The detector again before such a restart: the run's end when the anomaly is gone or cannot be seen. */
+async function stillThere(run: HealingRun, plan: Plan, key: string): Promise<HealingStatus | undefined> {
+  if (!needsRecheck(plan)) return undefined;
+  const still = await verify(run.input);
+  if (still.healed || still.blind) {
+    await finishPermit({ idempotencyKey: key, now: Date.now(), outcome: 'nothing_to_do' });
+    await run.audit({
+      step: 'skipped',
+      action: plan.action,
+      params: { planId: plan.id },
+      decidedBy: 'policy',
+      outcome: still.note,
+    });
+    if (still.blind) return run.escalate(`${plan.action} not run: ${still.note}`);
+    return run.finish('healed', `gone before acting: ${still.note}`);
   }
   return undefined;
 }
@@ -275,13 +283,41 @@ export async function actUnlessSilenced(
   stage: string | undefined,
   baseKey: string,
 ): Promise<HealingStatus | undefined> {
+  const silenced = () => activeSilence({ anomalyType: run.anomaly.type, target: run.anomaly.target, now: Date.now() });
   for (let attempt = 0; ; attempt++) {
     const key = attempt === 0 ? baseKey : `${baseKey}:s${attempt}`;
+    if (run.since('action-gate')) {
+      // The usual case in one local activity: no silence, the permit, the policy's recheck. Where one does not pass,
+      // the steps below take it from there (they wait, audit, escalate), for this same key.
+      const policy = await run.readPolicy();
+      const gate = await gateAction({
+        anomalyType: run.anomaly.type,
+        target: run.anomaly.target,
+        plan,
+        idempotencyKey: key,
+        workflowId: run.info.workflowId,
+        stage,
+        policy,
+        maxPerWindow: policy.maxActionsPerHour,
+        windowMs: WINDOW_MS,
+        now: Date.now(),
+      });
+      if (gate.pass) {
+        const halt = await stillThere(run, plan, key);
+        if (halt) return halt;
+        // The detector's re-run took a while: a silence added meanwhile holds the action too.
+        if (needsRecheck(plan) && (await silenced())) {
+          await finishPermit({ idempotencyKey: key, now: Date.now(), outcome: 'refused' });
+          continue;
+        }
+        return execute(run, plan, key);
+      }
+    }
     const hold = await holdWhileSilenced(run, plan);
     if (hold.end) return hold.end;
     const stop = await waitForPermit(run, plan, stage, key);
     if (stop) return stop;
-    if (await activeSilence({ anomalyType: run.anomaly.type, target: run.anomaly.target, now: Date.now() })) {
+    if (await silenced()) {
       await finishPermit({ idempotencyKey: key, now: Date.now(), outcome: 'refused' });
       continue;
     }
@@ -289,10 +325,7 @@ export async function actUnlessSilenced(
     if (halt) return halt;
     // The checks before acting may have waited (a crash-loop backoff, a restart in flight): a silence added meanwhile
     // holds the action too. Histories from before this check replay without it.
-    if (
-      run.since('silence-before-execute') &&
-      (await activeSilence({ anomalyType: run.anomaly.type, target: run.anomaly.target, now: Date.now() }))
-    ) {
+    if (run.since('silence-before-execute') && (await silenced())) {
       await finishPermit({ idempotencyKey: key, now: Date.now(), outcome: 'refused' });
       continue;
     }

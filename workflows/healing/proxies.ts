@@ -11,6 +11,7 @@ import type { AuditEntry, createAuditActivities, KeyedAuditEntry } from '../../a
 import type { createDetectionActivities } from '../../activities/detection';
 import type { createDockerActivities } from '../../activities/docker';
 import type { createEvidenceActivities } from '../../activities/evidence';
+import type { createGateActivities } from '../../activities/gate';
 import type { createMetricsActivities } from '../../activities/metrics';
 import type { createSafetyActivities } from '../../activities/safety';
 import type { createSilenceActivities } from '../../activities/silences';
@@ -90,6 +91,7 @@ const localOnes = {
     ...state,
     startToCloseTimeout: '10 seconds',
   }),
+  gate: proxyLocalActivities<ReturnType<typeof createGateActivities>>(state),
   approval: proxyLocalActivities<ReturnType<typeof createApprovalActivities>>({
     startToCloseTimeout: '10 seconds',
     retry: { maximumAttempts: 3 },
@@ -110,6 +112,9 @@ export const finishPermit = (input: Parameters<Safety['finishPermit']>[0]) => pi
 export const activeSilence = (input: Parameters<Silences['activeSilence']>[0]) => pick().silences.activeSilence(input);
 export const verifyApproval = (input: Parameters<ReturnType<typeof createApprovalActivities>['verifyApproval']>[0]) =>
   pick().approval.verifyApproval(input);
+/** The checks right before an action in one local activity (activities/gate.ts): runs that take 'action-gate'. */
+export const gateAction = (input: Parameters<ReturnType<typeof createGateActivities>['gateAction']>[0]) =>
+  localOnes.gate.gateAction(input);
 /** The healing worker's policy (local activity; see run.ts for when a healing reads it). */
 export const currentPolicy = () => localOnes.policy.currentPolicy();
 

@@ -24,7 +24,21 @@ export type Finish = 'healed' | 'escalated' | 'rejected' | 'failed';
  * `patched()` call where the change happens; a run that starts now reads them all at its start (`since`).
  */
 export type HealingPatch =
-  'llm-evidence' | 'live-policy' | 'silences' | 'silence-approval' | 'silence-before-execute' | 'poison-first';
+  | 'llm-evidence'
+  | 'live-policy'
+  | 'silences'
+  | 'silence-approval'
+  | 'silence-before-execute'
+  | 'poison-first'
+  | LaterPatch;
+
+/**
+ * Changes made after PATCHES_AT_START: each its own marker, read at the run's start next to it (a run that took
+ * PATCHES_AT_START before the change must replay without it).
+ * - `action-gate`: the checks right before an action in one local activity (activities/gate.ts).
+ */
+const LATER_PATCHES = ['action-gate'] as const;
+type LaterPatch = (typeof LATER_PATCHES)[number];
 
 /**
  * The marker of a run that takes every change in `HealingPatch` (a run started by this code).
@@ -90,6 +104,7 @@ export function createHealingRun(input: HealingInput): HealingRun {
   const info = workflowInfo();
   // First, before any local activity (see PATCHES_AT_START).
   const current = patched(PATCHES_AT_START);
+  const later = new Map<HealingPatch, boolean>(LATER_PATCHES.map((p) => [p, patched(p)]));
   const status: HealingStatus = {
     phase: 'analyzing',
     anomaly,
@@ -116,7 +131,7 @@ export function createHealingRun(input: HealingInput): HealingRun {
     policy,
     info,
     status,
-    since: (patch) => current || patched(patch),
+    since: (patch) => later.get(patch) ?? (current || patched(patch)),
     pending: null,
     async audit(entry) {
       if (!local()) return appendHealingLog(row(entry));
