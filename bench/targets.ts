@@ -58,21 +58,23 @@ export function targets(r: Omit<BenchResults, 'targets' | 'finishedAt'>): Target
         (m500 ? `; in-memory dev server ${m500.seconds_to_all_terminal} s (${m500.workflows_per_s}/s)` : ''),
       met: b500.all_terminal === true && num(b500.seconds_to_all_terminal) <= 60,
       note:
-        'CPU-bound on 2 cores shared by the dev server, Postgres, Redis and the three workers; the same 500-burst ' +
-        'in memory took 74.6 to 116.7 s from run to run on this machine (10 runs, 2026-12-05). One healing is about ' +
-        '70 history events, 6 activity tasks, 12 local activities and 7-8 workflow tasks (before: about 100 events, ' +
-        '13 activities, 14 workflow tasks). Where the time goes: two mechanisms of the TypeScript SDK (1.24) that no ' +
-        'worker option turns off, measured by changing the SDK by hand for the measurement only (not shipped). (1) ' +
-        'Every call into the workflow sandbox (several per activation) runs under the deadlock timeout, for which ' +
-        "Node creates and joins a watchdog thread per call: in a CPU profile of the healing worker's workflow thread " +
-        'during a 200-burst on a loaded machine, 33.9 of 71 s were in that call, 0.4 s without the timeout. (2) A ' +
-        'promise hook captures a stack trace for every promise workflow code makes (for the stack-trace query; the ' +
-        'source map is not the cost: a bundle without one took as long). 500 in memory, interleaved: 116.7 and ' +
-        '111.4 s as shipped, 73.0 and 70.3 s without both; in an earlier sequence 81.4 s as shipped, 72.0 s without ' +
-        'the timeout, 54.8 s without the hook, 47.3 s without both. Caching all 500 runs (HEALING_CACHED_WORKFLOWS=600) ' +
-        "did not help, so replays are not the cost. In selfheal's reach, not done yet: fewer activations and " +
-        'promises per healing, e.g. the 8 local activities in a row before an action (policy, safety check, audit, ' +
-        'silence checks, permit) as one.',
+        'CPU-bound on 2 cores shared by the dev server, Postgres, Redis and the three workers, and noisy: one ' +
+        'figure is good to about +-20 %. On 2026-12-05 (afternoon), the current code, 500 in memory: 48.7, 49.2, ' +
+        '51.9, 61.5, 67.0, 69.4 and 70.3 s (the machine got slower during the series); the code before the gate ' +
+        'below, interleaved with it: 55.9, 58.5, 60.3, 80.8 and 81.4 s, 12-24 % slower in every pair. With ' +
+        '--db-filename: 63.5-66.9 s (4 runs; 69.3-73.7 s before the WAL journal below). Two changes that day: (1) the ' +
+        'checks right before an action (silence, permit, policy recheck) are one local activity instead of five ' +
+        '(activities/gate.ts): a healed stale-lock healing has 65 history events, 6 activity tasks, 8 local ' +
+        'activities and 8 workflow tasks (before local activities: about 100 events, 13 activities, 14 workflow ' +
+        "tasks); (2) up's dev server writes its database file in WAL mode with synchronous=NORMAL, no fsync per " +
+        'commit. Where the rest of the time goes: two mechanisms of the TypeScript SDK (1.24) that no worker option ' +
+        'turns off, measured by changing the SDK by hand for the measurement only (not shipped). (1) Every call into ' +
+        'the workflow sandbox (several per activation) runs under the deadlock timeout, for which Node creates and ' +
+        "joins a watchdog thread per call: in a CPU profile of the healing worker's workflow thread during a " +
+        '200-burst on a loaded machine, 33.9 of 71 s were in that call, 0.4 s without the timeout. (2) A promise ' +
+        'hook captures a stack trace for every promise workflow code makes (for the stack-trace query). Earlier, ' +
+        '500 in memory, interleaved: 116.7 and 111.4 s as shipped then, 73.0 and 70.3 s without both. Caching all ' +
+        '500 runs (HEALING_CACHED_WORKFLOWS=600) did not help, so replays are not the cost.',
     });
   if (r.system.memory.length > 0) {
     // The Temporal dev server is listed but is Temporal's process, not selfheal's.
