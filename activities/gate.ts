@@ -2,8 +2,9 @@
  * The checks right before an action, in one local activity where they were five (one marker and one workflow
  * activation instead of five): no silence holds the anomaly, a permit of the budget is reserved, the policy still
  * allows the plan. It stops at the first check that does not pass and says which; the healing then takes its
- * step-by-step path (workflows/healing/phases.ts), which waits, audits and escalates as before. Everything that path
- * repeats is read-only, or idempotent by the permit's key.
+ * step-by-step path (workflows/healing/phases.ts) from that point, which waits, audits and escalates as before: from
+ * the silence, from the permit (none was reserved), or, when the recheck stopped it, with the permit it holds (a
+ * silence then gives it back, as after any permit).
  */
 import type { Plan } from '../core/plan';
 import type { SafetyPolicy } from '../core/safety';
@@ -37,7 +38,9 @@ export function createGateActivities(deps: {
   return {
     async gateAction(input: GateInput): Promise<GateResult> {
       const { plan, now, workflowId, idempotencyKey } = input;
-      if (await deps.silences.activeSilence({ anomalyType: input.anomalyType, target: input.target, now })) {
+      // A retried attempt gets its first attempt's input: the silences are those of now, not of then.
+      const silenceAt = Math.max(now, Date.now());
+      if (await deps.silences.activeSilence({ anomalyType: input.anomalyType, target: input.target, now: silenceAt })) {
         return { pass: false, at: 'silence' };
       }
       const permit = await deps.safety.reservePermit({

@@ -53,6 +53,8 @@ export async function createTestWorkers(opts: {
   pipelinePool?: pg.Pool;
   /** The task queues to serve here; default all three (another process may serve the rest). */
   only?: (keyof typeof TaskQueue)[];
+  /** Healing-worker activities replaced for a test (a stand-in that wraps the real one to force a rare branch). */
+  healingOverrides?: (real: ReturnType<typeof healingActivities>) => Partial<ReturnType<typeof healingActivities>>;
 }): Promise<TestWorkers> {
   const { t, config, connection, namespace } = opts;
   const docker = opts.docker ?? new Docker();
@@ -62,7 +64,14 @@ export async function createTestWorkers(opts: {
   // Monitor and healing run workflows and activities; actions only activities (and has the Docker client).
   const specs = [
     { queue: 'monitor', workflows: true, activities: () => monitorActivities(config, clients) },
-    { queue: 'healing', workflows: true, activities: () => healingActivities(config, clients) },
+    {
+      queue: 'healing',
+      workflows: true,
+      activities: () => {
+        const real = healingActivities(config, clients);
+        return { ...real, ...opts.healingOverrides?.(real) };
+      },
+    },
     { queue: 'actions', workflows: false, activities: () => actionsActivities(config, { ...clients, docker }) },
   ] as const;
   const created: Worker[] = [];

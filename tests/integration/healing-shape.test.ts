@@ -20,6 +20,7 @@ import type { Anomaly } from '../../core/types';
 import { healingPolicy } from '../../workers/schedule';
 import { approveSignal, healingWorkflowId, statusQuery, TaskQueue } from '../../workflows/definitions';
 import { healingWorkflow, type HealingInput } from '../../workflows/healing';
+import { addSilence } from '../../activities/silences';
 import { staleLock } from '../helpers/anomalies';
 import { createTestEnv, waitFor, type TestEnv } from '../helpers/env';
 import { planReply, startFakeOllama, type FakeOllama } from '../helpers/fake-ollama';
@@ -140,6 +141,14 @@ describe('a healing: local activities for its short steps, the policy read when 
         [handle.firstExecutionRunId],
       );
       expect(rows.map((r) => r.step)).toEqual(['detected', 'proposed', 'checked', 'executed', 'verified', 'healed']);
+      // The gate reserved the action's permit, and the action closed it.
+      const permits = await t.pool.query<{ finished: boolean; outcome: string | null }>(
+        'SELECT finished_at_ms IS NOT NULL AS finished, outcome FROM action_permits WHERE workflow_id = $1',
+        [handle.workflowId],
+      );
+      expect(permits.rows).toHaveLength(1);
+      expect(permits.rows[0]!.finished).toBe(true);
+      expect(permits.rows[0]!.outcome).not.toBe('refused');
       record(history, 'healing-gate-healed.json');
     } finally {
       await workers.stop();
@@ -204,4 +213,68 @@ describe('a healing: local activities for its short steps, the policy read when 
       await workers.stop();
     }
   }, 180_000);
+
+  it('the gate stopped by the recheck keeps its permit: a silence then gives it back, the action waits for the silence', async () => {
+    const cfg = config({ AUTO_FIX_ENABLED: 'true', MAX_ACTIONS_PER_HOUR: '100' });
+    const anomaly = await staleLock(t);
+    let silenceId: number | undefined;
+    const workers = await startTestWorkers({
+      namespace: ns,
+      t,
+      config: cfg,
+      // The run's first gate: the real one (its permit reserved), then as if the policy's recheck had said wait, and
+      // a maintenance window of 3 s on the anomaly begins. Later gates are the real one.
+      healingOverrides: (real) => ({
+        async gateAction(gateInput) {
+          const r = await real.gateAction(gateInput);
+          if (!r.pass || silenceId !== undefined) return r;
+          const now = Date.now();
+          const silence = await addSilence(t.pool, {
+            anomalyType: anomaly.type,
+            targetGlob: anomaly.target,
+            startsAt: now - 1000,
+            endsAt: now + 3000,
+            reason: 'maintenance',
+            createdBy: 'alice',
+          });
+          silenceId = silence.id;
+          return { pass: false, at: 'policy' };
+        },
+      }),
+    });
+    try {
+      const handle = await start(workers.client, cfg, anomaly);
+      const status = await handle.result();
+      expect(silenceId).toBeDefined();
+      expect(status.phase).toBe('healed');
+      expect(await t.redis.exists(t.keys.lock((anomaly.evidence.documentIds as string[])[0]!))).toBe(0);
+      // The gate's permit was given back (never held through the silence); the action ran on a new one after it.
+      const permits = await t.pool.query<{ idempotency_key: string; finished: boolean; outcome: string | null }>(
+        `SELECT idempotency_key, finished_at_ms IS NOT NULL AS finished, outcome FROM action_permits
+          WHERE workflow_id = $1 ORDER BY id`,
+        [handle.workflowId],
+      );
+      expect(permits.rows.map((p) => [p.finished, p.outcome === 'refused'])).toEqual([
+        [true, true],
+        [true, false],
+      ]);
+      expect(permits.rows[1]!.idempotency_key).toBe(`${permits.rows[0]!.idempotency_key}:s1`);
+      const { rows } = await t.pool.query<{ step: string }>(
+        'SELECT step FROM healing_log WHERE run_id = $1 ORDER BY id',
+        [handle.firstExecutionRunId],
+      );
+      expect(rows.map((r) => r.step)).toEqual([
+        'detected',
+        'proposed',
+        'checked',
+        'silenced',
+        'unsilenced',
+        'executed',
+        'verified',
+        'healed',
+      ]);
+    } finally {
+      await workers.stop();
+    }
+  }, 120_000);
 });

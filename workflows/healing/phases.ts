@@ -286,9 +286,11 @@ export async function actUnlessSilenced(
   const silenced = () => activeSilence({ anomalyType: run.anomaly.type, target: run.anomaly.target, now: Date.now() });
   for (let attempt = 0; ; attempt++) {
     const key = attempt === 0 ? baseKey : `${baseKey}:s${attempt}`;
+    // Whether this key's permit is reserved already (the gate got it, and the policy's recheck stopped it).
+    let reserved = false;
     if (run.since('action-gate')) {
       // The usual case in one local activity: no silence, the permit, the policy's recheck. Where one does not pass,
-      // the steps below take it from there (they wait, audit, escalate), for this same key.
+      // the steps below take it from the same point (they wait, audit, escalate), for this same key.
       const policy = await run.readPolicy();
       const gate = await gateAction({
         anomalyType: run.anomaly.type,
@@ -312,11 +314,16 @@ export async function actUnlessSilenced(
         }
         return execute(run, plan, key);
       }
+      reserved = gate.at === 'policy';
     }
-    const hold = await holdWhileSilenced(run, plan);
-    if (hold.end) return hold.end;
-    const stop = await waitForPermit(run, plan, stage, key);
-    if (stop) return stop;
+    if (!reserved) {
+      // No permit is held while a silence holds the run (a hold may end it, and a permit kept through a long
+      // silence would be stale: outside the budget's window when the action runs).
+      const hold = await holdWhileSilenced(run, plan);
+      if (hold.end) return hold.end;
+      const stop = await waitForPermit(run, plan, stage, key);
+      if (stop) return stop;
+    }
     if (await silenced()) {
       await finishPermit({ idempotencyKey: key, now: Date.now(), outcome: 'refused' });
       continue;
