@@ -224,7 +224,14 @@ export interface SoakResult {
   load: { mean1m: number; max1m: number; atEnd: number[] };
   drainSeconds: number;
   drainQuiet: boolean;
-  documents: { total: number; byStatus: Record<string, number>; lost: number; processedTwice: number };
+  documents: {
+    total: number;
+    byStatus: Record<string, number>;
+    lost: number;
+    /** Where the lost ones are: in a stage's queue (a backlog), in a processing list (taken), or in no list at all. */
+    lostWhere: { inQueue: number; inProcessing: number; inNoList: number };
+    processedTwice: number;
+  };
   injectionsSkipped: number;
   healings: { runs: number; executed: number; byPhase: Record<string, number> };
   falseRemediations: { workflowId: string; action: string; target: string; container?: string; at: string }[];
@@ -636,6 +643,9 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     say(`${stamp()} drain: ${drainQuiet ? 'quiet' : 'NOT quiet'} after ${drainSeconds} s`);
     return await evaluate({
       pool,
+      redis,
+      keys,
+      stages,
       t0,
       faults,
       skipped,
@@ -655,6 +665,9 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
 
 async function evaluate(a: {
   pool: pg.Pool;
+  redis: Redis;
+  keys: Keys;
+  stages: Stage[];
   t0: Date;
   faults: InjectedFault[];
   skipped: number;
@@ -670,6 +683,7 @@ async function evaluate(a: {
   const byStatus = Object.fromEntries(statuses.map((r) => [r.status, r.n]));
   const total = statuses.reduce((s, r) => s + r.n, 0);
   const lost = (byStatus.queued ?? 0) + (byStatus.processing ?? 0);
+  const lostWhere = await whereUnfinished(a.pool, a.redis, a.keys, a.stages);
   const { rows: twice } = await pool.query<{ n: number }>(
     `SELECT count(*)::int AS n FROM (SELECT document_id, stage FROM document_events GROUP BY 1, 2 HAVING count(*) > 1) d`,
   );
@@ -770,7 +784,7 @@ async function evaluate(a: {
     load,
     drainSeconds: a.drainSeconds,
     drainQuiet: a.drainQuiet,
-    documents: { total, byStatus, lost, processedTwice },
+    documents: { total, byStatus, lost, lostWhere, processedTwice },
     injectionsSkipped: a.skipped,
     healings: { runs: runs.length, executed: executed.length, byPhase },
     falseRemediations,
@@ -778,6 +792,32 @@ async function evaluate(a: {
     table,
     ok: lost === 0 && processedTwice === 0 && falseRemediations.length === 0,
   };
+}
+
+/**
+ * Where the documents that are not terminal are: in a stage's queue, in a processing list, or in no list (lost from
+ * Redis: what `lost_documents` reports). The lists are read whole: after the drain they hold the unfinished only.
+ */
+async function whereUnfinished(pool: pg.Pool, redis: Redis, keys: Keys, stages: Stage[]) {
+  const { rows } = await pool.query<{ id: string }>(
+    `SELECT id::text AS id FROM documents WHERE status IN ('queued', 'processing')`,
+  );
+  const queued = new Set<string>();
+  const taken = new Set<string>();
+  for (const s of stages) for (const id of await redis.lrange(keys.queue(s), 0, -1)) queued.add(id);
+  let cursor = '0';
+  do {
+    const [next, found] = await redis.scan(cursor, 'MATCH', keys.processingPattern(), 'COUNT', 500);
+    cursor = next;
+    for (const k of found) for (const id of await redis.lrange(k, 0, -1)) taken.add(id);
+  } while (cursor !== '0');
+  const where = { inQueue: 0, inProcessing: 0, inNoList: 0 };
+  for (const { id } of rows) {
+    if (queued.has(id)) where.inQueue++;
+    else if (taken.has(id)) where.inProcessing++;
+    else where.inNoList++;
+  }
+  return where;
 }
 
 /** Per fault kind and overall: injected, healed, escalated, open, missed, time to healed p50/p95 (s). */
@@ -808,6 +848,13 @@ export function soakTable(rows: SoakFaultRow[]): Row[] {
   ];
 }
 
+/** Where the lost documents are, in words (results written before this was measured have no `lostWhere`). */
+function lostWhere(r: SoakResult): string {
+  const w = r.documents.lostWhere as SoakResult['documents']['lostWhere'] | undefined;
+  if (!w) return 'where not recorded';
+  return `${w.inQueue} in a queue, ${w.inProcessing} in a processing list, ${w.inNoList} in no list`;
+}
+
 /** The summary lines printed under the table. */
 export function soakSummary(r: SoakResult): string[] {
   return [
@@ -815,7 +862,7 @@ export function soakSummary(r: SoakResult): string[] {
     `documents: ${r.documents.total} (${Object.entries(r.documents.byStatus)
       .map(([s, n]) => `${s} ${n}`)
       .join(', ')})`,
-    `documents lost: ${r.documents.lost} (must be 0)`,
+    `documents lost: ${r.documents.lost} (must be 0)${r.documents.lost ? `: ${lostWhere(r)}` : ''}`,
     `documents processed twice: ${r.documents.processedTwice} (must be 0)`,
     `false remediations: ${r.falseRemediations.length} (must be 0)${r.falseRemediations.length ? ': ' + JSON.stringify(r.falseRemediations) : ''}`,
     `healings: ${r.healings.runs} runs (${Object.entries(r.healings.byPhase)
@@ -865,7 +912,7 @@ ${r.machine.loadAverageAtStart.join(' / ')}, during the soak mean ${r.load.mean1
 
 | check | result | must be |
 | --- | --- | --- |
-| documents lost (not completed, failed or dead after the drain) | ${r.documents.lost} of ${r.documents.total} | 0 |
+| documents lost (not completed, failed or dead after the drain) | ${r.documents.lost} of ${r.documents.total}${r.documents.lost ? ` (${lostWhere(r)})` : ''} | 0 |
 | documents processed twice (two outcomes of one stage in \`document_events\`) | ${r.documents.processedTwice} | 0 |
 | false remediations (executed actions no open fault accounts for) | ${r.falseRemediations.length} of ${r.healings.executed} | 0 |
 
