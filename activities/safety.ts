@@ -162,14 +162,16 @@ export function createSafetyActivities({
         if (view.group) {
           // A permit never finished (its workflow was terminated) stops counting after the longest action time.
           // Holding a permit of its own, a workflow counts only the permits reserved before it: of two restarts of
-          // one stage that both got a permit, the later waits for the earlier, never both for each other.
+          // one stage that both got a permit, the later waits for the earlier, never both for each other. "Before"
+          // is the order of reservation (the id, given under the reservation lock), not `reserved_at_ms`: that is
+          // each workflow's own clock, and a healing that reserved later can carry an earlier time, so that each
+          // would have counted only the other's as later and both restarted at once.
           const inflight = await pool.query<{ n: number }>(
-            `WITH own AS (SELECT reserved_at_ms, idempotency_key FROM action_permits WHERE idempotency_key = $4)
+            `WITH own AS (SELECT id FROM action_permits WHERE idempotency_key = $4)
              SELECT count(*)::int AS n FROM action_permits p
               WHERE p.action = 'restart_worker' AND p.stage = $1 AND p.finished_at_ms IS NULL
                 AND p.workflow_id <> $2 AND p.reserved_at_ms > $3
-                AND (NOT EXISTS (SELECT 1 FROM own)
-                     OR (p.reserved_at_ms, p.idempotency_key) < (SELECT reserved_at_ms, idempotency_key FROM own))`,
+                AND (NOT EXISTS (SELECT 1 FROM own) OR p.id < (SELECT id FROM own))`,
             [view.group, input.workflowId, now - IN_FLIGHT_MAX_MS, input.ownPermitKey ?? ''],
           );
           restartsInFlightInStage = inflight.rows[0]!.n;

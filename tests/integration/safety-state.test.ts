@@ -202,6 +202,35 @@ describe('safety state', () => {
     expect(after.verdict.decision).not.toBe('wait');
   });
 
+  it('of two restarts of one stage, the one reserved second waits, even when its workflow clock is earlier', async () => {
+    await t.pool.query('DELETE FROM action_permits');
+    const p = { ...policy, cooldownSeconds: 0 };
+    // pipeline-b fails its health check; pipeline-a answers it but is hung (so not protected as the last healthy).
+    const plans: Record<string, Plan> = {
+      'k-first': restart('pipeline-b'),
+      'k-second': { ...restart('pipeline-a'), params: { container: 'pipeline-a', hung: true } },
+    };
+    const go = async (key: string, at: number) => {
+      const plan = plans[key]!;
+      const r = await reserve({
+        idempotencyKey: key,
+        workflowId: `wf-${key}`,
+        plan,
+        stage: 'extract',
+        now: at,
+        maxPerWindow: 10,
+        windowMs: 3_600_000,
+      });
+      expect(r.granted).toBe(true);
+      return check({ plan, policy: p, workflowId: `wf-${key}`, now: at, ownPermitKey: key });
+    };
+    // The first reserves and checks before the second reserves; the second's workflow time is half a second earlier.
+    expect((await go('k-first', NOW)).verdict.decision).toBe('allow');
+    const second = await go('k-second', NOW - 500);
+    expect(second.verdict.decision).toBe('wait');
+    expect(second.verdict.reasons.join(';')).toMatch(/in flight/);
+  });
+
   it('the permit budget holds under 20 concurrent reservations: exactly 5 granted', async () => {
     await t.pool.query('DELETE FROM action_permits');
     const results = await Promise.all(
