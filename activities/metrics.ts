@@ -114,42 +114,11 @@ export async function collectSnapshot(deps: MetricsDeps): Promise<Snapshot> {
   };
 }
 
-/**
- * Concurrent calls share collections: each call gets one that started after the call arrived (a verification sees
- * the state after its fix), and every call that arrives while one runs shares the next. During a storm, 500 healings
- * verifying at once cost a few collections, not 500 of them. A failed collection fails the calls that shared it.
- */
-export function sharedCollections<T>(collect: () => Promise<T>): () => Promise<T> {
-  let running: Promise<T> | undefined;
-  let next: Promise<T> | undefined;
-  const start = () => {
-    const p = collect().finally(() => {
-      if (running === p) running = undefined;
-    });
-    running = p;
-    return p;
-  };
-  return () => {
-    if (!running) return start();
-    next ??= running
-      .then(
-        () => undefined,
-        () => undefined,
-      )
-      .then(() => {
-        next = undefined;
-        return start();
-      });
-    return next;
-  };
-}
-
 export function createMetricsActivities(deps: MetricsDeps) {
-  const collect = sharedCollections(() => collectSnapshot(deps));
   return {
-    /** One snapshot of the pipeline (Docker state is merged in by the workflow), shared by concurrent calls. */
+    /** One snapshot of the pipeline (Docker state is merged in by the workflow). */
     async collectMetrics(): Promise<Snapshot> {
-      return collect();
+      return collectSnapshot(deps);
     },
   };
 }
