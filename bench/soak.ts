@@ -797,6 +797,8 @@ async function evaluate(a: {
 /**
  * Where the documents that are not terminal are: in a stage's queue, in a processing list, or in no list (lost from
  * Redis: what `lost_documents` reports). The lists are read whole: after the drain they hold the unfinished only.
+ * After a drain that was not quiet, workers still move documents while this reads, so the three counts are a close
+ * picture, not an exact split of `lost`.
  */
 async function whereUnfinished(pool: pg.Pool, redis: Redis, keys: Keys, stages: Stage[]) {
   const { rows } = await pool.query<{ id: string }>(
