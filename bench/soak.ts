@@ -1005,12 +1005,13 @@ export async function benchSoak(args: string[]): Promise<boolean> {
     });
     console.table(result.table);
     for (const line of soakSummary(result)) console.log(line);
-    // bench/results.json keeps the other parts' figures; the soak has a key of its own.
-    const saved = readResults(ROOT) as BenchResults & { soak?: SoakResult };
-    saved.soak = result;
-    writeFileSync(path.join(ROOT, 'bench/results.json'), JSON.stringify(saved, null, 2) + '\n');
-    console.log('written: bench/results.json (soak)');
     if (values.write) {
+      // bench/results.json keeps the other parts' figures; the soak has a key of its own. Only with --write, as for
+      // the other parts: a short trial run must not replace the recorded soak.
+      const saved = readResults(ROOT) as BenchResults & { soak?: SoakResult };
+      saved.soak = result;
+      writeFileSync(path.join(ROOT, 'bench/results.json'), JSON.stringify(saved, null, 2) + '\n');
+      console.log('written: bench/results.json (soak)');
       writeReliabilitySection(ROOT, result);
       console.log('written: docs/RELIABILITY.md (Chaos soak)');
     }
