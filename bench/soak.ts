@@ -20,6 +20,7 @@ import { parseArgs } from 'node:util';
 import Docker from 'dockerode';
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
+import { scanAll } from '../activities/metrics';
 import type { Keys, Stage } from '../core/keys';
 import { errorMessage } from '../core/errors';
 import { createChaos, registerLlmProcess, type Chaos } from '../pipeline/chaos';
@@ -807,12 +808,9 @@ async function whereUnfinished(pool: pg.Pool, redis: Redis, keys: Keys, stages: 
   const queued = new Set<string>();
   const taken = new Set<string>();
   for (const s of stages) for (const id of await redis.lrange(keys.queue(s), 0, -1)) queued.add(id);
-  let cursor = '0';
-  do {
-    const [next, found] = await redis.scan(cursor, 'MATCH', keys.processingPattern(), 'COUNT', 500);
-    cursor = next;
-    for (const k of found) for (const id of await redis.lrange(k, 0, -1)) taken.add(id);
-  } while (cursor !== '0');
+  for (const k of await scanAll(redis, keys.processingPattern())) {
+    for (const id of await redis.lrange(k, 0, -1)) taken.add(id);
+  }
   const where = { inQueue: 0, inProcessing: 0, inNoList: 0 };
   for (const { id } of rows) {
     if (queued.has(id)) where.inQueue++;
