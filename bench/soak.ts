@@ -235,7 +235,15 @@ export interface SoakResult {
   };
   injectionsSkipped: number;
   healings: { runs: number; executed: number; byPhase: Record<string, number> };
-  falseRemediations: { workflowId: string; action: string; target: string; container?: string; at: string }[];
+  /** Each with what its healing was started for (the `detected` row): the summary and the evidence's source. */
+  falseRemediations: {
+    workflowId: string;
+    action: string;
+    target: string;
+    container?: string;
+    at: string;
+    detected?: { at: string; summary?: string; source?: string };
+  }[];
   faults: SoakFaultRow[];
   table: Row[];
   ok: boolean;
@@ -746,6 +754,15 @@ async function evaluate(a: {
     [t0],
   );
   const started = new Map(runs.map((r) => [r.run_id, r.started.getTime()]));
+  const { rows: detectedRows } = await pool.query<{
+    run_id: string;
+    params: { summary?: string; evidence?: { source?: string } };
+    created_at: Date;
+  }>(
+    `SELECT run_id, params, created_at FROM healing_log WHERE step = 'detected' AND run_id = ANY($1::text[])`,
+    [executed.map((e) => e.run_id)],
+  );
+  const detected = new Map(detectedRows.map((r) => [r.run_id, r]));
   const falseRemediations: SoakResult['falseRemediations'] = [];
   for (const e of executed) {
     const s = started.get(e.run_id) ?? e.created_at.getTime();
@@ -757,14 +774,25 @@ async function evaluate(a: {
         matches([...f.expect, ...f.allow], e) &&
         (e.action !== 'restart_worker' || (container !== undefined && f.containers.includes(container))),
     );
-    if (!ok)
+    if (!ok) {
+      const d = detected.get(e.run_id);
       falseRemediations.push({
         workflowId: e.workflow_id,
         action: e.action,
         target: e.target,
         ...(container ? { container } : {}),
         at: e.created_at.toISOString(),
+        ...(d
+          ? {
+              detected: {
+                at: d.created_at.toISOString(),
+                summary: d.params.summary,
+                source: d.params.evidence?.source,
+              },
+            }
+          : {}),
       });
+    }
   }
 
   const byPhase: Record<string, number> = {};
