@@ -1,13 +1,17 @@
 /**
  * detectAnomalies: runs the pure detectors over the snapshot and the history kept in the Redis stream
  * `monitoring:metrics`, appends this cycle's record to it (trimmed by age), and appends every anomaly that fired
- * to `monitoring:alerts` for other consumers.
+ * to `monitoring:alerts` for other consumers. recheckAnomaly re-runs them for a healing; when it finds the anomaly
+ * gone it says so in `monitoring:gone`, so that a cycle that sees it again fires it again (`refiredAfterGone`).
  */
 import type { Redis } from 'ioredis';
 import {
   detectAll,
   evaluateCycle,
+  lostStill,
   PROGRESS_SOURCE,
+  refiredAfterGone,
+  sourcesToVerify,
   stillHung,
   suspectsStillOutliers,
   type HysteresisResult,
@@ -45,6 +49,15 @@ export function createDetectionActivities(deps: DetectionDeps) {
   let memory: CycleRecord[] = [];
 
   const readHistory = () => latestCycleRecords(redis, keys, deps.historyLimit);
+  /** `monitoring:gone`: when a healing's recheck last found each anomaly gone (none when Redis cannot be read). */
+  const readGone = async (): Promise<Map<string, number>> => {
+    const marks = await redis.hgetall(keys.monitoringGone()).catch((): Record<string, string> => ({}));
+    return new Map(
+      Object.entries(marks)
+        .map(([fp, at]) => [fp, Number(at)] as const)
+        .filter(([, at]) => Number.isFinite(at)),
+    );
+  };
 
   return {
     /**
@@ -65,6 +78,8 @@ export function createDetectionActivities(deps: DetectionDeps) {
       let found = detectAll(input.snapshot, history, input.thresholds, input.snapshot.at).find(
         (a) => a.fingerprint === input.anomaly.fingerprint,
       );
+      // Lost documents: the ones reported; those lost since are a new occurrence (fired again by the cycle).
+      if (input.anomaly.type === 'lost_documents') found = lostStill(input.anomaly, found);
       // A hung worker is checked for progress: the detector leaves a worker alone for a while after it (re)starts.
       if (!found && input.anomaly.evidence.source === PROGRESS_SOURCE && stillHung(input.snapshot, input.anomaly)) {
         found = {
@@ -85,6 +100,10 @@ export function createDetectionActivities(deps: DetectionDeps) {
       const degraded = Object.entries(input.snapshot.sources)
         .filter(([, st]) => !st.ok)
         .map(([name]) => name);
+      // Gone, as far as the sources it needs tell: a cycle that sees it again after this fires it again.
+      if (!found && !sourcesToVerify(input.anomaly.type).some((s) => degraded.includes(s))) {
+        await redis.hset(keys.monitoringGone(), input.anomaly.fingerprint, String(input.snapshot.at)).catch(() => 0);
+      }
       return { present: found !== undefined, current: found, degraded };
     },
 
@@ -98,7 +117,14 @@ export function createDetectionActivities(deps: DetectionDeps) {
         history = memory;
         historyFrom = 'memory';
       }
-      const result = evaluateCycle(snapshot, history, thresholds, snapshot.at);
+      const evaluated = evaluateCycle(snapshot, history, thresholds, snapshot.at);
+      const gone = await readGone();
+      const refired = refiredAfterGone(evaluated, history, snapshot.at, gone, thresholds);
+      const result = { ...evaluated, fired: [...evaluated.fired, ...refired] };
+      // A mark is spent once its anomaly fires (again) and of no use once it is not active (it fires anew then).
+      const active = new Set(result.active.map((a) => a.fingerprint));
+      const firing = new Set(result.fired.map((a) => a.fingerprint));
+      const spent = [...gone.keys()].filter((fp) => firing.has(fp) || !active.has(fp));
       const record: CycleRecord = {
         snapshot,
         candidates: result.candidates,
@@ -113,6 +139,7 @@ export function createDetectionActivities(deps: DetectionDeps) {
         for (const a of result.fired) {
           pipe.xadd(keys.alertsStream(), 'MAXLEN', '~', String(ALERTS_MAXLEN), '*', 'anomaly', JSON.stringify(a));
         }
+        if (spent.length > 0) pipe.hdel(keys.monitoringGone(), ...spent);
         await pipe.exec();
       } catch {
         // Redis down: the record lives in memory until it is back; the cycle goes on.

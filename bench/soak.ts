@@ -758,10 +758,9 @@ async function evaluate(a: {
     run_id: string;
     params: { summary?: string; evidence?: { source?: string } };
     created_at: Date;
-  }>(
-    `SELECT run_id, params, created_at FROM healing_log WHERE step = 'detected' AND run_id = ANY($1::text[])`,
-    [executed.map((e) => e.run_id)],
-  );
+  }>(`SELECT run_id, params, created_at FROM healing_log WHERE step = 'detected' AND run_id = ANY($1::text[])`, [
+    executed.map((e) => e.run_id),
+  ]);
   const detected = new Map(detectedRows.map((r) => [r.run_id, r]));
   const falseRemediations: SoakResult['falseRemediations'] = [];
   for (const e of executed) {

@@ -6,6 +6,7 @@
 export {
   EVIDENCE_ID_CAP,
   LOCK_EVIDENCE_CAP,
+  sourcesToVerify,
   stageContainers,
   type Detector,
   type Thresholds,
@@ -18,6 +19,7 @@ export {
   evaluateCycle,
   isBlind,
   PIPELINE_DETECTORS,
+  refiredAfterGone,
   type HysteresisResult,
 } from './detectors/cycle';
 export {
@@ -26,6 +28,7 @@ export {
   detectStaleLocks,
   detectStuckDocuments,
   LOST_EVIDENCE_CAP,
+  lostStill,
 } from './detectors/documents';
 export { detectOrphanedEntries, detectStalledQueue } from './detectors/queues';
 export {

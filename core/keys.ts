@@ -34,6 +34,11 @@ export function createKeys(prefix = '') {
     heartbeatPattern: () => `${prefix}worker:*:heartbeat`,
     /** Stream of monitoring snapshots. */
     metricsStream: () => `${prefix}monitoring:metrics`,
+    /**
+     * Hash anomaly fingerprint -> epoch ms of the snapshot in which a healing's recheck last found it gone: a cycle
+     * that sees it again after that fires it again (`refiredAfterGone`), though it never cleared.
+     */
+    monitoringGone: () => `${prefix}monitoring:gone`,
     /** Stream of detected anomalies. */
     alertsStream: () => `${prefix}monitoring:alerts`,
     /** Hash of faults injected by `selfheal chaos` that the reference pipeline's workers obey. */

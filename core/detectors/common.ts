@@ -28,6 +28,11 @@ export interface Thresholds {
   poisonCrashes?: number;
 }
 
+/** The sources a verification of an anomaly of `type` needs read: a container's anomaly needs Docker's view too. */
+export function sourcesToVerify(type: string): string[] {
+  return type === 'unhealthy_container' ? ['redis', 'postgres', 'docker'] : ['redis', 'postgres'];
+}
+
 export type Detector = (snapshot: Snapshot, history: CycleRecord[], t: Thresholds, now: number) => Anomaly[];
 
 /** Capped id lists in evidence keep anomalies (and workflow inputs) small. */

@@ -123,6 +123,40 @@ export function applyHysteresis(
   return { active, fired, cleared };
 }
 
+/**
+ * Anomalies that fire again although they never cleared: a healing's recheck (its verification, or the re-run of the
+ * detector before an action) found each gone at `gone.get(fingerprint)` (epoch ms, `monitoring:gone`), and the
+ * detector has seen it since in this cycle and in the cycles before it that noise control asks of a firing
+ * (`fireAfterCycles`, one for Docker's facts), every one after that recheck. Without this, a fault that came back
+ * within ANOMALY_CLEAR_CYCLES of being healed never cleared, so never fired again, and no healing was started for it:
+ * lost documents stayed lost. An anomaly whose healing escalated was never found gone, so it is still not fired again
+ * (no restart loops on a lasting fault).
+ */
+export function refiredAfterGone(
+  result: Pick<HysteresisResult, 'active' | 'fired'> & { candidates: Anomaly[] },
+  history: CycleRecord[],
+  snapshotAt: number,
+  gone: ReadonlyMap<string, number>,
+  t: Thresholds,
+): Anomaly[] {
+  const firing = new Set(result.fired.map((a) => a.fingerprint));
+  const seenNow = new Set(result.candidates.map((a) => a.fingerprint));
+  return result.active.filter((a) => {
+    const goneAt = gone.get(a.fingerprint);
+    if (goneAt === undefined || firing.has(a.fingerprint) || !seenNow.has(a.fingerprint) || snapshotAt <= goneAt) {
+      return false;
+    }
+    const needed = a.evidence.source === DOCKER_SOURCE ? 1 : t.fireAfterCycles;
+    let streak = 1;
+    for (let i = history.length - 1; i >= 0 && streak < needed; i--) {
+      const r = history[i]!;
+      if (r.snapshot.at <= goneAt || !r.candidates.some((c) => c.fingerprint === a.fingerprint)) break;
+      streak++;
+    }
+    return streak >= needed;
+  });
+}
+
 /** One cycle's decision: detect, then apply noise control against the previous cycles. */
 export function evaluateCycle(
   snapshot: Snapshot,

@@ -87,6 +87,33 @@ export const detectLostDocuments: Detector = (snapshot, _history, _t, now) => {
 };
 
 /**
+ * Verification of a `lost_documents` healing: whether the documents it was started for are lost still. `current` is
+ * what the detector sees now. Documents lost after the anomaly was detected (younger than LOST_DOCUMENT_THRESHOLD
+ * then, so not in its evidence) are a new occurrence, for a healing of their own (the monitoring cycle fires the
+ * anomaly again, `refiredAfterGone`): counting them kept a healing that had requeued every document it saw from
+ * ending healed, and its next rung escalated. When either list is cut short (over LOST_EVIDENCE_CAP), which documents
+ * are new cannot be told: the anomaly counts as still there.
+ */
+export function lostStill(reported: Anomaly, current: Anomaly | undefined): Anomaly | undefined {
+  if (!current) return undefined;
+  const complete = (a: Anomaly): number[] | undefined => {
+    const ids = a.evidence.documentIds;
+    if (!Array.isArray(ids) || typeof a.evidence.count !== 'number' || a.evidence.count > ids.length) return undefined;
+    return ids.filter((id): id is number => typeof id === 'number');
+  };
+  const before = complete(reported);
+  const now = complete(current);
+  if (!before || !now) return current;
+  const reportedIds = new Set(before);
+  const still = now.filter((id) => reportedIds.has(id));
+  if (still.length === 0) return undefined;
+  return {
+    ...current,
+    summary: `${current.target}: ${still.length} of the ${before.length} documents reported lost are in no queue or processing list still`,
+  };
+}
+
+/**
  * Deaths of worker processes observed while they were processing a document: in a snapshot, a processing row whose
  * worker is a container that is not running or has no heartbeat; between two snapshots, a container that started
  * again (a restart in between) while it had the row. Keyed by document, then by `worker@incarnation` (the

@@ -100,11 +100,11 @@ async function expectExactlyOnce(t: TestEnv, ids: number[]) {
   ]);
 }
 
-/** 500 documents waiting in queue:extract, then every Redis key of the pipeline gone. */
-async function lose500(s: Setup): Promise<{ ids: number[]; flushedAt: number }> {
+/** `count` (500) documents waiting in queue:extract, then every Redis key of the pipeline gone. */
+async function lose500(s: Setup, count = 500): Promise<{ ids: number[]; flushedAt: number }> {
   await holdExtract(s);
-  const ids = await generateDocuments({ pool: s.t.pool, redis: s.t.redis, keys: s.t.keys, count: 500 });
-  expect(await s.t.redis.llen(s.t.keys.queue('extract'))).toBe(500);
+  const ids = await generateDocuments({ pool: s.t.pool, redis: s.t.redis, keys: s.t.keys, count });
+  expect(await s.t.redis.llen(s.t.keys.queue('extract'))).toBe(count);
   const flushedAt = Date.now();
   const flushed = s.chaos('redis-flush');
   expect(flushed.deleted).toBeGreaterThan(0);
@@ -137,6 +137,46 @@ describe('reconciliation, auto-fix on', () => {
       [ids],
     );
     expect(rows[0]!.n).toBe(500);
+  });
+
+  it('documents lost again once the first are requeued: that healing is healed, a second requeues the others', async () => {
+    const workflowId = healingWorkflowId('lost_documents', 'extract');
+    const { ids: first, flushedAt } = await lose500(s, 100);
+    const { runId, handle } = await runSince(s.client, workflowId, { since: flushedAt });
+    // Its requeue has run: 40 more documents are lost now, queued past the threshold and in no list. The verification
+    // (VERIFY_DELAY 3 s later) sees them, though the healing never knew them.
+    await waitFor(
+      async () =>
+        (await s.t.pool.query(`SELECT 1 FROM healing_log WHERE run_id = $1 AND step = 'executed'`, [runId])).rows
+          .length > 0,
+      { what: 'the requeue of the first documents', intervalMs: 50 },
+    );
+    const { rows: later } = await s.t.pool.query<{ id: string }>(
+      `INSERT INTO documents (stage, status, payload, updated_at)
+       SELECT 'extract', 'queued', jsonb_build_object('title', 'lost later ' || n), now() - interval '1 minute'
+         FROM generate_series(1, 40) AS n ORDER BY n RETURNING id`,
+    );
+    const second = later.map((r) => Number(r.id));
+    const firstStatus = await handle.result();
+    const why = (st: typeof firstStatus) =>
+      JSON.stringify({ history: st.history, verification: st.verification, actions: st.actions });
+    // The documents it was started for are back: healed, though documents lost since are in the detector's view.
+    expect(firstStatus.phase, why(firstStatus)).toBe('healed');
+    expect(firstStatus.actions[0]!.details).toMatchObject({ lost: true, redis: { pushed: 100 } });
+    // The anomaly never cleared (the 40 were seen in every cycle since): it fires again, for the 40.
+    const next = await runSince(s.client, workflowId, { since: firstStatus.history.at(-1)!.at });
+    expect(next.runId).not.toBe(runId);
+    const secondStatus = await next.handle.result();
+    expect(secondStatus.phase, why(secondStatus)).toBe('healed');
+    expect(secondStatus.actions.map((a) => a.action)).toEqual(['requeue_documents']);
+    expect(secondStatus.actions[0]!.details).toMatchObject({ lost: true, requeued: second });
+    await expectExactlyOnce(s.t, [...first, ...second]);
+    const { rows: escalations } = await s.t.pool.query(
+      `SELECT 1 FROM healing_log WHERE workflow_id = $1 AND created_at >= to_timestamp($2 / 1000.0)
+          AND step IN ('escalated', 'failed', 'rejected')`,
+      [workflowId, flushedAt],
+    );
+    expect(escalations).toEqual([]);
   });
 
   it('orphaned and duplicate entries are removed; the live entries of the same queue stay', async () => {

@@ -16,6 +16,8 @@ import {
   detectStuckDocuments,
   detectUnhealthyContainer,
   evaluateCycle,
+  lostStill,
+  refiredAfterGone,
   stillHung,
   suspectsStillOutliers,
   type Detector,
@@ -947,6 +949,99 @@ describe('an outage (blind cycles) does not clear what it cannot see', () => {
     const r = run(['lock', 'lock', 'blind', 'blind', 'blind', 'blind', 'gone', 'gone', 'blind', 'gone']);
     // gone, gone, (blind: neither), gone: the third cycle without it clears it.
     expect(r.map((c) => c.active)).toEqual([false, true, true, true, true, true, true, true, true, false]);
+  });
+});
+
+describe('fired again after a healing found it gone (monitoring:gone), though it never cleared', () => {
+  const step = 2 * S;
+  const lock = (at: number) =>
+    snapshot(at, { staleLocks: [{ documentId: '9', owner: 'dead-1', token: 'x' }], staleLockTotal: 1 });
+  const dead = (at: number) =>
+    snapshot(at, {
+      containers: [{ name: 'pipeline-extract-1', state: 'exited', running: false, restartCount: 0, exitCode: 137 }],
+    });
+
+  /**
+   * Cycles from `kinds` ('bad' present, 'gone' absent), `step` apart; `goneAt` is the index of the cycle at whose time
+   * a healing's recheck found it gone (the mark is then spent as the cycle would spend it). Per cycle: fired (first
+   * or again), refired, active.
+   */
+  function run(kinds: ('bad' | 'gone')[], goneAt: number | undefined, bad = lock) {
+    const records: CycleRecord[] = [];
+    const gone = new Map<string, number>();
+    return kinds.map((k, i) => {
+      const at = NOW + i * step;
+      const snap = k === 'bad' ? bad(at) : snapshot(at);
+      const r = evaluateCycle(snap, records, thresholds, at);
+      const again = refiredAfterGone(r, records, at, gone, thresholds);
+      records.push({ snapshot: snap, candidates: r.candidates, active: r.active });
+      for (const a of [...r.fired, ...again]) gone.delete(a.fingerprint);
+      for (const fp of gone.keys()) if (!r.active.some((a) => a.fingerprint === fp)) gone.delete(fp);
+      // The recheck runs between this cycle and the next, on a snapshot of its own.
+      if (i === goneAt) gone.set(r.active[0]?.fingerprint ?? 'stale_locks:dead-1', at + 1);
+      return { fired: r.fired.length > 0, refired: again.length > 0, active: r.active.length > 0 };
+    });
+  }
+
+  it('a fault back before the clear count, after its healing was verified: fires again after two sightings', () => {
+    const r = run(['bad', 'bad', 'bad', 'gone', 'bad', 'bad', 'bad', 'bad'], 3);
+    expect(r.map((c) => c.active)).toEqual([false, true, true, true, true, true, true, true]);
+    expect(r.map((c) => c.fired)).toEqual([false, true, false, false, false, false, false, false]);
+    // The sightings at cycles 4 and 5 are after the recheck: cycle 5 fires it again, once.
+    expect(r.map((c) => c.refired)).toEqual([false, false, false, false, false, true, false, false]);
+  });
+
+  it('seen all along by the cycles, though the recheck found it gone: fires again once seen twice after it', () => {
+    const r = run(['bad', 'bad', 'bad', 'bad', 'bad', 'bad'], 2);
+    expect(r.map((c) => c.refired)).toEqual([false, false, false, false, true, false]);
+  });
+
+  it('without a recheck that found it gone (its healing escalated): a lasting fault fires once', () => {
+    const r = run(['bad', 'bad', 'bad', 'gone', 'bad', 'bad', 'bad', 'bad'], undefined);
+    expect(r.filter((c) => c.fired || c.refired)).toHaveLength(1);
+  });
+
+  it('cleared after the recheck: it fires anew the usual way, not twice', () => {
+    const r = run(['bad', 'bad', 'gone', 'gone', 'gone', 'bad', 'bad', 'bad'], 2);
+    expect(r.map((c) => c.fired)).toEqual([false, true, false, false, false, false, true, false]);
+    expect(r.some((c) => c.refired)).toBe(false);
+  });
+
+  it('a sighting before the recheck does not count towards firing again', () => {
+    const r = run(['bad', 'bad', 'bad', 'gone', 'bad', 'bad'], 3);
+    // Cycle 4 is the first sighting after the mark at cycle 3; a single sighting is not enough.
+    expect(r.map((c) => c.refired)).toEqual([false, false, false, false, false, true]);
+    const once = run(['bad', 'bad', 'bad', 'bad', 'gone', 'bad'], 3);
+    expect(once.some((c) => c.refired)).toBe(false);
+  });
+
+  it('a fact Docker reports fires again at its first sighting after the recheck', () => {
+    const r = run(['bad', 'bad', 'gone', 'bad', 'bad'], 2, dead);
+    expect(r.map((c) => c.fired)).toEqual([true, false, false, false, false]);
+    expect(r.map((c) => c.refired)).toEqual([false, false, false, true, false]);
+  });
+});
+
+describe('lostStill: a lost_documents healing is verified against the documents it was started for', () => {
+  const lostAt = (ids: number[], count = ids.length) => {
+    const lost = ids.map((id) => ({ id, stage: 'extract', queuedSince: NOW - 100 * S }));
+    const [a] = detectLostDocuments(reconciled({ lost, lostCandidates: count }), [], thresholds, NOW);
+    return { ...a!, evidence: { ...a!.evidence, count } };
+  };
+
+  it('gone when none of the reported documents is lost still, though others are lost since', () => {
+    expect(lostStill(lostAt([1, 2, 3]), lostAt([7, 8]))).toBeUndefined();
+    expect(lostStill(lostAt([1, 2, 3]), undefined)).toBeUndefined();
+  });
+
+  it('still there when one of them is, and the summary says how many', () => {
+    const still = lostStill(lostAt([1, 2, 3]), lostAt([3, 7]));
+    expect(still?.summary).toBe('extract: 1 of the 3 documents reported lost are in no queue or processing list still');
+  });
+
+  it('still there when either list was cut short: which documents are new cannot be told', () => {
+    expect(lostStill(lostAt([1, 2], 1_500), lostAt([7]))).toBeDefined();
+    expect(lostStill(lostAt([1, 2]), lostAt([7], 1_500))).toBeDefined();
   });
 });
 

@@ -8,6 +8,7 @@ import { errorMessage } from '../../core/errors';
 import { EVIDENCE_SKIPPED_TYPES, type AnalysisEvidence } from '../../core/evidence';
 import { classifyFallback } from '../../core/fallback-cause';
 import { healthDecides, type Plan } from '../../core/plan';
+import { sourcesToVerify } from '../../core/detectors/common';
 import { withContainers } from '../../core/snapshot';
 import type { HealingInput, HealingStatus } from '../definitions';
 import {
@@ -417,7 +418,7 @@ async function verify(
   const merged = withContainers(snapshot, docker);
   const r = await recheckAnomaly({ anomaly: input.anomaly, snapshot: merged, thresholds: input.thresholds });
   // Container anomalies cannot be verified without Docker's view of the containers.
-  const needed = input.anomaly.type === 'unhealthy_container' ? ['redis', 'postgres', 'docker'] : ['redis', 'postgres'];
+  const needed = sourcesToVerify(input.anomaly.type);
   const blind = r.degraded.filter((s) => needed.includes(s));
   if (blind.length > 0) return { healed: false, blind: true, note: `cannot verify: ${blind.join(', ')} unreadable` };
   if (r.present) return { healed: false, note: r.current?.summary ?? 'still detected', current: r.current };
