@@ -17,6 +17,10 @@ export const STACK_ENV: Record<string, string> = {
   MAX_ACTIONS_PER_HOUR: '50',
   LOG_LEVEL: 'warn',
   TEMPORAL_NUM_HISTORY_SHARDS: '4',
+  // Its own key prefix, and so the label `selfheal.prefix` on its pipeline containers, by which it then watches only
+  // them. Without one it watched every container of the host labelled `selfheal.enable=true`, those of the integration
+  // files running beside it too: it restarted an unhealthy container of silences.test.ts that waited for an approval.
+  REDIS_KEY_PREFIX: 'deploy:',
 };
 
 /** `scripts/dev.sh compose <args>` with STACK_ENV (and `env` over it); its stdout, or an error with its output. */
