@@ -36,6 +36,9 @@ COPY --from=build /app/bin ./bin
 COPY --from=build /app/dist ./dist
 COPY --from=build /app/workflow-bundle.js ./workflow-bundle.js
 ENV SELFHEAL_WORKFLOW_BUNDLE=/app/workflow-bundle.js
+# Node's memory settings of the worker processes, as `selfheal up` gives them (WORKER_NODE_OPTIONS in starter/up.ts:
+# each process under 250 MB with 500 open healings). Set NODE_OPTIONS or MALLOC_ARENA_MAX in the service to change them.
+ENV NODE_OPTIONS="--max-old-space-size=96 --max-semi-space-size=4" MALLOC_ARENA_MAX=2
 # Files stay owned by root and read-only for the process; it runs as the image's unprivileged `node` user (uid 1000).
 USER node
 CMD ["node", "bin/selfheal.cjs", "--help"]

@@ -220,6 +220,9 @@ describe('selfheal up', () => {
         // node and the compiled script, nothing else: no --require of tsx's hook.
         expect(argv.slice(1), name).toEqual([path.join(ROOT, 'dist', 'workers', `${script}.js`)]);
         expect(procEnv.NODE_OPTIONS ?? '', name).not.toMatch(/tsx/);
+        // The memory settings measured with 500 open healings (starter/up.ts, WORKER_NODE_OPTIONS).
+        expect(procEnv.NODE_OPTIONS, name).toMatch(/^--max-old-space-size=96 --max-semi-space-size=4( |$)/);
+        expect(procEnv.MALLOC_ARENA_MAX, name).toBe('2');
       }
       const temporalPid = pidOf('temporal')!;
       const pids = state.components.map((c) => c.pid).filter((p): p is number => typeof p === 'number');
