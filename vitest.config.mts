@@ -76,6 +76,17 @@ export default defineConfig({
       },
       {
         test: {
+          // The 5-minute chaos soak (tests/soak/soak.test.ts): its own `selfheal up`, dev server, schema, Redis prefix
+          // and pipeline containers, so it runs beside the integration files, in their group and worker limit.
+          name: 'soak',
+          include: ['tests/soak/**/*.test.ts'],
+          maxWorkers: PARALLEL,
+          testTimeout: 1_200_000,
+          sequence: { groupOrder: 2 },
+        },
+      },
+      {
+        test: {
           // The compose deployment (tests/deploy/compose.test.ts, one file): its own Temporal, Postgres and
           // containers on the host's ports 7233, 8080 and 8001, which no integration file uses (they take free
           // ports), and containers labelled apart from theirs. So it runs beside the integration files, first

@@ -8,7 +8,8 @@
  * - documents processed twice: more than one outcome in one stage in `document_events`: must be 0;
  * - false remediations: executed actions (not escalations) in `healing_log` whose healing no injected fault open at
  *   its detection accounts for (anomaly type, target and, for a restart, the container): must be 0;
- * - per fault: healed, escalated (escalated, rejected, failed), open (still running) or missed (no healing at all);
+ * - per fault: healed, escalated (escalated, rejected, failed), open (still running), gone (no healing, and the fault
+ *   went away on its own: the pipeline absorbed it before it was detected) or missed (no healing at all);
  * - time from each fault to its healing's `healed` row, p50 and p95, per fault kind and overall.
  * Everything is read from the stores (Postgres rows, Redis, Docker), never from logs.
  */
@@ -209,7 +210,8 @@ export interface SoakFaultRow {
   kind: SoakKind;
   detail: string;
   injectedAt: string;
-  outcome: 'healed' | 'escalated' | 'open' | 'missed';
+  /** `gone`: no healing, and the fault went away on its own (the pipeline absorbed it before it was detected). */
+  outcome: 'healed' | 'escalated' | 'open' | 'gone' | 'missed';
   healSeconds: number | null;
   endedBy: string;
   healings: string[];
@@ -513,12 +515,21 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
           // Entries waiting in the queue to duplicate: a burst, orphans pushed behind it.
           await generateDocuments({ pool, redis, keys, count: 600 });
           const r = await chaos.duplicateEntries(5, first);
+          const duplicates = (r.duplicates as string[]).map(String);
+          const orphans = (r.orphans as string[]).map(String);
           return {
             kind,
-            detail: `duplicate-entries 5 ${first} (${(r.duplicates as string[]).length} duplicates, ${(r.orphans as string[]).length} orphans, after a burst of 600 documents)`,
+            detail: `duplicate-entries 5 ${first} (${duplicates.length} duplicates, ${orphans.length} orphans, after a burst of 600 documents)`,
             expect: [{ type: 'orphaned_entries', target: first }],
             allow: [],
             containers: [],
+            // Gone once the queue holds none of the orphans and each duplicate at most once: a healing removed
+            // them, or the workers took them (a worker skips a document that is not queued for its stage).
+            gone: async () => {
+              const entries = await redis.lrange(keys.queue(first), 0, -1);
+              const count = (id: string) => entries.filter((e) => e === id).length;
+              return orphans.every((id) => count(id) === 0) && duplicates.every((id) => count(id) <= 1);
+            },
           };
         }
         case 'poison': {
@@ -723,7 +734,9 @@ async function evaluate(a: {
         ? 'escalated'
         : mine.length > 0
           ? 'open'
-          : 'missed';
+          : f.endedBy === 'gone'
+            ? 'gone'
+            : 'missed';
     rows.push({
       n: f.n,
       kind: f.kind,
@@ -847,7 +860,7 @@ async function whereUnfinished(pool: pg.Pool, redis: Redis, keys: Keys, stages: 
   return where;
 }
 
-/** Per fault kind and overall: injected, healed, escalated, open, missed, time to healed p50/p95 (s). */
+/** Per fault kind and overall: injected, healed, escalated, open, gone, missed, time to healed p50/p95 (s). */
 export function soakTable(rows: SoakFaultRow[]): Row[] {
   const line = (name: string, rs: SoakFaultRow[]): Row => {
     const times = rs.flatMap((r) => (r.healSeconds === null ? [] : [r.healSeconds]));
@@ -858,6 +871,7 @@ export function soakTable(rows: SoakFaultRow[]): Row[] {
       healed: count('healed'),
       escalated: count('escalated'),
       open: count('open'),
+      gone: count('gone'),
       missed: count('missed'),
       heal_p50_s: times.length ? percentile(times, 50) : null,
       heal_p95_s: times.length ? percentile(times, 95) : null,
@@ -943,7 +957,8 @@ ${r.machine.loadAverageAtStart.join(' / ')}, during the soak mean ${r.load.mean1
 | documents processed twice (two outcomes of one stage in \`document_events\`) | ${r.documents.processedTwice} | 0 |
 | false remediations (executed actions no open fault accounts for) | ${r.falseRemediations.length} of ${r.healings.executed} | 0 |
 
-Per fault kind (${escalatedNote}; missed: no healing at all by the end of the drain; heal: injection to the
+Per fault kind (${escalatedNote}; gone: no healing, the fault went away on its own, absorbed by the pipeline before
+it was detected; missed: no healing at all by the end of the drain; heal: injection to the
 healing's \`healed\` row, seconds):
 
 ${mdTable(r.table)}
@@ -961,21 +976,15 @@ ${notHealedList(r)}`;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /**
- * `npm run bench -- soak [--minutes 30] [--seed N] [--drain 300] [--write]`: its own schema, Redis prefix, container
- * names and Temporal dev server, `selfheal up` with the reference pipeline, as a user starts it.
+ * One soak as a user starts it: its own schema, Redis prefix, container names and Temporal dev server, `selfheal up`
+ * with the reference pipeline (`npm run bench -- soak`, and the 5-minute soak of CI: tests/soak/soak.test.ts).
  */
-export async function benchSoak(args: string[]): Promise<boolean> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      minutes: { type: 'string', default: '30' },
-      seed: { type: 'string' },
-      drain: { type: 'string', default: '300' },
-      write: { type: 'boolean', default: false },
-    },
-  });
-  const minutes = Number(values.minutes);
-  const seed = values.seed !== undefined ? Number(values.seed) : Math.floor(Math.random() * 2 ** 31);
+export async function soakWithSelfheal(opts: {
+  minutes: number;
+  seed: number;
+  drainSeconds: number;
+}): Promise<SoakResult> {
+  const { minutes, seed } = opts;
   if (!(minutes > 0) || !Number.isInteger(seed)) throw new Error('--minutes must be above 0 and --seed a whole number');
   progress(`soak: seed ${seed} (repeat with --seed ${seed})`);
   const t = await createTestEnv();
@@ -1017,7 +1026,7 @@ export async function benchSoak(args: string[]): Promise<boolean> {
       .map((r) => ({ worker: r.worker, stage: r.stage, container: r.container!, healthUrl: r.healthUrl }));
     if (workers.length === 0) throw new Error('selfheal up started no container workers: is Docker up?');
     progress(`soak: selfheal up with ${workers.map((w) => w.container).join(', ')}`);
-    const result = await runSoak({
+    return await runSoak({
       pool: t.pool,
       redis: t.redis,
       keys: t.keys,
@@ -1026,21 +1035,8 @@ export async function benchSoak(args: string[]): Promise<boolean> {
       llm,
       minutes,
       seed,
-      drainSeconds: Number(values.drain),
+      drainSeconds: opts.drainSeconds,
     });
-    console.table(result.table);
-    for (const line of soakSummary(result)) console.log(line);
-    if (values.write) {
-      // bench/results.json keeps the other parts' figures; the soak has a key of its own. Only with --write, as for
-      // the other parts: a short trial run must not replace the recorded soak.
-      const saved = readResults(ROOT) as BenchResults & { soak?: SoakResult };
-      saved.soak = result;
-      writeFileSync(path.join(ROOT, 'bench/results.json'), JSON.stringify(saved, null, 2) + '\n');
-      console.log('written: bench/results.json (soak)');
-      writeReliabilitySection(ROOT, result);
-      console.log('written: docs/RELIABILITY.md (Chaos soak)');
-    }
-    return result.ok;
   } finally {
     if (child && child.exitCode === null) {
       child.kill('SIGTERM');
@@ -1051,4 +1047,35 @@ export async function benchSoak(args: string[]): Promise<boolean> {
     rmSync(dataDir, { recursive: true, force: true });
     await t.cleanup();
   }
+}
+
+/** `npm run bench -- soak [--minutes 30] [--seed N] [--drain 300] [--write]`: one soak, its table and checks. */
+export async function benchSoak(args: string[]): Promise<boolean> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      minutes: { type: 'string', default: '30' },
+      seed: { type: 'string' },
+      drain: { type: 'string', default: '300' },
+      write: { type: 'boolean', default: false },
+    },
+  });
+  const result = await soakWithSelfheal({
+    minutes: Number(values.minutes),
+    seed: values.seed !== undefined ? Number(values.seed) : Math.floor(Math.random() * 2 ** 31),
+    drainSeconds: Number(values.drain),
+  });
+  console.table(result.table);
+  for (const line of soakSummary(result)) console.log(line);
+  if (values.write) {
+    // bench/results.json keeps the other parts' figures; the soak has a key of its own. Only with --write, as for
+    // the other parts: a short trial run must not replace the recorded soak.
+    const saved = readResults(ROOT) as BenchResults & { soak?: SoakResult };
+    saved.soak = result;
+    writeFileSync(path.join(ROOT, 'bench/results.json'), JSON.stringify(saved, null, 2) + '\n');
+    console.log('written: bench/results.json (soak)');
+    writeReliabilitySection(ROOT, result);
+    console.log('written: docs/RELIABILITY.md (Chaos soak)');
+  }
+  return result.ok;
 }
