@@ -5,6 +5,7 @@
  * gone it says so in `monitoring:gone`, so that a cycle that sees it again fires it again (`refiredAfterGone`).
  */
 import type { Redis } from 'ioredis';
+import { defineScript } from '../core/redis-script';
 import {
   detectAll,
   evaluateCycle,
@@ -38,7 +39,29 @@ export interface DetectInput {
   cycleStartedAt: number;
 }
 
-export type DetectResult = HysteresisResult & { candidates: Anomaly[]; historyFrom: 'redis' | 'memory' };
+export type DetectResult = HysteresisResult & {
+  candidates: Anomaly[];
+  historyFrom: 'redis' | 'memory';
+  /**
+   * The anomalies of `fired` fired again after a recheck found them gone, with the mark that did it. The monitoring
+   * cycle spends a mark (`spendGoneMarks`) once it started a healing for it: a start that found the last run still
+   * open (it was ending) leaves the mark, so the next cycle fires it again.
+   */
+  refired?: GoneMark[];
+};
+
+/** A mark of `monitoring:gone`: when a healing's recheck found the anomaly of `fingerprint` gone (epoch ms). */
+export interface GoneMark {
+  fingerprint: string;
+  goneAt: number;
+}
+
+/** Deletes each field of the hash KEYS[1] named in ARGV[odd] whose value is still ARGV[even]; the count deleted. */
+const DELETE_IF_UNCHANGED = `local n = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then n = n + redis.call('HDEL', KEYS[1], ARGV[i]) end
+end
+return n`;
 
 const ALERTS_MAXLEN = 10_000;
 
@@ -49,6 +72,18 @@ export function createDetectionActivities(deps: DetectionDeps) {
   let memory: CycleRecord[] = [];
 
   const readHistory = () => latestCycleRecords(redis, keys, deps.historyLimit);
+  /** Deletes marks, each only if no recheck wrote a newer one since it was read. */
+  const deleteMarks = async (marks: GoneMark[]): Promise<void> => {
+    if (marks.length === 0) return;
+    await defineScript(
+      redis,
+      'selfhealDeleteGoneMarks',
+      DELETE_IF_UNCHANGED,
+    )(
+      [keys.monitoringGone()],
+      marks.flatMap((m) => [m.fingerprint, String(m.goneAt)]),
+    );
+  };
   /** `monitoring:gone`: when a healing's recheck last found each anomaly gone (none when Redis cannot be read). */
   const readGone = async (): Promise<Map<string, number>> => {
     const marks = await redis.hgetall(keys.monitoringGone()).catch((): Record<string, string> => ({}));
@@ -64,7 +99,13 @@ export function createDetectionActivities(deps: DetectionDeps) {
      * Verification: runs the same detectors over a fresh snapshot and the stored history (no noise control, nothing
      * written) and tells whether the anomaly is still there.
      */
-    async recheckAnomaly(input: { anomaly: Anomaly; snapshot: Snapshot; thresholds: Thresholds }): Promise<{
+    async recheckAnomaly(input: {
+      anomaly: Anomaly;
+      snapshot: Snapshot;
+      thresholds: Thresholds;
+      /** The verification after an executed action: when it finds the anomaly gone, it says so in `monitoring:gone`. */
+      markGone?: boolean;
+    }): Promise<{
       present: boolean;
       current?: Anomaly;
       degraded: string[];
@@ -100,8 +141,9 @@ export function createDetectionActivities(deps: DetectionDeps) {
       const degraded = Object.entries(input.snapshot.sources)
         .filter(([, st]) => !st.ok)
         .map(([name]) => name);
-      // Gone, as far as the sources it needs tell: a cycle that sees it again after this fires it again.
-      if (!found && !sourcesToVerify(input.anomaly.type).some((s) => degraded.includes(s))) {
+      // Gone after an action, as far as the sources it needs tell: a cycle that sees it again after this fires it
+      // again. Only after an action: a fault that went away by itself and is back is flapping, and waits to clear.
+      if (input.markGone && !found && !sourcesToVerify(input.anomaly.type).some((s) => degraded.includes(s))) {
         await redis.hset(keys.monitoringGone(), input.anomaly.fingerprint, String(input.snapshot.at)).catch(() => 0);
       }
       return { present: found !== undefined, current: found, degraded };
@@ -119,12 +161,15 @@ export function createDetectionActivities(deps: DetectionDeps) {
       }
       const evaluated = evaluateCycle(snapshot, history, thresholds, snapshot.at);
       const gone = await readGone();
-      const refired = refiredAfterGone(evaluated, history, snapshot.at, gone, thresholds);
-      const result = { ...evaluated, fired: [...evaluated.fired, ...refired] };
-      // A mark is spent once its anomaly fires (again) and of no use once it is not active (it fires anew then).
+      const again = refiredAfterGone(evaluated, history, snapshot.at, gone, thresholds);
+      const result = { ...evaluated, fired: [...evaluated.fired, ...again] };
+      const refired = again.map((a) => ({ fingerprint: a.fingerprint, goneAt: gone.get(a.fingerprint)! }));
+      // A mark is of no use once its anomaly is not active (it fires anew then) or fired anew in this cycle.
       const active = new Set(result.active.map((a) => a.fingerprint));
-      const firing = new Set(result.fired.map((a) => a.fingerprint));
-      const spent = [...gone.keys()].filter((fp) => firing.has(fp) || !active.has(fp));
+      const firstFired = new Set(evaluated.fired.map((a) => a.fingerprint));
+      const useless = [...gone]
+        .filter(([fp]) => firstFired.has(fp) || !active.has(fp))
+        .map(([fingerprint, goneAt]) => ({ fingerprint, goneAt }));
       const record: CycleRecord = {
         snapshot,
         candidates: result.candidates,
@@ -139,12 +184,17 @@ export function createDetectionActivities(deps: DetectionDeps) {
         for (const a of result.fired) {
           pipe.xadd(keys.alertsStream(), 'MAXLEN', '~', String(ALERTS_MAXLEN), '*', 'anomaly', JSON.stringify(a));
         }
-        if (spent.length > 0) pipe.hdel(keys.monitoringGone(), ...spent);
         await pipe.exec();
+        await deleteMarks(useless);
       } catch {
         // Redis down: the record lives in memory until it is back; the cycle goes on.
       }
-      return { ...result, historyFrom };
+      return { ...result, historyFrom, ...(refired.length > 0 ? { refired } : {}) };
+    },
+
+    /** The marks of the anomalies a cycle fired again and started a healing for (each unless rewritten since). */
+    async spendGoneMarks(marks: GoneMark[]): Promise<void> {
+      await deleteMarks(marks);
     },
   };
 }

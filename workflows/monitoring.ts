@@ -30,7 +30,7 @@ const { collectMetrics } = proxyActivities<ReturnType<typeof createMetricsActivi
   startToCloseTimeout: '30 seconds',
   retry: { maximumAttempts: 2 },
 });
-const { detectAnomalies } = proxyActivities<ReturnType<typeof createDetectionActivities>>({
+const { detectAnomalies, spendGoneMarks } = proxyActivities<ReturnType<typeof createDetectionActivities>>({
   startToCloseTimeout: '30 seconds',
   retry: { maximumAttempts: 2 },
 });
@@ -60,6 +60,13 @@ function healingInput(anomaly: Anomaly, input: MonitoringInput, snapshot: Snapsh
  */
 export const CONCURRENT_STARTS_PATCH = 'concurrent-child-starts';
 
+/**
+ * Marks the cycles that spend the `monitoring:gone` marks of the anomalies they fired again (`refired`) once their
+ * healing started (`spendGoneMarks`, one activity, only when some anomaly fired again). Cycles recorded before it
+ * had no such anomalies and scheduled no such activity.
+ */
+export const SPEND_GONE_MARKS_PATCH = 'spend-gone-marks';
+
 interface Starts {
   started: string[];
   signalled: string[];
@@ -83,7 +90,8 @@ function startHealing(anomaly: Anomaly, input: MonitoringInput, snapshot: Snapsh
 
 /**
  * It came back while the run that heals it is still open (an approval or a permit wait): tell that run. A lasting
- * anomaly fires once, so a closed run is left closed: no restart loops on a lasting fault. True when signalled.
+ * anomaly fires once, so a closed run is left closed: no restart loops on a lasting fault (unless a healing's
+ * verification after its action found it gone: then it fires again, see `refiredAfterGone`). True when signalled.
  */
 async function signalOpenHealing(anomaly: Anomaly): Promise<boolean> {
   const workflowId = healingWorkflowId(anomaly.type, anomaly.target);
@@ -153,8 +161,9 @@ async function startOneByOne(fired: Anomaly[], input: MonitoringInput, snapshot:
  * workflow task) in the healing's history, and a healing may stay open for hours (APPROVAL_TIMEOUT, rate-limit
  * timers): a signal per cycle grew its history with the cycle count, past Temporal's limits at short intervals. A
  * firing is the sighting that tells the healing something: the anomaly cleared and came back (noise control lets
- * that happen at most once per ANOMALY_FIRE_CYCLES + ANOMALY_CLEAR_CYCLES cycles), so `status.seen` counts the
- * occurrences of the anomaly during the run. "Still there" needs no signal: the healing re-runs the detector itself
+ * that happen at most once per ANOMALY_FIRE_CYCLES + ANOMALY_CLEAR_CYCLES cycles), or a healing's verification after
+ * its action found it gone and it is back (`refiredAfterGone`), so `status.seen` counts the occurrences of the
+ * anomaly during the run. "Still there" needs no signal: the healing re-runs the detector itself
  * before a restart and when it verifies, and `selfheal status` shows what the latest cycle sees.
  */
 export async function monitoringCycleWorkflow(input: MonitoringInput): Promise<CycleResult> {
@@ -174,6 +183,17 @@ export async function monitoringCycleWorkflow(input: MonitoringInput): Promise<C
     result.fired.length > 0 && patched(CONCURRENT_STARTS_PATCH)
       ? await startConcurrently(result.fired, input, merged)
       : await startOneByOne(result.fired, input, merged);
+  // Fired again after a healing found it gone: the mark is spent once a new healing runs for it. One that found the
+  // last run still open (ending) was only signalled; its mark stays, and the next cycle fires it again.
+  if (result.refired && result.refired.length > 0 && patched(SPEND_GONE_MARKS_PATCH)) {
+    const ids = new Set(started);
+    const byFingerprint = new Map(result.fired.map((a) => [a.fingerprint, a]));
+    const spent = result.refired.filter((m) => {
+      const a = byFingerprint.get(m.fingerprint);
+      return a !== undefined && ids.has(healingWorkflowId(a.type, a.target));
+    });
+    if (spent.length > 0) await spendGoneMarks(spent);
+  }
   return {
     at: merged.at,
     durationMs: Date.now() - startedAt,

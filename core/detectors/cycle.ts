@@ -59,7 +59,10 @@ export function detectAll(snapshot: Snapshot, history: CycleRecord[], t: Thresho
 export interface HysteresisResult {
   /** Open anomalies after noise control. */
   active: Anomaly[];
-  /** The subset of `active` that fired in this cycle (was not active in the previous one). */
+  /**
+   * The subset of `active` that fired in this cycle: not active in the previous one (and, in what `detectAnomalies`
+   * returns, those fired again by `refiredAfterGone`).
+   */
   fired: Anomaly[];
   /** Fingerprints that were active and cleared in this cycle. */
   cleared: string[];
@@ -124,8 +127,8 @@ export function applyHysteresis(
 }
 
 /**
- * Anomalies that fire again although they never cleared: a healing's recheck (its verification, or the re-run of the
- * detector before an action) found each gone at `gone.get(fingerprint)` (epoch ms, `monitoring:gone`), and the
+ * Anomalies that fire again although they never cleared: a healing's verification after its action found each gone
+ * at `gone.get(fingerprint)` (epoch ms, `monitoring:gone`), and the
  * detector has seen it since in this cycle and in the cycles before it that noise control asks of a firing
  * (`fireAfterCycles`, one for Docker's facts), every one after that recheck. Without this, a fault that came back
  * within ANOMALY_CLEAR_CYCLES of being healed never cleared, so never fired again, and no healing was started for it:

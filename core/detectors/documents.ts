@@ -96,14 +96,16 @@ export const detectLostDocuments: Detector = (snapshot, _history, _t, now) => {
  */
 export function lostStill(reported: Anomaly, current: Anomaly | undefined): Anomaly | undefined {
   if (!current) return undefined;
-  const complete = (a: Anomaly): number[] | undefined => {
+  // Ids as numbers or digit strings (an anomaly may come from elsewhere than this detector); anything else: unknown.
+  const complete = (a: Anomaly): string[] | undefined => {
     const ids = a.evidence.documentIds;
     if (!Array.isArray(ids) || typeof a.evidence.count !== 'number' || a.evidence.count > ids.length) return undefined;
-    return ids.filter((id): id is number => typeof id === 'number');
+    const out = (ids as unknown[]).map((id) => (typeof id === 'number' && Number.isSafeInteger(id) ? String(id) : id));
+    return out.every((id): id is string => typeof id === 'string' && /^\d{1,15}$/.test(id)) ? out : undefined;
   };
   const before = complete(reported);
   const now = complete(current);
-  if (!before || !now) return current;
+  if (!before || before.length === 0 || !now) return current;
   const reportedIds = new Set(before);
   const still = now.filter((id) => reportedIds.has(id));
   if (still.length === 0) return undefined;

@@ -26,7 +26,7 @@ import {
 import { isHealthyStatus, type CycleRecord, type Snapshot, type WorkerWindow } from '../../core/snapshot';
 import { healthDecides } from '../../core/plan';
 import { runbookPlan } from '../../core/runbook';
-import type { AnomalyType } from '../../core/types';
+import type { Anomaly, AnomalyType } from '../../core/types';
 import { history, snapshot, stage, T0, thresholds } from '../helpers/snapshots';
 
 const NOW = T0;
@@ -1023,10 +1023,10 @@ describe('fired again after a healing found it gone (monitoring:gone), though it
 });
 
 describe('lostStill: a lost_documents healing is verified against the documents it was started for', () => {
-  const lostAt = (ids: number[], count = ids.length) => {
-    const lost = ids.map((id) => ({ id, stage: 'extract', queuedSince: NOW - 100 * S }));
+  const lostAt = (ids: number[], count = ids.length): Anomaly => {
+    const lost = [0, ...ids].map((id) => ({ id, stage: 'extract', queuedSince: NOW - 100 * S }));
     const [a] = detectLostDocuments(reconciled({ lost, lostCandidates: count }), [], thresholds, NOW);
-    return { ...a!, evidence: { ...a!.evidence, count } };
+    return { ...a!, evidence: { ...a!.evidence, count, documentIds: ids } };
   };
 
   it('gone when none of the reported documents is lost still, though others are lost since', () => {
@@ -1037,6 +1037,18 @@ describe('lostStill: a lost_documents healing is verified against the documents 
   it('still there when one of them is, and the summary says how many', () => {
     const still = lostStill(lostAt([1, 2, 3]), lostAt([3, 7]));
     expect(still?.summary).toBe('extract: 1 of the 3 documents reported lost are in no queue or processing list still');
+  });
+
+  it('takes ids as digit strings too; evidence without ids (or with others) counts as still there', () => {
+    const asStrings = (a: Anomaly): Anomaly => ({
+      ...a,
+      evidence: { ...a.evidence, documentIds: (a.evidence.documentIds as number[]).map(String) },
+    });
+    expect(lostStill(asStrings(lostAt([1, 2])), lostAt([7]))).toBeUndefined();
+    expect(lostStill(asStrings(lostAt([1, 2])), lostAt([2, 7]))).toBeDefined();
+    expect(lostStill(lostAt([]), lostAt([7]))).toBeDefined();
+    const odd = lostAt([1]);
+    expect(lostStill({ ...odd, evidence: { ...odd.evidence, documentIds: ['x'] } }, lostAt([7]))).toBeDefined();
   });
 
   it('still there when either list was cut short: which documents are new cannot be told', () => {

@@ -395,7 +395,7 @@ export async function verifyFix(run: HealingRun, plan: Plan, rung: number) {
   run.enter('verifying', `waiting ${verifyDelaySeconds} s, then re-running the ${anomaly.type} detector`);
   await sleep(verifyDelaySeconds * 1000);
   run.waited();
-  const healed = await verify(input);
+  const healed = await verify(input, true);
   status.verification = { at: Date.now(), healed: healed.healed, note: healed.note };
   // Healed: the run ends next, and its last row is written with this one.
   await run[healed.healed ? 'deferAudit' : 'audit']({
@@ -407,16 +407,26 @@ export async function verifyFix(run: HealingRun, plan: Plan, rung: number) {
   return healed;
 }
 
-/** Re-collects the snapshot (and the containers) and re-runs the same detector. */
+/**
+ * Re-collects the snapshot (and the containers) and re-runs the same detector. `afterAction`: the verification of an
+ * executed action, whose "gone" the monitoring cycle is told of (`monitoring:gone`), so that the anomaly back after it
+ * fires again though it never cleared.
+ */
 async function verify(
   input: HealingInput,
+  afterAction = false,
 ): Promise<{ healed: boolean; blind?: boolean; note: string; current?: Anomaly }> {
   const [snapshot, docker] = await Promise.all([
     collectMetrics(),
     inspectContainers({ names: input.containers, labels: input.containerLabels }),
   ]);
   const merged = withContainers(snapshot, docker);
-  const r = await recheckAnomaly({ anomaly: input.anomaly, snapshot: merged, thresholds: input.thresholds });
+  const r = await recheckAnomaly({
+    anomaly: input.anomaly,
+    snapshot: merged,
+    thresholds: input.thresholds,
+    ...(afterAction ? { markGone: true } : {}),
+  });
   // Container anomalies cannot be verified without Docker's view of the containers.
   const needed = sourcesToVerify(input.anomaly.type);
   const blind = r.degraded.filter((s) => needed.includes(s));
