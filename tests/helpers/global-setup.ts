@@ -35,7 +35,6 @@ export async function setup(project: TestProject): Promise<void> {
   const uiPort = await freePort();
   const runId = `${process.pid}-${Date.now()}`;
   const runDir = path.join(PROJECT_ROOT, '.data', 'test-runs', runId);
-  const dbFile = path.join(runDir, 'temporal.db');
   mkdirSync(runDir, { recursive: true });
   // The workflow bundle, built once for the run while the server starts: every `selfheal up` of the tests loads it
   // (SELFHEAL_WORKFLOW_BUNDLE) instead of running webpack again (about 4 s each on a quiet machine, more under load).
@@ -43,11 +42,12 @@ export async function setup(project: TestProject): Promise<void> {
   const bundle = path.join(runDir, 'workflow-bundle.js');
   const bundled = bundleWorkflows(bundle);
   bundled.catch(() => undefined); // awaited below; a failed server start must not leave it unhandled
+  // In memory: no test needs the shared server's state to outlive it (restarts.test.ts runs a server of its own with
+  // a database file), and it is the suite's busiest process: in a CI run it took 26 % of the CPU time, with a file.
   server = await startDevServer({
     cli,
     port,
     uiPort,
-    dbFile,
     logFile: path.join(runDir, 'temporal.log'),
     namespaces: NAMESPACES,
   });
@@ -60,7 +60,6 @@ export async function setup(project: TestProject): Promise<void> {
   }
   project.provide('temporalAddress', address);
   project.provide('temporalUiPort', uiPort);
-  project.provide('temporalDbFile', dbFile);
   project.provide('temporalNamespaces', NAMESPACES);
   project.provide('testRunId', runId);
   await bundled;

@@ -5,7 +5,6 @@ declare module 'vitest' {
   export interface ProvidedContext {
     temporalAddress: string;
     temporalUiPort: number;
-    temporalDbFile: string;
     temporalNamespaces: string[];
     testRunId: string;
     /** The workflow bundle built once for the run (SELFHEAL_WORKFLOW_BUNDLE of every `selfheal up`). */
