@@ -21,7 +21,7 @@ const SERIAL = [
  * containers, namespace, schema and Redis prefix (tests/helpers/stack.ts), so they are isolated and may run side by
  * side. Most of their time is waiting on the system under test (cycles, thresholds, timers). With two at a time the
  * 2 cores were about 95 % busy already, and three took the parallel group from about 12.5 to 10 minutes. The
- * 5-minute chaos soak (project soak) takes one of the three for its whole run but little CPU.
+ * 5-minute chaos soak (project chaos-soak) takes one of the three for its whole run but little CPU.
  */
 const PARALLEL = Number(process.env.SELFHEAL_TEST_WORKERS ?? 3);
 
@@ -78,8 +78,9 @@ export default defineConfig({
       {
         test: {
           // The 5-minute chaos soak (tests/soak/soak.test.ts): its own `selfheal up`, dev server, schema, Redis prefix
-          // and pipeline containers, so it runs beside the integration files, in their group and worker limit.
-          name: 'soak',
+          // and pipeline containers, so it runs beside the integration files, in their group and worker limit. Named
+          // to sort first: vitest starts the projects of a group in name order, and the longest file must start first.
+          name: 'chaos-soak',
           include: ['tests/soak/**/*.test.ts'],
           maxWorkers: PARALLEL,
           testTimeout: 1_200_000,
