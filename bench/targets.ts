@@ -95,7 +95,10 @@ export function targets(r: Omit<BenchResults, 'targets' | 'finishedAt'>): Target
               'live while allocation is fast; glibc keeps per-thread arenas); 128 MB of old space left the healing ' +
               'worker at 257 MB. What is live is bounded by the workflow cache (HEALING_CACHED_WORKFLOWS, 100) and the ' +
               'task concurrency, not by the size of the storm: 1,500 anomalies at once (2026-12-05, in memory, all ' +
-              'healed in 193.5 s) peaked at healing 246 MB, monitor 179, actions 137, http 117.',
+              'healed in 193.5 s) peaked at healing 246 MB, monitor 179, actions 137, http 117. Not always: of five ' +
+              '500-bursts that day (4 in memory) the healing worker peaked at 238, 238, 241, 238 and once 260 MB. The ' +
+              'cost in time is not settled: two interleaved pairs were slower with the settings (81.6 against 62.7 s, ' +
+              '72.0 against 59.2 s), two later runs were not (58.4 against 58.7 s).',
           }
         : {}),
       ...(over.length
