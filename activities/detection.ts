@@ -1,8 +1,9 @@
 /**
  * detectAnomalies: runs the pure detectors over the snapshot and the history kept in the Redis stream
  * `monitoring:metrics`, appends this cycle's record to it (trimmed by age), and appends every anomaly that fired
- * to `monitoring:alerts` for other consumers. recheckAnomaly re-runs them for a healing; when it finds the anomaly
- * gone it says so in `monitoring:gone`, so that a cycle that sees it again fires it again (`refiredAfterGone`).
+ * to `monitoring:alerts` for other consumers. recheckAnomaly re-runs them for a healing; when the verification after
+ * an action finds the anomaly gone it says so in `monitoring:gone`, so that a cycle that sees it again fires it again
+ * (`refiredAfterGone`).
  */
 import type { Redis } from 'ioredis';
 import { defineScript } from '../core/redis-script';
@@ -96,8 +97,8 @@ export function createDetectionActivities(deps: DetectionDeps) {
 
   return {
     /**
-     * Verification: runs the same detectors over a fresh snapshot and the stored history (no noise control, nothing
-     * written) and tells whether the anomaly is still there.
+     * Verification: runs the same detectors over a fresh snapshot and the stored history (no noise control) and tells
+     * whether the anomaly is still there. Writes nothing but the `monitoring:gone` mark (`markGone`).
      */
     async recheckAnomaly(input: {
       anomaly: Anomaly;
