@@ -44,7 +44,7 @@ import { generateDocuments } from '../pipeline/generator';
 import { ensurePipelineImage } from '../pipeline/image';
 import { nodeCommand, projectScript } from '../workers/project';
 import { freePort } from '../starter/temporal-local';
-import { createTestEnv, waitFor } from '../tests/helpers/env';
+import { createTestEnv, pipelineBasePort, waitFor } from '../tests/helpers/env';
 import { createTestRunner, stopTestPipeline, waitForDocuments } from '../tests/helpers/pipeline';
 
 import { benchCli, cliTargets } from './cli';
@@ -86,7 +86,7 @@ async function benchUp(): Promise<void> {
     TEMPORAL_ADDRESS: `127.0.0.1:${await freePort()}`,
     METRICS_PORT: String(await freePort()),
     SELFHEAL_DATA_DIR: dataDir,
-    PIPELINE_BASE_PORT: String(await freePort()),
+    PIPELINE_BASE_PORT: String(pipelineBasePort()),
     PIPELINE_CONTAINER_PREFIX: `pipeline-${t.id}`,
     OLLAMA_HOST: `http://127.0.0.1:${await freePort()}`,
     LOG_LEVEL: 'warn',

@@ -30,7 +30,7 @@ import { processCommandLine, readRegistrations } from '../pipeline/registry';
 import { answers200 } from '../pipeline/runner';
 import { freePort } from '../starter/temporal-local';
 import { nodeCommand, projectScript } from '../workers/project';
-import { createTestEnv, waitFor } from '../tests/helpers/env';
+import { createTestEnv, pipelineBasePort, waitFor } from '../tests/helpers/env';
 import { stopTestPipeline } from '../tests/helpers/pipeline';
 import { percentile, progress, round1, type Row } from './common';
 import { machine, mdTable, readResults, type BenchResults } from './report';
@@ -1008,7 +1008,7 @@ export async function soakWithSelfheal(opts: {
       TEMPORAL_ADDRESS: `127.0.0.1:${await freePort()}`,
       METRICS_PORT: String(await freePort()),
       SELFHEAL_DATA_DIR: dataDir,
-      PIPELINE_BASE_PORT: String(await freePort()),
+      PIPELINE_BASE_PORT: String(pipelineBasePort()),
       PIPELINE_CONTAINER_PREFIX: `pipeline-${t.id}`,
       OLLAMA_HOST: llm.url,
     };

@@ -27,7 +27,7 @@ import { healingWorkflowId, MONITOR_SCHEDULE_ID, TaskQueue, type CycleResult } f
 import type { Snapshot } from '../core/snapshot';
 import type { HealingInput, HealingStatus } from '../workflows/healing';
 import { staleLock } from '../tests/helpers/anomalies';
-import { createTestEnv, waitFor, type TestEnv } from '../tests/helpers/env';
+import { createTestEnv, pipelineBasePort, waitFor, type TestEnv } from '../tests/helpers/env';
 import { planReply, startFakeOllama, type FakeOllama } from '../tests/helpers/fake-ollama';
 import { procMiB, progress, round1, type Row } from './common';
 import { errorMessage } from '../core/errors';
@@ -251,7 +251,7 @@ export async function benchDetection(): Promise<Row[]> {
       // Nothing listens there: every plan is the runbook's, as in the demo's test.
       OLLAMA_HOST: `http://127.0.0.1:${await freePort()}`,
       SELFHEAL_DATA_DIR: dataDir,
-      PIPELINE_BASE_PORT: String(await freePort()),
+      PIPELINE_BASE_PORT: String(pipelineBasePort()),
       LOG_LEVEL: 'warn',
     };
     progress('detection: selfheal demo --auto-approve --json (one fault per seed class, real containers)');

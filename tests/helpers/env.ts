@@ -45,6 +45,17 @@ export function withSearchPath(url: string, schema: string): string {
   return u.toString();
 }
 
+/**
+ * A base port for a reference pipeline's health servers (PIPELINE_BASE_PORT: each worker takes the next free port up
+ * from it). Below the kernel's ephemeral range (32768-60999), so that no port another process gets from the kernel
+ * (a bind to port 0, `freePort`) lands on it between the runner's check and the container's bind: a base from
+ * `freePort` failed a CI run with EADDRINUSE, base + 1 taken meanwhile. Random in 20000-31999, 8 apart, so that stacks
+ * side by side rarely start at the same place (the runner skips a port in use).
+ */
+export function pipelineBasePort(): number {
+  return 20_000 + Math.floor(Math.random() * 1_500) * 8;
+}
+
 export async function createTestEnv(): Promise<TestEnv> {
   const id = uniqueId();
   const schema = `test_${id}`;

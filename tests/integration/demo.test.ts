@@ -11,7 +11,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { freePort } from '../../starter/temporal-local';
 import type { DemoResult } from '../../starter/demo';
-import { createTestEnv, type TestEnv } from '../helpers/env';
+import { createTestEnv, pipelineBasePort, type TestEnv } from '../helpers/env';
 import { testDocker } from '../helpers/pipeline';
 import { CLI } from '../helpers/selfheal';
 import { allocateNamespace } from '../helpers/temporal';
@@ -46,7 +46,7 @@ describe('selfheal demo --auto-approve --json', () => {
       // Nothing listens there: every plan is the runbook's, fast and deterministic.
       OLLAMA_HOST: `http://127.0.0.1:${await freePort()}`,
       SELFHEAL_DATA_DIR: dataDir,
-      PIPELINE_BASE_PORT: String(await freePort()),
+      PIPELINE_BASE_PORT: String(pipelineBasePort()),
       LOG_LEVEL: 'warn',
     };
     const child = spawn(

@@ -170,7 +170,6 @@ print(json.dumps(out))`,
     // Counted in cycles, not in wall time (a loaded machine delays or skips a 1 s cycle, and speed is the bench's
     // business): the anomaly fires by the ANOMALY_FIRE_CYCLES-th cycle that collected once the fault had held for its
     // threshold, never later.
-    const faultFrom = Math.max(injectedAt, lastProgress) + opts.thresholdS * 1000;
     const cycles = await waitFor(
       async () => {
         const all = await records(injectedAt);
@@ -179,6 +178,18 @@ print(json.dumps(out))`,
       },
       { what: `the cycle record that fired ${opts.type} on ${opts.target}` },
     );
+    // A stall is of a non-empty queue: it starts no earlier than the last cycle that saw the queue empty (the workers
+    // may have drained it as they hung; it fills again afterwards).
+    const lastEmpty =
+      opts.type === 'stalled_queue'
+        ? Math.max(
+            0,
+            ...cycles
+              .filter((r) => (r.snapshot.stages.find((st) => st.stage === opts.target)?.queueDepth ?? 0) === 0)
+              .map((r) => r.snapshot.at),
+          )
+        : 0;
+    const faultFrom = Math.max(injectedAt, lastProgress, lastEmpty) + opts.thresholdS * 1000;
     const firingCycle = cycles.at(-1)!;
     const cyclesAfterThreshold = cycles.filter((r) => r.snapshot.at >= faultFrom).length;
     expect(

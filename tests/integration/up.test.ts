@@ -17,7 +17,7 @@ import type { DoctorRow } from '../../starter/doctor';
 import { freePort } from '../../starter/temporal-local';
 import { temporalAnswers } from '../../workers/temporal-connection';
 import { buildOnce, CLI, COMPILED_CLI, ROOT } from '../helpers/cli';
-import { createTestEnv, type TestEnv, waitFor } from '../helpers/env';
+import { createTestEnv, pipelineBasePort, type TestEnv, waitFor } from '../helpers/env';
 
 function isAlive(pid: number): boolean {
   try {
@@ -112,7 +112,7 @@ describe('selfheal up', () => {
       // Nothing listens there: Ollama must come out degraded, not fatal.
       OLLAMA_HOST: `http://127.0.0.1:${await freePort()}`,
       SELFHEAL_DATA_DIR: dataDir,
-      PIPELINE_BASE_PORT: String(await freePort()),
+      PIPELINE_BASE_PORT: String(pipelineBasePort()),
       PIPELINE_CONTAINER_PREFIX: `pipeline-${t.id}`,
     };
   });
@@ -201,7 +201,7 @@ describe('selfheal up', () => {
       TEMPORAL_ADDRESS: address,
       METRICS_PORT: String(await freePort()),
       SELFHEAL_DATA_DIR: dir,
-      PIPELINE_BASE_PORT: String(await freePort()),
+      PIPELINE_BASE_PORT: String(pipelineBasePort()),
     };
     const run = startUp(env2, await freePort(), { compiled: true, detached: true });
     let state: UpState | undefined;
@@ -277,7 +277,7 @@ describe('selfheal up', () => {
       TEMPORAL_ADDRESS: address,
       METRICS_PORT: String(await freePort()),
       SELFHEAL_DATA_DIR: dir,
-      PIPELINE_BASE_PORT: String(await freePort()),
+      PIPELINE_BASE_PORT: String(pipelineBasePort()),
     };
     const run = startUp(env3, await freePort(), { detached: true });
     try {
