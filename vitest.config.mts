@@ -91,8 +91,8 @@ export default defineConfig({
         test: {
           // The compose deployment (tests/deploy/compose.test.ts, one file): its own Temporal, Postgres and
           // containers on the host's ports 7233, 8080 and 8001, which no integration file uses (they take free
-          // ports), and containers labelled apart from theirs. So it runs beside the integration files, first
-          // (projects of a group start in name order), in their group and with their worker limit (vitest requires
+          // ports), and containers labelled apart from theirs. So it runs beside the integration files, before
+          // them and after the soak (projects of a group start in name order), in their group and with their worker limit (vitest requires
           // one limit per group). A second file here would run beside it on the same ports: give it a group then.
           name: 'deploy',
           include: ['tests/deploy/**/*.test.ts'],

@@ -67,6 +67,9 @@ export const CONCURRENT_STARTS_PATCH = 'concurrent-child-starts';
  */
 export const SPEND_GONE_MARKS_PATCH = 'spend-gone-marks';
 
+/** A gone mark this old when its anomaly's run was found open: that run is not the one that was ending. */
+export const STALE_GONE_MARK_MS = 60_000;
+
 interface Starts {
   started: string[];
   signalled: string[];
@@ -186,13 +189,24 @@ export async function monitoringCycleWorkflow(input: MonitoringInput): Promise<C
   // Fired again after a healing found it gone: the mark is spent once a new healing runs for it. One that found the
   // last run still open (ending) was only signalled; its mark stays, and the next cycle fires it again.
   if (result.refired && result.refired.length > 0 && patched(SPEND_GONE_MARKS_PATCH)) {
-    const ids = new Set(started);
+    const startedIds = new Set(started);
+    const signalledIds = new Set(signalled);
     const byFingerprint = new Map(result.fired.map((a) => [a.fingerprint, a]));
+    const now = Date.now();
     const spent = result.refired.filter((m) => {
       const a = byFingerprint.get(m.fingerprint);
-      return a !== undefined && ids.has(healingWorkflowId(a.type, a.target));
+      if (!a) return false;
+      const id = healingWorkflowId(a.type, a.target);
+      // A run signalled over a mark older than STALE_GONE_MARK_MS is not one that was ending: one of its own (started
+      // by an alert, say) holds the id. It has been told; firing again every cycle would signal it every cycle.
+      return startedIds.has(id) || (signalledIds.has(id) && now - m.goneAt > STALE_GONE_MARK_MS);
     });
-    if (spent.length > 0) await spendGoneMarks(spent);
+    if (spent.length > 0) {
+      // A mark left (the activity out of retries) fires the anomaly again next cycle: no reason to fail this one.
+      await spendGoneMarks(spent).catch((err: unknown) =>
+        log.warn('gone marks not spent', { error: errorMessage(err), marks: spent.length }),
+      );
+    }
   }
   return {
     at: merged.at,

@@ -395,7 +395,7 @@ export async function verifyFix(run: HealingRun, plan: Plan, rung: number) {
   run.enter('verifying', `waiting ${verifyDelaySeconds} s, then re-running the ${anomaly.type} detector`);
   await sleep(verifyDelaySeconds * 1000);
   run.waited();
-  const healed = await verify(input, true);
+  const healed = await verify(input, plan.action !== 'no_action');
   status.verification = { at: Date.now(), healed: healed.healed, note: healed.note };
   // Healed: the run ends next, and its last row is written with this one.
   await run[healed.healed ? 'deferAudit' : 'audit']({
