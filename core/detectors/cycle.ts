@@ -56,6 +56,23 @@ export function detectAll(snapshot: Snapshot, history: CycleRecord[], t: Thresho
   return out;
 }
 
+/**
+ * Whether `a`, a candidate of this cycle, was also one in the cycles before it that a firing needs: ANOMALY_FIRE_CYCLES
+ * in a row, counting this one, each of them after `after` (epoch ms). What Docker reports (a dead container, a failing
+ * HEALTHCHECK) is a fact, debounced by Docker's own retries: it fires at once, so an event-triggered cycle acts on it
+ * without waiting for the next ones.
+ */
+function seenLongEnough(a: Anomaly, history: CycleRecord[], t: Thresholds, after = Number.NEGATIVE_INFINITY): boolean {
+  const needed = a.evidence.source === DOCKER_SOURCE ? 1 : t.fireAfterCycles;
+  let streak = 1;
+  for (let i = history.length - 1; i >= 0 && streak < needed; i--) {
+    const r = history[i]!;
+    if (r.snapshot.at <= after || !r.candidates.some((c) => c.fingerprint === a.fingerprint)) break;
+    streak++;
+  }
+  return streak >= needed;
+}
+
 export interface HysteresisResult {
   /** Open anomalies after noise control. */
   active: Anomaly[];
@@ -91,15 +108,7 @@ export function applyHysteresis(
       active.push(a);
       continue;
     }
-    // What Docker reports (a dead container, a failing HEALTHCHECK) is a fact, debounced by Docker's own retries:
-    // it fires at once, so an event-triggered cycle acts on it without waiting for the next ones.
-    const needed = a.evidence.source === DOCKER_SOURCE ? 1 : t.fireAfterCycles;
-    let streak = 1;
-    for (let i = history.length - 1; i >= 0 && streak < needed; i--) {
-      if (!history[i]!.candidates.some((c) => c.fingerprint === fp)) break;
-      streak++;
-    }
-    if (streak >= needed) {
+    if (seenLongEnough(a, history, t)) {
       active.push(a);
       fired.push(a);
     }
@@ -149,14 +158,7 @@ export function refiredAfterGone(
     if (goneAt === undefined || firing.has(a.fingerprint) || !seenNow.has(a.fingerprint) || snapshotAt <= goneAt) {
       return false;
     }
-    const needed = a.evidence.source === DOCKER_SOURCE ? 1 : t.fireAfterCycles;
-    let streak = 1;
-    for (let i = history.length - 1; i >= 0 && streak < needed; i--) {
-      const r = history[i]!;
-      if (r.snapshot.at <= goneAt || !r.candidates.some((c) => c.fingerprint === a.fingerprint)) break;
-      streak++;
-    }
-    return streak >= needed;
+    return seenLongEnough(a, history, t, goneAt);
   });
 }
 
