@@ -1,5 +1,7 @@
 /** What the benchmark parts share: measurement helpers and the shape of their results. */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { format, getFileInfo, resolveConfig } from 'prettier';
 
 /** A memory figure of a process from /proc, MiB: `VmRSS` now or `VmHWM`, the peak resident set since it started. */
 export function procMiB(pid: number, field: 'VmRSS' | 'VmHWM'): number | undefined {
@@ -36,3 +38,16 @@ export interface TargetResult {
 }
 
 export type Row = Record<string, string | number | boolean | null | undefined>;
+
+/**
+ * A Markdown file the benchmark writes (docs/RELIABILITY.md, docs/BENCHMARKS.md), formatted as `npm run format` would
+ * format it (the repository's prettier settings and .prettierignore), so that `npm run format:check` passes on what
+ * `--write` left. docs/BENCHMARKS.md is in .prettierignore (its wide tables stay one row per line) and is written as is.
+ */
+export async function writeMarkdown(root: string, relative: string, md: string): Promise<void> {
+  const file = path.join(root, relative);
+  const { ignored } = await getFileInfo(file, { ignorePath: path.join(root, '.prettierignore') });
+  if (ignored) return writeFileSync(file, md);
+  const options = (await resolveConfig(file)) ?? {};
+  writeFileSync(file, await format(md, { ...options, filepath: file }));
+}

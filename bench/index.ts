@@ -264,7 +264,7 @@ async function benchAll(): Promise<void> {
     dockerDetection,
   };
   const results: BenchResults = { ...partial, targets: targets(partial), finishedAt: new Date().toISOString() };
-  writeReport(ROOT, results);
+  await writeReport(ROOT, results);
   console.log('monitoring cycle vs floor');
   table(monitor);
   console.log('detection latency vs bound');
@@ -290,10 +290,10 @@ async function benchAll(): Promise<void> {
  * One part's new figures into bench/results.json and docs/BENCHMARKS.md (targets re-evaluated). Only this part is
  * new: the other sections of bench/results.json stay as their run left them.
  */
-function writePart(part: (saved: BenchResults) => Partial<BenchResults>): void {
+async function writePart(part: (saved: BenchResults) => Partial<BenchResults>): Promise<void> {
   const saved = readResults(ROOT);
   const merged = { ...saved, ...part(saved) };
-  writeReport(ROOT, { ...merged, targets: targets(merged) });
+  await writeReport(ROOT, { ...merged, targets: targets(merged) });
   console.log('written: bench/results.json, docs/BENCHMARKS.md');
 }
 
@@ -380,7 +380,7 @@ async function main(): Promise<void> {
     case 'report': {
       // docs/BENCHMARKS.md again from bench/results.json (targets re-evaluated), without measuring anything.
       const saved = readResults(ROOT);
-      writeReport(ROOT, { ...saved, targets: targets(saved) });
+      await writeReport(ROOT, { ...saved, targets: targets(saved) });
       return;
     }
     case 'monitor':
@@ -418,7 +418,9 @@ async function main(): Promise<void> {
       table(s.throughput);
       table(s.memory);
       if (values.write)
-        writePart((saved) => systemPart(saved, s, values.server as 'db-file' | 'in-memory', extraEnv, measuredAt));
+        await writePart((saved) =>
+          systemPart(saved, s, values.server as 'db-file' | 'in-memory', extraEnv, measuredAt),
+        );
       return;
     }
     case 'detection': {
@@ -436,7 +438,7 @@ async function main(): Promise<void> {
       const rows = await benchDockerDetection({ trials: Number(values.trials), interval: Number(values.interval) });
       console.log('Docker-native detection: event → restart issued');
       table(rows);
-      if (values.write) writePart(() => ({ dockerDetection: { measuredAt, machine: m, rows } }));
+      if (values.write) await writePart(() => ({ dockerDetection: { measuredAt, machine: m, rows } }));
       if (!values['no-demo']) table(await benchDetection());
       return;
     }
@@ -454,7 +456,7 @@ async function main(): Promise<void> {
       const rows = await benchCli(Number(values.runs));
       table(rows);
       table(cliTargets(rows).map((t) => ({ ...t })));
-      if (values.write) writePart(() => ({ cli: { measuredAt: startedAt, machine: m, rows } }));
+      if (values.write) await writePart(() => ({ cli: { measuredAt: startedAt, machine: m, rows } }));
       return;
     }
     case 'compose': {
@@ -467,7 +469,7 @@ async function main(): Promise<void> {
       const rows = await benchCompose({ cold: values.cold });
       table(rows);
       if (values.write) {
-        writePart((saved) => {
+        await writePart((saved) => {
           // A run without --cold keeps the cold figure of an earlier one.
           const cold = values.cold ? [] : (saved.compose?.rows.filter((r) => String(r.start).startsWith('cold')) ?? []);
           return { compose: { measuredAt, machine: m, rows: [...cold, ...rows] } };
@@ -487,7 +489,7 @@ async function main(): Promise<void> {
       table(b.rows);
       table(b.summary);
       table(llmTargets(b).map((t) => ({ ...t })));
-      if (values.write) writePart(() => ({ llm: { measuredAt, machine: m, ...b } }));
+      if (values.write) await writePart(() => ({ llm: { measuredAt, machine: m, ...b } }));
       return;
     }
     case 'soak':

@@ -2,7 +2,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { Row, TargetResult } from './common';
+import { type Row, type TargetResult, writeMarkdown } from './common';
 
 export interface BenchResults {
   startedAt: string;
@@ -138,7 +138,7 @@ export function readResults(root: string): BenchResults {
   return JSON.parse(readFileSync(path.join(root, 'bench/results.json'), 'utf8')) as BenchResults;
 }
 
-export function writeReport(root: string, r: BenchResults): void {
+export async function writeReport(root: string, r: BenchResults): Promise<void> {
   writeFileSync(path.join(root, 'bench/results.json'), JSON.stringify(r, null, 2) + '\n');
   const md = `# Benchmarks
 
@@ -217,5 +217,5 @@ Peak resident set (\`VmHWM\`) of every process \`selfheal up\` started, read aft
 
 ${mdTable(r.system.memory)}
 ${r.systemBefore ? beforeSection(r.systemBefore) : ''}${r.systemTuned?.length ? tunedSection(r.systemTuned) : ''}${r.cli ? cliSection(r.cli) : ''}${r.compose ? composeSection(r.compose) : ''}${r.llm ? llmSection(r.llm) : ''}`;
-  writeFileSync(path.join(root, 'docs/BENCHMARKS.md'), md);
+  await writeMarkdown(root, 'docs/BENCHMARKS.md', md);
 }

@@ -32,7 +32,7 @@ import { freePort } from '../starter/temporal-local';
 import { nodeCommand, projectScript } from '../workers/project';
 import { createTestEnv, pipelineBasePort, waitFor } from '../tests/helpers/env';
 import { stopTestPipeline } from '../tests/helpers/pipeline';
-import { percentile, progress, round1, type Row } from './common';
+import { percentile, progress, round1, type Row, writeMarkdown } from './common';
 import { machine, mdTable, readResults, type BenchResults } from './report';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -938,7 +938,7 @@ function notHealedList(r: SoakResult): string {
 }
 
 /** The "Chaos soak" section of docs/RELIABILITY.md (replaced in place when there is one, else appended). */
-export function writeReliabilitySection(root: string, r: SoakResult): void {
+export async function writeReliabilitySection(root: string, r: SoakResult): Promise<void> {
   const file = path.join(root, 'docs/RELIABILITY.md');
   const md = readFileSync(file, 'utf8');
   const settings = Object.entries(r.settings)
@@ -977,7 +977,7 @@ ${notHealedList(r)}`;
     const next = md.indexOf('\n## ', start + SECTION.length);
     out = `${md.slice(0, start)}${section}${next === -1 ? '' : md.slice(next)}`;
   }
-  writeFileSync(file, out);
+  await writeMarkdown(root, 'docs/RELIABILITY.md', out);
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -1081,7 +1081,7 @@ export async function benchSoak(args: string[]): Promise<boolean> {
     saved.soak = result;
     writeFileSync(path.join(ROOT, 'bench/results.json'), JSON.stringify(saved, null, 2) + '\n');
     console.log('written: bench/results.json (soak)');
-    writeReliabilitySection(ROOT, result);
+    await writeReliabilitySection(ROOT, result);
     console.log('written: docs/RELIABILITY.md (Chaos soak)');
   }
   return result.ok;
