@@ -251,10 +251,67 @@ export interface SoakResult {
     container?: string;
     at: string;
     detected?: { at: string; summary?: string; source?: string };
+    /**
+     * A requeue's first documents (of its evidence) as they ended the soak: their row and every processing outcome
+     * in `document_events`, to tell what took them out of every list.
+     */
+    documents?: DocumentTrail[];
   }[];
   faults: SoakFaultRow[];
   table: Row[];
   ok: boolean;
+}
+
+/** One document's row and processing outcomes, oldest first (`stage outcome worker at`). */
+interface DocumentTrail {
+  id: string;
+  stage: string;
+  status: string;
+  workerId: string | null;
+  attempts: number;
+  requeues: number;
+  createdAt: string;
+  updatedAt: string;
+  events: string[];
+}
+
+/** Documents of a false requeue shown in the soak's result. */
+const TRAIL_DOCUMENTS = 5;
+
+async function documentTrails(pool: pg.Pool, ids: unknown[]): Promise<DocumentTrail[]> {
+  const wanted = ids
+    .map(String)
+    .filter((id) => /^\d{1,18}$/.test(id))
+    .slice(0, TRAIL_DOCUMENTS);
+  if (wanted.length === 0) return [];
+  const { rows } = await pool.query<{
+    id: string;
+    stage: string;
+    status: string;
+    worker_id: string | null;
+    attempts: number;
+    requeue_count: number;
+    created_at: Date;
+    updated_at: Date;
+    events: string[] | null;
+  }>(
+    `SELECT d.id::text, d.stage, d.status, d.worker_id, d.attempts, d.requeue_count, d.created_at, d.updated_at,
+            (SELECT array_agg(e.stage || ' ' || e.outcome || ' ' || e.worker_id || ' ' || e.at::text ORDER BY e.id)
+               FROM document_events e WHERE e.document_id = d.id) AS events
+       FROM documents d WHERE d.id = ANY($1::bigint[]) ORDER BY d.id`,
+    [wanted],
+  );
+  return rows.map((r) => ({
+    id: r.id,
+    stage: r.stage,
+    status: r.status,
+    workerId: r.worker_id,
+    attempts: r.attempts,
+    requeues: r.requeue_count,
+    createdAt: r.created_at.toISOString(),
+    updatedAt: r.updated_at.toISOString(),
+    events: r.events ?? [],
+  }));
 }
 
 interface RunRow {
@@ -776,7 +833,7 @@ async function evaluate(a: {
   const started = new Map(runs.map((r) => [r.run_id, r.started.getTime()]));
   const { rows: detectedRows } = await pool.query<{
     run_id: string;
-    params: { summary?: string; evidence?: { source?: string } };
+    params: { summary?: string; evidence?: { source?: string; documentIds?: unknown[] } };
     created_at: Date;
   }>(`SELECT run_id, params, created_at FROM healing_log WHERE step = 'detected' AND run_id = ANY($1::text[])`, [
     executed.map((e) => e.run_id),
@@ -795,6 +852,9 @@ async function evaluate(a: {
     );
     if (!ok) {
       const d = detected.get(e.run_id);
+      const ids = d?.params.evidence?.documentIds;
+      const documents =
+        e.action === 'requeue_documents' && Array.isArray(ids) ? await documentTrails(pool, ids) : undefined;
       falseRemediations.push({
         workflowId: e.workflow_id,
         action: e.action,
@@ -810,6 +870,7 @@ async function evaluate(a: {
               },
             }
           : {}),
+        ...(documents?.length ? { documents } : {}),
       });
     }
   }

@@ -1,8 +1,9 @@
 /** Temporal for integration tests: the run's dev server, and a namespace of one's own. */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
 import { historyToJSON } from '@temporalio/common/lib/proto-utils';
+import type { temporal } from '@temporalio/proto';
 import { Redis } from 'ioredis';
 import { inject } from 'vitest';
 import { statusQuery } from '../../workflows/definitions';
@@ -77,28 +78,36 @@ export async function healingStatus(client: Client, workflowId: string): Promise
 
 /**
  * RECORD_HISTORIES=1: saves real histories of completed workflows for the replay test (tests/unit/replay.test.ts),
- * one per kind: monitoring cycles (quiet, starting a healing, signalling an open one) and healings by final phase.
+ * one per kind: monitoring cycles (quiet, starting a healing, signalling an open one, spending gone marks) and
+ * healings by final phase. A kind that has a file already keeps it: an old history is what proves that runs started
+ * by earlier code still replay, so a new recording never replaces it (delete the file to record it again).
  */
 export async function recordHistories(client: Client): Promise<void> {
   if (!process.env.RECORD_HISTORIES) return;
   const dir = path.join(__dirname, '../fixtures/histories');
   mkdirSync(dir, { recursive: true });
-  const seen = new Set<string>();
+  const seen = new Set<string>(readdirSync(dir).map((f) => f.replace(/\.json$/, '')));
   let looked = 0;
   for await (const wf of client.workflow.list({ query: "ExecutionStatus = 'Completed'" })) {
     if (++looked > 400) break;
     const handle = client.workflow.getHandle(wf.workflowId, wf.runId);
     const r = (await handle.result()) as { phase?: string; started?: string[]; signalled?: string[] };
-    const kind =
-      wf.type === 'healingWorkflow'
-        ? `healing-${r.phase}`
+    let history: temporal.api.history.v1.IHistory | undefined;
+    let kind: string;
+    if (wf.type === 'healingWorkflow') kind = `healing-${r.phase}`;
+    else if (r.started?.length || r.signalled?.length) {
+      history = await handle.fetchHistory();
+      const spends = history.events?.some(
+        (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'spendGoneMarks',
+      );
+      kind = spends
+        ? 'monitoring-spends-gone-marks'
         : r.started?.length
           ? 'monitoring-starts-healing'
-          : r.signalled?.length
-            ? 'monitoring-signals-open-healing'
-            : 'monitoring-quiet';
+          : 'monitoring-signals-open-healing';
+    } else kind = 'monitoring-quiet';
     if (seen.has(kind)) continue;
     seen.add(kind);
-    writeFileSync(path.join(dir, `${kind}.json`), historyToJSON(await handle.fetchHistory()));
+    writeFileSync(path.join(dir, `${kind}.json`), historyToJSON(history ?? (await handle.fetchHistory())));
   }
 }
