@@ -24,6 +24,7 @@ import type pg from 'pg';
 import { scanAll } from '../activities/metrics';
 import type { Keys, Stage } from '../core/keys';
 import { errorMessage } from '../core/errors';
+import { demuxDockerLog } from '../core/evidence';
 import { createChaos, registerLlmProcess, type Chaos } from '../pipeline/chaos';
 import { generateDocuments } from '../pipeline/generator';
 import { processCommandLine, readRegistrations } from '../pipeline/registry';
@@ -256,6 +257,11 @@ export interface SoakResult {
      * in `document_events`, to tell what took them out of every list.
      */
     documents?: DocumentTrail[];
+    /**
+     * A restart's container: its last log lines before the action (Docker's log of the container, both streams), for
+     * diagnosis only (no check reads them).
+     */
+    containerLog?: string[];
   }[];
   faults: SoakFaultRow[];
   table: Row[];
@@ -312,6 +318,28 @@ async function documentTrails(pool: pg.Pool, ids: unknown[]): Promise<DocumentTr
     updatedAt: r.updated_at.toISOString(),
     events: r.events ?? [],
   }));
+}
+
+/** Lines of a container's log in the 20 s before `at` (at most the last 30), or why there are none. */
+async function containerLogBefore(docker: Docker, container: string, at: Date): Promise<string[]> {
+  try {
+    const until = Math.ceil(at.getTime() / 1000);
+    const raw = await docker.getContainer(container).logs({
+      stdout: true,
+      stderr: true,
+      timestamps: true,
+      since: until - 20,
+      until,
+      follow: false,
+    });
+    return demuxDockerLog(raw)
+      .split('\n')
+      .filter((l) => l.trim().length > 0)
+      .map((l) => l.slice(0, 400))
+      .slice(-30);
+  } catch (err) {
+    return [`(no log: ${errorMessage(err)})`];
+  }
 }
 
 interface RunRow {
@@ -727,6 +755,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     return await evaluate({
       pool,
       redis,
+      docker,
       keys,
       stages,
       t0,
@@ -749,6 +778,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
 async function evaluate(a: {
   pool: pg.Pool;
   redis: Redis;
+  docker: Docker;
   keys: Keys;
   stages: Stage[];
   t0: Date;
@@ -855,6 +885,8 @@ async function evaluate(a: {
       const ids = d?.params.evidence?.documentIds;
       const documents =
         e.action === 'requeue_documents' && Array.isArray(ids) ? await documentTrails(pool, ids) : undefined;
+      const containerLog =
+        e.action === 'restart_worker' && container ? await containerLogBefore(a.docker, container, e.created_at) : [];
       falseRemediations.push({
         workflowId: e.workflow_id,
         action: e.action,
@@ -871,6 +903,7 @@ async function evaluate(a: {
             }
           : {}),
         ...(documents?.length ? { documents } : {}),
+        ...(containerLog.length ? { containerLog } : {}),
       });
     }
   }
