@@ -5,7 +5,7 @@
  *
  * Bounded at any size: the lost candidates come from an indexed, capped query (oldest first) and their membership is
  * decided inside Redis by one script per batch that walks the lists from the consuming end and stops as soon as
- * every candidate is found; the orphan check reads only the next ORPHAN_WINDOW entries of each queue (the ones
+ * every candidate is found (the ones it did not find are read again: only rows unchanged since the first read count); the orphan check reads only the next ORPHAN_WINDOW entries of each queue (the ones
  * workers take next), so an orphan is found at the latest when it is about to be consumed.
  */
 import type { Redis } from 'ioredis';
@@ -34,6 +34,14 @@ return absent`;
 export const LOST_CANDIDATES_SQL = `SELECT id::text AS id, stage, updated_at FROM documents
   WHERE status = 'queued' AND updated_at < now() - make_interval(secs => $1)
   ORDER BY updated_at LIMIT $2`;
+
+/**
+ * The candidates again, after the lists were searched: a row still queued in the same stage, not updated since the
+ * first read, is lost. One that changed was taken meanwhile (a worker moves an id out of every list only after its
+ * commit changed the row).
+ */
+export const LOST_RECHECK_SQL = `SELECT id::text AS id, stage, updated_at FROM documents
+  WHERE id = ANY($1::bigint[]) AND status = 'queued'`;
 
 /** The documents of the queue entries examined for orphans. */
 export const ORPHAN_LOOKUP_SQL = 'SELECT id::text AS id, stage, status FROM documents WHERE id = ANY($1::bigint[])';
@@ -77,8 +85,19 @@ async function findLost(deps: ReconcileDeps): Promise<Pick<ReconcilePart, 'lost'
       NOT_IN_LISTS,
     )(queues, [keys.processingPattern(), ...rows.map((r) => r.id)])) as string[],
   );
-  const lost = rows
-    .filter((r) => missing.has(r.id))
+  const absent = rows.filter((r) => missing.has(r.id));
+  if (absent.length === 0) return { lost: [], lostCandidates: rows.length };
+  // Postgres was read before the lists: a document a worker took from its queue, finished (or failed) and removed
+  // from its processing list in between is in no list by then, yet not lost. Only rows unchanged since stay.
+  const { rows: again } = await pool.query<{ id: string; stage: string; updated_at: Date }>(LOST_RECHECK_SQL, [
+    absent.map((r) => r.id),
+  ]);
+  const unchanged = new Map(again.map((r) => [r.id, r]));
+  const lost = absent
+    .filter((r) => {
+      const now = unchanged.get(r.id);
+      return now !== undefined && now.stage === r.stage && now.updated_at.getTime() === r.updated_at.getTime();
+    })
     .map((r) => ({ id: Number(r.id), stage: r.stage, queuedSince: r.updated_at.getTime() }));
   return { lost, lostCandidates: rows.length };
 }

@@ -9,7 +9,7 @@ import { DefaultLogger } from '@temporalio/worker';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createActionActivities, type ActionInput, type ActionResult } from '../../activities/actions';
-import { reconcile } from '../../activities/reconcile';
+import { LOST_CANDIDATES_SQL, reconcile } from '../../activities/reconcile';
 import { detectLostDocuments } from '../../core/detectors';
 import type { Plan } from '../../core/plan';
 import { runbookPlan } from '../../core/runbook';
@@ -57,6 +57,34 @@ describe('reconcile (the collector part)', () => {
     expect(part.lost.map((d) => d.id).sort((a, b) => a - b)).toEqual(lost);
     expect(part.lostCandidates).toBe(lost.length + inQueue.length + inProcessing.length);
     for (const id of [...young, ...processing]) expect(part.lost.map((d) => d.id)).not.toContain(id);
+  });
+
+  it('lost: a document a worker takes and finishes between the read of Postgres and the search of the lists is not lost', async () => {
+    // The race, made certain: the candidates are read while the document waits in its queue; before the lists are
+    // searched, a worker takes it, finishes it (the row changes) and removes it from its processing list.
+    const [taken] = await docs(1, 'queued');
+    const [lostToo] = await docs(1, 'queued');
+    await t.redis.lpush(t.keys.queue('extract'), taken!);
+    const pool = new Proxy(t.pool, {
+      get(target, prop, receiver) {
+        if (prop !== 'query') return Reflect.get(target, prop, receiver) as unknown;
+        return async (sql: string, params?: unknown[]) => {
+          const result = await target.query(sql, params);
+          if (sql === LOST_CANDIDATES_SQL) {
+            await t.redis.lrem(t.keys.queue('extract'), 0, taken!);
+            await target.query(
+              "UPDATE documents SET status = 'completed', completed_at = now(), updated_at = now() WHERE id = $1",
+              [taken],
+            );
+          }
+          return result;
+        };
+      },
+    });
+    const part = await reconcile({ ...deps(), pool });
+    expect(part.lostCandidates).toBe(2);
+    // The untouched one still is lost: the second read drops only rows that changed.
+    expect(part.lost.map((d) => d.id)).toEqual([lostToo]);
   });
 
   it('lost: found in a 100,000-entry queue without reading it into Node, the walk stopping early when all are found', async () => {
