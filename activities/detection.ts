@@ -66,10 +66,13 @@ return n`;
 
 const ALERTS_MAXLEN = 10_000;
 
+/** When the newest of `records` was taken (epoch ms); -Infinity for none. */
+const newestAt = (records: CycleRecord[]): number => records.at(-1)?.snapshot.at ?? Number.NEGATIVE_INFINITY;
+
 export function createDetectionActivities(deps: DetectionDeps) {
   const { redis, keys } = deps;
-  // When Redis cannot be read, the last records this process wrote stand in for the stream, so noise control
-  // still counts consecutive degraded cycles.
+  // When Redis cannot be read, or the stream lost what this process wrote to it, the last records this process
+  // wrote stand in for the stream, so noise control still counts consecutive cycles.
   let memory: CycleRecord[] = [];
 
   const readHistory = () => latestCycleRecords(redis, keys, deps.historyLimit);
@@ -157,6 +160,14 @@ export function createDetectionActivities(deps: DetectionDeps) {
       try {
         history = await readHistory();
       } catch {
+        history = memory;
+        historyFrom = 'memory';
+      }
+      // The stream lost records this process wrote (a flush of the pipeline's Redis, a Redis restart without
+      // persistence): what it remembers stands in. Read as it is, the empty stream made every lasting anomaly fire
+      // again as new, a dead container a human had been asked about included, and its new healing restarted it.
+      // Another monitor's newer record in the stream is no loss: then the stream wins.
+      if (historyFrom === 'redis' && newestAt(memory) > newestAt(history)) {
         history = memory;
         historyFrom = 'memory';
       }
