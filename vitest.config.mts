@@ -5,8 +5,9 @@ import { defineConfig } from 'vitest/config';
 /**
  * Integration files that run one at a time, after the parallel ones: those that drive the real model or a browser,
  * each taking most of a core while it runs (about 10 s each). The files that kill and restart the services they
- * depend on (outage, restarts: private Postgres and Redis, a Temporal server of their own) and the crash loop (each
- * crash timed from selfheal's own state, not from the clock) are as isolated as the others and run beside them.
+ * depend on are as isolated as the others and run beside them: outage kills a private Postgres and Redis, restarts a
+ * Temporal server of its own, each brought back on a port no other file can take meanwhile (`heldPort`,
+ * tests/helpers/env.ts); the crash loop times each crash from selfheal's own state, not from the clock.
  */
 const SERIAL = [
   'tests/integration/llm-real.test.ts',
@@ -18,7 +19,8 @@ const SERIAL = [
  * Integration files at once (SELFHEAL_TEST_WORKERS, default 4). Each stands up its own selfheal, pipeline
  * containers, namespace, schema and Redis prefix (tests/helpers/stack.ts), so they are isolated and may run side by
  * side. Most of their time is waiting on the system under test (cycles, thresholds, timers), not the CPU: with three
- * at a time the 2 cores were idle 41 % of a CI run (vmstat), with four 22 %, and the run took 677 s instead of 852.
+ * at a time the 2 cores were idle 41 % of a CI run (vmstat), with four 22 %, and the run took 677 s instead of 852
+ * (996 s when the files above were serial too).
  * The 5-minute chaos soak (project chaos-soak) takes one of the four for its whole run.
  */
 const PARALLEL = Number(process.env.SELFHEAL_TEST_WORKERS ?? 4);

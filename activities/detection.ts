@@ -31,6 +31,8 @@ export interface DetectionDeps {
   retentionSeconds: number;
   /** Records read back per cycle (covers the longest threshold at the configured interval). */
   historyLimit: number;
+  /** s between cycles (MONITOR_INTERVAL): how recent the records this process remembers must be to stand in. */
+  intervalSeconds: number;
 }
 
 export interface DetectInput {
@@ -75,7 +77,29 @@ export function createDetectionActivities(deps: DetectionDeps) {
   // wrote stand in for the stream, so noise control still counts consecutive cycles.
   let memory: CycleRecord[] = [];
 
-  const readHistory = () => latestCycleRecords(redis, keys, deps.historyLimit);
+  /**
+   * The history for a snapshot taken at `at`: the stream's, or what this process remembers when Redis cannot be read
+   * or the stream lost the records this process wrote (a flush of the pipeline's Redis, a Redis restart without
+   * persistence). Read as it was, the emptied stream made every lasting anomaly fire again as new, a dead container
+   * a human had been asked about included, and its new healing restarted it. Another monitor's newer record in the
+   * stream is no loss (the stream wins), and a memory older than `clearAfterCycles` intervals before `at` is not
+   * used: what it had active may have cleared since, in cycles another monitor ran or while the Schedule was paused.
+   */
+  const historyAt = async (
+    at: number,
+    t: Thresholds,
+  ): Promise<{ history: CycleRecord[]; from: 'redis' | 'memory' }> => {
+    let history: CycleRecord[];
+    try {
+      history = await latestCycleRecords(redis, keys, deps.historyLimit);
+    } catch {
+      return { history: memory, from: 'memory' };
+    }
+    const fresh = at - newestAt(memory) <= (t.clearAfterCycles + 1) * deps.intervalSeconds * 1000;
+    return fresh && newestAt(memory) > newestAt(history)
+      ? { history: memory, from: 'memory' }
+      : { history, from: 'redis' };
+  };
   /** Deletes marks, each only if no recheck wrote a newer one since it was read. */
   const deleteMarks = async (marks: GoneMark[]): Promise<void> => {
     if (marks.length === 0) return;
@@ -114,12 +138,7 @@ export function createDetectionActivities(deps: DetectionDeps) {
       current?: Anomaly;
       degraded: string[];
     }> {
-      let history: CycleRecord[];
-      try {
-        history = await readHistory();
-      } catch {
-        history = memory;
-      }
+      const { history } = await historyAt(input.snapshot.at, input.thresholds);
       let found = detectAll(input.snapshot, history, input.thresholds, input.snapshot.at).find(
         (a) => a.fingerprint === input.anomaly.fingerprint,
       );
@@ -155,22 +174,7 @@ export function createDetectionActivities(deps: DetectionDeps) {
 
     async detectAnomalies(input: DetectInput): Promise<DetectResult> {
       const { snapshot, thresholds } = input;
-      let history: CycleRecord[];
-      let historyFrom: DetectResult['historyFrom'] = 'redis';
-      try {
-        history = await readHistory();
-      } catch {
-        history = memory;
-        historyFrom = 'memory';
-      }
-      // The stream lost records this process wrote (a flush of the pipeline's Redis, a Redis restart without
-      // persistence): what it remembers stands in. Read as it is, the empty stream made every lasting anomaly fire
-      // again as new, a dead container a human had been asked about included, and its new healing restarted it.
-      // Another monitor's newer record in the stream is no loss: then the stream wins.
-      if (historyFrom === 'redis' && newestAt(memory) > newestAt(history)) {
-        history = memory;
-        historyFrom = 'memory';
-      }
+      const { history, from: historyFrom } = await historyAt(snapshot.at, thresholds);
       const evaluated = evaluateCycle(snapshot, history, thresholds, snapshot.at);
       const gone = await readGone();
       const again = refiredAfterGone(evaluated, history, snapshot.at, gone, thresholds);

@@ -258,8 +258,8 @@ export interface SoakResult {
      */
     documents?: DocumentTrail[];
     /**
-     * A restart's container: its last log lines before the action (Docker's log of the container, both streams), for
-     * diagnosis only (no check reads them).
+     * A restart's container: its last log lines before the anomaly was detected (Docker's log of the container, both
+     * streams), for diagnosis only (no check reads them).
      */
     containerLog?: string[];
   }[];
@@ -320,7 +320,7 @@ async function documentTrails(pool: pg.Pool, ids: unknown[]): Promise<DocumentTr
   }));
 }
 
-/** Lines of a container's log in the 20 s before `at` (at most the last 30), or why there are none. */
+/** The last 30 lines of a container's log in the 10 minutes before `at`, or why there are none. */
 async function containerLogBefore(docker: Docker, container: string, at: Date): Promise<string[]> {
   try {
     const until = Math.ceil(at.getTime() / 1000);
@@ -328,7 +328,7 @@ async function containerLogBefore(docker: Docker, container: string, at: Date): 
       stdout: true,
       stderr: true,
       timestamps: true,
-      since: until - 20,
+      since: until - 600,
       until,
       follow: false,
     });
@@ -885,8 +885,11 @@ async function evaluate(a: {
       const ids = d?.params.evidence?.documentIds;
       const documents =
         e.action === 'requeue_documents' && Array.isArray(ids) ? await documentTrails(pool, ids) : undefined;
+      // Up to the detection: the restart's own start-up lines come later, and the death may be minutes before.
       const containerLog =
-        e.action === 'restart_worker' && container ? await containerLogBefore(a.docker, container, e.created_at) : [];
+        e.action === 'restart_worker' && container
+          ? await containerLogBefore(a.docker, container, d?.created_at ?? e.created_at)
+          : [];
       falseRemediations.push({
         workflowId: e.workflow_id,
         action: e.action,

@@ -60,6 +60,7 @@ export function monitorActivities(config: Config, { pool, pipelinePool, redis }:
       keys,
       retentionSeconds: config.METRICS_RETENTION,
       historyLimit: historyLimit(config),
+      intervalSeconds: config.MONITOR_INTERVAL,
     }),
   };
 }

@@ -5,6 +5,7 @@
  * (one database, as with SELFHEAL_DATABASE_URL unset); tests/integration/existing-pipeline.test.ts separates them.
  */
 import { randomBytes } from 'node:crypto';
+import net from 'node:net';
 import { Redis } from 'ioredis';
 import type pg from 'pg';
 import { createKeys, type Keys } from '../../core/keys';
@@ -54,6 +55,26 @@ export function withSearchPath(url: string, schema: string): string {
  */
 export function pipelineBasePort(): number {
   return 20_000 + Math.floor(Math.random() * 1_500) * 8;
+}
+
+/**
+ * A port for a service a test stops and starts again on the same port (a private Redis or Postgres, a Temporal server
+ * of its own), or one that must stay closed for minutes (an LLM that is down). From 12000-19999: below the kernel's
+ * ephemeral range, where `freePort` and every outgoing connection take theirs, and apart from `pipelineBasePort`'s,
+ * so that a file running beside it cannot get the port while the service is down. Checked free when picked.
+ */
+export async function heldPort(): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = 12_000 + Math.floor(Math.random() * 8_000);
+    const free = await new Promise<boolean>((resolve) => {
+      const server = net.createServer();
+      server.unref();
+      server.once('error', () => resolve(false));
+      server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+    });
+    if (free) return port;
+  }
+  throw new Error('no free port in 12000-19999');
 }
 
 export async function createTestEnv(): Promise<TestEnv> {

@@ -8,7 +8,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
-import { findTemporalCli, freePort, INSTALL_HINT, startDevServer } from '../../starter/temporal-local';
+import { findTemporalCli, INSTALL_HINT, startDevServer } from '../../starter/temporal-local';
+import { heldPort } from './env';
 import { registerSearchAttributes } from '../../workers/temporal-connection';
 
 export interface OwnTemporal {
@@ -29,7 +30,7 @@ export interface OwnTemporal {
 export async function startOwnTemporal(namespace: string): Promise<OwnTemporal> {
   const cli = findTemporalCli(process.env.TEMPORAL_CLI_PATH);
   if (!cli) throw new Error(`temporal CLI not found: ${INSTALL_HINT}`);
-  const port = await freePort();
+  const port = await heldPort();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'selfheal-temporal-'));
   const dbFile = path.join(dir, 'temporal.db');
   const logFile = path.join(dir, 'temporal.log');

@@ -1,5 +1,5 @@
 /**
- * A Redis server and a PostgreSQL cluster of one test's own, on free ports, which the test can stop and start again
+ * A Redis server and a PostgreSQL cluster of one test's own, on ports no other file takes while they are down (`heldPort`), which the test can stop and start again
  * (a real outage: the server process dies, every connection drops, the port refuses) without touching the shared
  * services every other test uses. Both keep their data across a stop: Redis through an append-only file synced on
  * every write, PostgreSQL through its WAL (crash recovery on the next start), as a production restart would.
@@ -13,8 +13,7 @@ import { createKeys } from '../../core/keys';
 import { migrate } from '../../db/migrate';
 import { createPool } from '../../db/pool';
 import { ensurePipelineSchema } from '../../pipeline/schema';
-import { freePort } from '../../starter/temporal-local';
-import { uniqueId, waitFor, type TestEnv } from './env';
+import { heldPort, uniqueId, waitFor, type TestEnv } from './env';
 
 const PG_BIN = process.env.PG_BIN ?? '/usr/lib/postgresql/15/bin';
 
@@ -29,9 +28,9 @@ export interface PrivateService {
   destroy(): Promise<void>;
 }
 
-/** redis-server on 127.0.0.1 and a free port, with `appendfsync always`: a kill loses no acknowledged write. */
+/** redis-server on 127.0.0.1 and a held port, with `appendfsync always`: a kill loses no acknowledged write. */
 export async function startPrivateRedis(): Promise<PrivateService> {
-  const port = await freePort();
+  const port = await heldPort();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'selfheal-redis-'));
   const url = `redis://127.0.0.1:${port}`;
   let child: ChildProcess | undefined;
@@ -105,12 +104,12 @@ function pgRun(program: string, args: string[]): void {
 }
 
 /**
- * A PostgreSQL cluster of its own (initdb in a temporary directory) on 127.0.0.1 and a free port, unix socket in the
+ * A PostgreSQL cluster of its own (initdb in a temporary directory) on 127.0.0.1 and a held port, unix socket in the
  * same directory, trust authentication for the `selfheal` superuser, and one database `selfheal`. `stop()` is
  * `pg_ctl stop -m immediate`: every backend dies without a checkpoint, as in a crash; `start()` recovers from the WAL.
  */
 export async function startPrivatePostgres(): Promise<PrivateService> {
-  const port = await freePort();
+  const port = await heldPort();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'selfheal-pg-'));
   if (process.getuid?.() === 0) {
     const ids = spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' });

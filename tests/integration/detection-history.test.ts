@@ -33,12 +33,15 @@ beforeEach(() => {
   T0 = Date.now() - 60_000;
 });
 
+/** Cycles 1 s apart, as `intervalSeconds` says. */
+const deps = () => ({ redis: t.redis, keys: t.keys, retentionSeconds: 3_600, historyLimit: 50, intervalSeconds: 1 });
+
 describe('detection history', () => {
   const cycle = (d: ReturnType<typeof createDetectionActivities>, at: number, snap = dead(at)) =>
     d.detectAnomalies({ snapshot: snap, thresholds, cycleStartedAt: Date.now() });
 
   it('the stream flushed: a container dead all along is still active, not fired again; the stream is written on', async () => {
-    const d = createDetectionActivities({ redis: t.redis, keys: t.keys, retentionSeconds: 3_600, historyLimit: 50 });
+    const d = createDetectionActivities(deps());
     const first = await cycle(d, T0);
     expect(first.fired.map((a) => a.target)).toEqual(['pipeline-extract-1']);
     expect((await cycle(d, T0 + 1_000)).fired).toEqual([]);
@@ -64,9 +67,8 @@ describe('detection history', () => {
   });
 
   it("another monitor's newer record in the stream wins over what this one remembers", async () => {
-    const deps = { redis: t.redis, keys: t.keys, retentionSeconds: 3_600, historyLimit: 50 };
-    const a = createDetectionActivities(deps);
-    const b = createDetectionActivities(deps);
+    const a = createDetectionActivities(deps());
+    const b = createDetectionActivities(deps());
     expect((await cycle(a, T0)).fired.map((x) => x.target)).toEqual(['pipeline-extract-1']);
     // The other monitor takes the next cycles: the container came back, and the anomaly cleared.
     for (let i = 1; i <= thresholds.clearAfterCycles; i++) {
@@ -77,5 +79,15 @@ describe('detection history', () => {
     const again = await cycle(a, T0 + 10_000);
     expect(again.historyFrom).toBe('redis');
     expect(again.fired.map((x) => x.target)).toEqual(['pipeline-extract-1']);
+  });
+
+  it('what this monitor remembers is not used once older than ANOMALY_CLEAR_CYCLES intervals: the anomaly may have cleared since', async () => {
+    const d = createDetectionActivities(deps());
+    expect((await cycle(d, T0)).fired.map((x) => x.target)).toEqual(['pipeline-extract-1']);
+    await t.redis.unlink(...(await t.redis.keys(`${t.prefix}*`)));
+    // No cycle of this monitor for 10 intervals (another one ran them, or the Schedule was paused): the stream is read.
+    const later = await cycle(d, T0 + 10_000);
+    expect(later.historyFrom).toBe('redis');
+    expect(later.fired.map((x) => x.target)).toEqual(['pipeline-extract-1']);
   });
 });

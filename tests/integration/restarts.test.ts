@@ -19,11 +19,10 @@ import type { temporal } from '@temporalio/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensurePipelineImage } from '../../pipeline/image';
 import type { PipelineRunner, RunningWorker } from '../../pipeline/runner';
-import { freePort } from '../../starter/temporal-local';
 import { waitForPollers } from '../../workers/temporal-connection';
 import { healingWorkflowId, MONITOR_SCHEDULE_ID, statusQuery, TaskQueue } from '../../workflows/definitions';
 import type { HealingStatus } from '../../workflows/healing';
-import { createTestEnv, type TestEnv, waitFor } from '../helpers/env';
+import { createTestEnv, heldPort, type TestEnv, waitFor } from '../helpers/env';
 import { startOwnTemporal, type OwnTemporal } from '../helpers/own-temporal';
 import { createTestRunner, stopTestPipeline, testDocker, waitForDocuments } from '../helpers/pipeline';
 import { startSelfheal, type RunningSelfheal } from '../helpers/selfheal';
@@ -92,7 +91,7 @@ describe('R3: the Temporal dev server restarts while healings wait for approval'
   beforeAll(async () => {
     t = await createTestEnv();
     server = await startOwnTemporal(NS);
-    ollamaUrl = `http://127.0.0.1:${await freePort()}`;
+    ollamaUrl = `http://127.0.0.1:${await heldPort()}`;
     receiver = await startWebhookReceiver();
     const { image } = await ensurePipelineImage(docker);
     runner = createTestRunner(t, { docker, image, work: { minMs: 5, maxMs: 15 } });
@@ -328,7 +327,7 @@ describe('R2: every selfheal worker is down for several cycles while the Schedul
   beforeAll(async () => {
     t = await createTestEnv();
     ns = await allocateNamespace();
-    ollamaUrl = `http://127.0.0.1:${await freePort()}`;
+    ollamaUrl = `http://127.0.0.1:${await heldPort()}`;
     const { image } = await ensurePipelineImage(docker);
     runner = createTestRunner(t, { docker, image, work: { minMs: 5, maxMs: 15 } });
     workers = await runner.startMany([
