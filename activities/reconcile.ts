@@ -5,7 +5,8 @@
  *
  * Bounded at any size: the lost candidates come from an indexed, capped query (oldest first) and their membership is
  * decided inside Redis by one script per batch that walks the lists from the consuming end and stops as soon as
- * every candidate is found (the ones it did not find are read again: only rows unchanged since the first read count); the orphan check reads only the next ORPHAN_WINDOW entries of each queue (the ones
+ * every candidate is found (the ones it did not find are read again: only rows unchanged since the first read
+ * count); the orphan check reads only the next ORPHAN_WINDOW entries of each queue (the ones
  * workers take next), so an orphan is found at the latest when it is about to be consumed.
  */
 import type { Redis } from 'ioredis';

@@ -1,8 +1,9 @@
 /**
- * A Redis server and a PostgreSQL cluster of one test's own, on ports no other file takes while they are down (`heldPort`), which the test can stop and start again
- * (a real outage: the server process dies, every connection drops, the port refuses) without touching the shared
- * services every other test uses. Both keep their data across a stop: Redis through an append-only file synced on
- * every write, PostgreSQL through its WAL (crash recovery on the next start), as a production restart would.
+ * A Redis server and a PostgreSQL cluster of one test's own, on ports no other file takes while they are down
+ * (`heldPort`), which the test can stop and start again (a real outage: the server process dies, every connection
+ * drops, the port refuses) without touching the shared services every other test uses. Both keep their data across
+ * a stop: Redis through an append-only file synced on every write, PostgreSQL through its WAL (crash recovery on the
+ * next start), as a production restart would.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chownSync, mkdtempSync, rmSync } from 'node:fs';
