@@ -82,7 +82,7 @@ export function createDetectionActivities(deps: DetectionDeps) {
    * or the stream lost the records this process wrote (a flush of the pipeline's Redis, a Redis restart without
    * persistence). Read as it was, the emptied stream made every lasting anomaly fire again as new, a dead container
    * a human had been asked about included, and its new healing restarted it. Another monitor's newer record in the
-   * stream is no loss (the stream wins), and a memory older than `clearAfterCycles` intervals before `at` is not
+   * stream is no loss (the stream wins), and a memory older than `clearAfterCycles` + 1 intervals before `at` is not
    * used: what it had active may have cleared since, in cycles another monitor ran or while the Schedule was paused.
    */
   const historyAt = async (

@@ -38,8 +38,8 @@ export const LOST_CANDIDATES_SQL = `SELECT id::text AS id, stage, updated_at FRO
 
 /**
  * The candidates again, after the lists were searched: a row still queued in the same stage, not updated since the
- * first read, is lost. One that changed was taken meanwhile (a worker moves an id out of every list only after its
- * commit changed the row).
+ * first read, is lost. One that changed was taken meanwhile: a worker that finishes a document commits the row
+ * before it removes the id from its processing list.
  */
 export const LOST_RECHECK_SQL = `SELECT id::text AS id, stage, updated_at FROM documents
   WHERE id = ANY($1::bigint[]) AND status = 'queued'`;
