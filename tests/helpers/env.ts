@@ -58,23 +58,28 @@ export function pipelineBasePort(): number {
 }
 
 /**
- * A port for a service a test stops and starts again on the same port (a private Redis or Postgres, a Temporal server
- * of its own), or one that must stay closed for minutes (an LLM that is down). From 12000-19999: below the kernel's
- * ephemeral range, where `freePort` and every outgoing connection take theirs, and apart from `pipelineBasePort`'s,
- * so that a file running beside it cannot get the port while the service is down. Checked free when picked.
+ * A port (or `count` consecutive ones, the first returned) for a process a test starts, which binds it later: a
+ * worker's metrics or health server, a Temporal server, a service the test stops and starts again on the same port
+ * (a private Redis or Postgres), or a port that must stay closed for minutes (an LLM that is down). From
+ * 12000-19999: below the kernel's ephemeral range, where `freePort` and every outgoing connection of every file
+ * running beside it take theirs, and apart from `pipelineBasePort`'s. A port from `freePort` was taken that way
+ * before the process bound it (a CI run: the SDK metrics exporter failed with EADDRINUSE). Checked free when picked.
  */
-export async function heldPort(): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const port = 12_000 + Math.floor(Math.random() * 8_000);
-    const free = await new Promise<boolean>((resolve) => {
+export async function heldPort(count = 1): Promise<number> {
+  const bindable = (port: number) =>
+    new Promise<boolean>((resolve) => {
       const server = net.createServer();
       server.unref();
       server.once('error', () => resolve(false));
       server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
     });
-    if (free) return port;
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = 12_000 + Math.floor(Math.random() * (8_000 - count));
+    let free = true;
+    for (let p = base; p < base + count && free; p++) free = await bindable(p);
+    if (free) return base;
   }
-  throw new Error('no free port in 12000-19999');
+  throw new Error(`no ${count} free consecutive ports in 12000-19999`);
 }
 
 export async function createTestEnv(): Promise<TestEnv> {

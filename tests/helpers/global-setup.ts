@@ -11,7 +11,6 @@ import { Connection } from '@temporalio/client';
 import type { TestProject } from 'vitest/node';
 import {
   findTemporalCli,
-  freePort,
   INSTALL_HINT,
   PROJECT_ROOT,
   startDevServer,
@@ -19,6 +18,7 @@ import {
 } from '../../starter/temporal-local';
 import { nodeCommand } from '../../workers/project';
 import { registerSearchAttributes } from '../../workers/temporal-connection';
+import { heldPort } from './env';
 
 /**
  * Namespaces available to the tests of one run (each test file or describe takes its own; the suite needs about 30,
@@ -31,8 +31,8 @@ let server: ChildProcess | undefined;
 export async function setup(project: TestProject): Promise<void> {
   const cli = findTemporalCli(process.env.TEMPORAL_CLI_PATH);
   if (!cli) throw new Error(`temporal CLI not found: ${INSTALL_HINT}`);
-  const port = await freePort();
-  const uiPort = await freePort();
+  const port = await heldPort();
+  const uiPort = await heldPort();
   const runId = `${process.pid}-${Date.now()}`;
   const runDir = path.join(PROJECT_ROOT, '.data', 'test-runs', runId);
   mkdirSync(runDir, { recursive: true });

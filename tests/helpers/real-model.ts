@@ -11,8 +11,9 @@ import path from 'node:path';
 import { LOCAL_MODEL, modelListed } from '../../core/local-model';
 import { findOllamaBin, ollamaModelsDir, startOllamaServer } from '../../starter/ollama-local';
 import { ollamaTags } from '../../workers/ollama-probe';
-import { freePort, stopProcessGroup } from '../../starter/temporal-local';
+import { stopProcessGroup } from '../../starter/temporal-local';
 import { errorMessage } from '../../core/errors';
+import { heldPort } from './env';
 
 export type RealModel =
   | { problem: undefined; host: string; model: string; stop: () => Promise<void> }
@@ -38,7 +39,7 @@ export async function realModel(): Promise<RealModel> {
   const binary = findOllamaBin();
   if (!binary) return { problem: 'the local model is not installed: run scripts/dev.sh llm', stop: none };
   const logDir = mkdtempSync(path.join(os.tmpdir(), 'selfheal-test-ollama-'));
-  const listen = `127.0.0.1:${await freePort()}`;
+  const listen = `127.0.0.1:${await heldPort()}`;
   let server: ChildProcess;
   try {
     server = await startOllamaServer({

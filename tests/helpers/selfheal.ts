@@ -7,9 +7,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { inject } from 'vitest';
-import { freePort } from '../../starter/temporal-local';
 import { CLI } from './cli';
-import { waitFor, type TestEnv } from './env';
+import { waitFor, type TestEnv, heldPort } from './env';
 
 export { CLI, ROOT } from './cli';
 
@@ -45,7 +44,7 @@ export async function startSelfheal(
   extra: Record<string, string> = {},
 ): Promise<RunningSelfheal> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'selfheal-test-'));
-  const metricsPort = await freePort();
+  const metricsPort = await heldPort();
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
     HOME: process.env.HOME,
@@ -57,7 +56,7 @@ export async function startSelfheal(
     SELFHEAL_DATA_DIR: dataDir,
     // Nothing listens there unless a test says otherwise (a fake Ollama's URL in `extra`): at the default address, up
     // would start the real local model server (tests/integration/local-model.test.ts covers that).
-    OLLAMA_HOST: `http://127.0.0.1:${await freePort()}`,
+    OLLAMA_HOST: `http://127.0.0.1:${await heldPort()}`,
     // Built once per run by the global setup; `extra` may set it to '' to have `up` bundle the workflows itself.
     SELFHEAL_WORKFLOW_BUNDLE: inject('workflowBundle'),
     ...extra,

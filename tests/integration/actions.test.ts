@@ -20,8 +20,7 @@ import { createChaos } from '../../pipeline/chaos';
 import { ensurePipelineImage } from '../../pipeline/image';
 import type { PipelineRunner, RunningWorker } from '../../pipeline/runner';
 import { PREFIX_LABEL } from '../../pipeline/runner-support';
-import { freePort } from '../../starter/temporal-local';
-import { createTestEnv, uniqueId, waitFor, type TestEnv } from '../helpers/env';
+import { createTestEnv, uniqueId, waitFor, type TestEnv, heldPort } from '../helpers/env';
 import {
   createTestRunner,
   httpStatus,
@@ -225,7 +224,7 @@ describe('restartWorker (real Docker engine)', () => {
       docker: counted.docker,
       config: {
         ...baseConfig,
-        healthTargets: [{ container: name, url: `http://127.0.0.1:${await freePort()}/health` }],
+        healthTargets: [{ container: name, url: `http://127.0.0.1:${await heldPort()}/health` }],
         restartHealthTimeoutMs: 2_000,
       },
       log: silent,

@@ -9,9 +9,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { freePort } from '../../starter/temporal-local';
 import type { DemoResult } from '../../starter/demo';
-import { createTestEnv, pipelineBasePort, type TestEnv } from '../helpers/env';
+import { createTestEnv, pipelineBasePort, type TestEnv, heldPort } from '../helpers/env';
 import { testDocker } from '../helpers/pipeline';
 import { CLI } from '../helpers/selfheal';
 import { allocateNamespace } from '../helpers/temporal';
@@ -42,9 +41,9 @@ describe('selfheal demo --auto-approve --json', () => {
       ...t.env,
       TEMPORAL_ADDRESS: inject('temporalAddress'),
       TEMPORAL_NAMESPACE: namespace,
-      METRICS_PORT: String(await freePort()),
+      METRICS_PORT: String(await heldPort()),
       // Nothing listens there: every plan is the runbook's, fast and deterministic.
-      OLLAMA_HOST: `http://127.0.0.1:${await freePort()}`,
+      OLLAMA_HOST: `http://127.0.0.1:${await heldPort()}`,
       SELFHEAL_DATA_DIR: dataDir,
       PIPELINE_BASE_PORT: String(pipelineBasePort()),
       LOG_LEVEL: 'warn',

@@ -8,11 +8,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDockerActivities, policyRestartsSince, recordPolicyRestarts } from '../../activities/docker';
 import { createSafetyActivities } from '../../activities/safety';
-import { freePort, PREFIX_LABEL } from '../../pipeline/runner-support';
+import { PREFIX_LABEL } from '../../pipeline/runner-support';
 import { healingWorkflowId, type HealingStatus } from '../../workflows/definitions';
 import { makeUnhealthy, removeTestContainers, runTestContainer, SLEEPER, STOPPABLE } from '../helpers/containers';
 import { watchDockerEvents } from '../helpers/docker-events';
-import { waitFor } from '../helpers/env';
+import { waitFor, heldPort } from '../helpers/env';
 import { startStack, type Stack } from '../helpers/stack';
 import { endedRun } from '../helpers/temporal';
 
@@ -38,7 +38,7 @@ describe('Docker-native health', () => {
   }
 
   beforeAll(async () => {
-    webPort = await freePort();
+    webPort = await heldPort();
     s = await startStack({
       ollama: { replies: [{ kind: 'status', status: 500 }] },
       receiver: true,

@@ -15,10 +15,10 @@ import { LOCAL_MODEL, modelListed } from '../../core/local-model';
 import type { DoctorRow } from '../../starter/doctor';
 import { findOllamaBin, ollamaModelsDir, startOllamaServer } from '../../starter/ollama-local';
 import { ollamaTags } from '../../workers/ollama-probe';
-import { freePort, stopProcessGroup } from '../../starter/temporal-local';
+import { stopProcessGroup } from '../../starter/temporal-local';
 import { isPortOpen } from '../../workers/temporal-connection';
 import { CLI } from '../helpers/cli';
-import { createTestEnv, type TestEnv, waitFor } from '../helpers/env';
+import { createTestEnv, type TestEnv, waitFor, heldPort } from '../helpers/env';
 
 const INSTALL = 'the local model is not installed: run scripts/dev.sh llm';
 
@@ -51,7 +51,7 @@ describe('local model server', () => {
 
   it('startOllamaServer on a free port: answers, lists smollm2:135m, and is gone after the stop', async () => {
     expect(binary, INSTALL).toBeDefined();
-    const listen = `127.0.0.1:${await freePort()}`;
+    const listen = `127.0.0.1:${await heldPort()}`;
     const t0 = Date.now();
     const server = await startOllamaServer({
       binary: binary!,
@@ -92,20 +92,20 @@ describe('local model server', () => {
         ctx.skip();
       }
       expect(binary, INSTALL).toBeDefined();
-      const metricsPort = await freePort();
+      const metricsPort = await heldPort();
       const env: NodeJS.ProcessEnv = {
         PATH: process.env.PATH,
         HOME: process.env.HOME,
         ...(process.env.SELFHEAL_CACHE_DIR ? { SELFHEAL_CACHE_DIR: process.env.SELFHEAL_CACHE_DIR } : {}),
         ...t.env,
-        TEMPORAL_ADDRESS: `127.0.0.1:${await freePort()}`,
+        TEMPORAL_ADDRESS: `127.0.0.1:${await heldPort()}`,
         METRICS_PORT: String(metricsPort),
         OLLAMA_HOST: 'http://127.0.0.1:11434',
         SELFHEAL_DATA_DIR: dataDir,
         LOG_LEVEL: 'warn',
       };
       let out = '';
-      const child = spawn(process.execPath, [...CLI, 'up', '--no-pipeline', '--ui-port', String(await freePort())], {
+      const child = spawn(process.execPath, [...CLI, 'up', '--no-pipeline', '--ui-port', String(await heldPort())], {
         env,
         stdio: ['ignore', 'pipe', 'pipe'],
       });

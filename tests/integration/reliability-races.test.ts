@@ -17,12 +17,11 @@ import { detectAll, type Thresholds } from '../../core/detectors';
 import type { Anomaly } from '../../core/types';
 import { generateDocuments } from '../../pipeline/generator';
 import type { PipelineRunner, RunningWorker } from '../../pipeline/runner';
-import { freePort } from '../../starter/temporal-local';
 import { healingPolicy } from '../../workers/schedule';
 import { monitorActivities } from '../../workers/activities';
 import { approveSignal, healingWorkflowId, statusQuery, TaskQueue } from '../../workflows/definitions';
 import { healingWorkflow, type HealingPolicy, type HealingStatus } from '../../workflows/healing';
-import { createTestEnv, type TestEnv, uniqueId, waitFor } from '../helpers/env';
+import { createTestEnv, type TestEnv, uniqueId, waitFor, heldPort } from '../helpers/env';
 import { createTestRunner, healthBody, scanAll, stopTestPipeline } from '../helpers/pipeline';
 import { allocateNamespace } from '../helpers/temporal';
 import { createTestWorkers, workflowBundle } from '../helpers/workers';
@@ -48,7 +47,7 @@ let namespace: Promise<string> | undefined;
 async function startHarness(env: Record<string, string>) {
   const t = await createTestEnv();
   // Nothing listens there: every analysis falls back to the runbook at once.
-  const ollamaPort = await freePort();
+  const ollamaPort = await heldPort();
   const parsed = parseConfig({
     ...t.env,
     OLLAMA_HOST: `http://127.0.0.1:${ollamaPort}`,

@@ -14,9 +14,8 @@ import { listHealings } from '../../starter/healings';
 import type { ScheduleCommandResult } from '../../starter/schedule-command';
 import { ensureMonitorSchedule } from '../../workers/schedule';
 import type { StatusReport } from '../../starter/status';
-import { freePort } from '../../starter/temporal-local';
 import { healingWorkflowId, MONITOR_SCHEDULE_ID, TaskQueue } from '../../workflows/definitions';
-import { createTestEnv, type TestEnv, uniqueId, waitFor } from '../helpers/env';
+import { createTestEnv, type TestEnv, uniqueId, waitFor, heldPort } from '../helpers/env';
 import { CLI, type RunningSelfheal } from '../helpers/selfheal';
 import { startStack, type Stack } from '../helpers/stack';
 import { allocateNamespace, connectClient, healingStatus } from '../helpers/temporal';
@@ -249,7 +248,7 @@ describe('selfheal status and selfheal schedule, without workers', () => {
   });
 
   it('Temporal that does not answer: one error line and a non-zero exit', async () => {
-    const address = `127.0.0.1:${await freePort()}`;
+    const address = `127.0.0.1:${await heldPort()}`;
     expectOneErrorLine(cli(['status'], address), new RegExp(`cannot reach Temporal at ${address}`));
     expectOneErrorLine(cli(['schedule', 'pause'], address), new RegExp(`cannot reach Temporal at ${address}`));
   });

@@ -10,37 +10,15 @@
  */
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
-import net, { type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EscalationJson } from '../../core/notify';
-import { freePort } from '../../starter/temporal-local';
-import { createTestEnv, waitFor, type TestEnv } from '../helpers/env';
+import { createTestEnv, waitFor, type TestEnv, heldPort } from '../helpers/env';
 import { startSelfheal, type RunningSelfheal } from '../helpers/selfheal';
 import { allocateNamespace } from '../helpers/temporal';
 
 const HEALING_ID = 'heal-llm_unavailable-ollama';
-
-/** Whether a TCP port on 127.0.0.1 can be bound now. */
-function bindable(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.once('error', () => resolve(false));
-    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-  });
-}
-
-/** A base port with the next `n - 1` ports free too (the three workers' metrics ports). */
-async function freePortRange(n: number): Promise<number> {
-  for (let i = 0; i < 50; i++) {
-    const base = await freePort();
-    if (base + n - 1 > 65_535) continue;
-    let ok = true;
-    for (let p = base; p < base + n && ok; p++) ok = await bindable(p);
-    if (ok) return base;
-  }
-  throw new Error(`no ${n} consecutive free ports found`);
-}
 
 type Line = Record<string, unknown>;
 
@@ -94,11 +72,11 @@ describe('logs and SDK metrics of the real workers', () => {
       });
     });
     await new Promise<void>((resolve) => hook.listen(0, '127.0.0.1', resolve));
-    metricsBase = await freePortRange(3);
+    metricsBase = await heldPort(3);
     selfheal = await startSelfheal(t, namespace, {
       LOG_LEVEL: 'debug',
       SDK_METRICS_PORT: String(metricsBase),
-      OLLAMA_HOST: `http://127.0.0.1:${await freePort()}`,
+      OLLAMA_HOST: `http://127.0.0.1:${await heldPort()}`,
       LLM_TIMEOUT_MS: '2000',
       ESCALATION_WEBHOOK_URL: `http://127.0.0.1:${(hook.address() as AddressInfo).port}/hook`,
       TEMPORAL_UI_URL: 'http://127.0.0.1:8233',

@@ -14,10 +14,9 @@ import { Client, Connection } from '@temporalio/client';
 import Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DoctorRow } from '../../starter/doctor';
-import { freePort } from '../../starter/temporal-local';
 import { temporalAnswers } from '../../workers/temporal-connection';
 import { buildOnce, CLI, COMPILED_CLI, ROOT } from '../helpers/cli';
-import { createTestEnv, pipelineBasePort, type TestEnv, waitFor } from '../helpers/env';
+import { createTestEnv, pipelineBasePort, type TestEnv, waitFor, heldPort } from '../helpers/env';
 
 function isAlive(pid: number): boolean {
   try {
@@ -100,9 +99,9 @@ describe('selfheal up', () => {
   beforeAll(async () => {
     t = await createTestEnv();
     dataDir = mkdtempSync(path.join(os.tmpdir(), 'selfheal-up-'));
-    temporalAddress = `127.0.0.1:${await freePort()}`;
-    uiPort = await freePort();
-    metricsPort = await freePort();
+    temporalAddress = `127.0.0.1:${await heldPort()}`;
+    uiPort = await heldPort();
+    metricsPort = await heldPort();
     env = {
       PATH: process.env.PATH,
       HOME: process.env.HOME,
@@ -110,7 +109,7 @@ describe('selfheal up', () => {
       TEMPORAL_ADDRESS: temporalAddress,
       METRICS_PORT: String(metricsPort),
       // Nothing listens there: Ollama must come out degraded, not fatal.
-      OLLAMA_HOST: `http://127.0.0.1:${await freePort()}`,
+      OLLAMA_HOST: `http://127.0.0.1:${await heldPort()}`,
       SELFHEAL_DATA_DIR: dataDir,
       PIPELINE_BASE_PORT: String(pipelineBasePort()),
       PIPELINE_CONTAINER_PREFIX: `pipeline-${t.id}`,
@@ -195,15 +194,15 @@ describe('selfheal up', () => {
   it('compiled: the workers are compiled JavaScript, and Ctrl-C through a dead pipe stops everything', async () => {
     buildOnce();
     const dir = mkdtempSync(path.join(os.tmpdir(), 'selfheal-up-pipe-'));
-    const address = `127.0.0.1:${await freePort()}`;
+    const address = `127.0.0.1:${await heldPort()}`;
     const env2: NodeJS.ProcessEnv = {
       ...env,
       TEMPORAL_ADDRESS: address,
-      METRICS_PORT: String(await freePort()),
+      METRICS_PORT: String(await heldPort()),
       SELFHEAL_DATA_DIR: dir,
       PIPELINE_BASE_PORT: String(pipelineBasePort()),
     };
-    const run = startUp(env2, await freePort(), { compiled: true, detached: true });
+    const run = startUp(env2, await heldPort(), { compiled: true, detached: true });
     let state: UpState | undefined;
     try {
       await waitUp(run);
@@ -271,15 +270,15 @@ describe('selfheal up', () => {
 
   it('Ctrl-C while it is starting stops what it started so far', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'selfheal-up-early-'));
-    const address = `127.0.0.1:${await freePort()}`;
+    const address = `127.0.0.1:${await heldPort()}`;
     const env3: NodeJS.ProcessEnv = {
       ...env,
       TEMPORAL_ADDRESS: address,
-      METRICS_PORT: String(await freePort()),
+      METRICS_PORT: String(await heldPort()),
       SELFHEAL_DATA_DIR: dir,
       PIPELINE_BASE_PORT: String(pipelineBasePort()),
     };
-    const run = startUp(env3, await freePort(), { detached: true });
+    const run = startUp(env3, await heldPort(), { detached: true });
     try {
       // The dev server and the pipeline are up; the workflow bundle and the workers are not yet.
       await waitFor(
