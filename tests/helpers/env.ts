@@ -5,12 +5,12 @@
  * (one database, as with SELFHEAL_DATABASE_URL unset); tests/integration/existing-pipeline.test.ts separates them.
  */
 import { randomBytes } from 'node:crypto';
-import net from 'node:net';
 import { Redis } from 'ioredis';
 import type pg from 'pg';
 import { createKeys, type Keys } from '../../core/keys';
 import { migrate } from '../../db/migrate';
 import { createPool } from '../../db/pool';
+import { isPortFree } from '../../pipeline/runner-support';
 import { ensurePipelineSchema } from '../../pipeline/schema';
 
 /** Test database (created by scripts/dev.sh services). Override with TEST_DATABASE_URL. */
@@ -66,17 +66,10 @@ export function pipelineBasePort(): number {
  * before the process bound it (a CI run: the SDK metrics exporter failed with EADDRINUSE). Checked free when picked.
  */
 export async function heldPort(count = 1): Promise<number> {
-  const bindable = (port: number) =>
-    new Promise<boolean>((resolve) => {
-      const server = net.createServer();
-      server.unref();
-      server.once('error', () => resolve(false));
-      server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
-    });
   for (let attempt = 0; attempt < 50; attempt++) {
     const base = 12_000 + Math.floor(Math.random() * (8_000 - count));
     let free = true;
-    for (let p = base; p < base + count && free; p++) free = await bindable(p);
+    for (let p = base; p < base + count && free; p++) free = await isPortFree('127.0.0.1', p);
     if (free) return base;
   }
   throw new Error(`no ${count} free consecutive ports in 12000-19999`);
