@@ -17,6 +17,7 @@ import type { ContainerState, ContainersView } from '../core/snapshot';
 import { globMatch } from '../core/safety';
 import { errorFirstLine } from '../core/errors';
 import { defineScript } from '../core/redis-script';
+import { StopRecords } from './docker-stops';
 
 /** Label that marks the containers of the monitored pipeline. */
 export const PIPELINE_LABEL = 'selfheal.pipeline';
@@ -41,9 +42,10 @@ export interface DockerActivityDeps {
   scope: WatchScope;
   /**
    * Where the event stream records the containers stopped on purpose (workers/docker-events.ts), and where the
-   * inspection records the restarts made by Docker's restart policy.
+   * inspection records the restarts made by Docker's restart policy. `records`: the stops as the process's event
+   * watcher keeps them (Redis and its memory); without it, Redis's alone.
    */
-  stops?: { redis: Redis; keys: Keys };
+  stops?: { redis: Redis; keys: Keys; records?: StopRecords };
 }
 
 /** How long the restarts made by Docker's restart policy are kept: longer than any circuit breaker window. */
@@ -127,21 +129,7 @@ export function stopStillHolds(stop: StoppedOnPurpose | undefined, startedAt: nu
 }
 
 export function createDockerActivities({ docker, scope, stops }: DockerActivityDeps) {
-  /** The containers stopped on purpose, by name; none when they cannot be read (the exit code decides then). */
-  async function stoppedOnPurpose(): Promise<Map<string, StoppedOnPurpose>> {
-    if (!stops) return new Map();
-    const hash = await stops.redis.hgetall(stops.keys.dockerStops()).catch(() => ({}));
-    const out = new Map<string, StoppedOnPurpose>();
-    for (const [name, raw] of Object.entries(hash)) {
-      try {
-        const v = JSON.parse(raw) as Partial<StoppedOnPurpose>;
-        if (typeof v.at === 'number' && typeof v.how === 'string') out.set(name, { at: v.at, how: v.how });
-      } catch {
-        // A value not written by us: ignored.
-      }
-    }
-    return out;
-  }
+  const records = stops ? (stops.records ?? new StopRecords(stops.redis, stops.keys)) : undefined;
 
   /** Whether a listed container is watched: pipeline, in scope by name or label, or reported unhealthy. */
   function watched(c: Docker.ContainerInfo): boolean {
@@ -212,7 +200,7 @@ export function createDockerActivities({ docker, scope, stops }: DockerActivityD
           const extra = await docker.listContainers({ all: true, filters: { name: missing.map((n) => `^/${n}$`) } });
           for (const c of extra) byName.set(nameOf(c), c);
         }
-        const stopped = await stoppedOnPurpose();
+        const stopped = records ? await records.read() : new Map<string, StoppedOnPurpose>();
         const containers = (
           await Promise.all([...byName.entries()].map(([name, info]) => inspectOne(name, info, stopped)))
         ).filter((c) => c !== undefined);

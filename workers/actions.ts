@@ -8,6 +8,7 @@ import Docker from 'dockerode';
 import { createPools } from '../db/pool';
 import { createKeys } from '../core/keys';
 import { MONITOR_SCHEDULE_ID, TaskQueue } from '../workflows/definitions';
+import { StopRecords } from '../activities/docker-stops';
 import { actionsActivities } from './activities';
 import { createFailFastRedis } from './clients';
 import { startDockerEventWatcher, type DockerEventWatcher } from './docker-events';
@@ -23,6 +24,8 @@ const log = createLogger('selfheal-actions', config.LOG_LEVEL);
 const pools = createPools(config, { application: 'selfheal-actions' });
 const redis = createFailFastRedis(config.REDIS_URL);
 const docker = new Docker();
+// The event watcher records the stops on purpose here; the inspection reads them (memory stands in for a lost Redis).
+const stopRecords = new StopRecords(redis, createKeys(config.REDIS_KEY_PREFIX));
 
 /** Runs a monitoring cycle now through the Schedule, unless an operator paused it (a pause means: do not act). */
 async function watchDockerEvents(): Promise<{ watcher: DockerEventWatcher; connection: Connection }> {
@@ -32,8 +35,7 @@ async function watchDockerEvents(): Promise<{ watcher: DockerEventWatcher; conne
   );
   const watcher = startDockerEventWatcher({
     docker,
-    redis,
-    keys: createKeys(config.REDIS_KEY_PREFIX),
+    stops: stopRecords,
     labels: monitoringInput(config).containerLabels,
     log,
     async trigger(why) {
@@ -59,6 +61,7 @@ async function main(): Promise<void> {
       pipelinePool: pools.pipeline,
       redis,
       docker,
+      stopRecords,
     }),
     maxConcurrentActivityTaskExecutions: 4,
     onShutdown: async () => {

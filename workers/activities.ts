@@ -11,6 +11,7 @@ import { createApprovalActivities } from '../activities/approval';
 import { createAuditActivities } from '../activities/audit';
 import { createDetectionActivities } from '../activities/detection';
 import { createDockerActivities } from '../activities/docker';
+import type { StopRecords } from '../activities/docker-stops';
 import { createEvidenceActivities } from '../activities/evidence';
 import { createMetricsActivities } from '../activities/metrics';
 import { createRunbookSource } from '../activities/runbook-source';
@@ -94,14 +95,24 @@ export function healingActivities(config: Config, { pool, redis }: WorkerClients
 /** selfheal-actions: the remediation actions and the Docker inspection; the only worker with a Docker client. */
 export function actionsActivities(
   config: Config,
-  { pool, pipelinePool, redis, docker }: WorkerClients & { docker: Docker },
+  {
+    pool,
+    pipelinePool,
+    redis,
+    docker,
+    stopRecords,
+  }: WorkerClients & {
+    docker: Docker;
+    /** The stops on purpose as this process's Docker event watcher records them (workers/actions.ts). */
+    stopRecords?: StopRecords;
+  },
 ) {
   return {
     ...createAuditActivities({ pool }),
     ...createDockerActivities({
       docker,
       scope: { allowlist: config.CONTAINER_ALLOWLIST, autohealLabel: config.AUTOHEAL_LABEL },
-      stops: { redis, keys: createKeys(config.REDIS_KEY_PREFIX) },
+      stops: { redis, keys: createKeys(config.REDIS_KEY_PREFIX), records: stopRecords },
     }),
     ...createEvidenceActivities({ docker, pool: pipelinePool ?? pool }),
     ...createActionActivities({

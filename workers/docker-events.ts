@@ -3,13 +3,13 @@
  * A container that dies, runs out of memory or turns unhealthy makes the Schedule `selfheal-monitor` run a cycle at
  * once (trigger, overlap BUFFER_ONE: after the running one, never two at a time), so detection and the healing
  * workflow it starts (deduplicated by its workflow id, as from a scheduled cycle) do not wait for the next interval.
- * A container stopped on purpose is recorded in Redis until it starts again, so the cycle leaves it alone.
+ * A container stopped on purpose is recorded (in Redis and in memory, activities/docker-stops.ts) until it starts
+ * again, so the cycle leaves it alone.
  *
  * Polling stays the safety net: when the stream drops, it reconnects with backoff, replaying from the last event
  * seen (`since`), and triggers one cycle for whatever happened meanwhile.
  */
 import type Docker from 'dockerode';
-import type { Redis } from 'ioredis';
 import type pino from 'pino';
 import { errorFirstLine } from '../core/errors';
 import {
@@ -19,12 +19,12 @@ import {
   WATCHED_EVENTS,
   type DockerEventMessage,
 } from '../core/docker-events';
-import type { Keys } from '../core/keys';
+import type { StopRecords } from '../activities/docker-stops';
 
 export interface DockerEventWatcherOptions {
   docker: Pick<Docker, 'getEvents'>;
-  redis: Pick<Redis, 'hset' | 'hdel'>;
-  keys: Keys;
+  /** Where the stops on purpose are recorded (Redis and this process's memory); shared with the inspection. */
+  stops: Pick<StopRecords, 'stopped' | 'started'>;
   /** Label filters (one pipeline among several on a host), as the cycle's inspection uses them. */
   labels: string[];
   /** Runs a monitoring cycle now (or after the running one). */
@@ -48,7 +48,7 @@ const sleep = (ms: number, signal: AbortSignal) =>
   });
 
 export function startDockerEventWatcher(opts: DockerEventWatcherOptions): DockerEventWatcher {
-  const { docker, redis, keys, log } = opts;
+  const { docker, stops, log } = opts;
   const abort = new AbortController();
   const counts = { events: 0, triggers: 0, reconnects: 0, connected: false };
   let lastEventSeconds: number | undefined;
@@ -82,9 +82,9 @@ export function startDockerEventWatcher(opts: DockerEventWatcherOptions): Docker
     const meaning = eventMeaning(e, Date.now());
     try {
       if (meaning.kind === 'stopped') {
-        await redis.hset(keys.dockerStops(), meaning.name, JSON.stringify(meaning.stop));
+        await stops.stopped(meaning.name, meaning.stop);
       } else if (meaning.kind === 'started') {
-        await redis.hdel(keys.dockerStops(), meaning.name);
+        await stops.started(meaning.name);
       }
     } catch (err) {
       log.warn(

@@ -2,10 +2,11 @@
  * Event-driven detection against the real Docker engine: MONITOR_INTERVAL is a day, so no scheduled cycle runs
  * during the test and every cycle here was triggered by an event of Docker's stream (the actions worker follows it).
  * A killed container and a Docker-unhealthy one are restarted; a container stopped on purpose whose process ignores
- * SIGTERM (exit code 137, which alone would read as a death) is left alone, because the stream said it was stopped.
+ * SIGTERM (exit code 137, which alone would read as a death) is left alone, because the stream said it was stopped,
+ * and still after a flush of the pipeline's Redis took the record of that stop.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { healingWorkflowId } from '../../workflows/definitions';
+import { healingWorkflowId, MONITOR_SCHEDULE_ID } from '../../workflows/definitions';
 import { makeUnhealthy, removeTestContainers, runTestContainer, SLEEPER, STOPPABLE } from '../helpers/containers';
 import { waitFor } from '../helpers/env';
 import { startStack, type Stack } from '../helpers/stack';
@@ -92,6 +93,25 @@ describe('event-driven detection (MONITOR_INTERVAL one day: only events start cy
       exitCode: 137,
       stopped: { how: expect.stringMatching(/^docker (stop|kill with signal 15)$/) },
     });
+    await expect(
+      s.client.workflow.getHandle(healingWorkflowId('unhealthy_container', target)).describe(),
+    ).rejects.toThrow(/not found/i);
+    expect((await s.docker.getContainer(target).inspect()).State.Running).toBe(false);
+
+    // The pipeline's Redis is flushed (everything of the prefix, as `selfheal chaos redis-flush` does it): the stop
+    // record goes with it. The actions worker still remembers the stop, so the next cycle leaves the container alone
+    // (without that memory it read as "died without a stop" and was restarted), and the record is written back.
+    const doomed = await s.t.redis.keys(`${s.t.prefix}*`);
+    expect(doomed).toContain(s.t.keys.dockerStops());
+    await s.t.redis.unlink(...doomed);
+    const flushedAt = Date.now();
+    await s.client.schedule.getHandle(MONITOR_SCHEDULE_ID).trigger();
+    const after = await waitFor(
+      async () => (await cycles(flushedAt)).map((r) => r.snapshot.containers.find((c) => c.name === target))[0],
+      { timeoutMs: 30_000, what: 'a cycle after the flush' },
+    );
+    expect(after).toMatchObject({ running: false, exitCode: 137, stopped: seen.stopped });
+    expect(await s.t.redis.hget(s.t.keys.dockerStops(), target)).toBe(JSON.stringify(seen.stopped));
     await expect(
       s.client.workflow.getHandle(healingWorkflowId('unhealthy_container', target)).describe(),
     ).rejects.toThrow(/not found/i);

@@ -2,6 +2,7 @@ import { PassThrough } from 'node:stream';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { eventMeaning, jsonLines, reconnectDelayMs, type DockerEventMessage } from '../../core/docker-events';
+import { StopRecords } from '../../activities/docker-stops';
 import { createKeys } from '../../core/keys';
 import { startDockerEventWatcher } from '../../workers/docker-events';
 
@@ -59,6 +60,7 @@ describe('the event watcher (the stream replaced by a PassThrough: a drop cannot
     const redis = {
       hset: (_k: string, field: string, value: string) => Promise.resolve((hash.set(field, value), 1)),
       hdel: (_k: string, field: string) => Promise.resolve(hash.delete(field) ? 1 : 0),
+      hgetall: () => Promise.resolve(Object.fromEntries(hash)),
     };
     const streams: PassThrough[] = [];
     const calls: Record<string, unknown>[] = [];
@@ -73,8 +75,7 @@ describe('the event watcher (the stream replaced by a PassThrough: a drop cannot
     const triggers: string[] = [];
     const watcher = startDockerEventWatcher({
       docker: docker as never,
-      redis: redis as never,
-      keys,
+      stops: new StopRecords(redis as never, keys),
       labels: ['selfheal.prefix=t:'],
       trigger: (why) => Promise.resolve(void triggers.push(why)),
       log: pino({ level: 'silent' }),
