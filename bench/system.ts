@@ -16,9 +16,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, Worker } from '@temporalio/worker';
-import { parseConfig, thresholdsFrom, type Config } from '../core/config';
+import { HEALING_CACHED_WORKFLOWS_DEFAULT, parseConfig, thresholdsFrom, type Config } from '../core/config';
 import type { Anomaly } from '../core/types';
 import { DEMO_DEFAULTS, type DemoResult } from '../starter/demo';
+import { workerEnv } from '../starter/up';
 import { PROJECT_ROOT, projectScript } from '../workers/project';
 import { healingPolicy, monitoringInput } from '../workers/schedule';
 import { findTemporalCli, freePort, startDevServer, stopProcessGroup } from '../starter/temporal-local';
@@ -434,84 +435,123 @@ export async function benchCycleStarts(
 
 /**
  * What open healings cost the healing worker: the compiled healing worker (`dist/workers/healing.js`, as `selfheal
- * up` spawns it) against a dev server of its own (in memory), approval required; N healings started at once all end
- * up waiting for approval (one `notified` row each), i.e. open and, up to the cache's bound, cached. Per
- * HEALING_CACHED_WORKFLOWS value (undefined: the default): resident set at rest, once all N wait, and its peak.
+ * up` spawns it: with its memory settings, loading a workflow bundle built beforehand) and the actions worker beside
+ * it (the approval notices run there), against a dev server of its own (in memory), approval required; N healings
+ * started at once all end up waiting for approval (one `notified` row each), i.e. open and, up to the cache's bound,
+ * cached. Per HEALING_CACHED_WORKFLOWS value (undefined: the default): the healing worker's resident set at rest,
+ * once all N wait, and its peak.
  */
 export async function benchHealingCache(n: number, caches: (number | undefined)[]): Promise<Row[]> {
   const cli = findTemporalCli(process.env.TEMPORAL_CLI_PATH);
   if (!cli) throw new Error('no temporal CLI (scripts/dev.sh setup)');
   const script = path.join(PROJECT_ROOT, 'dist', 'workers', 'healing.js');
+  const bundleDir = mkdtempSync(path.join(os.tmpdir(), 'selfheal-bench-bundle-'));
+  const bundle = path.join(bundleDir, 'workflow-bundle.js');
+  const bundling = spawn(
+    process.execPath,
+    [path.join(PROJECT_ROOT, 'dist', 'workers', 'bundle-workflows.js'), bundle],
+    {
+      stdio: ['ignore', 'ignore', 'inherit'],
+    },
+  );
+  const [bundled] = (await once(bundling, 'exit')) as [number | null];
+  if (bundled !== 0) throw new Error(`bundling the workflows failed (exit ${bundled})`);
   const rows: Row[] = [];
-  for (const cache of caches) {
-    const t = await createTestEnv();
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'selfheal-bench-cache-'));
-    const port = await freePort();
-    const address = `127.0.0.1:${port}`;
-    const dev = await startDevServer({ cli, port, logFile: path.join(dir, 'temporal.log') });
-    let worker: ChildProcess | undefined;
-    try {
-      const env: Record<string, string> = {
-        PATH: process.env.PATH ?? '',
-        HOME: process.env.HOME ?? '',
-        ...t.env,
-        TEMPORAL_ADDRESS: address,
-        // Nothing listens there: every plan is the runbook's, at once.
-        OLLAMA_HOST: `http://127.0.0.1:${await freePort()}`,
-        AUTO_FIX_ENABLED: 'false',
-        APPROVAL_TIMEOUT: '3600',
-        LOG_LEVEL: 'warn',
-        ...(cache === undefined ? {} : { HEALING_CACHED_WORKFLOWS: String(cache) }),
-      };
-      const parsed = parseConfig(env);
-      if (!parsed.ok) throw new Error(JSON.stringify(parsed.problems));
-      const connection = await Connection.connect({ address });
-      await registerSearchAttributes(connection, 'default');
-      const client = new Client({ connection, namespace: 'default' });
+  try {
+    for (const cache of caches) rows.push(await healingCacheRow(cli, script, bundle, n, cache));
+  } finally {
+    rmSync(bundleDir, { recursive: true, force: true });
+  }
+  return rows;
+}
+
+async function healingCacheRow(
+  cli: string,
+  script: string,
+  bundle: string,
+  n: number,
+  cache: number | undefined,
+): Promise<Row> {
+  const t = await createTestEnv();
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'selfheal-bench-cache-'));
+  const port = await freePort();
+  const address = `127.0.0.1:${port}`;
+  const dev = await startDevServer({ cli, port, logFile: path.join(dir, 'temporal.log') });
+  const workers: ChildProcess[] = [];
+  try {
+    const env: Record<string, string> = {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '',
+      ...t.env,
+      TEMPORAL_ADDRESS: address,
+      // Nothing listens there: every plan is the runbook's, at once.
+      OLLAMA_HOST: `http://127.0.0.1:${await freePort()}`,
+      AUTO_FIX_ENABLED: 'false',
+      APPROVAL_TIMEOUT: '3600',
+      LOG_LEVEL: 'warn',
+      DOCKER_EVENTS: 'false',
+      SDK_METRICS_PORT: '0',
+      SELFHEAL_WORKFLOW_BUNDLE: bundle,
+      ...(cache === undefined ? {} : { HEALING_CACHED_WORKFLOWS: String(cache) }),
+    };
+    const parsed = parseConfig(env);
+    if (!parsed.ok) throw new Error(JSON.stringify(parsed.problems));
+    const connection = await Connection.connect({ address });
+    await registerSearchAttributes(connection, 'default');
+    const client = new Client({ connection, namespace: 'default' });
+    const start = (file: string): { proc: ChildProcess; exited: Promise<never> } => {
       let out = '';
-      const proc = spawn(process.execPath, [script], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-      progress(`healing cache ${cache ?? 'default'}: healing worker started (pid ${proc.pid})`);
-      worker = proc;
+      const proc = spawn(process.execPath, [file], { env: workerEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+      workers.push(proc);
       proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
       proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
       const exited = new Promise<never>((_, reject) =>
-        proc.once('exit', (code) => reject(new Error(`the healing worker exited ${code}: ${out}`))),
+        proc.once('exit', (code) => reject(new Error(`${path.basename(file)} exited ${code}: ${out}`))),
       );
       // Killed at the end on purpose: that exit is no failure.
       exited.catch(() => undefined);
-      await Promise.race([
-        waitForPollers(connection, 'default', [
-          { name: TaskQueue.healing, type: 'workflow' },
-          { name: TaskQueue.healing, type: 'activity' },
-        ]),
-        exited,
-      ]);
-      await new Promise((r) => setTimeout(r, 3_000));
-      const rest = procMiB(proc.pid!, 'VmRSS');
-      progress(`healing cache ${cache ?? 'default'}: worker polls, ${toMB(rest)} MB at rest; starting ${n} healings`);
-      // Real stale locks: a healing re-runs its detector, and one whose anomaly is gone ends without waiting.
-      const anomalies = await Promise.all(
-        Array.from({ length: n }, () => staleLock(t, { ownerPrefix: 'bench-dead-', documentIds: 1e12 })),
-      );
-      const input = (anomaly: Anomaly): HealingInput => ({
-        anomaly,
-        policy: healingPolicy(parsed.config),
-        thresholds: thresholdsFrom(parsed.config),
-        containers: [],
-        containerLabels: [],
-      });
-      const t0 = performance.now();
-      await Promise.all(
-        anomalies.map((a) =>
-          client.workflow.start('healingWorkflow', {
-            taskQueue: TaskQueue.healing,
-            workflowId: healingWorkflowId(a.type, a.target),
-            args: [input(a)],
-          }),
-        ),
-      );
-      let notified = 0;
-      await waitFor(
+      return { proc, exited };
+    };
+    const healing = start(script);
+    const actions = start(path.join(path.dirname(script), 'actions.js'));
+    const proc = healing.proc;
+    progress(`healing cache ${cache ?? 'default'}: healing worker started (pid ${proc.pid})`);
+    await Promise.race([
+      waitForPollers(connection, 'default', [
+        { name: TaskQueue.healing, type: 'workflow' },
+        { name: TaskQueue.healing, type: 'activity' },
+        { name: TaskQueue.actions, type: 'activity' },
+      ]),
+      healing.exited,
+      actions.exited,
+    ]);
+    await new Promise((r) => setTimeout(r, 3_000));
+    const rest = procMiB(proc.pid!, 'VmRSS');
+    progress(`healing cache ${cache ?? 'default'}: worker polls, ${toMB(rest)} MB at rest; starting ${n} healings`);
+    // Real stale locks: a healing re-runs its detector, and one whose anomaly is gone ends without waiting.
+    const anomalies = await Promise.all(
+      Array.from({ length: n }, () => staleLock(t, { ownerPrefix: 'bench-dead-', documentIds: 1e12 })),
+    );
+    const input = (anomaly: Anomaly): HealingInput => ({
+      anomaly,
+      policy: healingPolicy(parsed.config),
+      thresholds: thresholdsFrom(parsed.config),
+      containers: [],
+      containerLabels: [],
+    });
+    const t0 = performance.now();
+    await Promise.all(
+      anomalies.map((a) =>
+        client.workflow.start('healingWorkflow', {
+          taskQueue: TaskQueue.healing,
+          workflowId: healingWorkflowId(a.type, a.target),
+          args: [input(a)],
+        }),
+      ),
+    );
+    let notified = 0;
+    await Promise.race([
+      waitFor(
         async () => {
           const r = await t.pool.query<{ n: number }>(
             "SELECT count(DISTINCT workflow_id)::int AS n FROM healing_log WHERE step = 'notified'",
@@ -520,32 +560,34 @@ export async function benchHealingCache(n: number, caches: (number | undefined)[
           return r.rows[0]!.n >= n;
         },
         { timeoutMs: 900_000, intervalMs: 1_000, what: `${n} healings waiting for approval` },
-      );
-      const seconds = (performance.now() - t0) / 1000;
-      await new Promise((r) => setTimeout(r, 3_000));
-      const waiting = procMiB(proc.pid!, 'VmRSS');
-      const row: Row = {
-        healing_cached_workflows: cache ?? 'default (SDK, from the heap limit)',
-        open_healings: n,
-        seconds_to_all_waiting: round1(seconds),
-        rss_mb_at_rest: toMB(rest),
-        rss_mb_all_waiting: toMB(waiting),
-        peak_rss_mb: toMB(procMiB(proc.pid!, 'VmHWM')),
-        mb_per_open_healing:
-          rest !== undefined && waiting !== undefined ? Math.round((toMB(waiting - rest)! / n) * 100) / 100 : undefined,
-      };
-      progress(`healing cache: ${JSON.stringify(row)}`);
-      rows.push(row);
-      await connection.close();
-    } finally {
-      if (worker && worker.exitCode === null) {
-        worker.kill('SIGTERM');
-        await new Promise((r) => worker!.once('exit', r));
-      }
-      await stopProcessGroup(dev);
-      rmSync(dir, { recursive: true, force: true });
-      await t.cleanup();
+      ),
+      healing.exited,
+      actions.exited,
+    ]);
+    const seconds = (performance.now() - t0) / 1000;
+    await new Promise((r) => setTimeout(r, 3_000));
+    const waiting = procMiB(proc.pid!, 'VmRSS');
+    const row: Row = {
+      healing_cached_workflows: cache ?? `default (${HEALING_CACHED_WORKFLOWS_DEFAULT})`,
+      open_healings: n,
+      seconds_to_all_waiting: round1(seconds),
+      rss_mb_at_rest: toMB(rest),
+      rss_mb_all_waiting: toMB(waiting),
+      peak_rss_mb: toMB(procMiB(proc.pid!, 'VmHWM')),
+      mb_per_open_healing:
+        rest !== undefined && waiting !== undefined ? Math.round((toMB(waiting - rest)! / n) * 100) / 100 : undefined,
+    };
+    progress(`healing cache: ${JSON.stringify(row)}`);
+    await connection.close();
+    return row;
+  } finally {
+    for (const w of workers) {
+      if (w.exitCode !== null || w.signalCode !== null) continue;
+      w.kill('SIGTERM');
+      await once(w, 'exit');
     }
+    await stopProcessGroup(dev);
+    rmSync(dir, { recursive: true, force: true });
+    await t.cleanup();
   }
-  return rows;
 }

@@ -24,13 +24,15 @@ const seconds = (def: number, min = 1) =>
     .default(def);
 
 /**
- * Default HEALING_CACHED_WORKFLOWS. An estimate, not yet a measurement of the bound itself: the compiled healing worker
- * peaked at 425 MB after 500 simultaneous healings with the SDK's default cache (about 2,300 runs, so all 500 cached)
- * and took 246 MB at rest (with its workflow bundling at start), so at most (425 - 246) / 500 = 0.36 MB per cached run,
- * activities in flight included; 100 cached runs are then at most 36 MB over rest. A run out of the cache replays its
- * history (about 100 events) on its next workflow task.
+ * Default HEALING_CACHED_WORKFLOWS, sized from measurements of the compiled healing worker with selfheal up's memory
+ * settings (2026-12-05). 500 healings open at once, waiting for approval (`npm run bench -- system --cache
+ * 25,50,100,200`): 152 MB at rest, and with all 500 waiting 201, 212, 218 and 261 MB for 25, 50, 100 and 200 cached
+ * runs, so about 0.4 MB per cached run. 500 anomalies healed at once (`npm run bench -- system --bursts 500`, six and
+ * five runs): the worker peaked at 214-234 MB with 50 and at 237-254 MB with 100, in about the same time (54-64 and
+ * 53-73 s). A run out of the cache replays its history (about 65 events) on its next workflow task: with 25 the 500
+ * took 38 s to reach their approval wait, with 50 31 s, with 100 17.5 s.
  */
-export const HEALING_CACHED_WORKFLOWS_DEFAULT = 100;
+export const HEALING_CACHED_WORKFLOWS_DEFAULT = 50;
 
 const integer = (def: number, min: number, max = Number.MAX_SAFE_INTEGER, what = 'whole number') =>
   z
