@@ -16,14 +16,14 @@ const SERIAL = [
 ];
 
 /**
- * Integration files at once (SELFHEAL_TEST_WORKERS, default 4). Each stands up its own selfheal, pipeline
+ * Integration files at once (SELFHEAL_TEST_WORKERS, default 5). Each stands up its own selfheal, pipeline
  * containers, namespace, schema and Redis prefix (tests/helpers/stack.ts), so they are isolated and may run side by
- * side. Most of their time is waiting on the system under test (cycles, thresholds, timers), not the CPU: with three
- * at a time the 2 cores were idle 41 % of a CI run (vmstat), with four 22 %, and the run took 677 s instead of 852
- * (996 s when the files above were serial too).
- * The 5-minute chaos soak (project chaos-soak) takes one of the four for its whole run.
+ * side. Most of their time is waiting on the system under test (cycles, thresholds, timers), not the CPU: on a fresh
+ * clone the 2 cores were idle 41 % of a CI run with three at a time (852 s), 22 % with four (677-750 s) and 27 % with
+ * five (597 s) (vmstat; 996 s when the files above were serial too).
+ * The 5-minute chaos soak (project chaos-soak) takes one of the five for its whole run.
  */
-const PARALLEL = Number(process.env.SELFHEAL_TEST_WORKERS ?? 4);
+const PARALLEL = Number(process.env.SELFHEAL_TEST_WORKERS ?? 5);
 
 const integration = {
   globalSetup: ['tests/helpers/global-setup.ts'],
