@@ -4,7 +4,10 @@
  *
  * Memory stands in for what Redis lost or cannot give: a flush of the pipeline's Redis, a Redis restart without
  * persistence, Redis down. Without it, a container an operator stopped whose process ignored SIGTERM (exit code 137)
- * reads as "died without a stop" after a flush, and is restarted. What memory had and Redis lost is written back.
+ * reads as "died without a stop" after a flush, and is restarted. What memory had and Redis lost is written back when
+ * this process next reads the records (the cycle's inspection, the restart action's check). A record is forgotten
+ * when its container starts again or is removed. Memory holds only what this process's stream saw: an actions worker
+ * started after the stop, or restarted since, has Redis's record alone.
  */
 import type { Redis } from 'ioredis';
 import type { StoppedOnPurpose } from '../core/docker-events';
@@ -24,8 +27,8 @@ export class StopRecords {
     await this.redis.hset(this.keys.dockerStops(), name, JSON.stringify(stop));
   }
 
-  /** `name` (re)started: whatever stop was recorded no longer holds. */
-  async started(name: string): Promise<void> {
+  /** `name` (re)started or was removed: whatever stop was recorded no longer holds. */
+  async forget(name: string): Promise<void> {
     this.memory.delete(name);
     await this.redis.hdel(this.keys.dockerStops(), name);
   }
@@ -52,6 +55,11 @@ export class StopRecords {
     }
     if (hash && lost.length > 0) await this.redis.hset(this.keys.dockerStops(), ...lost).catch(() => undefined);
     return out;
+  }
+
+  /** The stop recorded for `name`, as `read` sees it (the restart action checks it again right before acting). */
+  async get(name: string): Promise<StoppedOnPurpose | undefined> {
+    return (await this.read()).get(name);
   }
 }
 

@@ -4,7 +4,7 @@
  */
 
 /** The container events subscribed to. */
-export const WATCHED_EVENTS = ['health_status', 'die', 'start', 'stop', 'kill', 'oom'] as const;
+export const WATCHED_EVENTS = ['health_status', 'die', 'start', 'stop', 'kill', 'oom', 'destroy'] as const;
 
 /** One event of `GET /events` (the fields read here). */
 export interface DockerEventMessage {
@@ -30,6 +30,8 @@ export type EventMeaning =
   | { kind: 'stopped'; name: string; stop: StoppedOnPurpose }
   /** It (re)started: whatever stop was recorded no longer holds. */
   | { kind: 'started'; name: string }
+  /** It was removed: its stop record goes with it (a container of the same name later is another one). */
+  | { kind: 'removed'; name: string }
   | { kind: 'ignore' };
 
 /** Signals `docker stop` sends, and what `docker kill -s` sends when a human stops a container by hand. */
@@ -43,6 +45,7 @@ export function eventMeaning(e: DockerEventMessage, now: number): EventMeaning {
   if (!name) return { kind: 'ignore' };
   const at = e.timeNano ? Math.floor(e.timeNano / 1e6) : e.time ? e.time * 1000 : now;
   if (action === 'start') return { kind: 'started', name };
+  if (action === 'destroy') return { kind: 'removed', name };
   if (action === 'stop') return { kind: 'stopped', name, stop: { at, how: 'docker stop' } };
   if (action === 'kill') {
     const signal = e.Actor?.Attributes?.signal ?? '';

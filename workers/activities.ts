@@ -11,7 +11,7 @@ import { createApprovalActivities } from '../activities/approval';
 import { createAuditActivities } from '../activities/audit';
 import { createDetectionActivities } from '../activities/detection';
 import { createDockerActivities } from '../activities/docker';
-import type { StopRecords } from '../activities/docker-stops';
+import { StopRecords } from '../activities/docker-stops';
 import { createEvidenceActivities } from '../activities/evidence';
 import { createMetricsActivities } from '../activities/metrics';
 import { createRunbookSource } from '../activities/runbook-source';
@@ -107,20 +107,24 @@ export function actionsActivities(
     stopRecords?: StopRecords;
   },
 ) {
+  const keys = createKeys(config.REDIS_KEY_PREFIX);
+  // One record of the stops on purpose for the inspection and the restart action: the watcher's, when it runs here.
+  const stops = stopRecords ?? new StopRecords(redis, keys);
   return {
     ...createAuditActivities({ pool }),
     ...createDockerActivities({
       docker,
       scope: { allowlist: config.CONTAINER_ALLOWLIST, autohealLabel: config.AUTOHEAL_LABEL },
-      stops: { redis, keys: createKeys(config.REDIS_KEY_PREFIX), records: stopRecords },
+      stops: { redis, keys, records: stops },
     }),
     ...createEvidenceActivities({ docker, pool: pipelinePool ?? pool }),
     ...createActionActivities({
       pool,
       pipelinePool,
       redis,
-      keys: createKeys(config.REDIS_KEY_PREFIX),
+      keys,
       docker,
+      stopRecords: stops,
       config: {
         maxRequeues: config.MAX_REQUEUES,
         requeueCap: config.REQUEUE_CAP,

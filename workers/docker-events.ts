@@ -24,7 +24,7 @@ import type { StopRecords } from '../activities/docker-stops';
 export interface DockerEventWatcherOptions {
   docker: Pick<Docker, 'getEvents'>;
   /** Where the stops on purpose are recorded (Redis and this process's memory); shared with the inspection. */
-  stops: Pick<StopRecords, 'stopped' | 'started'>;
+  stops: Pick<StopRecords, 'stopped' | 'forget'>;
   /** Label filters (one pipeline among several on a host), as the cycle's inspection uses them. */
   labels: string[];
   /** Runs a monitoring cycle now (or after the running one). */
@@ -83,8 +83,8 @@ export function startDockerEventWatcher(opts: DockerEventWatcherOptions): Docker
     try {
       if (meaning.kind === 'stopped') {
         await stops.stopped(meaning.name, meaning.stop);
-      } else if (meaning.kind === 'started') {
-        await stops.started(meaning.name);
+      } else if (meaning.kind === 'started' || meaning.kind === 'removed') {
+        await stops.forget(meaning.name);
       }
     } catch (err) {
       log.warn(

@@ -5,6 +5,7 @@ import type { StoppedOnPurpose } from '../../core/docker-events';
 import type { Keys } from '../../core/keys';
 import { defineScript, type ScriptRunner } from '../../core/redis-script';
 import { CLEAR_STALE_LOCKS, REMOVE_ENTRIES, REQUEUE_CHUNK, REQUEUE_LOST_CHUNK } from '../actions-lua';
+import { StopRecords } from '../docker-stops';
 import { createExecutedRows } from './executed-row';
 import type { ActionConfig, ActionDeps } from './types';
 
@@ -19,7 +20,10 @@ export interface ActionContext extends ReturnType<typeof createExecutedRows> {
   log: pino.Logger;
   /** The actions' Lua scripts (activities/actions-lua.ts), registered on the Redis client. */
   scripts: ActionScripts;
-  /** The record of a container stopped on purpose (the Docker event stream's, workers/docker-events.ts), if any. */
+  /**
+   * The record of a container stopped on purpose (the Docker event stream's, workers/docker-events.ts; Redis's, or
+   * this process's memory of it when Redis lost it), if any.
+   */
   stopRecord: (container: string) => Promise<StoppedOnPurpose | undefined>;
 }
 
@@ -30,8 +34,18 @@ export interface ActionScripts {
   requeueLostChunk: ScriptRunner;
 }
 
-export function createActionContext({ pool, pipelinePool, redis, keys, docker, config, log: logger }: ActionDeps) {
+export function createActionContext({
+  pool,
+  pipelinePool,
+  redis,
+  keys,
+  docker,
+  config,
+  log: logger,
+  stopRecords,
+}: ActionDeps) {
   const log = logger ?? pino({ name: 'selfheal-actions' }, pino.destination(2));
+  const stops = stopRecords ?? new StopRecords(redis, keys);
   const documentsPool = pipelinePool ?? pool;
 
   const scripts: ActionScripts = {
@@ -49,16 +63,7 @@ export function createActionContext({ pool, pipelinePool, redis, keys, docker, c
     config,
     log,
     scripts,
-    stopRecord: async (container: string) => {
-      const raw = await redis.hget(keys.dockerStops(), container).catch(() => null);
-      if (!raw) return undefined;
-      try {
-        const v = JSON.parse(raw) as Partial<StoppedOnPurpose>;
-        return typeof v.at === 'number' && typeof v.how === 'string' ? { at: v.at, how: v.how } : undefined;
-      } catch {
-        return undefined;
-      }
-    },
+    stopRecord: (container: string) => stops.get(container),
     ...createExecutedRows(pool, documentsPool),
   };
   return ctx;

@@ -7,6 +7,7 @@ import type { Keys } from '../../core/keys';
 import type { Plan } from '../../core/plan';
 import type { ActionType } from '../../core/types';
 import type { WebhookFormat } from '../notify';
+import type { StopRecords } from '../docker-stops';
 
 export const ActionOutcome = {
   /** The action was carried out. */
@@ -96,4 +97,6 @@ export interface ActionDeps {
   config: ActionConfig;
   /** Escalations are logged here. Default: pino on stderr. */
   log?: pino.Logger;
+  /** The stops on purpose as the process's Docker event watcher records them; default Redis's alone. */
+  stopRecords?: StopRecords;
 }

@@ -16,6 +16,7 @@ import {
 } from '../../activities/actions';
 import type { Plan, PlanParams } from '../../core/plan';
 import type { ActionType } from '../../core/types';
+import { StopRecords } from '../../activities/docker-stops';
 import { createChaos } from '../../pipeline/chaos';
 import { ensurePipelineImage } from '../../pipeline/image';
 import type { PipelineRunner, RunningWorker } from '../../pipeline/runner';
@@ -317,6 +318,42 @@ describe('restartWorker (real Docker engine)', () => {
       idempotencyKey: `restart-${uniqueId()}`,
     }).catch((e: unknown) => e);
     expect(wrong).toMatchObject({ type: 'invalid_input', nonRetryable: true });
+  });
+
+  it("stopped on purpose, its record lost with a flush of Redis: the event watcher's memory still says so, not restarted", async () => {
+    const name = worker.container!;
+    const stops = new StopRecords(t.redis, t.keys);
+    const withMemory = caller(
+      createActionActivities({
+        pool: t.pool,
+        redis: t.redis,
+        keys: t.keys,
+        docker: counted.docker,
+        config: { ...baseConfig, healthTargets: [{ container: worker.container!, url: worker.healthUrl }] },
+        log: silent,
+        stopRecords: stops,
+      }),
+    );
+    await runnerDocker.getContainer(name).stop({ t: 2 });
+    await stops.stopped(name, { at: Date.now(), how: 'docker stop' });
+    await t.redis.unlink(t.keys.dockerStops());
+    try {
+      const r = await withMemory('restartWorker', {
+        plan: plan('restart_worker', { container: name }),
+        idempotencyKey: `restart-${uniqueId()}`,
+      });
+      expect(r).toMatchObject({
+        outcome: 'nothing_to_do',
+        details: { container: name, stoppedOnPurpose: { how: 'docker stop' } },
+      });
+      expect(counted.calls.filter((c) => c.endsWith('/restart'))).toEqual([]);
+      expect((await runnerDocker.getContainer(name).inspect()).State.Running).toBe(false);
+      // Written back to Redis, where the other actions workers read it.
+      expect(await t.redis.hexists(t.keys.dockerStops(), name)).toBe(1);
+    } finally {
+      await runnerDocker.getContainer(name).start();
+      await stops.forget(name);
+    }
   });
 });
 

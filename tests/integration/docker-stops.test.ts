@@ -29,7 +29,7 @@ describe('stops on purpose', () => {
     expect(await records.read()).toEqual(new Map([['web-1', stop(1_000)]]));
     expect(await t.redis.hget(t.keys.dockerStops(), 'web-1')).toBe(JSON.stringify(stop(1_000)));
 
-    await records.started('web-1');
+    await records.forget('web-1');
     expect(await records.read()).toEqual(new Map());
     expect(await t.redis.exists(t.keys.dockerStops())).toBe(0);
   });

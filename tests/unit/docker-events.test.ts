@@ -41,6 +41,7 @@ describe('what a Docker event means for detection', () => {
     expect(eventMeaning(ev('kill', { signal: 'SIGINT' }), NOW)).toMatchObject({ kind: 'stopped' });
     expect(eventMeaning(ev('kill', { signal: '9' }), NOW)).toEqual({ kind: 'ignore' });
     expect(eventMeaning(ev('start'), NOW)).toEqual({ kind: 'started', name: 'web-1' });
+    expect(eventMeaning(ev('destroy'), NOW)).toEqual({ kind: 'removed', name: 'web-1' });
   });
 
   it('other types, and events without a name, are ignored', () => {
@@ -58,7 +59,10 @@ describe('the event watcher (the stream replaced by a PassThrough: a drop cannot
     const keys = createKeys('t:');
     const hash = new Map<string, string>();
     const redis = {
-      hset: (_k: string, field: string, value: string) => Promise.resolve((hash.set(field, value), 1)),
+      hset: (_k: string, ...pairs: string[]) => {
+        for (let i = 0; i + 1 < pairs.length; i += 2) hash.set(pairs[i]!, pairs[i + 1]!);
+        return Promise.resolve(pairs.length / 2);
+      },
       hdel: (_k: string, field: string) => Promise.resolve(hash.delete(field) ? 1 : 0),
       hgetall: () => Promise.resolve(Object.fromEntries(hash)),
     };
@@ -88,7 +92,7 @@ describe('the event watcher (the stream replaced by a PassThrough: a drop cannot
     expect(calls[0]).toEqual({
       filters: {
         type: ['container'],
-        event: ['health_status', 'die', 'start', 'stop', 'kill', 'oom'],
+        event: ['health_status', 'die', 'start', 'stop', 'kill', 'oom', 'destroy'],
         label: ['selfheal.prefix=t:'],
       },
     });
@@ -102,13 +106,18 @@ describe('the event watcher (the stream replaced by a PassThrough: a drop cannot
     expect(triggers).toEqual(['web-1 died (exit code 143)']);
     streams[0]!.write(line({ ...ev('start'), time: 1_750_000_005 }));
     await until(() => !hash.has('web-1'));
+    // Stopped again, then removed: the record goes with the container.
+    streams[0]!.write(line({ ...ev('stop'), time: 1_750_000_005 }));
+    await until(() => hash.has('web-1'));
+    streams[0]!.write(line({ ...ev('destroy'), time: 1_750_000_005 }));
+    await until(() => !hash.has('web-1'));
 
     // The stream drops: it reconnects, replaying from the last event's second, and looks at once.
     streams[0]!.end();
     await until(() => streams.length === 2);
     expect(calls[1]).toMatchObject({ since: 1_750_000_005 });
     await until(() => triggers.includes('event stream reconnected'));
-    expect(watcher.stats()).toMatchObject({ events: 3, reconnects: 1, connected: true });
+    expect(watcher.stats()).toMatchObject({ events: 5, reconnects: 1, connected: true });
     await watcher.stop();
     expect(watcher.stats().connected).toBe(false);
   });
