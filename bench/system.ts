@@ -446,23 +446,28 @@ export async function benchHealingCache(n: number, caches: (number | undefined)[
   if (!cli) throw new Error('no temporal CLI (scripts/dev.sh setup)');
   const script = path.join(PROJECT_ROOT, 'dist', 'workers', 'healing.js');
   const bundleDir = mkdtempSync(path.join(os.tmpdir(), 'selfheal-bench-bundle-'));
-  const bundle = path.join(bundleDir, 'workflow-bundle.js');
-  const bundling = spawn(
-    process.execPath,
-    [path.join(PROJECT_ROOT, 'dist', 'workers', 'bundle-workflows.js'), bundle],
-    {
-      stdio: ['ignore', 'ignore', 'inherit'],
-    },
-  );
-  const [bundled] = (await once(bundling, 'exit')) as [number | null];
-  if (bundled !== 0) throw new Error(`bundling the workflows failed (exit ${bundled})`);
   const rows: Row[] = [];
   try {
+    const bundle = path.join(bundleDir, 'workflow-bundle.js');
+    const bundler = path.join(PROJECT_ROOT, 'dist', 'workers', 'bundle-workflows.js');
+    const bundling = spawn(process.execPath, [bundler, bundle], { stdio: ['ignore', 'ignore', 'inherit'] });
+    const [bundled] = (await once(bundling, 'exit')) as [number | null];
+    if (bundled !== 0) throw new Error(`bundling the workflows failed (exit ${bundled})`);
     for (const cache of caches) rows.push(await healingCacheRow(cli, script, bundle, n, cache));
   } finally {
     rmSync(bundleDir, { recursive: true, force: true });
   }
   return rows;
+}
+
+/** SIGTERM, then SIGKILL after 15 s (as `selfheal up` stops its workers); resolves once it exited. */
+async function stopWorker(w: ChildProcess): Promise<void> {
+  if (w.exitCode !== null || w.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
+  w.kill('SIGTERM');
+  const timer = setTimeout(() => w.kill('SIGKILL'), 15_000);
+  await exited;
+  clearTimeout(timer);
 }
 
 async function healingCacheRow(
@@ -581,11 +586,7 @@ async function healingCacheRow(
     await connection.close();
     return row;
   } finally {
-    for (const w of workers) {
-      if (w.exitCode !== null || w.signalCode !== null) continue;
-      w.kill('SIGTERM');
-      await once(w, 'exit');
-    }
+    await Promise.all(workers.map(stopWorker));
     await stopProcessGroup(dev);
     rmSync(dir, { recursive: true, force: true });
     await t.cleanup();

@@ -58,11 +58,11 @@ export function targets(r: Omit<BenchResults, 'targets' | 'finishedAt'>): Target
         (m500 ? `; in-memory dev server ${m500.seconds_to_all_terminal} s (${m500.workflows_per_s}/s)` : ''),
       met: b500.all_terminal === true && num(b500.seconds_to_all_terminal) <= 60,
       note:
-        'CPU-bound on 2 cores shared by the dev server, Postgres, Redis and the three workers, and noisy: one ' +
-        'figure is good to about +-20 %. On 2026-12-05 (afternoon), the current code, 500 in memory: 48.7, 49.2, ' +
-        '51.9, 61.5, 67.0, 69.4 and 70.3 s (the machine got slower during the series); the code before the gate ' +
-        'below, interleaved with it: 55.9, 58.5, 60.3, 80.8 and 81.4 s, 12-24 % slower in every pair. With ' +
-        '--db-filename: 63.5-66.9 s (4 runs; 69.3-73.7 s before the WAL journal below). Two changes that day: (1) the ' +
+        'CPU-bound on 2 cores shared by the dev server, Postgres, Redis and the three workers, and noisy: one figure ' +
+        'is good to about +-20 %. The same code, with --db-filename, on 2026-12-05 (night): 52.9, 54.4, 55.0, 56.0, ' +
+        '56.3, 57.0, 58.6, 63.7 and 63.7 s (7 of 9 under 60 s), in memory 55.4 and 57.8 s; with the workflow cache of' +
+        ' 100 it had then: 53.2, 54.0, 60.4, 62.7 and 73.2 s. In the afternoon (a slower machine), the code before ' +
+        'the gate below and the WAL journal, 500 with --db-filename: 69.3-73.7 s. Two changes that day: (1) the ' +
         'checks right before an action (silence, permit, policy recheck) are one local activity instead of five ' +
         '(activities/gate.ts): a healed stale-lock healing has 65 history events, 6 activity tasks, 8 local ' +
         'activities and 8 workflow tasks (before local activities: about 100 events, 13 activities, 14 workflow ' +
@@ -71,10 +71,12 @@ export function targets(r: Omit<BenchResults, 'targets' | 'finishedAt'>): Target
         'turns off, measured by changing the SDK by hand for the measurement only (not shipped). (1) Every call into ' +
         'the workflow sandbox (several per activation) runs under the deadlock timeout, for which Node creates and ' +
         "joins a watchdog thread per call: in a CPU profile of the healing worker's workflow thread during a " +
-        '200-burst on a loaded machine, 33.9 of 71 s were in that call, 0.4 s without the timeout. (2) A promise ' +
-        'hook captures a stack trace for every promise workflow code makes (for the stack-trace query). Earlier, ' +
-        '500 in memory, interleaved: 116.7 and 111.4 s as shipped then, 73.0 and 70.3 s without both. Caching all ' +
-        '500 runs (HEALING_CACHED_WORKFLOWS=600) did not help, so replays are not the cost.',
+        '200-burst on a loaded machine, 33.9 of 71 s were in that call, 0.4 s without the timeout. (2) A promise hook' +
+        ' captures a stack trace for every promise workflow code makes (for the stack-trace query). Earlier, 500 in ' +
+        'memory, interleaved: 116.7 and 111.4 s as shipped then, 73.0 and 70.3 s without both. Caching all 500 runs ' +
+        '(HEALING_CACHED_WORKFLOWS=600) did not help, so replays are not the cost. Two workflow threads in the ' +
+        "healing worker (the SDK's workflowThreadPoolSize 2, tried by hand, not shipped) took 43.0-54.2 s in 5 runs, " +
+        'but the worker peaked at 257-282 MB: over the memory target.',
     });
   if (r.system.memory.length > 0) {
     // The Temporal dev server is listed but is Temporal's process, not selfheal's.
@@ -93,19 +95,20 @@ export function targets(r: Omit<BenchResults, 'targets' | 'finishedAt'>): Target
               'the Docker image): --max-old-space-size=96 --max-semi-space-size=4 and MALLOC_ARENA_MAX=2. Without them ' +
               'the healing worker peaked at 406-566 MB and the monitor at 228-266 (V8 grows the heap far past what is ' +
               'live while allocation is fast; glibc keeps per-thread arenas); 128 MB of old space left the healing ' +
-              'worker at 257 MB. What is live is bounded by the workflow cache (HEALING_CACHED_WORKFLOWS, 100) and the ' +
+              'worker at 257 MB. What is live is bounded by the workflow cache (HEALING_CACHED_WORKFLOWS, 50) and the ' +
               'task concurrency, not by the size of the storm: 1,500 anomalies at once (2026-12-05, in memory, all ' +
-              'healed in 193.5 s) peaked at healing 246 MB, monitor 179, actions 137, http 117. Not always: of five ' +
-              '500-bursts that day (4 in memory) the healing worker peaked at 238, 238, 241, 238 and once 260 MB. The ' +
-              'cost in time is not settled: two interleaved pairs were slower with the settings (81.6 against 62.7 s, ' +
-              '72.0 against 59.2 s), two later runs were not (58.4 against 58.7 s).',
+              'healed in 193.5 s, with a cache of 100) peaked at healing 246 MB, monitor 179, actions 137, http 117. ' +
+              'The cache of 100 was not always enough: of ten 500-bursts that day the healing worker peaked at 237-242 ' +
+              'MB eight times, at 254 and at 260 MB once each; with 50 (0.1-0.4 MB a cached run, core/config.ts), 214-234 ' +
+              'MB in 11 runs. The cost in time of the memory settings is not settled: two interleaved pairs were slower' +
+              ' with them (81.6 against 62.7 s, 72.0 against 59.2 s), two later runs were not (58.4 against 58.7 s).',
           }
         : {}),
       ...(over.length
         ? {
             note:
               `over: ${over.map((m) => String(m.process)).join(', ')}. Bounding the healing worker's workflow cache ` +
-              '(HEALING_CACHED_WORKFLOWS, 100) did not lower its peak: during a burst its heap fills with garbage the ' +
+              '(HEALING_CACHED_WORKFLOWS, 100 then) did not lower its peak: during a burst its heap fills with garbage the ' +
               'garbage collector leaves while it may, and glibc keeps freed memory in per-thread arenas. A heap ' +
               'limit (NODE_OPTIONS=--max-old-space-size=150) with MALLOC_ARENA_MAX=2 took it to 283 MB (tunings ' +
               'below); 96 MB of heap gave the same 284 MB, so about 130 MB is not the JavaScript heap. Not set by ' +

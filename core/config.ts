@@ -25,12 +25,13 @@ const seconds = (def: number, min = 1) =>
 
 /**
  * Default HEALING_CACHED_WORKFLOWS, sized from measurements of the compiled healing worker with selfheal up's memory
- * settings (2026-12-05). 500 healings open at once, waiting for approval (`npm run bench -- system --cache
- * 25,50,100,200`): 152 MB at rest, and with all 500 waiting 201, 212, 218 and 261 MB for 25, 50, 100 and 200 cached
- * runs, so about 0.4 MB per cached run. 500 anomalies healed at once (`npm run bench -- system --bursts 500`, six and
- * five runs): the worker peaked at 214-234 MB with 50 and at 237-254 MB with 100, in about the same time (54-64 and
- * 53-73 s). A run out of the cache replays its history (about 65 events) on its next workflow task: with 25 the 500
- * took 38 s to reach their approval wait, with 50 31 s, with 100 17.5 s.
+ * settings (2026-12-05) against the target of 250 MB per process. 500 anomalies healed at once (`npm run bench --
+ * system --bursts 500`): with 100 cached runs the worker peaked at 237-254 MB in five runs (once 260 MB earlier that
+ * day), with 50 at 214-234 MB in eleven, in about the same time (52.9-63.7 s against 53.2-73.2 s). 500 healings open
+ * at once, waiting for approval (`npm run bench -- system --cache 25,50,100,200`): 152 MB at rest, and 201, 212, 218
+ * and 261 MB once all waited with 25, 50, 100 and 200 cached runs (0.1-0.4 MB a cached run). A run out of the cache
+ * replays its history (about 65 events) on its next workflow task: the 500 took 38, 31, 17.5 and 16.3 s to reach their
+ * approval wait.
  */
 export const HEALING_CACHED_WORKFLOWS_DEFAULT = 50;
 

@@ -24,7 +24,7 @@ runWorker({
   workflowsPath: projectScript('workflows/index'),
   activities: healingActivities(config, { pool, redis }),
   // Bounded: the SDK's default cache (sized from the heap limit, about 2,300 runs) let the worker grow with every open
-  // healing. See HEALING_CACHED_WORKFLOWS_DEFAULT in core/config.ts for the arithmetic.
+  // healing. See HEALING_CACHED_WORKFLOWS_DEFAULT in core/config.ts for the measurements.
   maxCachedWorkflows: config.HEALING_CACHED_WORKFLOWS,
   onShutdown: async () => {
     redis.disconnect();
