@@ -100,8 +100,12 @@ export function createDetectionActivities(deps: DetectionDeps) {
       ? { history: memory, from: 'memory' }
       : { history, from: 'redis' };
   };
+  // The gone marks as this process last read or wrote them: they stand in for marks a flush took (see readGone).
+  let goneMemory = new Map<string, number>();
+
   /** Deletes marks, each only if no recheck wrote a newer one since it was read. */
   const deleteMarks = async (marks: GoneMark[]): Promise<void> => {
+    for (const m of marks) if (goneMemory.get(m.fingerprint) === m.goneAt) goneMemory.delete(m.fingerprint);
     if (marks.length === 0) return;
     await defineScript(
       redis,
@@ -112,14 +116,34 @@ export function createDetectionActivities(deps: DetectionDeps) {
       marks.flatMap((m) => [m.fingerprint, String(m.goneAt)]),
     );
   };
-  /** `monitoring:gone`: when a healing's recheck last found each anomaly gone (none when Redis cannot be read). */
-  const readGone = async (): Promise<Map<string, number>> => {
-    const marks = await redis.hgetall(keys.monitoringGone()).catch((): Record<string, string> => ({}));
-    return new Map(
-      Object.entries(marks)
+  /**
+   * `monitoring:gone`: when a healing's recheck last found each anomaly gone. This process keeps a copy of what it last
+   * read or wrote. It stands in when Redis cannot be read, and when the stream lost this process's records (`lost`: a
+   * flush of the pipeline's Redis, which takes the marks too): then the marks Redis lost are written back, so that a
+   * fault back after its remedy still fires again. Otherwise Redis's marks are the truth and the copy follows them (a
+   * mark another monitor spent is not brought back).
+   */
+  const readGone = async (lost: boolean): Promise<Map<string, number>> => {
+    let stored: Record<string, string>;
+    try {
+      stored = await redis.hgetall(keys.monitoringGone());
+    } catch {
+      return new Map(goneMemory);
+    }
+    const marks = new Map(
+      Object.entries(stored)
         .map(([fp, at]) => [fp, Number(at)] as const)
         .filter(([, at]) => Number.isFinite(at)),
     );
+    if (lost) {
+      const restored = [...goneMemory].filter(([fp, at]) => (marks.get(fp) ?? Number.NEGATIVE_INFINITY) < at);
+      for (const [fp, at] of restored) marks.set(fp, at);
+      if (restored.length > 0) {
+        await redis.hset(keys.monitoringGone(), ...restored.flatMap(([fp, at]) => [fp, String(at)])).catch(() => 0);
+      }
+    }
+    goneMemory = new Map(marks);
+    return marks;
   };
 
   return {
@@ -167,6 +191,7 @@ export function createDetectionActivities(deps: DetectionDeps) {
       // Gone after an action, as far as the sources it needs tell: a cycle that sees it again after this fires it
       // again. Only after an action: a fault that went away by itself and is back is flapping, and waits to clear.
       if (input.markGone && !found && !sourcesToVerify(input.anomaly.type).some((s) => degraded.includes(s))) {
+        goneMemory.set(input.anomaly.fingerprint, input.snapshot.at);
         await redis.hset(keys.monitoringGone(), input.anomaly.fingerprint, String(input.snapshot.at)).catch(() => 0);
       }
       return { present: found !== undefined, current: found, degraded };
@@ -176,7 +201,7 @@ export function createDetectionActivities(deps: DetectionDeps) {
       const { snapshot, thresholds } = input;
       const { history, from: historyFrom } = await historyAt(snapshot.at, thresholds);
       const evaluated = evaluateCycle(snapshot, history, thresholds, snapshot.at);
-      const gone = await readGone();
+      const gone = await readGone(historyFrom === 'memory');
       const again = refiredAfterGone(evaluated, history, snapshot.at, gone, thresholds);
       const result = { ...evaluated, fired: [...evaluated.fired, ...again] };
       const refired = again.map((a) => ({ fingerprint: a.fingerprint, goneAt: gone.get(a.fingerprint)! }));

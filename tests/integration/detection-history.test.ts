@@ -3,7 +3,8 @@
  * monitor wrote (a flush of the pipeline's Redis, as `selfheal chaos redis-flush` does, or a Redis restart without
  * persistence), the records that monitor remembers stand in, so a lasting anomaly is not fired again as a new one.
  * The chaos soak found it: a container dead since a poison document, its healing escalated to a human, was restarted
- * two seconds after a flush by a new healing.
+ * two seconds after a flush by a new healing. The gone marks (`monitoring:gone`) the flush took stand in the same way,
+ * so that a fault back after its remedy still fires again.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createDetectionActivities } from '../../activities/detection';
@@ -89,5 +90,46 @@ describe('detection history', () => {
     const later = await cycle(d, T0 + 10_000);
     expect(later.historyFrom).toBe('redis');
     expect(later.fired.map((x) => x.target)).toEqual(['pipeline-extract-1']);
+  });
+
+  /** The verification after an action (`markGone`) finds the container back: the anomaly is marked gone at `at`. */
+  const healedAt = async (d: ReturnType<typeof createDetectionActivities>, at: number) => {
+    const first = await cycle(d, T0);
+    const anomaly = first.fired[0]!;
+    const r = await d.recheckAnomaly({ anomaly, snapshot: snapshot(at), thresholds, markGone: true });
+    expect(r.present).toBe(false);
+    return anomaly;
+  };
+
+  it('a gone mark the flush took: the monitor still has it, so the fault back after its remedy fires again', async () => {
+    const d = createDetectionActivities(deps());
+    const anomaly = await healedAt(d, T0 + 500);
+    expect(await t.redis.hget(t.keys.monitoringGone(), anomaly.fingerprint)).toBe(String(T0 + 500));
+    await t.redis.unlink(...(await t.redis.keys(`${t.prefix}*`)));
+
+    // Dead again within ANOMALY_CLEAR_CYCLES of the remedy (it never cleared): fired again, and the mark is back.
+    const back = await cycle(d, T0 + 1_000);
+    expect(back.historyFrom).toBe('memory');
+    expect(back.fired.map((a) => a.target)).toEqual(['pipeline-extract-1']);
+    expect(back.refired).toEqual([{ fingerprint: anomaly.fingerprint, goneAt: T0 + 500 }]);
+    expect(await t.redis.hget(t.keys.monitoringGone(), anomaly.fingerprint)).toBe(String(T0 + 500));
+    // Spent once the new healing started: not fired a third time.
+    await d.spendGoneMarks(back.refired!);
+    expect((await cycle(d, T0 + 2_000)).fired).toEqual([]);
+  });
+
+  it('a mark another monitor spent is not brought back by a later flush', async () => {
+    const d = createDetectionActivities(deps());
+    const anomaly = await healedAt(d, T0 + 500);
+    // Another monitor's cycle fired it again and spent the mark; this one's next cycle reads that.
+    await t.redis.hdel(t.keys.monitoringGone(), anomaly.fingerprint);
+    const next = await cycle(d, T0 + 1_000);
+    expect(next.historyFrom).toBe('redis');
+    expect(next.fired).toEqual([]);
+    await t.redis.unlink(...(await t.redis.keys(`${t.prefix}*`)));
+    const afterFlush = await cycle(d, T0 + 2_000);
+    expect(afterFlush.historyFrom).toBe('memory');
+    expect(afterFlush.fired).toEqual([]);
+    expect(await t.redis.hexists(t.keys.monitoringGone(), anomaly.fingerprint)).toBe(0);
   });
 });
