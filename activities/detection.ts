@@ -66,6 +66,17 @@ for i = 1, #ARGV, 2 do
 end
 return n`;
 
+/** Sets each field ARGV[odd] of the hash KEYS[1] to ARGV[even] unless it holds a larger number; the count set. */
+const SET_IF_NEWER = `local n = 0
+for i = 1, #ARGV, 2 do
+  local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[i]))
+  if cur == nil or cur < tonumber(ARGV[i + 1]) then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    n = n + 1
+  end
+end
+return n`;
+
 const ALERTS_MAXLEN = 10_000;
 
 /** When the newest of `records` was taken (epoch ms); -Infinity for none. */
@@ -100,8 +111,10 @@ export function createDetectionActivities(deps: DetectionDeps) {
       ? { history: memory, from: 'memory' }
       : { history, from: 'redis' };
   };
-  // The gone marks as this process last read or wrote them: they stand in for marks a flush took (see readGone).
+  // The gone marks as this process last read or wrote them, and when (the snapshot time of that cycle or recheck):
+  // they stand in for marks a flush took (see readGone).
   let goneMemory = new Map<string, number>();
+  let goneMemoryAt = Number.NEGATIVE_INFINITY;
 
   /** Deletes marks, each only if no recheck wrote a newer one since it was read. */
   const deleteMarks = async (marks: GoneMark[]): Promise<void> => {
@@ -117,32 +130,49 @@ export function createDetectionActivities(deps: DetectionDeps) {
     );
   };
   /**
-   * `monitoring:gone`: when a healing's recheck last found each anomaly gone. This process keeps a copy of what it last
-   * read or wrote. It stands in when Redis cannot be read, and when the stream lost this process's records (`lost`: a
-   * flush of the pipeline's Redis, which takes the marks too): then the marks Redis lost are written back, so that a
-   * fault back after its remedy still fires again. Otherwise Redis's marks are the truth and the copy follows them (a
-   * mark another monitor spent is not brought back).
+   * `monitoring:gone`: when a healing's recheck last found each anomaly gone, for a cycle whose snapshot was taken at
+   * `at`. This process keeps a copy of what it last read or wrote. When it is recent (as recent as `historyAt` asks of
+   * the records it remembers), it stands in when Redis cannot be read, and when the stream lost this process's
+   * records (`lost`: a flush of the pipeline's Redis, which takes the marks too): then the marks Redis lost are
+   * written back (each unless a newer one is there), so that a fault back after its remedy still fires again.
+   * Otherwise Redis's marks are the truth and the copy follows them: a mark another monitor spent is not brought
+   * back, unless that monitor spent it after this one's last read and a flush followed (several monitors only).
    */
-  const readGone = async (lost: boolean): Promise<Map<string, number>> => {
+  const readGone = async (at: number, t: Thresholds, lost: boolean): Promise<Map<string, number>> => {
+    const fresh = at - goneMemoryAt <= (t.clearAfterCycles + 1) * deps.intervalSeconds * 1000;
+    const before = new Map(goneMemory);
     let stored: Record<string, string>;
     try {
       stored = await redis.hgetall(keys.monitoringGone());
     } catch {
-      return new Map(goneMemory);
+      return fresh ? new Map(goneMemory) : new Map();
     }
     const marks = new Map(
       Object.entries(stored)
-        .map(([fp, at]) => [fp, Number(at)] as const)
-        .filter(([, at]) => Number.isFinite(at)),
+        .map(([fp, markedAt]) => [fp, Number(markedAt)] as const)
+        .filter(([, markedAt]) => Number.isFinite(markedAt)),
     );
-    if (lost) {
-      const restored = [...goneMemory].filter(([fp, at]) => (marks.get(fp) ?? Number.NEGATIVE_INFINITY) < at);
-      for (const [fp, at] of restored) marks.set(fp, at);
+    const newer = ([fp, markedAt]: [string, number]) => (marks.get(fp) ?? Number.NEGATIVE_INFINITY) < markedAt;
+    if (lost && fresh) {
+      const restored = [...before].filter(newer);
+      for (const [fp, markedAt] of restored) marks.set(fp, markedAt);
       if (restored.length > 0) {
-        await redis.hset(keys.monitoringGone(), ...restored.flatMap(([fp, at]) => [fp, String(at)])).catch(() => 0);
+        await defineScript(
+          redis,
+          'selfhealSetGoneMarksIfNewer',
+          SET_IF_NEWER,
+        )(
+          [keys.monitoringGone()],
+          restored.flatMap(([fp, markedAt]) => [fp, String(markedAt)]),
+        ).catch(() => 0);
       }
     }
-    goneMemory = new Map(marks);
+    // A recheck of this process may have written a mark while Redis was read: it is kept.
+    const next = new Map(marks);
+    for (const [fp, markedAt] of goneMemory)
+      if (before.get(fp) !== markedAt && newer([fp, markedAt])) next.set(fp, markedAt);
+    goneMemory = next;
+    goneMemoryAt = Math.max(goneMemoryAt, at);
     return marks;
   };
 
@@ -192,6 +222,7 @@ export function createDetectionActivities(deps: DetectionDeps) {
       // again. Only after an action: a fault that went away by itself and is back is flapping, and waits to clear.
       if (input.markGone && !found && !sourcesToVerify(input.anomaly.type).some((s) => degraded.includes(s))) {
         goneMemory.set(input.anomaly.fingerprint, input.snapshot.at);
+        goneMemoryAt = Math.max(goneMemoryAt, input.snapshot.at);
         await redis.hset(keys.monitoringGone(), input.anomaly.fingerprint, String(input.snapshot.at)).catch(() => 0);
       }
       return { present: found !== undefined, current: found, degraded };
@@ -201,7 +232,7 @@ export function createDetectionActivities(deps: DetectionDeps) {
       const { snapshot, thresholds } = input;
       const { history, from: historyFrom } = await historyAt(snapshot.at, thresholds);
       const evaluated = evaluateCycle(snapshot, history, thresholds, snapshot.at);
-      const gone = await readGone(historyFrom === 'memory');
+      const gone = await readGone(snapshot.at, thresholds, historyFrom === 'memory');
       const again = refiredAfterGone(evaluated, history, snapshot.at, gone, thresholds);
       const result = { ...evaluated, fired: [...evaluated.fired, ...again] };
       const refired = again.map((a) => ({ fingerprint: a.fingerprint, goneAt: gone.get(a.fingerprint)! }));

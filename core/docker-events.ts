@@ -26,7 +26,7 @@ export interface StoppedOnPurpose {
 export type EventMeaning =
   /** Something to detect now: it died, ran out of memory, or its HEALTHCHECK says unhealthy. */
   | { kind: 'detect'; name: string; why: string }
-  /** Stopped on purpose: left alone until it starts again. */
+  /** Stopped on purpose: left alone until it starts again (or is removed). */
   | { kind: 'stopped'; name: string; stop: StoppedOnPurpose }
   /** It (re)started: whatever stop was recorded no longer holds. */
   | { kind: 'started'; name: string }

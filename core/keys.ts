@@ -47,7 +47,8 @@ export function createKeys(prefix = '') {
     pipelineWorkers: () => `${prefix}pipeline:workers`,
     /**
      * Hash container name -> JSON `{at, how}`: containers stopped on purpose, as the Docker event stream told the
-     * actions worker (a `stop`, or a kill with SIGTERM or SIGINT); the container's next `start` removes it.
+     * actions worker (a `stop`, or a kill with SIGTERM or SIGINT); the container's next `start`, or its removal,
+     * removes it. That worker keeps a copy in memory (activities/docker-stops.ts).
      */
     dockerStops: () => `${prefix}selfheal:docker:stopped`,
     /** Hash container name -> Docker's `RestartCount` as the last inspection saw it. */

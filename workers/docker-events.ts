@@ -4,7 +4,7 @@
  * once (trigger, overlap BUFFER_ONE: after the running one, never two at a time), so detection and the healing
  * workflow it starts (deduplicated by its workflow id, as from a scheduled cycle) do not wait for the next interval.
  * A container stopped on purpose is recorded (in Redis and in memory, activities/docker-stops.ts) until it starts
- * again, so the cycle leaves it alone.
+ * again or is removed, so the cycle leaves it alone.
  *
  * Polling stays the safety net: when the stream drops, it reconnects with backoff, replaying from the last event
  * seen (`since`), and triggers one cycle for whatever happened meanwhile.

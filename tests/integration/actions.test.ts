@@ -334,10 +334,10 @@ describe('restartWorker (real Docker engine)', () => {
         stopRecords: stops,
       }),
     );
-    await runnerDocker.getContainer(name).stop({ t: 2 });
-    await stops.stopped(name, { at: Date.now(), how: 'docker stop' });
-    await t.redis.unlink(t.keys.dockerStops());
     try {
+      await runnerDocker.getContainer(name).stop({ t: 2 });
+      await stops.stopped(name, { at: Date.now(), how: 'docker stop' });
+      await t.redis.unlink(t.keys.dockerStops());
       const r = await withMemory('restartWorker', {
         plan: plan('restart_worker', { container: name }),
         idempotencyKey: `restart-${uniqueId()}`,
@@ -351,7 +351,9 @@ describe('restartWorker (real Docker engine)', () => {
       // Written back to Redis, where the other actions workers read it.
       expect(await t.redis.hexists(t.keys.dockerStops(), name)).toBe(1);
     } finally {
-      await runnerDocker.getContainer(name).start();
+      // Running again for what follows (a regression that restarted it left it running: no second start).
+      if (!(await runnerDocker.getContainer(name).inspect()).State.Running)
+        await runnerDocker.getContainer(name).start();
       await stops.forget(name);
     }
   });
