@@ -635,9 +635,12 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
               { type: 'poison_document', target: '*' },
               ...all.map((c) => ({ type: 'unhealthy_container', target: c })),
             ],
-            // Each death on it leaves that worker's lease, as a kill does; it lasts until the document is dead.
+            // Each death on it leaves that worker's lease, as a kill does; it lasts until the document is dead. A
+            // death's requeue (stuck_documents) pushes the document back to queue:<stage>, and the restart's
+            // quarantine of it is Postgres-only: the dead document's entry waits in the queue until a worker skips
+            // it or orphaned_entries removes it (a 5-minute soak under load did, 3 s after the poison was dead).
             allow: [
-              ...['stuck_documents', 'stalled_queue'].map((type) => ({ type, target: stage })),
+              ...['stuck_documents', 'stalled_queue', 'orphaned_entries'].map((type) => ({ type, target: stage })),
               ...all.map((c) => ({ type: 'stale_locks', target: c })),
               ...stages.map((s) => ({ type: 'lost_documents', target: s })),
             ],
