@@ -1,8 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { isDeepStrictEqual } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ChaosError, createChaos, registerLlmProcess, runChaos, type Chaos } from '../../pipeline/chaos';
 import { generateDocuments } from '../../pipeline/generator';
 import { ensurePipelineImage } from '../../pipeline/image';
+import { parseFaults } from '../../pipeline/worker-options';
 import { isProcessRunning, processCommandLine, readRegistration } from '../../pipeline/registry';
 import type { PipelineRunner, RunningWorker } from '../../pipeline/runner';
 import { createTestEnv, waitFor, type TestEnv } from '../helpers/env';
@@ -325,6 +327,18 @@ describe('chaos', () => {
   it('after clear() everything is back to normal', async () => {
     expect(await chaos.active()).toEqual({ faults: {}, records: [] });
     for (const w of workers) expect(await httpStatus(w.healthUrl), w.worker).toBe(200);
+    // Each worker polls the faults (every 500 ms, later on a loaded machine): documents it takes before it has seen
+    // the clear still get the last test's error rate. Its /health says which faults it applies.
+    await waitFor(
+      async () => {
+        for (const w of workers) {
+          const body = await healthBody(w.healthUrl);
+          if (!isDeepStrictEqual(body?.faults, parseFaults({}, w.stage, w.worker))) return undefined;
+        }
+        return true;
+      },
+      { timeoutMs: 30_000, what: 'every worker to apply no fault' },
+    );
     const ids = await generate(50);
     await waitForDocuments(t, ids);
     const { rows } = await t.pool.query<{ n: number }>(
