@@ -14,6 +14,7 @@
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
 import type { temporal } from '@temporalio/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -298,13 +299,21 @@ describe('R3: the Temporal dev server restarts while healings wait for approval'
     for (const r of events.rows) expect(r.n, `${r.document_id} ${r.stage}`).toBe(1);
 
     // Nothing lost, nothing run twice: every healing this namespace ever ran, one run each, all closed as expected
-    // (Ollama's outage escalates on its own: nothing to approve).
-    const all: { id: string; status: string }[] = [];
-    for await (const wf of client.workflow.list({ query: "WorkflowType = 'healingWorkflow'" }))
-      all.push({ id: wf.workflowId, status: wf.status.name });
-    expect(all.sort((a, b) => a.id.localeCompare(b.id))).toEqual(
-      [restartId(), requeueId, LLM_ID].sort().map((id) => ({ id, status: 'COMPLETED' })),
-    );
+    // (Ollama's outage escalates on its own: nothing to approve). The list is Temporal's visibility store, which
+    // follows a run's close a moment later (under load a run that had returned its result still listed RUNNING).
+    const expected = [restartId(), requeueId, LLM_ID].sort().map((id) => ({ id, status: 'COMPLETED' }));
+    const listed = async () => {
+      const all: { id: string; status: string }[] = [];
+      for await (const wf of client.workflow.list({ query: "WorkflowType = 'healingWorkflow'" }))
+        all.push({ id: wf.workflowId, status: wf.status.name });
+      return all.sort((a, b) => a.id.localeCompare(b.id));
+    };
+    let all = await listed();
+    await waitFor(async () => isDeepStrictEqual((all = await listed()), expected), {
+      timeoutMs: 15_000,
+      what: 'the visibility store to list the three healings closed',
+    }).catch(() => undefined);
+    expect(all).toEqual(expected);
     expect(((await client.workflow.getHandle(LLM_ID).result()) as HealingStatus).phase).toBe('escalated');
     // And over the whole test the container was started once: by the approved restart, never again.
     expect(watch.count('start'), JSON.stringify(watch.events.map((e) => e.Action))).toBe(1);
