@@ -469,11 +469,14 @@ describe('R12: a stale lock re-acquired by a live worker just before the clear',
     const status = await handle.result();
     expect(status.phase, JSON.stringify(status.history)).toBe('healed');
 
-    // The document is finished by the live worker, once, and its lease released by that worker.
+    // The document is finished by the live worker, once, and its lease released by that worker. The worker commits
+    // the row first and then, in one Redis script, releases the lease and queues the document for the next stage:
+    // both are waited for (a fresh-clone run read the lease between the two).
     await waitFor(
       async () =>
-        (await t.pool.query('SELECT 1 FROM documents WHERE id = $1 AND stage = $2', [doc, 'evaluate'])).rowCount === 1,
-      { timeoutMs: 60_000, what: 'the document through extract' },
+        (await t.pool.query('SELECT 1 FROM documents WHERE id = $1 AND stage = $2', [doc, 'evaluate'])).rowCount ===
+          1 && (await t.redis.exists(t.keys.lock(doc!))) === 0,
+      { timeoutMs: 60_000, what: 'the document through extract and its lease released' },
     );
     const events = await t.pool.query<{ worker_id: string; outcome: string }>(
       'SELECT worker_id, outcome FROM document_events WHERE document_id = $1',
