@@ -19,7 +19,7 @@ import { NativeConnection, Worker } from '@temporalio/worker';
 import { HEALING_CACHED_WORKFLOWS_DEFAULT, parseConfig, thresholdsFrom, type Config } from '../core/config';
 import type { Anomaly } from '../core/types';
 import { DEMO_DEFAULTS, type DemoResult } from '../starter/demo';
-import { workerEnv } from '../starter/up';
+import { stopChild, workerEnv } from '../starter/up';
 import { PROJECT_ROOT, projectScript } from '../workers/project';
 import { healingPolicy, monitoringInput } from '../workers/schedule';
 import { findTemporalCli, freePort, startDevServer, stopProcessGroup } from '../starter/temporal-local';
@@ -460,16 +460,6 @@ export async function benchHealingCache(n: number, caches: (number | undefined)[
   return rows;
 }
 
-/** SIGTERM, then SIGKILL after 15 s (as `selfheal up` stops its workers); resolves once it exited. */
-async function stopWorker(w: ChildProcess): Promise<void> {
-  if (w.exitCode !== null || w.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
-  w.kill('SIGTERM');
-  const timer = setTimeout(() => w.kill('SIGKILL'), 15_000);
-  await exited;
-  clearTimeout(timer);
-}
-
 async function healingCacheRow(
   cli: string,
   script: string,
@@ -506,10 +496,11 @@ async function healingCacheRow(
     const client = new Client({ connection, namespace: 'default' });
     const start = (file: string): { proc: ChildProcess; exited: Promise<never> } => {
       let out = '';
-      const proc = spawn(process.execPath, [file], { env: workerEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+      // With an IPC channel, as `selfheal up` spawns them: a worker stops when the bench goes, even by SIGKILL.
+      const proc = spawn(process.execPath, [file], { env: workerEnv(env), stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
       workers.push(proc);
-      proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
-      proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
+      proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+      proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
       const exited = new Promise<never>((_, reject) =>
         proc.once('exit', (code) => reject(new Error(`${path.basename(file)} exited ${code}: ${out}`))),
       );
@@ -586,7 +577,7 @@ async function healingCacheRow(
     await connection.close();
     return row;
   } finally {
-    await Promise.all(workers.map(stopWorker));
+    await Promise.all(workers.map((w) => stopChild(w)));
     await stopProcessGroup(dev);
     rmSync(dir, { recursive: true, force: true });
     await t.cleanup();

@@ -107,19 +107,17 @@ export function spawnComponent(
   const out = openSync(path.join(logDir, `${name}.log`), 'a');
   const [exe, ...argv] = nodeCommand(projectScript(script));
   const child = spawn(exe, [...argv, ...args], { env, stdio: ['ignore', out, out, 'ipc'] });
+  return { name, child, pid: child.pid, stop: () => stopChild(child) };
+}
+
+/** SIGTERM, then SIGKILL after `graceMs`; resolves once the child exited (at once if it already had). */
+export async function stopChild(child: ChildProcess, graceMs = 15_000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  return {
-    name,
-    child,
-    pid: child.pid,
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-      await exited;
-      clearTimeout(timer);
-    },
-  };
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(timer);
 }
 
 /** Builds the workflow bundle into the data directory; returns its path. */
