@@ -33,10 +33,15 @@ export function loadConfigOrExit(env: NodeJS.ProcessEnv = process.env, opts: { r
 
 /**
  * For processes started by `selfheal up` with an IPC channel: the channel must not keep the process alive once
- * its work is done, and its closing (the parent went away, even by SIGKILL) must stop the process.
+ * its work is done, and its closing (the parent went away, even by SIGKILL) must stop the process. A channel that
+ * closed before this call (the parent killed while the process started) stops it at once.
  */
 export function stopWhenParentGoes(stop: () => void): void {
   if (!process.send) return;
+  if (!process.connected) {
+    stop();
+    return;
+  }
   process.channel?.unref();
   process.once('disconnect', stop);
 }

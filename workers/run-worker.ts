@@ -63,8 +63,15 @@ export async function runWorker(opts: RunWorkerOptions): Promise<void> {
         : {}),
     },
   });
+  // Watched from the start: the connection and Worker.create (the workflow bundle) take seconds, and a parent that
+  // goes away meanwhile must not leave a worker running.
+  const started: { worker?: Worker; parentGone: boolean } = { parentGone: false };
+  stopWhenParentGoes(() => {
+    started.parentGone = true;
+    if (started.worker?.getState() === 'RUNNING') started.worker.shutdown();
+  });
   const connection = await NativeConnection.connect({ address: opts.config.TEMPORAL_ADDRESS });
-  const worker = await Worker.create({
+  const worker = (started.worker = await Worker.create({
     connection,
     namespace: opts.config.TEMPORAL_NAMESPACE,
     taskQueue: opts.taskQueue,
@@ -72,16 +79,16 @@ export async function runWorker(opts: RunWorkerOptions): Promise<void> {
     activities: opts.activities,
     maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivityTaskExecutions,
     ...(opts.maxCachedWorkflows === undefined ? {} : { maxCachedWorkflows: opts.maxCachedWorkflows }),
-  });
-  stopWhenParentGoes(() => {
-    if (worker.getState() === 'RUNNING') worker.shutdown();
-  });
+  }));
   log.info(
     { taskQueue: opts.taskQueue, ...(metricsAddress ? { sdkMetrics: `http://${metricsAddress}/metrics` } : {}) },
     'worker started',
   );
   try {
-    await worker.run();
+    const running = worker.run();
+    // run() is RUNNING at once: a parent gone while the worker started shuts it down now, as SIGTERM would.
+    if (started.parentGone) worker.shutdown();
+    await running;
   } finally {
     await connection.close();
     await opts.onShutdown?.();

@@ -84,11 +84,9 @@ describe('R16 storm: stuck documents, dead containers and stale locks at once', 
         CONTAINER_ALLOWLIST: 'pipeline-*',
         // Queueing for an LLM slot counts against this timeout: 9 analyses at 2.5 s, two at a time, need ~12 s.
         LLM_TIMEOUT_MS: '60000',
-        // No fault of the storm slows processing, and the slowdown detector is not this test's subject (healing.test
-        // covers it). With 2-6 ms of work per document it measures the machine, not the pipeline: the landing CI run
-        // of af57e82 (five test files at once) fired a processing_time_anomaly on evaluate, a healing the storm does
-        // not inject. The largest factor the setting takes keeps that one detector quiet; every other detector runs,
-        // and a healing beyond the storm's anomalies still fails the test.
+        // No fault of the storm slows processing, and with 2-6 ms of work per document the slowdown detector measures
+        // the machine's load spikes (healing.test covers that detector). Its largest factor keeps it quiet; a healing
+        // beyond the storm's anomalies still fails the test.
         SLOWDOWN_FACTOR: '1000',
       }),
     });
