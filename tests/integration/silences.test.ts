@@ -5,7 +5,7 @@
  * removed the held healing goes on: restarted, healed.
  */
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { historyToJSON } from '@temporalio/common/lib/proto-utils';
@@ -70,6 +70,7 @@ describe('silences', () => {
   afterAll(async () => {
     if (s) await removeTestContainers(s.docker, s.t);
     await s?.stop();
+    if (s) rmSync(runbooks(s.t.id), { force: true });
   });
 
   it('holds the restart while the silence matches, lists and audits it, and heals once it is removed', async () => {
